@@ -1,0 +1,250 @@
+//! A small namespace-aware XML tree, read with quick-xml.
+//!
+//! Service Bus clients serialise the same description in several ways (default namespaces,
+//! `ns0:` prefixes, `i:type`, `p4:type` or `xsi:type`), so everything here is matched by
+//! namespace URI and local name, never by prefix.
+
+use quick_xml::NsReader;
+use quick_xml::events::Event;
+use quick_xml::name::ResolveResult;
+
+use crate::WireError;
+
+/// The XML Schema instance namespace (`i:type`, `xsi:type`).
+pub const XSI_NS: &str = "http://www.w3.org/2001/XMLSchema-instance";
+/// The XML Schema namespace used for typed values (`d6p1:string`).
+pub const XSD_NS: &str = "http://www.w3.org/2001/XMLSchema";
+
+/// One element: its namespace and local name, attributes, children and direct text.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Element {
+    /// Namespace URI, empty when unbound.
+    pub ns: String,
+    /// Local name without prefix.
+    pub name: String,
+    /// Attributes as (namespace URI, local name, unescaped value).
+    pub attrs: Vec<(String, String, String)>,
+    /// Child elements in document order.
+    pub children: Vec<Element>,
+    /// Concatenated text directly inside this element, unescaped.
+    pub text: String,
+    /// Prefix-to-namespace bindings in scope here, used to resolve QName attribute values
+    /// such as `i:type="d6p1:string"`.
+    pub scope: Vec<(String, String)>,
+}
+
+impl Element {
+    /// The first child with this local name (any namespace).
+    pub fn child(&self, name: &str) -> Option<&Element> {
+        self.children.iter().find(|c| c.name == name)
+    }
+
+    /// The value of an attribute by namespace URI and local name.
+    pub fn attr(&self, ns: &str, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(n, l, _)| n == ns && l == name)
+            .map(|(_, _, v)| v.as_str())
+    }
+
+    /// The local part of the `xsi:type` attribute (`SqlFilter` from `i:type="SqlFilter"`,
+    /// `string` from `p4:type="l28:string"`).
+    pub fn instance_type(&self) -> Option<&str> {
+        let value = self.attr(XSI_NS, "type")?;
+        Some(value.rsplit(':').next().unwrap_or(value))
+    }
+
+    /// Trimmed text of this element.
+    pub fn trimmed_text(&self) -> &str {
+        self.text.trim()
+    }
+}
+
+/// Parses a whole document and returns its root element.
+///
+/// # Errors
+///
+/// [`WireError::Xml`] when the document is not well-formed or has no root element.
+pub fn parse(input: &str) -> Result<Element, WireError> {
+    let mut reader = NsReader::from_str(input);
+    reader.config_mut().trim_text(false);
+    let mut stack: Vec<Element> = Vec::new();
+    let mut root: Option<Element> = None;
+    loop {
+        let position = reader.buffer_position();
+        let (ns, event) = reader
+            .read_resolved_event()
+            .map_err(|e| xml_error(position, e))?;
+        let ns = resolved(&ns);
+        match event {
+            Event::Start(ref start) | Event::Empty(ref start) => {
+                let is_empty = matches!(event, Event::Empty(_));
+                let mut element = Element {
+                    ns,
+                    name: String::from_utf8_lossy(start.local_name().as_ref()).into_owned(),
+                    scope: stack.last().map(|p| p.scope.clone()).unwrap_or_default(),
+                    ..Element::default()
+                };
+                for attr in start.attributes() {
+                    let attr = attr.map_err(|e| WireError::Xml(format!("bad attribute: {e}")))?;
+                    let key = attr.key;
+                    let value = attr
+                        .unescape_value()
+                        .map_err(|e| WireError::Xml(format!("bad attribute value: {e}")))?
+                        .into_owned();
+                    if let Some(prefix) = key.as_namespace_binding() {
+                        let prefix = match prefix {
+                            quick_xml::name::PrefixDeclaration::Default => String::new(),
+                            quick_xml::name::PrefixDeclaration::Named(p) => {
+                                String::from_utf8_lossy(p).into_owned()
+                            }
+                        };
+                        element.scope.retain(|(p, _)| *p != prefix);
+                        element.scope.push((prefix, value));
+                        continue;
+                    }
+                    let (attr_ns, local) = reader.resolve_attribute(key);
+                    element.attrs.push((
+                        resolved(&attr_ns),
+                        String::from_utf8_lossy(local.as_ref()).into_owned(),
+                        value,
+                    ));
+                }
+                if is_empty {
+                    attach(&mut stack, &mut root, element)?;
+                } else {
+                    stack.push(element);
+                }
+            }
+            Event::End(_) => {
+                let element = stack
+                    .pop()
+                    .ok_or_else(|| WireError::Xml("unbalanced end tag".into()))?;
+                attach(&mut stack, &mut root, element)?;
+            }
+            Event::Text(text) => {
+                let text = text
+                    .decode()
+                    .map_err(|e| WireError::Xml(format!("bad text: {e}")))?;
+                push_text(&mut stack, &text)?;
+            }
+            Event::CData(data) => {
+                let text = data
+                    .decode()
+                    .map_err(|e| WireError::Xml(format!("bad CDATA: {e}")))?;
+                push_text(&mut stack, &text)?;
+            }
+            Event::GeneralRef(reference) => {
+                let resolved = if let Some(c) = reference
+                    .resolve_char_ref()
+                    .map_err(|e| WireError::Xml(format!("bad character reference: {e}")))?
+                {
+                    c.to_string()
+                } else {
+                    let name = reference
+                        .decode()
+                        .map_err(|e| WireError::Xml(format!("bad entity reference: {e}")))?;
+                    quick_xml::escape::resolve_predefined_entity(&name)
+                        .ok_or_else(|| WireError::Xml(format!("unknown entity &{name};")))?
+                        .to_string()
+                };
+                push_text(&mut stack, &resolved)?;
+            }
+            Event::Eof => break,
+            Event::Decl(_) | Event::PI(_) | Event::Comment(_) | Event::DocType(_) => {}
+        }
+    }
+    if !stack.is_empty() {
+        return Err(WireError::Xml("document ended inside an element".into()));
+    }
+    root.ok_or_else(|| WireError::Xml("document has no root element".into()))
+}
+
+/// Resolves a QName value (`d6p1:string`) against an element's scope, returning the
+/// namespace URI and local part.
+pub fn resolve_qname<'a>(element: &'a Element, qname: &'a str) -> (Option<&'a str>, &'a str) {
+    let (prefix, local) = match qname.split_once(':') {
+        Some((p, l)) => (p, l),
+        None => ("", qname),
+    };
+    let ns = element
+        .scope
+        .iter()
+        .rev()
+        .find(|(p, _)| p == prefix)
+        .map(|(_, u)| u.as_str());
+    (ns, local)
+}
+
+fn resolved(ns: &ResolveResult<'_>) -> String {
+    match ns {
+        ResolveResult::Bound(ns) => String::from_utf8_lossy(ns.as_ref()).into_owned(),
+        ResolveResult::Unbound | ResolveResult::Unknown(_) => String::new(),
+    }
+}
+
+fn push_text(stack: &mut [Element], text: &str) -> Result<(), WireError> {
+    match stack.last_mut() {
+        Some(top) => {
+            top.text.push_str(text);
+            Ok(())
+        }
+        None if text.trim().is_empty() => Ok(()),
+        None => Err(WireError::Xml("text outside the root element".into())),
+    }
+}
+
+fn attach(
+    stack: &mut [Element],
+    root: &mut Option<Element>,
+    element: Element,
+) -> Result<(), WireError> {
+    match stack.last_mut() {
+        Some(parent) => parent.children.push(element),
+        None if root.is_none() => *root = Some(element),
+        None => return Err(WireError::Xml("more than one root element".into())),
+    }
+    Ok(())
+}
+
+fn xml_error(position: u64, e: quick_xml::Error) -> WireError {
+    WireError::Xml(format!("malformed XML near byte {position}: {e}"))
+}
+
+/// Escapes text for element content and attribute values.
+pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    quick_xml::escape::escape(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_prefixes_by_uri() {
+        let doc = r#"<ns0:entry xmlns:ns0="http://www.w3.org/2005/Atom" xmlns="urn:x" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><ns0:content><A xsi:type="SqlFilter">a &amp; b&#65;</A></ns0:content></ns0:entry>"#;
+        let root = parse(doc).unwrap();
+        assert_eq!(root.ns, "http://www.w3.org/2005/Atom");
+        assert_eq!(root.name, "entry");
+        let a = &root.children[0].children[0];
+        assert_eq!(a.ns, "urn:x");
+        assert_eq!(a.instance_type(), Some("SqlFilter"));
+        assert_eq!(a.text, "a & bA");
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        assert!(parse("<a><b></a>").is_err());
+        assert!(parse("").is_err());
+        assert!(parse("<a/><b/>").is_err());
+        assert!(parse("<a>&bogus;</a>").is_err());
+    }
+
+    #[test]
+    fn qname_values_resolve_in_scope() {
+        let doc = r#"<V xmlns:p4="http://www.w3.org/2001/XMLSchema-instance" p4:type="l28:string" xmlns:l28="http://www.w3.org/2001/XMLSchema">red</V>"#;
+        let v = parse(doc).unwrap();
+        let t = v.attr(XSI_NS, "type").unwrap();
+        assert_eq!(resolve_qname(&v, t), (Some(XSD_NS), "string"));
+    }
+}
