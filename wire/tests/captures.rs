@@ -75,7 +75,7 @@ fn every_captured_authorization_header_verifies() {
         }
     }
     assert_eq!(good + wrong, all.len());
-    assert_eq!(good, 170, "every request of the four captures but the wrong-key ones");
+    assert_eq!(good, 174, "every request of the four captures but the wrong-key ones");
     assert_eq!(wrong, 4, "each client has one wrong-key step");
 }
 
