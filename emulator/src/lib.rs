@@ -1,1 +1,157 @@
-//! placeholder
+//! An Azure Service Bus REST emulator: the ATOM management surface (queues, topics,
+//! subscriptions, rules) with SAS auth, persisted on sled, in one small binary that starts
+//! at once. The messaging runtime is being added next.
+//!
+//! Layers, one a folder; data flows down, never up:
+//!
+//! ```text
+//! http (routes, one error mapping) -> auth (SAS + rights) / atom (servicebus-wire)
+//!      -> broker (behaviour, no HTTP) -> store (the only code that touches sled)
+//! config, clock, model: leaves anyone may use
+//! ```
+//!
+//! Embedding (tests do this):
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), emulator::Error> {
+//! let emulator = emulator::Emulator::open(emulator::Settings::in_memory()).await?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! println!("{}", emulator::connection_string(listener.local_addr()?, "RootManageSharedAccessKey", "SAS_KEY_VALUE"));
+//! emulator.serve(listener, std::future::pending()).await
+//! # }
+//! ```
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod auth;
+pub mod broker;
+pub mod clock;
+pub mod config;
+mod http;
+pub mod model;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use servicebus_wire::description::ParsedDescription;
+
+pub use broker::Broker;
+pub use clock::Clock;
+pub use config::{Cli, Settings};
+
+/// Why the emulator could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store could not be opened or flushed.
+    #[error("store failed")]
+    Store(#[from] store::Error),
+    /// A declared entity could not be created.
+    #[error("cannot create the entities of the config file")]
+    Config(#[source] broker::Error),
+    /// The broker failed.
+    #[error("broker failed")]
+    Broker(#[from] broker::Error),
+    /// Serving failed.
+    #[error("I/O failed")]
+    Io(#[from] std::io::Error),
+}
+
+/// A ready emulator: store open, declared entities created.
+#[derive(Debug)]
+pub struct Emulator {
+    state: Arc<http::AppState>,
+}
+
+impl Emulator {
+    /// Opens the store and creates (or updates) the entities of `settings.entities`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] when the store cannot be opened, [`Error::Config`] when a declared
+    /// entity is refused.
+    pub async fn open(settings: Settings) -> Result<Self, Error> {
+        Self::open_with_clock(settings, Clock::System).await
+    }
+
+    /// As [`Emulator::open`], with a given clock (tests use a manual one).
+    ///
+    /// # Errors
+    ///
+    /// As [`Emulator::open`].
+    pub async fn open_with_clock(settings: Settings, clock: Clock) -> Result<Self, Error> {
+        let store = store::Store::open(&store::Options {
+            location: settings.location.clone(),
+            cache_bytes: settings.cache_bytes,
+            durability: settings.durability,
+        })?;
+        let broker = Broker::new(store, clock.clone());
+        if let Some(file) = &settings.entities {
+            declare(&broker, file).await.map_err(Error::Config)?;
+        }
+        let state = http::AppState {
+            broker,
+            auth: auth::Authenticator::new(settings.keys.clone(), clock),
+            namespace: settings.namespace.clone(),
+            missing_get: settings.missing_entity_get,
+        };
+        Ok(Emulator { state: Arc::new(state) })
+    }
+
+    /// The broker, for embedding and tests.
+    pub fn broker(&self) -> &Broker {
+        &self.state.broker
+    }
+
+    /// The HTTP surface as a router (for `tower::ServiceExt::oneshot` tests).
+    pub fn router(&self) -> axum::Router {
+        http::router(self.state.clone())
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight requests and flushes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when serving fails, [`Error::Broker`] when the final flush fails.
+    pub async fn serve(self, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+        axum::serve(listener, self.router()).with_graceful_shutdown(shutdown).await?;
+        self.state.broker.flush().await?;
+        tracing::info!("stopped; store flushed");
+        Ok(())
+    }
+}
+
+/// The development connection string for an emulator at `addr`.
+pub fn connection_string(addr: SocketAddr, key_name: &str, key: &str) -> String {
+    format!("Endpoint=sb://{addr};SharedAccessKeyName={key_name};SharedAccessKey={key};UseDevelopmentEmulator=true;")
+}
+
+/// Creates the entities of a Config.json, or brings existing ones to its settings.
+async fn declare(broker: &Broker, file: &config::ConfigFile) -> Result<(), broker::Error> {
+    let parsed = |d: &servicebus_wire::EntityDescription| ParsedDescription { description: d.clone(), present: Vec::new(), default_rule: None };
+    for (name, description) in &file.queues {
+        let exists = broker.get_entity(name)?.is_some();
+        broker.put_entity(name, parsed(description), exists).await?;
+    }
+    for topic in &file.topics {
+        let exists = broker.get_entity(&topic.name)?.is_some();
+        broker.put_entity(&topic.name, parsed(&topic.description), exists).await?;
+        for sub in &topic.subscriptions {
+            let exists = broker.get_subscription(&topic.name, &sub.name)?.is_some();
+            let mut p = parsed(&sub.description);
+            // Declared rules replace `$Default`: the first becomes the initial rule.
+            if let Some((name, rule)) = sub.rules.first() {
+                p.default_rule = Some(servicebus_wire::RuleDescription { name: Some(name.clone()), ..rule.clone() });
+            }
+            broker.put_subscription(&topic.name, &sub.name, p, exists).await?;
+            for (i, (name, rule)) in sub.rules.iter().enumerate() {
+                if i == 0 && !exists {
+                    continue;
+                }
+                let rule_exists = broker.get_rule(&topic.name, &sub.name, name)?.is_some();
+                broker.put_rule(&topic.name, &sub.name, name, rule.clone(), rule_exists).await?;
+            }
+        }
+    }
+    Ok(())
+}

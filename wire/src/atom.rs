@@ -6,7 +6,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::description::{EntityDescription, EntityKind, ParsedDescription};
 use crate::rule::RuleDescription;
-use crate::xml::{self, escape};
+use crate::xml::{self, escape, escape_attr};
 use crate::{SB_NS, WireError};
 
 /// The Atom namespace.
@@ -86,9 +86,9 @@ pub struct EntryMeta<'a> {
 pub fn entry(meta: &EntryMeta<'_>, content: &str) -> String {
     let mut out = format!(r#"<entry xmlns="{ATOM_NS}""#);
     if let Some(base) = meta.xml_base {
-        let _ = write!(out, r#" xml:base="{}""#, escape(base));
+        let _ = write!(out, r#" xml:base="{}""#, escape_attr(base));
     }
-    let url = escape(meta.url);
+    let url = escape_attr(meta.url);
     let _ = write!(
         out,
         r#"><id>{url}</id><title type="text">{}</title><published>{}</published><updated>{}</updated>"#,
@@ -108,14 +108,14 @@ pub fn entry(meta: &EntryMeta<'_>, content: &str) -> String {
 
 /// Writes a feed of already-serialised entries, with a `next` link while entries remain.
 pub fn feed(title: &str, url: &str, updated: DateTime<Utc>, entries: &[String], next: Option<&str>) -> String {
-    let url = escape(url);
+    let url = escape_attr(url);
     let mut out = format!(
         r#"<feed xmlns="{ATOM_NS}"><title type="text">{}</title><id>{url}</id><updated>{}</updated><link rel="self" href="{url}"/>"#,
         escape(title),
         atom_time(updated)
     );
     if let Some(next) = next {
-        let _ = write!(out, r#"<link rel="next" href="{}"/>"#, escape(next));
+        let _ = write!(out, r#"<link rel="next" href="{}"/>"#, escape_attr(next));
     }
     for e in entries {
         out.push_str(e);

@@ -307,6 +307,21 @@ impl EntityDescription {
         Ok(ParsedDescription { description, present, default_rule })
     }
 
+    /// Sets one settable element of this kind by name from its text form (as in XML;
+    /// booleans `true`/`false`, durations `PT1M`). Returns `false` for a name that is not a
+    /// settable element of this kind. Call [`EntityDescription::validate`] afterwards.
+    ///
+    /// # Errors
+    ///
+    /// [`WireError::Value`] when the text is not a valid value for the element.
+    pub fn apply_setting(&mut self, name: &str, text: &str) -> Result<bool, WireError> {
+        let settable = Self::request_order(self.kind);
+        match settable.iter().find(|n| **n == name && !READ_ONLY.contains(n)) {
+            Some(&known) => self.set(known, text.trim()).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
     fn set(&mut self, name: &'static str, text: &str) -> Result<(), WireError> {
         let d = self;
         match name {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::description::boolean;
 use crate::duration::TimeSpan;
-use crate::xml::{Element, XSD_NS, escape, resolve_qname};
+use crate::xml::{Element, XSD_NS, escape, escape_attr, resolve_qname};
 use crate::{SB_NS, WireError, format_timestamp};
 
 /// Longest SQL filter or action expression.
@@ -92,8 +92,8 @@ impl TypedValue {
         let _ = write!(
             out,
             r#"<Value i:type="d6p1:{}" xmlns:d6p1="{}">{}</Value>"#,
-            escape(&self.type_name),
-            escape(&self.type_ns),
+            escape_attr(&self.type_name),
+            escape_attr(&self.type_ns),
             escape(&self.text)
         );
     }

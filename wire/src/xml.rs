@@ -211,8 +211,13 @@ fn xml_error(position: u64, e: quick_xml::Error) -> WireError {
     WireError::Xml(format!("malformed XML near byte {position}: {e}"))
 }
 
-/// Escapes text for element content and attribute values.
+/// Escapes text for element content: `<`, `>` and `&` only, as the service writes it.
 pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    quick_xml::escape::partial_escape(text)
+}
+
+/// Escapes text for a double-quoted attribute value.
+pub fn escape_attr(text: &str) -> std::borrow::Cow<'_, str> {
     quick_xml::escape::escape(text)
 }
 

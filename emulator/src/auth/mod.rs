@@ -1,0 +1,241 @@
+//! Who may do what: SAS verification (in `servicebus_wire::sas`) plus the rights each
+//! operation needs (contract 2.4, 2.7).
+
+use std::fmt;
+use std::str::FromStr;
+
+use servicebus_wire::{SasError, SasToken};
+
+use crate::clock::Clock;
+
+/// A claim a policy grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Right {
+    /// Management; implies Send and Listen.
+    Manage,
+    /// Send to queues and topics.
+    Send,
+    /// Receive and settle.
+    Listen,
+}
+
+impl Right {
+    fn as_str(self) -> &'static str {
+        match self {
+            Right::Manage => "Manage",
+            Right::Send => "Send",
+            Right::Listen => "Listen",
+        }
+    }
+}
+
+/// The rights of one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rights {
+    manage: bool,
+    send: bool,
+    listen: bool,
+}
+
+impl Rights {
+    /// Every right.
+    pub const ALL: Rights = Rights { manage: true, send: true, listen: true };
+
+    /// Whether these rights grant `right` (Manage implies Send and Listen).
+    pub fn grants(self, right: Right) -> bool {
+        self.manage
+            || match right {
+                Right::Manage => false,
+                Right::Send => self.send,
+                Right::Listen => self.listen,
+            }
+    }
+}
+
+impl FromStr for Rights {
+    type Err = String;
+
+    /// `Manage`, `Send`, `Listen`, joined by `,` or `+`, case-insensitive.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut rights = Rights::default();
+        for word in s.split([',', '+']).map(str::trim).filter(|w| !w.is_empty()) {
+            match word.to_ascii_lowercase().as_str() {
+                "manage" => rights.manage = true,
+                "send" => rights.send = true,
+                "listen" => rights.listen = true,
+                _ => return Err(format!("unknown right '{word}' (expected Manage, Send or Listen)")),
+            }
+        }
+        if rights == Rights::default() {
+            return Err("no rights given (expected Manage, Send or Listen)".into());
+        }
+        Ok(rights)
+    }
+}
+
+impl fmt::Display for Rights {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = [(self.manage, "Manage"), (self.send, "Send"), (self.listen, "Listen")]
+            .into_iter()
+            .filter_map(|(on, n)| on.then_some(n))
+            .collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+/// A shared access policy: name, key and rights.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SharedAccessKey {
+    /// Policy name (`skn`).
+    pub name: String,
+    /// The key, used as the literal string.
+    pub key: String,
+    /// What it grants.
+    pub rights: Rights,
+}
+
+impl fmt::Debug for SharedAccessKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedAccessKey").field("name", &self.name).field("rights", &self.rights).finish_non_exhaustive()
+    }
+}
+
+impl FromStr for SharedAccessKey {
+    type Err = String;
+
+    /// `NAME:RIGHTS:KEY`, split on the first two `:` (the key may contain anything).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut parts = s.splitn(3, ':');
+        let (Some(name), Some(rights), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(format!("'{s}' is not NAME:RIGHTS:KEY (for example listener:Listen:secret)"));
+        };
+        if name.is_empty() || key.is_empty() {
+            return Err(format!("'{s}' has an empty name or key"));
+        }
+        Ok(SharedAccessKey { name: name.to_string(), key: key.to_string(), rights: rights.parse()? })
+    }
+}
+
+/// What an operation needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// One right.
+    Right(Right),
+    /// Either of two rights (list rules: Manage or Listen).
+    Either(Right, Right),
+    /// Any valid token (`$namespaceinfo`).
+    AnyValidToken,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No valid token: 401.
+    #[error(transparent)]
+    Unauthenticated(#[from] SasError),
+    /// A valid token whose policy lacks the claim: 403.
+    #[error("unauthorized access: '{claim}' claim(s) are required to perform this operation")]
+    MissingClaim {
+        /// The claim that was needed.
+        claim: &'static str,
+    },
+}
+
+/// Verifies tokens against the configured keys and the broker's clock.
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    keys: Vec<SharedAccessKey>,
+    clock: Clock,
+}
+
+impl Authenticator {
+    /// An authenticator for these keys.
+    pub fn new(keys: Vec<SharedAccessKey>, clock: Clock) -> Self {
+        Authenticator { keys, clock }
+    }
+
+    /// Checks an `Authorization` header for a request on `path` that needs `need`.
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError::Unauthenticated`] for a missing, malformed, unknown-key, badly signed,
+    /// expired or out-of-scope token; [`AuthError::MissingClaim`] when the key lacks the
+    /// right.
+    pub fn authorize(&self, header: Option<&str>, path: &str, need: Need) -> Result<(), AuthError> {
+        let token = SasToken::parse(header.ok_or(SasError::Missing)?)?;
+        let key = self
+            .keys
+            .iter()
+            .find(|k| k.name.eq_ignore_ascii_case(token.key_name()))
+            .ok_or_else(|| SasError::UnknownKeyName(token.key_name().to_string()))?;
+        token.verify(&key.key, self.clock.now().timestamp(), path)?;
+        let granted = match need {
+            Need::AnyValidToken => true,
+            Need::Right(r) => key.rights.grants(r),
+            Need::Either(a, b) => key.rights.grants(a) || key.rights.grants(b),
+        };
+        if granted {
+            return Ok(());
+        }
+        let claim = match need {
+            Need::Right(r) | Need::Either(r, _) => r.as_str(),
+            Need::AnyValidToken => "any",
+        };
+        Err(AuthError::MissingClaim { claim })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use servicebus_wire::sas::sign;
+
+    fn auth() -> Authenticator {
+        Authenticator::new(
+            vec![
+                SharedAccessKey { name: "root".into(), key: "k1".into(), rights: Rights::ALL },
+                "sender:Send:k2".parse().unwrap(),
+                "listener:listen:k:3".parse().unwrap(),
+            ],
+            Clock::manual(chrono::DateTime::from_timestamp(1_000, 0).unwrap()),
+        )
+    }
+
+    #[test]
+    fn rights_and_scopes() {
+        let a = auth();
+        let root = sign("http://h/", "root", "k1", 2_000);
+        assert_eq!(a.authorize(Some(&root), "/q", Need::Right(Right::Manage)), Ok(()));
+        assert_eq!(a.authorize(Some(&root), "/q", Need::Right(Right::Listen)), Ok(()));
+        let sender = sign("http://h/q", "sender", "k2", 2_000);
+        assert_eq!(a.authorize(Some(&sender), "/q/messages", Need::Right(Right::Send)), Ok(()));
+        assert_eq!(a.authorize(Some(&sender), "/q", Need::Right(Right::Manage)), Err(AuthError::MissingClaim { claim: "Manage" }));
+        assert!(matches!(a.authorize(Some(&sender), "/other", Need::Right(Right::Send)), Err(AuthError::Unauthenticated(SasError::InvalidAudience { .. }))));
+        let listener = sign("http://h/", "listener", "k:3", 2_000);
+        assert_eq!(a.authorize(Some(&listener), "/t/Subscriptions/s/Rules", Need::Either(Right::Manage, Right::Listen)), Ok(()));
+        assert_eq!(a.authorize(Some(&listener), "/", Need::AnyValidToken), Ok(()));
+    }
+
+    #[test]
+    fn unauthenticated_cases() {
+        let a = auth();
+        let need = Need::Right(Right::Manage);
+        assert_eq!(a.authorize(None, "/q", need), Err(AuthError::Unauthenticated(SasError::Missing)));
+        let expired = sign("http://h/", "root", "k1", 1_000);
+        assert_eq!(a.authorize(Some(&expired), "/q", need), Err(AuthError::Unauthenticated(SasError::Expired(1_000))));
+        let wrong_key = sign("http://h/", "root", "nope", 2_000);
+        assert_eq!(a.authorize(Some(&wrong_key), "/q", need), Err(AuthError::Unauthenticated(SasError::InvalidSignature)));
+        let unknown = sign("http://h/", "who", "k1", 2_000);
+        assert!(matches!(a.authorize(Some(&unknown), "/q", need), Err(AuthError::Unauthenticated(SasError::UnknownKeyName(_)))));
+    }
+
+    #[test]
+    fn key_flag_parsing() {
+        assert!("a:Send".parse::<SharedAccessKey>().is_err());
+        assert!("a:Fly:k".parse::<SharedAccessKey>().is_err());
+        assert!(":Send:k".parse::<SharedAccessKey>().is_err());
+        let k: SharedAccessKey = "a:Send+Listen:x=y:z".parse().unwrap();
+        assert_eq!(k.key, "x=y:z");
+        assert_eq!(k.rights.to_string(), "Send,Listen");
+    }
+}

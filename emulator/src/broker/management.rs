@@ -1,0 +1,353 @@
+//! Entity and rule management: create, update, get, delete, list.
+
+use servicebus_wire::description::{ParsedDescription, RuntimeInfo};
+use servicebus_wire::names::{self, NameKind};
+use servicebus_wire::{CountDetails, EntityKind, RuleDescription};
+
+use super::{Broker, Error, Result};
+use crate::model::{EntityRecord, RuleRecord};
+use crate::store::{EntityKey, Store, Write};
+
+/// Name of the rule every new subscription gets unless told otherwise.
+pub const DEFAULT_RULE_NAME: &str = "$Default";
+
+/// Whether a `PUT` created or replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// A new entity (201).
+    Created,
+    /// An existing entity was replaced (200).
+    Updated,
+}
+
+/// An entity with its runtime facts, ready to be described.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntityView {
+    /// What is stored.
+    pub record: EntityRecord,
+    /// Counts and timestamps.
+    pub runtime: RuntimeInfo,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// The items of this page.
+    pub items: Vec<T>,
+    /// How many exist in all.
+    pub total: usize,
+}
+
+fn invalid_name(e: servicebus_wire::WireError) -> Error {
+    Error::Invalid(e.to_string())
+}
+
+fn page<T>(all: Vec<T>, skip: usize, top: usize) -> Page<T> {
+    let total = all.len();
+    Page { items: all.into_iter().skip(skip).take(top).collect(), total }
+}
+
+impl Broker {
+    fn view(&self, record: EntityRecord, topic_path: Option<&str>) -> Result<EntityView> {
+        let subscription_count = match (record.description.kind, topic_path) {
+            (EntityKind::Topic, Some(path)) => self.store.count(&EntityKey::Subscription(path.to_string(), String::new()))?,
+            _ => 0,
+        };
+        let runtime = RuntimeInfo {
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+            accessed_at: record.accessed_at,
+            size_in_bytes: 0,
+            message_count: 0,
+            counts: CountDetails::default(),
+            subscription_count,
+            detailed: true,
+        };
+        Ok(EntityView { record, runtime })
+    }
+
+    fn queue_or_topic(&self, path: &str) -> Result<Option<EntityRecord>> {
+        if let Some(q) = self.store.get(&EntityKey::Queue(path.to_string()))? {
+            return Ok(Some(q));
+        }
+        Ok(self.store.get(&EntityKey::Topic(path.to_string()))?)
+    }
+
+    /// Creates (`update == false`) or replaces (`update == true`) a queue or topic.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for a bad name, a description of the wrong kind or a change to
+    /// a creation-only setting; [`Error::Conflict`] when creating an existing name (in any
+    /// case, queue or topic); [`Error::NotFound`] when updating a missing one.
+    pub async fn put_entity(&self, path: &str, parsed: ParsedDescription, update: bool) -> Result<(PutOutcome, EntityView)> {
+        let kind = parsed.description.kind;
+        if kind == EntityKind::Subscription {
+            return Err(Error::Invalid(format!(
+                "'{path}' is a queue or topic path, but the body is a SubscriptionDescription"
+            )));
+        }
+        names::validate(NameKind::Entity, path).map_err(invalid_name)?;
+        let key = match kind {
+            EntityKind::Queue => EntityKey::Queue(path.to_string()),
+            _ => EntityKey::Topic(path.to_string()),
+        };
+        let _guard = self.management.lock().await;
+        let now = self.clock.now();
+        let existing = self.queue_or_topic(path)?;
+        let record = match (existing, update) {
+            (Some(e), false) => {
+                return Err(Error::Conflict { kind: e.description.kind.noun(), path: e.name });
+            }
+            (None, true) => return Err(Error::NotFound { kind: kind.noun(), path: path.to_string() }),
+            (None, false) => EntityRecord {
+                name: path.to_string(),
+                description: parsed.description,
+                created_at: now,
+                updated_at: now,
+                accessed_at: None,
+            },
+            (Some(e), true) => {
+                if e.description.kind != kind {
+                    return Err(Error::Invalid(format!(
+                        "'{}' is a {}, not a {}",
+                        e.name,
+                        e.description.kind.noun(),
+                        kind.noun()
+                    )));
+                }
+                updated(e, parsed, now)?
+            }
+        };
+        self.store.apply(vec![Write::Put(key, Store::encode(&record))]).await?;
+        let outcome = if update { PutOutcome::Updated } else { PutOutcome::Created };
+        Ok((outcome, self.view(record, Some(path))?))
+    }
+
+    /// Creates or replaces a subscription; a new one gets its default rule (`$Default`
+    /// TrueFilter, or the `DefaultRuleDescription` sent with it).
+    ///
+    /// # Errors
+    ///
+    /// As [`Broker::put_entity`]; [`Error::NotFound`] also when the topic is missing.
+    pub async fn put_subscription(&self, topic: &str, name: &str, parsed: ParsedDescription, update: bool) -> Result<(PutOutcome, EntityView)> {
+        if parsed.description.kind != EntityKind::Subscription {
+            return Err(Error::Invalid(format!(
+                "'{topic}/Subscriptions/{name}' is a subscription path, but the body is a {}",
+                parsed.description.kind.element_name()
+            )));
+        }
+        names::validate(NameKind::Subscription, name).map_err(invalid_name)?;
+        let _guard = self.management.lock().await;
+        self.require_topic(topic)?;
+        let key = EntityKey::Subscription(topic.to_string(), name.to_string());
+        let now = self.clock.now();
+        let existing: Option<EntityRecord> = self.store.get(&key)?;
+        let path = format!("{topic}/Subscriptions/{name}");
+        let mut writes = Vec::new();
+        let record = match (existing, update) {
+            (Some(e), false) => return Err(Error::Conflict { kind: "subscription", path: format!("{topic}/Subscriptions/{}", e.name) }),
+            (None, true) => return Err(Error::NotFound { kind: "subscription", path }),
+            (Some(e), true) => updated(e, parsed, now)?,
+            (None, false) => {
+                let rule = parsed.default_rule.clone().unwrap_or_default();
+                let rule_name = rule.name.clone().unwrap_or_else(|| DEFAULT_RULE_NAME.to_string());
+                names::validate(NameKind::Rule, &rule_name).map_err(invalid_name)?;
+                let rule_record = RuleRecord { name: rule_name.clone(), rule, created_at: now };
+                writes.push(Write::Put(
+                    EntityKey::Rule(topic.to_string(), name.to_string(), rule_name),
+                    Store::encode(&rule_record),
+                ));
+                EntityRecord { name: name.to_string(), description: parsed.description, created_at: now, updated_at: now, accessed_at: None }
+            }
+        };
+        writes.push(Write::Put(key, Store::encode(&record)));
+        self.store.apply(writes).await?;
+        let outcome = if update { PutOutcome::Updated } else { PutOutcome::Created };
+        Ok((outcome, self.view(record, None)?))
+    }
+
+    /// Creates or replaces a rule of a subscription.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for a bad name; [`Error::NotFound`] for a missing topic,
+    /// subscription or (on update) rule; [`Error::Conflict`] when creating an existing one.
+    pub async fn put_rule(&self, topic: &str, subscription: &str, name: &str, rule: RuleDescription, update: bool) -> Result<(PutOutcome, RuleRecord)> {
+        names::validate(NameKind::Rule, name).map_err(invalid_name)?;
+        let _guard = self.management.lock().await;
+        self.require_subscription(topic, subscription)?;
+        let key = EntityKey::Rule(topic.to_string(), subscription.to_string(), name.to_string());
+        let existing: Option<RuleRecord> = self.store.get(&key)?;
+        let path = format!("{topic}/Subscriptions/{subscription}/Rules/{name}");
+        let record = match (existing, update) {
+            (Some(_), false) => return Err(Error::Conflict { kind: "rule", path }),
+            (None, true) => return Err(Error::NotFound { kind: "rule", path }),
+            (Some(e), true) => RuleRecord { name: e.name, rule, created_at: e.created_at },
+            (None, false) => RuleRecord { name: name.to_string(), rule, created_at: self.clock.now() },
+        };
+        self.store.apply(vec![Write::Put(key, Store::encode(&record))]).await?;
+        let outcome = if update { PutOutcome::Updated } else { PutOutcome::Created };
+        Ok((outcome, record))
+    }
+
+    fn require_topic(&self, topic: &str) -> Result<EntityRecord> {
+        self.store
+            .get(&EntityKey::Topic(topic.to_string()))?
+            .ok_or_else(|| Error::NotFound { kind: "topic", path: topic.to_string() })
+    }
+
+    fn require_subscription(&self, topic: &str, subscription: &str) -> Result<EntityRecord> {
+        self.require_topic(topic)?;
+        self.store
+            .get(&EntityKey::Subscription(topic.to_string(), subscription.to_string()))?
+            .ok_or_else(|| Error::NotFound { kind: "subscription", path: format!("{topic}/Subscriptions/{subscription}") })
+    }
+
+    /// A queue or topic by path (case-insensitive).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub fn get_entity(&self, path: &str) -> Result<Option<EntityView>> {
+        self.queue_or_topic(path)?.map(|r| self.view(r, Some(path))).transpose()
+    }
+
+    /// A subscription.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub fn get_subscription(&self, topic: &str, name: &str) -> Result<Option<EntityView>> {
+        self.store
+            .get::<EntityRecord>(&EntityKey::Subscription(topic.to_string(), name.to_string()))?
+            .map(|r| self.view(r, None))
+            .transpose()
+    }
+
+    /// A rule.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub fn get_rule(&self, topic: &str, subscription: &str, name: &str) -> Result<Option<RuleRecord>> {
+        Ok(self.store.get(&EntityKey::Rule(topic.to_string(), subscription.to_string(), name.to_string()))?)
+    }
+
+    /// Deletes a queue, or a topic with its subscriptions and their rules.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when neither exists.
+    pub async fn delete_entity(&self, path: &str) -> Result<()> {
+        let _guard = self.management.lock().await;
+        let record = self
+            .queue_or_topic(path)?
+            .ok_or_else(|| Error::NotFound { kind: "queue or topic", path: path.to_string() })?;
+        let writes = match record.description.kind {
+            EntityKind::Queue => vec![Write::Delete(EntityKey::Queue(path.to_string()))],
+            _ => vec![
+                Write::Delete(EntityKey::Topic(path.to_string())),
+                Write::DeletePrefix(EntityKey::Subscription(path.to_string(), String::new())),
+                Write::DeletePrefix(EntityKey::Rule(path.to_string(), String::new(), String::new())),
+            ],
+        };
+        Ok(self.store.apply(writes).await?)
+    }
+
+    /// Deletes a subscription and its rules.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when the topic or subscription is missing.
+    pub async fn delete_subscription(&self, topic: &str, name: &str) -> Result<()> {
+        let _guard = self.management.lock().await;
+        self.require_subscription(topic, name)?;
+        Ok(self
+            .store
+            .apply(vec![
+                Write::Delete(EntityKey::Subscription(topic.to_string(), name.to_string())),
+                Write::DeletePrefix(EntityKey::Rule(topic.to_string(), name.to_string(), String::new())),
+            ])
+            .await?)
+    }
+
+    /// Deletes a rule.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when the topic, subscription or rule is missing.
+    pub async fn delete_rule(&self, topic: &str, subscription: &str, name: &str) -> Result<()> {
+        let _guard = self.management.lock().await;
+        self.require_subscription(topic, subscription)?;
+        let key = EntityKey::Rule(topic.to_string(), subscription.to_string(), name.to_string());
+        if self.store.get::<RuleRecord>(&key)?.is_none() {
+            return Err(Error::NotFound { kind: "rule", path: format!("{topic}/Subscriptions/{subscription}/Rules/{name}") });
+        }
+        Ok(self.store.apply(vec![Write::Delete(key)]).await?)
+    }
+
+    /// Lists queues or topics in name order.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub fn list_entities(&self, kind: EntityKind, skip: usize, top: usize) -> Result<Page<EntityView>> {
+        let prefix = match kind {
+            EntityKind::Queue => EntityKey::Queue(String::new()),
+            _ => EntityKey::Topic(String::new()),
+        };
+        let records: Vec<EntityRecord> = self.store.scan(&prefix)?;
+        let page = page(records, skip, top);
+        let items = page
+            .items
+            .into_iter()
+            .map(|r| {
+                let path = r.name.clone();
+                self.view(r, Some(&path))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Page { items, total: page.total })
+    }
+
+    /// Lists a topic's subscriptions in name order.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when the topic is missing.
+    pub fn list_subscriptions(&self, topic: &str, skip: usize, top: usize) -> Result<Page<EntityView>> {
+        self.require_topic(topic)?;
+        let records: Vec<EntityRecord> = self.store.scan(&EntityKey::Subscription(topic.to_string(), String::new()))?;
+        let page = page(records, skip, top);
+        let items = page.items.into_iter().map(|r| self.view(r, None)).collect::<Result<_>>()?;
+        Ok(Page { items, total: page.total })
+    }
+
+    /// Lists a subscription's rules in name order.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when the topic or subscription is missing.
+    pub fn list_rules(&self, topic: &str, subscription: &str, skip: usize, top: usize) -> Result<Page<RuleRecord>> {
+        self.require_subscription(topic, subscription)?;
+        let records = self
+            .store
+            .scan(&EntityKey::Rule(topic.to_string(), subscription.to_string(), String::new()))?;
+        Ok(page(records, skip, top))
+    }
+}
+
+/// Applies an update: the whole description is replaced (omitted settings revert to their
+/// defaults, as the service does), but creation-only settings may not change.
+fn updated(existing: EntityRecord, parsed: ParsedDescription, now: chrono::DateTime<chrono::Utc>) -> Result<EntityRecord> {
+    if let Some(name) = existing.description.immutable_change(&parsed.description, &parsed.present) {
+        return Err(Error::Invalid(format!("{name} cannot be changed after the entity is created")));
+    }
+    let mut description = parsed.description;
+    // Creation-only settings that the update did not name keep their value.
+    description.requires_session = existing.description.requires_session;
+    description.requires_duplicate_detection = existing.description.requires_duplicate_detection;
+    description.enable_partitioning = existing.description.enable_partitioning;
+    description.enable_subscription_partitioning = existing.description.enable_subscription_partitioning;
+    Ok(EntityRecord { name: existing.name, description, created_at: existing.created_at, updated_at: now, accessed_at: Some(now) })
+}

@@ -1,0 +1,32 @@
+//! Plain data the broker keeps, with no I/O.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use servicebus_wire::{EntityDescription, RuleDescription};
+
+/// A stored queue, topic or subscription.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntityRecord {
+    /// The name as first created (case preserved): the path for queues and topics, the
+    /// subscription's own name for subscriptions.
+    pub name: String,
+    /// The settings.
+    pub description: EntityDescription,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When its settings last changed.
+    pub updated_at: DateTime<Utc>,
+    /// When it was last used (sent to, received from, updated); `None`: never.
+    pub accessed_at: Option<DateTime<Utc>>,
+}
+
+/// A stored rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleRecord {
+    /// The rule's name as created.
+    pub name: String,
+    /// Filter and action.
+    pub rule: RuleDescription,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
