@@ -115,7 +115,7 @@ impl Emulator {
     /// [`Error::Io`] when serving fails, [`Error::Broker`] when the final flush fails.
     pub async fn serve(self, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
         axum::serve(listener, self.router()).with_graceful_shutdown(shutdown).await?;
-        self.state.broker.flush().await?;
+        self.state.broker.close().await?;
         tracing::info!("stopped; store flushed");
         Ok(())
     }

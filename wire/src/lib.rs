@@ -36,7 +36,7 @@ pub const SB_NS: &str = "http://schemas.microsoft.com/netservices/2010/10/servic
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
     /// Not well-formed XML.
-    #[error("{0}")]
+    #[error("malformed XML: {0}")]
     Xml(String),
     /// Well-formed, but not the expected document.
     #[error("{0}")]

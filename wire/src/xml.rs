@@ -208,7 +208,7 @@ fn attach(
 }
 
 fn xml_error(position: u64, e: quick_xml::Error) -> WireError {
-    WireError::Xml(format!("malformed XML near byte {position}: {e}"))
+    WireError::Xml(format!("near byte {position}: {e}"))
 }
 
 /// Escapes text for element content: `<`, `>` and `&` only, as the service writes it.

@@ -70,5 +70,16 @@ impl Broker {
     pub async fn flush(&self) -> Result<()> {
         Ok(self.store.flush().await?)
     }
+
+    /// Flushes and closes the store (shutdown); see [`Store::close`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] when the last flush fails.
+    pub async fn close(&self) -> Result<()> {
+        self.flush().await?;
+        self.store.close().await;
+        Ok(())
+    }
 }
 

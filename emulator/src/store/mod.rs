@@ -190,6 +190,12 @@ impl Store {
         self.commit.durable().await
     }
 
+    /// Flushes, stops the flush task and waits for it, so that once every handle is dropped
+    /// the folder can be opened again at once. Later writes fail with [`Error::ShutDown`].
+    pub async fn close(&self) {
+        self.commit.close().await;
+    }
+
     /// Bytes sled reports on disk (0 in memory).
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
@@ -250,6 +256,7 @@ mod tests {
         {
             let store = Store::open(&options).unwrap();
             store.apply(vec![Write::Put(EntityKey::Queue("q".into()), Store::encode(&42u32))]).await.unwrap();
+            store.close().await;
         }
         let store = Store::open(&options).unwrap();
         assert_eq!(store.get::<u32>(&EntityKey::Queue("q".into())).unwrap(), Some(42));
