@@ -8,7 +8,9 @@ use clap::Parser;
 use serde::Deserialize;
 use serde_json::Value;
 use servicebus_wire::rule::{CorrelationFilter, DEFAULT_COMPATIBILITY_LEVEL, KeyValues};
-use servicebus_wire::{EntityDescription, EntityKind, Filter, RuleAction, RuleDescription, TypedValue};
+use servicebus_wire::{
+    EntityDescription, EntityKind, Filter, RuleAction, RuleDescription, TypedValue,
+};
 
 use crate::auth::{Rights, SharedAccessKey};
 use crate::store::{Durability, Location};
@@ -38,7 +40,11 @@ pub struct Cli {
     #[arg(long, env = "EMULATOR_BIND", default_value = "127.0.0.1:5300")]
     pub bind: SocketAddr,
     /// Folder of the sled store, created if missing.
-    #[arg(long, env = "EMULATOR_DATA_DIR", default_value = "servicebus-emulator-data")]
+    #[arg(
+        long,
+        env = "EMULATOR_DATA_DIR",
+        default_value = "servicebus-emulator-data"
+    )]
     pub data_dir: PathBuf,
     /// Keep everything in memory (a sled temporary store, removed on exit); overrides --data-dir.
     #[arg(long, env = "EMULATOR_IN_MEMORY")]
@@ -51,7 +57,12 @@ pub struct Cli {
     pub key: String,
     /// Extra key as NAME:RIGHTS:KEY, RIGHTS from Manage, Send, Listen joined by ',' or '+'
     /// (repeat the flag, or separate with ';' in the environment variable).
-    #[arg(long = "extra-key", env = "EMULATOR_EXTRA_KEYS", value_delimiter = ';', value_name = "NAME:RIGHTS:KEY")]
+    #[arg(
+        long = "extra-key",
+        env = "EMULATOR_EXTRA_KEYS",
+        value_delimiter = ';',
+        value_name = "NAME:RIGHTS:KEY"
+    )]
     pub extra_keys: Vec<SharedAccessKey>,
     /// A Config.json in the official emulator's shape whose entities are created (or updated) at start-up.
     #[arg(long, env = "EMULATOR_CONFIG", value_name = "FILE")]
@@ -66,7 +77,12 @@ pub struct Cli {
     #[arg(long, env = "EMULATOR_DURABILITY", value_enum, default_value = "full")]
     pub durability: Durability,
     /// What GET of a missing entity answers: empty-feed (as Azure) or not-found (404).
-    #[arg(long, env = "EMULATOR_MISSING_ENTITY_GET", value_enum, default_value = "empty-feed")]
+    #[arg(
+        long,
+        env = "EMULATOR_MISSING_ENTITY_GET",
+        value_enum,
+        default_value = "empty-feed"
+    )]
     pub missing_entity_get: MissingEntityGet,
 }
 
@@ -94,7 +110,11 @@ impl Settings {
     pub fn in_memory() -> Self {
         Settings {
             namespace: DEFAULT_NAMESPACE.to_string(),
-            keys: vec![SharedAccessKey { name: DEFAULT_KEY_NAME.into(), key: DEFAULT_KEY.into(), rights: Rights::ALL }],
+            keys: vec![SharedAccessKey {
+                name: DEFAULT_KEY_NAME.into(),
+                key: DEFAULT_KEY.into(),
+                rights: Rights::ALL,
+            }],
             location: Location::InMemory,
             cache_bytes: 64 << 20,
             durability: Durability::Full,
@@ -111,13 +131,21 @@ impl Cli {
     ///
     /// [`ConfigError`] naming the file and what is wrong with it.
     pub fn into_settings(self) -> Result<Settings, ConfigError> {
-        let mut keys = vec![SharedAccessKey { name: self.key_name, key: self.key, rights: Rights::ALL }];
+        let mut keys = vec![SharedAccessKey {
+            name: self.key_name,
+            key: self.key,
+            rights: Rights::ALL,
+        }];
         keys.extend(self.extra_keys);
         let entities = self.config.as_deref().map(ConfigFile::load).transpose()?;
         Ok(Settings {
             namespace: self.namespace,
             keys,
-            location: if self.in_memory { Location::InMemory } else { Location::Directory(self.data_dir) },
+            location: if self.in_memory {
+                Location::InMemory
+            } else {
+                Location::Directory(self.data_dir)
+            },
             cache_bytes: self.cache_mb.saturating_mul(1 << 20),
             durability: self.durability,
             missing_entity_get: self.missing_entity_get,
@@ -242,8 +270,14 @@ impl ConfigFile {
     ///
     /// [`ConfigError`] naming the file and the first problem.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        Self::parse(&text).map_err(|reason| ConfigError::Invalid { path: path.to_path_buf(), reason })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|reason| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        })
     }
 
     /// Parses Config.json text. Absent properties take Azure Service Bus defaults.
@@ -271,7 +305,10 @@ impl ConfigFile {
         for q in &namespace.queues {
             let at = format!("{ns_at}, queue '{}'", q.name);
             note_extra(&mut ignored, &at, &q.extra);
-            queues.push((q.name.clone(), description(EntityKind::Queue, &q.properties, &at, &mut ignored)?));
+            queues.push((
+                q.name.clone(),
+                description(EntityKind::Queue, &q.properties, &at, &mut ignored)?,
+            ));
         }
         let mut topics = Vec::new();
         for t in &namespace.topics {
@@ -289,7 +326,12 @@ impl ConfigFile {
                 }
                 subscriptions.push(DeclaredSubscription {
                     name: s.name.clone(),
-                    description: description(EntityKind::Subscription, &s.properties, &sat, &mut ignored)?,
+                    description: description(
+                        EntityKind::Subscription,
+                        &s.properties,
+                        &sat,
+                        &mut ignored,
+                    )?,
                     rules,
                 });
             }
@@ -299,13 +341,21 @@ impl ConfigFile {
                 subscriptions,
             });
         }
-        Ok(ConfigFile { queues, topics, ignored })
+        Ok(ConfigFile {
+            queues,
+            topics,
+            ignored,
+        })
     }
 }
 
 fn note_extra(ignored: &mut Vec<String>, at: &str, extra: &BTreeMap<String, Value>) {
     for key in extra.keys() {
-        ignored.push(if at.is_empty() { key.clone() } else { format!("{at}: {key}") });
+        ignored.push(if at.is_empty() {
+            key.clone()
+        } else {
+            format!("{at}: {key}")
+        });
     }
 }
 
@@ -318,15 +368,24 @@ fn value_text(v: &Value) -> Option<String> {
     }
 }
 
-fn description(kind: EntityKind, properties: &BTreeMap<String, Value>, at: &str, ignored: &mut Vec<String>) -> Result<EntityDescription, String> {
+fn description(
+    kind: EntityKind,
+    properties: &BTreeMap<String, Value>,
+    at: &str,
+    ignored: &mut Vec<String>,
+) -> Result<EntityDescription, String> {
     let mut d = EntityDescription::defaults(kind);
     for (name, value) in properties {
-        let text = value_text(value).ok_or_else(|| format!("{at}: property {name} must be a string, number or boolean"))?;
+        let text = value_text(value)
+            .ok_or_else(|| format!("{at}: property {name} must be a string, number or boolean"))?;
         // The official file writes "" for unset forwarding targets.
         if text.is_empty() && name.starts_with("Forward") {
             continue;
         }
-        if !d.apply_setting(name, &text).map_err(|e| format!("{at}: {e}"))? {
+        if !d
+            .apply_setting(name, &text)
+            .map_err(|e| format!("{at}: {e}"))?
+        {
             ignored.push(format!("{at}: property {name}"));
         }
     }
@@ -341,12 +400,24 @@ fn typed(v: &Value, at: &str, name: &str) -> Result<TypedValue, String> {
         Value::Bool(b) => ("boolean", b.to_string()),
         Value::Number(n) if n.is_i64() => ("long", n.to_string()),
         Value::Number(n) => ("double", n.to_string()),
-        _ => return Err(format!("{at}: property {name} must be a string, number or boolean")),
+        _ => {
+            return Err(format!(
+                "{at}: property {name} must be a string, number or boolean"
+            ));
+        }
     };
-    Ok(TypedValue { type_name: type_name.into(), type_ns: xsd, text })
+    Ok(TypedValue {
+        type_name: type_name.into(),
+        type_ns: xsd,
+        text,
+    })
 }
 
-fn rule(properties: &BTreeMap<String, Value>, at: &str, ignored: &mut Vec<String>) -> Result<RuleDescription, String> {
+fn rule(
+    properties: &BTreeMap<String, Value>,
+    at: &str,
+    ignored: &mut Vec<String>,
+) -> Result<RuleDescription, String> {
     let get = |name: &str| properties.get(name);
     let sql_of = |v: Option<&Value>, what: &str| -> Result<String, String> {
         v.and_then(|o| o.get("SqlExpression"))
@@ -365,10 +436,15 @@ fn rule(properties: &BTreeMap<String, Value>, at: &str, ignored: &mut Vec<String
         Some(t) if t.eq_ignore_ascii_case("Correlation") => {
             let raw = get("CorrelationFilter")
                 .and_then(Value::as_object)
-                .ok_or_else(|| format!("{at}: FilterType Correlation needs a CorrelationFilter object"))?;
+                .ok_or_else(|| {
+                    format!("{at}: FilterType Correlation needs a CorrelationFilter object")
+                })?;
             let mut c = CorrelationFilter::default();
             for (name, value) in raw {
-                let text = || value_text(value).ok_or_else(|| format!("{at}: CorrelationFilter.{name} must be a string"));
+                let text = || {
+                    value_text(value)
+                        .ok_or_else(|| format!("{at}: CorrelationFilter.{name} must be a string"))
+                };
                 match name.as_str() {
                     "ContentType" => c.content_type = Some(text()?),
                     "CorrelationId" => c.correlation_id = Some(text()?),
@@ -379,7 +455,9 @@ fn rule(properties: &BTreeMap<String, Value>, at: &str, ignored: &mut Vec<String
                     "SessionId" => c.session_id = Some(text()?),
                     "To" => c.to = Some(text()?),
                     "Properties" => {
-                        let props = value.as_object().ok_or_else(|| format!("{at}: CorrelationFilter.Properties must be an object"))?;
+                        let props = value.as_object().ok_or_else(|| {
+                            format!("{at}: CorrelationFilter.Properties must be an object")
+                        })?;
                         for (k, v) in props {
                             c.properties.push((k.clone(), typed(v, at, k)?));
                         }
@@ -389,19 +467,31 @@ fn rule(properties: &BTreeMap<String, Value>, at: &str, ignored: &mut Vec<String
             }
             Filter::Correlation(c)
         }
-        Some(other) => return Err(format!("{at}: FilterType '{other}' is not Sql or Correlation")),
+        Some(other) => {
+            return Err(format!(
+                "{at}: FilterType '{other}' is not Sql or Correlation"
+            ));
+        }
         None => return Err(format!("{at}: FilterType is missing (Sql or Correlation)")),
     };
     let action = match get("Action") {
         None | Some(Value::Null) => RuleAction::Empty,
-        Some(a) => RuleAction::Sql { expression: sql_of(Some(a), "Action")?, compatibility_level: DEFAULT_COMPATIBILITY_LEVEL, parameters: KeyValues::new() },
+        Some(a) => RuleAction::Sql {
+            expression: sql_of(Some(a), "Action")?,
+            compatibility_level: DEFAULT_COMPATIBILITY_LEVEL,
+            parameters: KeyValues::new(),
+        },
     };
     for key in properties.keys() {
         if !["FilterType", "SqlFilter", "CorrelationFilter", "Action"].contains(&key.as_str()) {
             ignored.push(format!("{at}: property {key}"));
         }
     }
-    Ok(RuleDescription { filter, action, name: None })
+    Ok(RuleDescription {
+        filter,
+        action,
+        name: None,
+    })
 }
 
 #[cfg(test)]
@@ -411,7 +501,11 @@ mod tests {
 
     #[test]
     fn official_shape_example() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/official-emulator-config/Config.json")).unwrap();
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../testdata/official-emulator-config/Config.json"
+        ))
+        .unwrap();
         let config = ConfigFile::parse(&text).unwrap();
         let (name, queue) = &config.queues[0];
         assert_eq!(name, "orders");
@@ -422,12 +516,21 @@ mod tests {
         assert_eq!(topic.name, "chat");
         let sub = &topic.subscriptions[0];
         assert_eq!(sub.rules.len(), 2);
-        assert!(matches!(&sub.rules[0].1.filter, Filter::Sql { expression, .. } if expression.starts_with("room = '42'")));
-        assert!(matches!(&sub.rules[0].1.action, RuleAction::Sql { expression, .. } if expression == "SET audited = TRUE"));
-        let Filter::Correlation(c) = &sub.rules[1].1.filter else { panic!() };
+        assert!(
+            matches!(&sub.rules[0].1.filter, Filter::Sql { expression, .. } if expression.starts_with("room = '42'"))
+        );
+        assert!(
+            matches!(&sub.rules[0].1.action, RuleAction::Sql { expression, .. } if expression == "SET audited = TRUE")
+        );
+        let Filter::Correlation(c) = &sub.rules[1].1.filter else {
+            panic!()
+        };
         assert_eq!(c.to.as_deref(), Some("node-a"));
         assert_eq!(c.properties[0].0, "kind");
-        assert_eq!(config.ignored, ["UserConfig.Logging (logs go through RUST_LOG)"]);
+        assert_eq!(
+            config.ignored,
+            ["UserConfig.Logging (logs go through RUST_LOG)"]
+        );
     }
 
     #[test]
@@ -435,11 +538,22 @@ mod tests {
         let text = r#"{"UserConfig":{"Namespaces":[{"Name":"n","Queues":[{"Name":"q","Properties":{"Color":"red","MaxDeliveryCount":2},"Extra":1}],"Topics":[]}]},"Version":2}"#;
         let config = ConfigFile::parse(text).unwrap();
         assert_eq!(config.queues[0].1.max_delivery_count, 2);
-        assert_eq!(config.ignored, ["Version", "namespace 'n', queue 'q': Extra", "namespace 'n', queue 'q': property Color"]);
+        assert_eq!(
+            config.ignored,
+            [
+                "Version",
+                "namespace 'n', queue 'q': Extra",
+                "namespace 'n', queue 'q': property Color"
+            ]
+        );
         let bad = r#"{"UserConfig":{"Namespaces":[{"Name":"n","Queues":[{"Name":"q","Properties":{"LockDuration":"soon"}}]}]}}"#;
         let e = ConfigFile::parse(bad).unwrap_err();
         assert!(e.contains("queue 'q'") && e.contains("LockDuration"), "{e}");
         assert!(ConfigFile::parse("{").is_err());
-        assert!(ConfigFile::parse(r#"{"UserConfig":{"Namespaces":[]}}"#).unwrap_err().contains("exactly one"));
+        assert!(
+            ConfigFile::parse(r#"{"UserConfig":{"Namespaces":[]}}"#)
+                .unwrap_err()
+                .contains("exactly one")
+        );
     }
 }

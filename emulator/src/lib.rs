@@ -95,7 +95,9 @@ impl Emulator {
             namespace: settings.namespace.clone(),
             missing_get: settings.missing_entity_get,
         };
-        Ok(Emulator { state: Arc::new(state) })
+        Ok(Emulator {
+            state: Arc::new(state),
+        })
     }
 
     /// The broker, for embedding and tests.
@@ -113,8 +115,14 @@ impl Emulator {
     /// # Errors
     ///
     /// [`Error::Io`] when serving fails, [`Error::Broker`] when the final flush fails.
-    pub async fn serve(self, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
-        axum::serve(listener, self.router()).with_graceful_shutdown(shutdown).await?;
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await?;
         self.state.broker.close().await?;
         tracing::info!("stopped; store flushed");
         Ok(())
@@ -123,33 +131,48 @@ impl Emulator {
 
 /// The development connection string for an emulator at `addr`.
 pub fn connection_string(addr: SocketAddr, key_name: &str, key: &str) -> String {
-    format!("Endpoint=sb://{addr};SharedAccessKeyName={key_name};SharedAccessKey={key};UseDevelopmentEmulator=true;")
+    format!(
+        "Endpoint=sb://{addr};SharedAccessKeyName={key_name};SharedAccessKey={key};UseDevelopmentEmulator=true;"
+    )
 }
 
 /// Creates the entities of a Config.json, or brings existing ones to its settings.
 async fn declare(broker: &Broker, file: &config::ConfigFile) -> Result<(), broker::Error> {
-    let parsed = |d: &servicebus_wire::EntityDescription| ParsedDescription { description: d.clone(), present: Vec::new(), default_rule: None };
+    let parsed = |d: &servicebus_wire::EntityDescription| ParsedDescription {
+        description: d.clone(),
+        present: Vec::new(),
+        default_rule: None,
+    };
     for (name, description) in &file.queues {
         let exists = broker.get_entity(name)?.is_some();
         broker.put_entity(name, parsed(description), exists).await?;
     }
     for topic in &file.topics {
         let exists = broker.get_entity(&topic.name)?.is_some();
-        broker.put_entity(&topic.name, parsed(&topic.description), exists).await?;
+        broker
+            .put_entity(&topic.name, parsed(&topic.description), exists)
+            .await?;
         for sub in &topic.subscriptions {
             let exists = broker.get_subscription(&topic.name, &sub.name)?.is_some();
             let mut p = parsed(&sub.description);
             // Declared rules replace `$Default`: the first becomes the initial rule.
             if let Some((name, rule)) = sub.rules.first() {
-                p.default_rule = Some(servicebus_wire::RuleDescription { name: Some(name.clone()), ..rule.clone() });
+                p.default_rule = Some(servicebus_wire::RuleDescription {
+                    name: Some(name.clone()),
+                    ..rule.clone()
+                });
             }
-            broker.put_subscription(&topic.name, &sub.name, p, exists).await?;
+            broker
+                .put_subscription(&topic.name, &sub.name, p, exists)
+                .await?;
             for (i, (name, rule)) in sub.rules.iter().enumerate() {
                 if i == 0 && !exists {
                     continue;
                 }
                 let rule_exists = broker.get_rule(&topic.name, &sub.name, name)?.is_some();
-                broker.put_rule(&topic.name, &sub.name, name, rule.clone(), rule_exists).await?;
+                broker
+                    .put_rule(&topic.name, &sub.name, name, rule.clone(), rule_exists)
+                    .await?;
             }
         }
     }

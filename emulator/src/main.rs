@@ -12,7 +12,9 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     match run(cli).await {
@@ -43,8 +45,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {bind}"))?;
     let addr = listener.local_addr()?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "Service Bus emulator listening on http://{addr} ({location})")?;
-    writeln!(out, "Connection string: {}", connection_string(addr, &primary.name, &primary.key))?;
+    writeln!(
+        out,
+        "Service Bus emulator listening on http://{addr} ({location})"
+    )?;
+    writeln!(
+        out,
+        "Connection string: {}",
+        connection_string(addr, &primary.name, &primary.key)
+    )?;
     out.flush()?;
     drop(out);
     tracing::info!(%addr, "ready");

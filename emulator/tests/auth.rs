@@ -9,8 +9,12 @@ use servicebus_wire::sas::sign;
 
 async fn server_with_keys() -> Server {
     let mut settings = emulator::Settings::in_memory();
-    settings.keys.push("sender:Send:s3nd".parse::<SharedAccessKey>().unwrap());
-    settings.keys.push("listener:Listen:l1sten".parse::<SharedAccessKey>().unwrap());
+    settings
+        .keys
+        .push("sender:Send:s3nd".parse::<SharedAccessKey>().unwrap());
+    settings
+        .keys
+        .push("listener:Listen:l1sten".parse::<SharedAccessKey>().unwrap());
     Server::start(settings).await
 }
 
@@ -27,13 +31,27 @@ async fn unauthenticated_requests_get_401() {
         (Some(sign(&root, KEY_NAME, "wrong", now + 60)), "40103"),
         (Some(sign(&root, "nobody", KEY, now + 60)), "40103"),
         (Some(sign(&root, KEY_NAME, KEY, now - 1)), "40106"),
-        (Some(sign(&format!("http://{}/other", server.addr), KEY_NAME, KEY, now + 60)), "40104"),
+        (
+            Some(sign(
+                &format!("http://{}/other", server.addr),
+                KEY_NAME,
+                KEY,
+                now + 60,
+            )),
+            "40104",
+        ),
     ];
     for (auth, code) in cases {
-        let r = c.send("GET", "/$Resources/Queues", None, &[], auth.clone()).await;
+        let r = c
+            .send("GET", "/$Resources/Queues", None, &[], auth.clone())
+            .await;
         assert_eq!(r.status, 401, "{auth:?}: {}", r.body);
         assert_eq!(r.content_type(), "application/xml; charset=utf-8");
-        assert!(r.detail().starts_with(&format!("SubCode={code}.")), "{auth:?}: {}", r.body);
+        assert!(
+            r.detail().starts_with(&format!("SubCode={code}.")),
+            "{auth:?}: {}",
+            r.body
+        );
     }
 }
 
@@ -42,22 +60,51 @@ async fn rights_are_enforced() {
     let server = server_with_keys().await;
     let root = server.client();
     assert_eq!(root.put("/t", topic("")).await.status, 201);
-    assert_eq!(root.put("/t/Subscriptions/s", subscription("")).await.status, 201);
+    assert_eq!(
+        root.put("/t/Subscriptions/s", subscription(""))
+            .await
+            .status,
+        201
+    );
 
     let sender = Client::new(server.addr, "sender", "s3nd");
     let r = sender.put("/q", queue("")).await;
     assert_eq!(r.status, 403, "{}", r.body);
-    assert!(r.detail().contains("'Manage' claim(s) are required"), "{}", r.body);
+    assert!(
+        r.detail().contains("'Manage' claim(s) are required"),
+        "{}",
+        r.body
+    );
     assert_eq!(sender.get("/t").await.status, 403);
 
     let listener = Client::new(server.addr, "listener", "l1sten");
-    assert_eq!(listener.get("/t/Subscriptions/s/Rules").await.status, 200, "list rules: Manage or Listen");
+    assert_eq!(
+        listener.get("/t/Subscriptions/s/Rules").await.status,
+        200,
+        "list rules: Manage or Listen"
+    );
     assert_eq!(listener.get("/t/Subscriptions/s").await.status, 403);
-    assert_eq!(listener.get("/$namespaceinfo").await.status, 200, "any valid token");
+    assert_eq!(
+        listener.get("/$namespaceinfo").await.status,
+        200,
+        "any valid token"
+    );
 
     // An entity-scoped token covers the entity and what is below it, nothing else.
-    let scoped = sign(&format!("http://{}/t", server.addr), KEY_NAME, KEY, chrono::Utc::now().timestamp() + 60);
-    let r = root.send("GET", "/t/Subscriptions/s", None, &[], Some(scoped.clone())).await;
+    let scoped = sign(
+        &format!("http://{}/t", server.addr),
+        KEY_NAME,
+        KEY,
+        chrono::Utc::now().timestamp() + 60,
+    );
+    let r = root
+        .send("GET", "/t/Subscriptions/s", None, &[], Some(scoped.clone()))
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(root.send("GET", "/t2", None, &[], Some(scoped)).await.status, 401);
+    assert_eq!(
+        root.send("GET", "/t2", None, &[], Some(scoped))
+            .await
+            .status,
+        401
+    );
 }

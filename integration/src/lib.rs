@@ -1,1 +1,87 @@
-//! placeholder
+//! The integration harness: an emulator in-process on an ephemeral loopback port with a
+//! temporary store, for tests that run many clients (and, next, backplane nodes) against it.
+
+use std::net::SocketAddr;
+
+use emulator::{Emulator, Settings};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The well-known development key name.
+pub const KEY_NAME: &str = emulator::config::DEFAULT_KEY_NAME;
+/// The well-known development key.
+pub const KEY: &str = emulator::config::DEFAULT_KEY;
+
+/// An emulator serving on `127.0.0.1:0` inside this process; stops when dropped.
+#[derive(Debug)]
+pub struct InProcessEmulator {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), emulator::Error>>>,
+}
+
+impl InProcessEmulator {
+    /// Starts an in-memory emulator with the well-known key.
+    ///
+    /// # Errors
+    ///
+    /// When the store cannot be opened or the port bound.
+    pub async fn start() -> Result<Self, emulator::Error> {
+        Self::start_with(Settings::in_memory()).await
+    }
+
+    /// Starts an emulator with the given settings.
+    ///
+    /// # Errors
+    ///
+    /// When the store cannot be opened or the port bound.
+    pub async fn start_with(settings: Settings) -> Result<Self, emulator::Error> {
+        let emulator = Emulator::open(settings).await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(emulator.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        Ok(InProcessEmulator {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// The address it serves on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The development connection string for it.
+    pub fn connection_string(&self) -> String {
+        emulator::connection_string(self.addr, KEY_NAME, KEY)
+    }
+
+    /// Stops serving, waits for in-flight requests and the final flush.
+    ///
+    /// # Errors
+    ///
+    /// What serving or flushing reported.
+    pub async fn stop(mut self) -> Result<(), emulator::Error> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task
+                .await
+                .unwrap_or_else(|e| Err(emulator::Error::Io(std::io::Error::other(e)))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for InProcessEmulator {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

@@ -40,10 +40,9 @@ pub fn parse_entry(body: &str) -> Result<EntryContent, WireError> {
         let content = root
             .child("content")
             .ok_or_else(|| WireError::Structure("the entry has no <content> element".into()))?;
-        content
-            .children
-            .first()
-            .ok_or_else(|| WireError::Structure("the entry's <content> holds no description".into()))?
+        content.children.first().ok_or_else(|| {
+            WireError::Structure("the entry's <content> holds no description".into())
+        })?
     } else {
         &root
     };
@@ -107,7 +106,13 @@ pub fn entry(meta: &EntryMeta<'_>, content: &str) -> String {
 }
 
 /// Writes a feed of already-serialised entries, with a `next` link while entries remain.
-pub fn feed(title: &str, url: &str, updated: DateTime<Utc>, entries: &[String], next: Option<&str>) -> String {
+pub fn feed(
+    title: &str,
+    url: &str,
+    updated: DateTime<Utc>,
+    entries: &[String],
+    next: Option<&str>,
+) -> String {
     let url = escape_attr(url);
     let mut out = format!(
         r#"<feed xmlns="{ATOM_NS}"><title type="text">{}</title><id>{url}</id><updated>{}</updated><link rel="self" href="{url}"/>"#,
@@ -135,7 +140,10 @@ pub fn empty_discovery_feed(updated: DateTime<Utc>, tracking_id: &str) -> String
 
 /// The Service Bus error body: `<Error><Code>..</Code><Detail>..</Detail></Error>`.
 pub fn error_body(code: u16, detail: &str) -> String {
-    format!("<Error><Code>{code}</Code><Detail>{}</Detail></Error>", escape(detail))
+    format!(
+        "<Error><Code>{code}</Code><Detail>{}</Detail></Error>",
+        escape(detail)
+    )
 }
 
 /// The namespace information entry content (contract 4.8).

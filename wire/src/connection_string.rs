@@ -18,13 +18,17 @@ pub enum ConnectionStringError {
     #[error("connection string Endpoint '{0}' is not sb://host[:port]/")]
     BadEndpoint(String),
     /// Neither a key pair nor a shared access signature was given.
-    #[error("connection string has neither SharedAccessKeyName/SharedAccessKey nor SharedAccessSignature")]
+    #[error(
+        "connection string has neither SharedAccessKeyName/SharedAccessKey nor SharedAccessSignature"
+    )]
     MissingCredential,
     /// Only one of `SharedAccessKeyName` and `SharedAccessKey` was given.
     #[error("connection string has {0} without its pair")]
     HalfKey(&'static str),
     /// Both a key pair and a shared access signature were given.
-    #[error("connection string has both SharedAccessSignature and SharedAccessKeyName/SharedAccessKey")]
+    #[error(
+        "connection string has both SharedAccessSignature and SharedAccessKeyName/SharedAccessKey"
+    )]
     BothCredentials,
 }
 
@@ -45,7 +49,10 @@ pub enum Credential {
 impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Credential::Key { name, .. } => f.debug_struct("Key").field("name", name).finish_non_exhaustive(),
+            Credential::Key { name, .. } => f
+                .debug_struct("Key")
+                .field("name", name)
+                .finish_non_exhaustive(),
             Credential::Signature(_) => f.write_str("Signature(..)"),
         }
     }
@@ -113,7 +120,10 @@ impl ConnectionString {
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) => (
                 h.to_string(),
-                Some(p.parse::<u16>().map_err(|_| ConnectionStringError::BadEndpoint(endpoint.clone()))?),
+                Some(
+                    p.parse::<u16>()
+                        .map_err(|_| ConnectionStringError::BadEndpoint(endpoint.clone()))?,
+                ),
             ),
             None => (authority.to_string(), None),
         };
@@ -123,18 +133,30 @@ impl ConnectionString {
             }
             (Some(name), Some(key), None) => Credential::Key { name, key },
             (None, None, Some(sig)) => Credential::Signature(sig),
-            (Some(_), None, None) => return Err(ConnectionStringError::HalfKey("SharedAccessKeyName")),
+            (Some(_), None, None) => {
+                return Err(ConnectionStringError::HalfKey("SharedAccessKeyName"));
+            }
             (None, Some(_), None) => return Err(ConnectionStringError::HalfKey("SharedAccessKey")),
             (None, None, None) => return Err(ConnectionStringError::MissingCredential),
         };
-        Ok(ConnectionString { host, port, credential, entity_path, use_development_emulator: emulator })
+        Ok(ConnectionString {
+            host,
+            port,
+            credential,
+            entity_path,
+            use_development_emulator: emulator,
+        })
     }
 
     /// The HTTP base URL, without trailing `/`: `https://host[:port]`, or for the
     /// development emulator `http://host:port` (port 5300 when absent).
     pub fn base_url(&self) -> String {
         if self.use_development_emulator {
-            format!("http://{}:{}", self.host, self.port.unwrap_or(DEFAULT_EMULATOR_PORT))
+            format!(
+                "http://{}:{}",
+                self.host,
+                self.port.unwrap_or(DEFAULT_EMULATOR_PORT)
+            )
         } else {
             match self.port {
                 Some(p) if p != 443 => format!("https://{}:{p}", self.host),
@@ -153,7 +175,9 @@ impl fmt::Display for ConnectionString {
         }
         f.write_str(";")?;
         match &self.credential {
-            Credential::Key { name, key } => write!(f, "SharedAccessKeyName={name};SharedAccessKey={key};")?,
+            Credential::Key { name, key } => {
+                write!(f, "SharedAccessKeyName={name};SharedAccessKey={key};")?
+            }
             Credential::Signature(sig) => write!(f, "SharedAccessSignature={sig};")?,
         }
         if let Some(e) = &self.entity_path {
@@ -174,10 +198,19 @@ mod tests {
     fn official_emulator_string() {
         let c = ConnectionString::parse("Endpoint=sb://localhost;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;").unwrap();
         assert_eq!(c.base_url(), "http://localhost:5300");
-        assert_eq!(c.credential, Credential::Key { name: "RootManageSharedAccessKey".into(), key: "SAS_KEY_VALUE".into() });
+        assert_eq!(
+            c.credential,
+            Credential::Key {
+                name: "RootManageSharedAccessKey".into(),
+                key: "SAS_KEY_VALUE".into()
+            }
+        );
         let with_port = ConnectionString::parse("Endpoint=sb://127.0.0.1:7777;SharedAccessKeyName=a;SharedAccessKey=b=;UseDevelopmentEmulator=true").unwrap();
         assert_eq!(with_port.base_url(), "http://127.0.0.1:7777");
-        assert_eq!(ConnectionString::parse(&with_port.to_string()).unwrap(), with_port);
+        assert_eq!(
+            ConnectionString::parse(&with_port.to_string()).unwrap(),
+            with_port
+        );
     }
 
     #[test]
@@ -193,12 +226,24 @@ mod tests {
         use ConnectionStringError::*;
         let cases: [(&str, ConnectionStringError); 7] = [
             ("SharedAccessKeyName=a;SharedAccessKey=b", MissingEndpoint),
-            ("Endpoint=http://x;SharedAccessKeyName=a;SharedAccessKey=b", BadEndpoint("http://x".into())),
+            (
+                "Endpoint=http://x;SharedAccessKeyName=a;SharedAccessKey=b",
+                BadEndpoint("http://x".into()),
+            ),
             ("Endpoint=sb://x", MissingCredential),
-            ("Endpoint=sb://x;SharedAccessKeyName=a", HalfKey("SharedAccessKeyName")),
-            ("Endpoint=sb://x;SharedAccessKeyName=a;SharedAccessKey=b;SharedAccessSignature=s", BothCredentials),
+            (
+                "Endpoint=sb://x;SharedAccessKeyName=a",
+                HalfKey("SharedAccessKeyName"),
+            ),
+            (
+                "Endpoint=sb://x;SharedAccessKeyName=a;SharedAccessKey=b;SharedAccessSignature=s",
+                BothCredentials,
+            ),
             ("Endpoint=sb://x;junk", NotKeyValue("junk".into())),
-            ("Endpoint=;SharedAccessKeyName=a;SharedAccessKey=b", EmptyValue("Endpoint".into())),
+            (
+                "Endpoint=;SharedAccessKeyName=a;SharedAccessKey=b",
+                EmptyValue("Endpoint".into()),
+            ),
         ];
         for (text, err) in cases {
             assert_eq!(ConnectionString::parse(text), Err(err), "{text}");

@@ -80,9 +80,14 @@ impl EntityStatus {
     }
 
     fn parse(text: &str) -> Option<Self> {
-        [Self::Active, Self::Disabled, Self::SendDisabled, Self::ReceiveDisabled]
-            .into_iter()
-            .find(|s| s.as_str().eq_ignore_ascii_case(text))
+        [
+            Self::Active,
+            Self::Disabled,
+            Self::SendDisabled,
+            Self::ReceiveDisabled,
+        ]
+        .into_iter()
+        .find(|s| s.as_str().eq_ignore_ascii_case(text))
     }
 }
 
@@ -168,57 +173,150 @@ const COUNT_NS: &str = "http://schemas.microsoft.com/netservices/2011/06/service
 
 /// Response element order per kind (contract 4.4, Azure recordings).
 const QUEUE_RESPONSE: &[&str] = &[
-    "LockDuration", "MaxSizeInMegabytes", "RequiresDuplicateDetection", "RequiresSession",
-    "DefaultMessageTimeToLive", "DeadLetteringOnMessageExpiration",
-    "DuplicateDetectionHistoryTimeWindow", "MaxDeliveryCount", "EnableBatchedOperations",
-    "SizeInBytes", "MessageCount", "IsAnonymousAccessible", "AuthorizationRules", "Status",
-    "ForwardTo", "UserMetadata", "CreatedAt", "UpdatedAt", "AccessedAt", "SupportOrdering",
-    "CountDetails", "ForwardDeadLetteredMessagesTo", "AutoDeleteOnIdle", "EnablePartitioning",
-    "EntityAvailabilityStatus", "EnableExpress", "MaxMessageSizeInKilobytes",
+    "LockDuration",
+    "MaxSizeInMegabytes",
+    "RequiresDuplicateDetection",
+    "RequiresSession",
+    "DefaultMessageTimeToLive",
+    "DeadLetteringOnMessageExpiration",
+    "DuplicateDetectionHistoryTimeWindow",
+    "MaxDeliveryCount",
+    "EnableBatchedOperations",
+    "SizeInBytes",
+    "MessageCount",
+    "IsAnonymousAccessible",
+    "AuthorizationRules",
+    "Status",
+    "ForwardTo",
+    "UserMetadata",
+    "CreatedAt",
+    "UpdatedAt",
+    "AccessedAt",
+    "SupportOrdering",
+    "CountDetails",
+    "ForwardDeadLetteredMessagesTo",
+    "AutoDeleteOnIdle",
+    "EnablePartitioning",
+    "EntityAvailabilityStatus",
+    "EnableExpress",
+    "MaxMessageSizeInKilobytes",
 ];
 const TOPIC_RESPONSE: &[&str] = &[
-    "DefaultMessageTimeToLive", "MaxSizeInMegabytes", "RequiresDuplicateDetection",
-    "DuplicateDetectionHistoryTimeWindow", "EnableBatchedOperations", "SizeInBytes",
-    "FilteringMessagesBeforePublishing", "IsAnonymousAccessible", "AuthorizationRules", "Status",
-    "ForwardTo", "UserMetadata", "CreatedAt", "UpdatedAt", "AccessedAt", "SupportOrdering",
-    "CountDetails", "SubscriptionCount", "AutoDeleteOnIdle", "EnablePartitioning",
-    "EntityAvailabilityStatus", "EnableSubscriptionPartitioning", "EnableExpress",
+    "DefaultMessageTimeToLive",
+    "MaxSizeInMegabytes",
+    "RequiresDuplicateDetection",
+    "DuplicateDetectionHistoryTimeWindow",
+    "EnableBatchedOperations",
+    "SizeInBytes",
+    "FilteringMessagesBeforePublishing",
+    "IsAnonymousAccessible",
+    "AuthorizationRules",
+    "Status",
+    "ForwardTo",
+    "UserMetadata",
+    "CreatedAt",
+    "UpdatedAt",
+    "AccessedAt",
+    "SupportOrdering",
+    "CountDetails",
+    "SubscriptionCount",
+    "AutoDeleteOnIdle",
+    "EnablePartitioning",
+    "EntityAvailabilityStatus",
+    "EnableSubscriptionPartitioning",
+    "EnableExpress",
     "MaxMessageSizeInKilobytes",
 ];
 const SUBSCRIPTION_RESPONSE: &[&str] = &[
-    "LockDuration", "RequiresSession", "DefaultMessageTimeToLive",
-    "DeadLetteringOnMessageExpiration", "DeadLetteringOnFilterEvaluationExceptions",
-    "MessageCount", "MaxDeliveryCount", "EnableBatchedOperations", "Status", "ForwardTo",
-    "UserMetadata", "CreatedAt", "UpdatedAt", "AccessedAt", "CountDetails",
-    "ForwardDeadLetteredMessagesTo", "AutoDeleteOnIdle", "EntityAvailabilityStatus",
+    "LockDuration",
+    "RequiresSession",
+    "DefaultMessageTimeToLive",
+    "DeadLetteringOnMessageExpiration",
+    "DeadLetteringOnFilterEvaluationExceptions",
+    "MessageCount",
+    "MaxDeliveryCount",
+    "EnableBatchedOperations",
+    "Status",
+    "ForwardTo",
+    "UserMetadata",
+    "CreatedAt",
+    "UpdatedAt",
+    "AccessedAt",
+    "CountDetails",
+    "ForwardDeadLetteredMessagesTo",
+    "AutoDeleteOnIdle",
+    "EntityAvailabilityStatus",
 ];
 /// Request element order per kind (.NET serializers), for clients.
 const QUEUE_REQUEST: &[&str] = &[
-    "LockDuration", "MaxSizeInMegabytes", "RequiresDuplicateDetection", "RequiresSession",
-    "DefaultMessageTimeToLive", "DeadLetteringOnMessageExpiration",
-    "DuplicateDetectionHistoryTimeWindow", "MaxDeliveryCount", "EnableBatchedOperations",
-    "IsAnonymousAccessible", "AuthorizationRules", "Status", "ForwardTo", "UserMetadata",
-    "SupportOrdering", "AutoDeleteOnIdle", "EnablePartitioning", "ForwardDeadLetteredMessagesTo",
-    "EnableExpress", "MaxMessageSizeInKilobytes",
+    "LockDuration",
+    "MaxSizeInMegabytes",
+    "RequiresDuplicateDetection",
+    "RequiresSession",
+    "DefaultMessageTimeToLive",
+    "DeadLetteringOnMessageExpiration",
+    "DuplicateDetectionHistoryTimeWindow",
+    "MaxDeliveryCount",
+    "EnableBatchedOperations",
+    "IsAnonymousAccessible",
+    "AuthorizationRules",
+    "Status",
+    "ForwardTo",
+    "UserMetadata",
+    "SupportOrdering",
+    "AutoDeleteOnIdle",
+    "EnablePartitioning",
+    "ForwardDeadLetteredMessagesTo",
+    "EnableExpress",
+    "MaxMessageSizeInKilobytes",
 ];
 const TOPIC_REQUEST: &[&str] = &[
-    "DefaultMessageTimeToLive", "MaxSizeInMegabytes", "RequiresDuplicateDetection",
-    "DuplicateDetectionHistoryTimeWindow", "EnableBatchedOperations",
-    "FilteringMessagesBeforePublishing", "IsAnonymousAccessible", "AuthorizationRules", "Status",
-    "ForwardTo", "UserMetadata", "SupportOrdering", "AutoDeleteOnIdle", "EnablePartitioning",
-    "EnableSubscriptionPartitioning", "EnableExpress", "MaxMessageSizeInKilobytes",
+    "DefaultMessageTimeToLive",
+    "MaxSizeInMegabytes",
+    "RequiresDuplicateDetection",
+    "DuplicateDetectionHistoryTimeWindow",
+    "EnableBatchedOperations",
+    "FilteringMessagesBeforePublishing",
+    "IsAnonymousAccessible",
+    "AuthorizationRules",
+    "Status",
+    "ForwardTo",
+    "UserMetadata",
+    "SupportOrdering",
+    "AutoDeleteOnIdle",
+    "EnablePartitioning",
+    "EnableSubscriptionPartitioning",
+    "EnableExpress",
+    "MaxMessageSizeInKilobytes",
 ];
 const SUBSCRIPTION_REQUEST: &[&str] = &[
-    "LockDuration", "RequiresSession", "DefaultMessageTimeToLive",
-    "DeadLetteringOnMessageExpiration", "DeadLetteringOnFilterEvaluationExceptions",
-    "DefaultRuleDescription", "MaxDeliveryCount", "EnableBatchedOperations", "Status", "ForwardTo",
-    "UserMetadata", "ForwardDeadLetteredMessagesTo", "AutoDeleteOnIdle",
+    "LockDuration",
+    "RequiresSession",
+    "DefaultMessageTimeToLive",
+    "DeadLetteringOnMessageExpiration",
+    "DeadLetteringOnFilterEvaluationExceptions",
+    "DefaultRuleDescription",
+    "MaxDeliveryCount",
+    "EnableBatchedOperations",
+    "Status",
+    "ForwardTo",
+    "UserMetadata",
+    "ForwardDeadLetteredMessagesTo",
+    "AutoDeleteOnIdle",
 ];
 
 /// Elements that are read-only runtime facts: ignored on input.
 const READ_ONLY: &[&str] = &[
-    "SizeInBytes", "MessageCount", "CreatedAt", "UpdatedAt", "AccessedAt", "CountDetails",
-    "SubscriptionCount", "EntityAvailabilityStatus", "AuthorizationRules", "DefaultRuleDescription",
+    "SizeInBytes",
+    "MessageCount",
+    "CreatedAt",
+    "UpdatedAt",
+    "AccessedAt",
+    "CountDetails",
+    "SubscriptionCount",
+    "EntityAvailabilityStatus",
+    "AuthorizationRules",
+    "DefaultRuleDescription",
 ];
 
 /// What a parsed description carries besides its settings.
@@ -304,7 +402,11 @@ impl EntityDescription {
             present.push(known);
         }
         description.validate()?;
-        Ok(ParsedDescription { description, present, default_rule })
+        Ok(ParsedDescription {
+            description,
+            present,
+            default_rule,
+        })
     }
 
     /// Sets one settable element of this kind by name from its text form (as in XML;
@@ -316,7 +418,10 @@ impl EntityDescription {
     /// [`WireError::Value`] when the text is not a valid value for the element.
     pub fn apply_setting(&mut self, name: &str, text: &str) -> Result<bool, WireError> {
         let settable = Self::request_order(self.kind);
-        match settable.iter().find(|n| **n == name && !READ_ONLY.contains(n)) {
+        match settable
+            .iter()
+            .find(|n| **n == name && !READ_ONLY.contains(n))
+        {
             Some(&known) => self.set(known, text.trim()).map(|()| true),
             None => Ok(false),
         }
@@ -330,28 +435,38 @@ impl EntityDescription {
             "RequiresDuplicateDetection" => d.requires_duplicate_detection = boolean(name, text)?,
             "RequiresSession" => d.requires_session = boolean(name, text)?,
             "DefaultMessageTimeToLive" => d.default_message_time_to_live = span(name, text)?,
-            "DeadLetteringOnMessageExpiration" => d.dead_lettering_on_message_expiration = boolean(name, text)?,
+            "DeadLetteringOnMessageExpiration" => {
+                d.dead_lettering_on_message_expiration = boolean(name, text)?
+            }
             "DeadLetteringOnFilterEvaluationExceptions" => {
                 d.dead_lettering_on_filter_evaluation_exceptions = boolean(name, text)?;
             }
-            "DuplicateDetectionHistoryTimeWindow" => d.duplicate_detection_history_time_window = span(name, text)?,
+            "DuplicateDetectionHistoryTimeWindow" => {
+                d.duplicate_detection_history_time_window = span(name, text)?
+            }
             "MaxDeliveryCount" => d.max_delivery_count = number(name, text)?,
             "EnableBatchedOperations" => d.enable_batched_operations = boolean(name, text)?,
             "IsAnonymousAccessible" => d.is_anonymous_accessible = boolean(name, text)?,
-            "FilteringMessagesBeforePublishing" => d.filtering_messages_before_publishing = boolean(name, text)?,
+            "FilteringMessagesBeforePublishing" => {
+                d.filtering_messages_before_publishing = boolean(name, text)?
+            }
             "Status" => {
-                d.status = EntityStatus::parse(text).ok_or_else(|| WireError::value(
-                    name,
-                    text,
-                    "expected Active, Disabled, SendDisabled or ReceiveDisabled",
-                ))?;
+                d.status = EntityStatus::parse(text).ok_or_else(|| {
+                    WireError::value(
+                        name,
+                        text,
+                        "expected Active, Disabled, SendDisabled or ReceiveDisabled",
+                    )
+                })?;
             }
             "ForwardTo" => d.forward_to = optional(text),
             "UserMetadata" => d.user_metadata = optional(text),
             "SupportOrdering" => d.support_ordering = boolean(name, text)?,
             "AutoDeleteOnIdle" => d.auto_delete_on_idle = span(name, text)?,
             "EnablePartitioning" => d.enable_partitioning = boolean(name, text)?,
-            "EnableSubscriptionPartitioning" => d.enable_subscription_partitioning = boolean(name, text)?,
+            "EnableSubscriptionPartitioning" => {
+                d.enable_subscription_partitioning = boolean(name, text)?
+            }
             "ForwardDeadLetteredMessagesTo" => d.forward_dead_lettered_messages_to = optional(text),
             "EnableExpress" => d.enable_express = boolean(name, text)?,
             "MaxMessageSizeInKilobytes" => d.max_message_size_in_kilobytes = number(name, text)?,
@@ -368,18 +483,34 @@ impl EntityDescription {
     pub fn validate(&self) -> Result<(), WireError> {
         let kind = self.kind;
         let has = |name: &str| Self::request_order(kind).contains(&name);
-        let out = |name: &'static str, value: String, why: &str| Err(WireError::value(name, &value, why));
-        if has("LockDuration") && !(MIN_LOCK_DURATION..=MAX_LOCK_DURATION).contains(&self.lock_duration) {
-            return out("LockDuration", self.lock_duration.to_string(), "must be between PT5S and PT5M");
+        let out =
+            |name: &'static str, value: String, why: &str| Err(WireError::value(name, &value, why));
+        if has("LockDuration")
+            && !(MIN_LOCK_DURATION..=MAX_LOCK_DURATION).contains(&self.lock_duration)
+        {
+            return out(
+                "LockDuration",
+                self.lock_duration.to_string(),
+                "must be between PT5S and PT5M",
+            );
         }
         if self.default_message_time_to_live < TimeSpan::from_secs(1) {
-            return out("DefaultMessageTimeToLive", self.default_message_time_to_live.to_string(), "must be at least PT1S");
+            return out(
+                "DefaultMessageTimeToLive",
+                self.default_message_time_to_live.to_string(),
+                "must be at least PT1S",
+            );
         }
         if self.auto_delete_on_idle < MIN_AUTO_DELETE_ON_IDLE {
-            return out("AutoDeleteOnIdle", self.auto_delete_on_idle.to_string(), "must be at least PT5M");
+            return out(
+                "AutoDeleteOnIdle",
+                self.auto_delete_on_idle.to_string(),
+                "must be at least PT5M",
+            );
         }
         if has("DuplicateDetectionHistoryTimeWindow")
-            && !(MIN_DUPLICATE_WINDOW..=MAX_DUPLICATE_WINDOW).contains(&self.duplicate_detection_history_time_window)
+            && !(MIN_DUPLICATE_WINDOW..=MAX_DUPLICATE_WINDOW)
+                .contains(&self.duplicate_detection_history_time_window)
         {
             return out(
                 "DuplicateDetectionHistoryTimeWindow",
@@ -388,10 +519,15 @@ impl EntityDescription {
             );
         }
         if has("MaxDeliveryCount") && self.max_delivery_count < 1 {
-            return out("MaxDeliveryCount", self.max_delivery_count.to_string(), "must be at least 1");
+            return out(
+                "MaxDeliveryCount",
+                self.max_delivery_count.to_string(),
+                "must be at least 1",
+            );
         }
         if has("MaxSizeInMegabytes")
-            && !(self.max_size_in_megabytes % 1024 == 0 && (1024..=5120).contains(&self.max_size_in_megabytes))
+            && !(self.max_size_in_megabytes.is_multiple_of(1024)
+                && (1024..=5120).contains(&self.max_size_in_megabytes))
         {
             return out(
                 "MaxSizeInMegabytes",
@@ -399,13 +535,23 @@ impl EntityDescription {
                 "must be 1024, 2048, 3072, 4096 or 5120",
             );
         }
-        if has("MaxMessageSizeInKilobytes") && !(1..=102_400).contains(&self.max_message_size_in_kilobytes) {
-            return out("MaxMessageSizeInKilobytes", self.max_message_size_in_kilobytes.to_string(), "must be between 1 and 102400");
+        if has("MaxMessageSizeInKilobytes")
+            && !(1..=102_400).contains(&self.max_message_size_in_kilobytes)
+        {
+            return out(
+                "MaxMessageSizeInKilobytes",
+                self.max_message_size_in_kilobytes.to_string(),
+                "must be between 1 and 102400",
+            );
         }
         if let Some(m) = &self.user_metadata
             && m.chars().count() > MAX_USER_METADATA_LEN
         {
-            return out("UserMetadata", format!("{} characters", m.chars().count()), "must be at most 1024 characters");
+            return out(
+                "UserMetadata",
+                format!("{} characters", m.chars().count()),
+                "must be at most 1024 characters",
+            );
         }
         Ok(())
     }
@@ -418,13 +564,21 @@ impl EntityDescription {
             "RequiresDuplicateDetection" => d.requires_duplicate_detection.to_string(),
             "RequiresSession" => d.requires_session.to_string(),
             "DefaultMessageTimeToLive" => d.default_message_time_to_live.to_string(),
-            "DeadLetteringOnMessageExpiration" => d.dead_lettering_on_message_expiration.to_string(),
-            "DeadLetteringOnFilterEvaluationExceptions" => d.dead_lettering_on_filter_evaluation_exceptions.to_string(),
-            "DuplicateDetectionHistoryTimeWindow" => d.duplicate_detection_history_time_window.to_string(),
+            "DeadLetteringOnMessageExpiration" => {
+                d.dead_lettering_on_message_expiration.to_string()
+            }
+            "DeadLetteringOnFilterEvaluationExceptions" => {
+                d.dead_lettering_on_filter_evaluation_exceptions.to_string()
+            }
+            "DuplicateDetectionHistoryTimeWindow" => {
+                d.duplicate_detection_history_time_window.to_string()
+            }
             "MaxDeliveryCount" => d.max_delivery_count.to_string(),
             "EnableBatchedOperations" => d.enable_batched_operations.to_string(),
             "IsAnonymousAccessible" => d.is_anonymous_accessible.to_string(),
-            "FilteringMessagesBeforePublishing" => d.filtering_messages_before_publishing.to_string(),
+            "FilteringMessagesBeforePublishing" => {
+                d.filtering_messages_before_publishing.to_string()
+            }
             "Status" => d.status.as_str().to_string(),
             "ForwardTo" => d.forward_to.clone()?,
             "UserMetadata" => d.user_metadata.clone()?,
@@ -511,12 +665,28 @@ impl EntityDescription {
     }
 
     /// Whether `name` is an element that cannot change after creation and differs here.
-    pub fn immutable_change(&self, update: &EntityDescription, present: &[&'static str]) -> Option<&'static str> {
+    pub fn immutable_change(
+        &self,
+        update: &EntityDescription,
+        present: &[&'static str],
+    ) -> Option<&'static str> {
         let changed = [
-            ("RequiresSession", self.requires_session != update.requires_session),
-            ("RequiresDuplicateDetection", self.requires_duplicate_detection != update.requires_duplicate_detection),
-            ("EnablePartitioning", self.enable_partitioning != update.enable_partitioning),
-            ("EnableSubscriptionPartitioning", self.enable_subscription_partitioning != update.enable_subscription_partitioning),
+            (
+                "RequiresSession",
+                self.requires_session != update.requires_session,
+            ),
+            (
+                "RequiresDuplicateDetection",
+                self.requires_duplicate_detection != update.requires_duplicate_detection,
+            ),
+            (
+                "EnablePartitioning",
+                self.enable_partitioning != update.enable_partitioning,
+            ),
+            (
+                "EnableSubscriptionPartitioning",
+                self.enable_subscription_partitioning != update.enable_subscription_partitioning,
+            ),
         ];
         changed
             .into_iter()
@@ -540,7 +710,9 @@ fn optional(text: &str) -> Option<String> {
 
 pub(crate) fn span(name: &'static str, text: &str) -> Result<TimeSpan, WireError> {
     TimeSpan::parse(text).map_err(|e| match e {
-        WireError::Duration { reason, .. } => WireError::value(name, text, &format!("not a valid xs:duration ({reason})")),
+        WireError::Duration { reason, .. } => {
+            WireError::value(name, text, &format!("not a valid xs:duration ({reason})"))
+        }
         other => other,
     })
 }

@@ -15,7 +15,9 @@ const TICKS_PER_DAY: i64 = 24 * TICKS_PER_HOUR;
 /// [`TimeSpan::MAX`] is the service's "infinite" (`P10675199DT2H48M5.4775807S`); any parsed
 /// value at or above `P10675199D` is taken as infinite, since clients truncate it differently
 /// (Python writes `...5.477539S`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct TimeSpan(i64);
 
@@ -120,7 +122,9 @@ impl TimeSpan {
             if whole.is_empty() && frac.is_empty() {
                 return Err(bad(&format!("'{unit}' has no number")));
             }
-            if !whole.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+            if !whole.bytes().all(|b| b.is_ascii_digit())
+                || !frac.bytes().all(|b| b.is_ascii_digit())
+            {
                 return Err(bad("components must be decimal numbers"));
             }
             let whole: i128 = if whole.is_empty() {
@@ -133,12 +137,19 @@ impl TimeSpan {
                 frac_ticks += i128::from(digit - b'0') * 10i128.pow(6 - i as u32);
             }
             total = total
-                .checked_add(whole.checked_mul(per_unit).ok_or_else(|| bad("number too large"))?)
+                .checked_add(
+                    whole
+                        .checked_mul(per_unit)
+                        .ok_or_else(|| bad("number too large"))?,
+                )
                 .and_then(|t| t.checked_add(frac_ticks))
                 .ok_or_else(|| bad("number too large"))?;
             Ok(())
         };
-        for (part, in_time, units) in [(date_part, false, "YMD"), (time_part.unwrap_or(""), true, "HMS")] {
+        for (part, in_time, units) in [
+            (date_part, false, "YMD"),
+            (time_part.unwrap_or(""), true, "HMS"),
+        ] {
             let mut number = String::new();
             let mut last_unit: Option<usize> = None;
             for c in part.chars() {
@@ -214,14 +225,30 @@ mod tests {
 
     #[test]
     fn service_values_round_trip() {
-        for s in ["PT30S", "PT1M", "PT10M", "PT1H", "P14D", "P1DT2H3M", "PT0S", "PT0.5S", "P10675199DT2H48M5.4775807S", "PT45S", "PT2H"] {
+        for s in [
+            "PT30S",
+            "PT1M",
+            "PT10M",
+            "PT1H",
+            "P14D",
+            "P1DT2H3M",
+            "PT0S",
+            "PT0.5S",
+            "P10675199DT2H48M5.4775807S",
+            "PT45S",
+            "PT2H",
+        ] {
             assert_eq!(TimeSpan::parse(s).unwrap().to_string(), s, "{s}");
         }
     }
 
     #[test]
     fn infinity_variants() {
-        assert!(TimeSpan::parse("P10675199DT2H48M5.477539S").unwrap().is_infinite());
+        assert!(
+            TimeSpan::parse("P10675199DT2H48M5.477539S")
+                .unwrap()
+                .is_infinite()
+        );
         assert!(TimeSpan::parse("P10675199D").unwrap().is_infinite());
         assert!(TimeSpan::parse("P99999999D").unwrap().is_infinite());
         assert!(!TimeSpan::parse("P10675198D").unwrap().is_infinite());
@@ -230,14 +257,20 @@ mod tests {
     #[test]
     fn units_and_fractions() {
         assert_eq!(TimeSpan::parse("PT1.25S").unwrap().ticks(), 12_500_000);
-        assert_eq!(TimeSpan::parse("P1Y").unwrap(), TimeSpan::parse("P365D").unwrap());
+        assert_eq!(
+            TimeSpan::parse("P1Y").unwrap(),
+            TimeSpan::parse("P365D").unwrap()
+        );
         assert_eq!(TimeSpan::parse("PT90M").unwrap().to_string(), "PT1H30M");
         assert_eq!(TimeSpan::parse(" PT1M ").unwrap(), TimeSpan::from_mins(1));
     }
 
     #[test]
     fn rejects_garbage() {
-        for s in ["", "P", "PT", "1H", "PT1", "PTH", "-PT1S", "PT1.5M", "PT1S1M", "P1H", "PT1M1M", "abc", "PT1X"] {
+        for s in [
+            "", "P", "PT", "1H", "PT1", "PTH", "-PT1S", "PT1.5M", "PT1S1M", "P1H", "PT1M1M", "abc",
+            "PT1X",
+        ] {
             assert!(TimeSpan::parse(s).is_err(), "{s} should be rejected");
         }
     }

@@ -73,7 +73,11 @@ pub enum WireError {
 
 impl WireError {
     pub(crate) fn value(element: &'static str, value: &str, reason: &str) -> Self {
-        WireError::Value { element, value: value.to_string(), reason: reason.to_string() }
+        WireError::Value {
+            element,
+            value: value.to_string(),
+            reason: reason.to_string(),
+        }
     }
 }
 

@@ -65,7 +65,9 @@ pub fn validate(kind: NameKind, name: &str) -> Result<(), WireError> {
             ));
         }
         if let Some(c) = segment.chars().find(|c| {
-            !(c.is_alphanumeric() || matches!(c, '.' | '-' | '_') || (*c == '$' && kind == NameKind::Rule))
+            !(c.is_alphanumeric()
+                || matches!(c, '.' | '-' | '_')
+                || (*c == '$' && kind == NameKind::Rule))
         }) {
             return Err(bad(format!(
                 "the character '{c}' is not allowed (use letters, digits, '.', '-' and '_')"

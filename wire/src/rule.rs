@@ -51,8 +51,8 @@ impl TypedValue {
     pub fn class(&self) -> Option<ValueClass> {
         Some(match self.type_name.as_str() {
             "string" | "char" | "guid" | "anyURI" => ValueClass::String,
-            "int" | "long" | "short" | "byte" | "unsignedInt" | "unsignedLong" | "unsignedShort"
-            | "unsignedByte" => ValueClass::Integer,
+            "int" | "long" | "short" | "byte" | "unsignedInt" | "unsignedLong"
+            | "unsignedShort" | "unsignedByte" => ValueClass::Integer,
             "double" | "float" | "decimal" => ValueClass::Double,
             "boolean" => ValueClass::Boolean,
             "dateTime" => ValueClass::DateTime,
@@ -70,19 +70,29 @@ impl TypedValue {
             }
             None => (XSD_NS.to_string(), "string".to_string()),
         };
-        let value = TypedValue { type_name, type_ns, text };
+        let value = TypedValue {
+            type_name,
+            type_ns,
+            text,
+        };
         let bad = |why: &str| Err(WireError::value(what, &value.text, why));
         let t = value.text.trim();
         match value.class() {
             None => return bad(&format!("unsupported value type '{}'", value.type_name)),
             Some(ValueClass::String) => {}
-            Some(ValueClass::Integer) if t.parse::<i64>().is_err() => return bad("not a whole number"),
+            Some(ValueClass::Integer) if t.parse::<i64>().is_err() => {
+                return bad("not a whole number");
+            }
             Some(ValueClass::Double) if t.parse::<f64>().is_err() => return bad("not a number"),
             Some(ValueClass::Boolean) => {
                 boolean(what, t)?;
             }
-            Some(ValueClass::DateTime) if crate::parse_timestamp(t).is_none() => return bad("not an ISO 8601 date and time"),
-            Some(ValueClass::Duration) if TimeSpan::parse(t).is_err() => return bad("not an xs:duration"),
+            Some(ValueClass::DateTime) if crate::parse_timestamp(t).is_none() => {
+                return bad("not an ISO 8601 date and time");
+            }
+            Some(ValueClass::Duration) if TimeSpan::parse(t).is_err() => {
+                return bad("not an xs:duration");
+            }
             Some(_) => {}
         }
         Ok(value)
@@ -100,7 +110,11 @@ impl TypedValue {
 
     /// A string value.
     pub fn string(text: &str) -> Self {
-        TypedValue { type_name: "string".into(), type_ns: XSD_NS.into(), text: text.into() }
+        TypedValue {
+            type_name: "string".into(),
+            type_ns: XSD_NS.into(),
+            text: text.into(),
+        }
     }
 }
 
@@ -124,7 +138,14 @@ pub struct CorrelationFilter {
 }
 
 const CORRELATION_ELEMENTS: [&str; 8] = [
-    "CorrelationId", "MessageId", "To", "ReplyTo", "Label", "SessionId", "ReplyToSessionId", "ContentType",
+    "CorrelationId",
+    "MessageId",
+    "To",
+    "ReplyTo",
+    "Label",
+    "SessionId",
+    "ReplyToSessionId",
+    "ContentType",
 ];
 
 impl CorrelationFilter {
@@ -195,7 +216,11 @@ pub struct RuleDescription {
 impl Default for RuleDescription {
     /// The `$Default` rule: TrueFilter, no action.
     fn default() -> Self {
-        RuleDescription { filter: Filter::True, action: RuleAction::Empty, name: None }
+        RuleDescription {
+            filter: Filter::True,
+            action: RuleAction::Empty,
+            name: None,
+        }
     }
 }
 
@@ -220,7 +245,11 @@ impl RuleDescription {
             .child("Name")
             .map(|n| n.trimmed_text().to_string())
             .filter(|n| !n.is_empty());
-        Ok(RuleDescription { filter, action, name })
+        Ok(RuleDescription {
+            filter,
+            action,
+            name,
+        })
     }
 
     /// Writes the rule as the service answers (`Filter, Action, CreatedAt, Name`).
@@ -242,7 +271,9 @@ impl RuleDescription {
     /// `with_namespaces` declares the namespaces (for a top-level `RuleDescription`).
     pub fn to_inner_xml(&self, element: &str, with_namespaces: bool) -> String {
         let mut out = if with_namespaces {
-            format!(r#"<{element} xmlns="{SB_NS}" xmlns:i="http://www.w3.org/2001/XMLSchema-instance">"#)
+            format!(
+                r#"<{element} xmlns="{SB_NS}" xmlns:i="http://www.w3.org/2001/XMLSchema-instance">"#
+            )
         } else {
             format!("<{element}>")
         };
@@ -257,13 +288,22 @@ impl RuleDescription {
     fn write_filter_and_action(&self, out: &mut String) {
         match &self.filter {
             Filter::True | Filter::False => {
-                let (ty, sql) = if self.filter == Filter::True { ("TrueFilter", "1=1") } else { ("FalseFilter", "1=0") };
+                let (ty, sql) = if self.filter == Filter::True {
+                    ("TrueFilter", "1=1")
+                } else {
+                    ("FalseFilter", "1=0")
+                };
                 let _ = write!(
                     out,
                     r#"<Filter i:type="{ty}"><SqlExpression>{sql}</SqlExpression><CompatibilityLevel>{DEFAULT_COMPATIBILITY_LEVEL}</CompatibilityLevel></Filter>"#
                 );
             }
-            Filter::Sql { expression, compatibility_level, parameters, requires_preprocessing } => {
+            Filter::Sql {
+                expression,
+                compatibility_level,
+                parameters,
+                requires_preprocessing,
+            } => {
                 let _ = write!(
                     out,
                     r#"<Filter i:type="SqlFilter"><SqlExpression>{}</SqlExpression><CompatibilityLevel>{compatibility_level}</CompatibilityLevel>"#,
@@ -289,7 +329,11 @@ impl RuleDescription {
         }
         match &self.action {
             RuleAction::Empty => out.push_str(r#"<Action i:type="EmptyRuleAction"/>"#),
-            RuleAction::Sql { expression, compatibility_level, parameters } => {
+            RuleAction::Sql {
+                expression,
+                compatibility_level,
+                parameters,
+            } => {
                 let _ = write!(
                     out,
                     r#"<Action i:type="SqlRuleAction"><SqlExpression>{}</SqlExpression><CompatibilityLevel>{compatibility_level}</CompatibilityLevel>"#,
@@ -316,9 +360,15 @@ fn write_key_values(out: &mut String, element: &str, values: &KeyValues, always:
 }
 
 fn parse_key_values(element: Option<&Element>, what: &'static str) -> Result<KeyValues, WireError> {
-    let Some(element) = element else { return Ok(Vec::new()) };
+    let Some(element) = element else {
+        return Ok(Vec::new());
+    };
     let mut values = Vec::new();
-    for pair in element.children.iter().filter(|c| c.name == "KeyValueOfstringanyType") {
+    for pair in element
+        .children
+        .iter()
+        .filter(|c| c.name == "KeyValueOfstringanyType")
+    {
         let key = pair
             .child("Key")
             .map(|k| k.trimmed_text().to_string())
@@ -338,16 +388,27 @@ fn sql_text(element: &Element, what: &'static str) -> Result<String, WireError> 
         .map(|e| e.trimmed_text().to_string())
         .unwrap_or_default();
     if text.is_empty() {
-        return Err(WireError::value(what, "", "SqlExpression is missing or empty"));
+        return Err(WireError::value(
+            what,
+            "",
+            "SqlExpression is missing or empty",
+        ));
     }
     if text.chars().count() > MAX_SQL_EXPRESSION_LEN {
-        return Err(WireError::value(what, &text, "SqlExpression is longer than 1024 characters"));
+        return Err(WireError::value(
+            what,
+            &text,
+            "SqlExpression is longer than 1024 characters",
+        ));
     }
     Ok(text)
 }
 
 fn compatibility_level(element: &Element, what: &'static str) -> Result<u32, WireError> {
-    match element.child("CompatibilityLevel").map(Element::trimmed_text) {
+    match element
+        .child("CompatibilityLevel")
+        .map(Element::trimmed_text)
+    {
         None | Some("") => Ok(DEFAULT_COMPATIBILITY_LEVEL),
         Some(t) => t
             .parse()

@@ -16,7 +16,11 @@ use subtle::ConstantTimeEq;
 pub const SAS_SCHEME: &str = "SharedAccessSignature";
 
 /// Everything but the unreserved characters, as .NET `WebUtility.UrlEncode` encodes.
-const URL_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const URL_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// Why a token was refused. Each maps to a Service Bus sub-code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -238,7 +242,12 @@ mod tests {
     #[test]
     fn contract_vector_a_upper_case() {
         let sr = "https%3A%2F%2Fcontoso.servicebus.windows.net%2Fsocketio-backplane";
-        let t = SasToken::parse(&header(sr, "SE18HkH5tjeB4SKVgw4WNJkIMfzBj7tML0e7yVPtJIA=", "1735689600")).unwrap();
+        let t = SasToken::parse(&header(
+            sr,
+            "SE18HkH5tjeB4SKVgw4WNJkIMfzBj7tML0e7yVPtJIA=",
+            "1735689600",
+        ))
+        .unwrap();
         assert!(t.signature_matches(KEY));
         assert_eq!(
             string_to_sign(sr, "1735689600"),
@@ -252,29 +261,53 @@ mod tests {
         let h = "SharedAccessSignature sr=https%3A%2F%2Fcontoso.servicebus.windows.net%2Fsocketio-backplane&sig=SE18HkH5tjeB4SKVgw4WNJkIMfzBj7tML0e7yVPtJIA%3D&se=1735689600&skn=RootManageSharedAccessKey";
         let t = SasToken::parse(h).unwrap();
         assert!(t.signature_matches(KEY));
-        assert_eq!(t.verify(KEY, 1_735_689_599, "/socketio-backplane/messages"), Ok(()));
-        assert_eq!(t.verify(KEY, 1_735_689_600, "/socketio-backplane"), Err(SasError::Expired(1_735_689_600)));
+        assert_eq!(
+            t.verify(KEY, 1_735_689_599, "/socketio-backplane/messages"),
+            Ok(())
+        );
+        assert_eq!(
+            t.verify(KEY, 1_735_689_600, "/socketio-backplane"),
+            Err(SasError::Expired(1_735_689_600))
+        );
     }
 
     #[test]
     fn contract_vector_b_lower_case() {
         let sr = "https%3a%2f%2fcontoso.servicebus.windows.net%2fsocketio-backplane";
-        let t = SasToken::parse(&header(sr, "C0QRVs7SRJzgqMhXCkGFAjKYje0ZBuyHXjolkQoiY/A=", "1735689600")).unwrap();
+        let t = SasToken::parse(&header(
+            sr,
+            "C0QRVs7SRJzgqMhXCkGFAjKYje0ZBuyHXjolkQoiY/A=",
+            "1735689600",
+        ))
+        .unwrap();
         assert!(t.signature_matches(KEY));
     }
 
     #[test]
     fn contract_vector_c_base64_decoded_key_is_rejected() {
         let sr = "https%3A%2F%2Fcontoso.servicebus.windows.net%2Fsocketio-backplane";
-        let t = SasToken::parse(&header(sr, "aBCXva+DufC6uwG3p/7PlObr60Lsq4Gjo4OQixWlSWo=", "1735689600")).unwrap();
+        let t = SasToken::parse(&header(
+            sr,
+            "aBCXva+DufC6uwG3p/7PlObr60Lsq4Gjo4OQixWlSWo=",
+            "1735689600",
+        ))
+        .unwrap();
         assert!(!t.signature_matches(KEY));
-        assert_eq!(t.verify(KEY, 0, "/socketio-backplane"), Err(SasError::InvalidSignature));
+        assert_eq!(
+            t.verify(KEY, 0, "/socketio-backplane"),
+            Err(SasError::InvalidSignature)
+        );
     }
 
     #[test]
     fn contract_vector_d_emulator_key() {
         let sr = "http%3A%2F%2Flocalhost%3A5300%2F";
-        let t = SasToken::parse(&header(sr, "Atu0I7AimiOGrVK7M6I13z9Vm7GgqKbd+yK+Twv8Y6o=", "4102444800")).unwrap();
+        let t = SasToken::parse(&header(
+            sr,
+            "Atu0I7AimiOGrVK7M6I13z9Vm7GgqKbd+yK+Twv8Y6o=",
+            "4102444800",
+        ))
+        .unwrap();
         assert!(t.signature_matches("SAS_KEY_VALUE"));
         assert_eq!(t.scope_path(), "");
         assert!(t.covers("/anything/at/all"));
@@ -282,7 +315,12 @@ mod tests {
 
     #[test]
     fn sign_produces_vector_a() {
-        let h = sign("https://contoso.servicebus.windows.net/socketio-backplane", "RootManageSharedAccessKey", KEY, 1_735_689_600);
+        let h = sign(
+            "https://contoso.servicebus.windows.net/socketio-backplane",
+            "RootManageSharedAccessKey",
+            KEY,
+            1_735_689_600,
+        );
         assert_eq!(
             h,
             "SharedAccessSignature sr=https%3A%2F%2Fcontoso.servicebus.windows.net%2Fsocketio-backplane&sig=SE18HkH5tjeB4SKVgw4WNJkIMfzBj7tML0e7yVPtJIA%3D&se=1735689600&skn=RootManageSharedAccessKey"
@@ -292,18 +330,25 @@ mod tests {
     #[test]
     fn fields_in_any_order_and_raw_slash_in_sig() {
         let sr = "https%3A%2F%2Fcontoso.servicebus.windows.net%2Fsocketio-backplane";
-        let h = format!("SharedAccessSignature skn=RootManageSharedAccessKey&se=1735689600&sig=C0QRVs7SRJzgqMhXCkGFAjKYje0ZBuyHXjolkQoiY/A%3d&sr={}", sr.to_lowercase());
+        let h = format!(
+            "SharedAccessSignature skn=RootManageSharedAccessKey&se=1735689600&sig=C0QRVs7SRJzgqMhXCkGFAjKYje0ZBuyHXjolkQoiY/A%3d&sr={}",
+            sr.to_lowercase()
+        );
         assert!(SasToken::parse(&h).unwrap().signature_matches(KEY));
     }
 
     #[test]
     fn scope_rules() {
-        let token = |resource: &str| {
-            SasToken::parse(&sign(resource, "k", "v", 1)).unwrap()
-        };
-        assert_eq!(token("http://127.0.0.1:10100:80/captopic?api-version=2016-07").scope_path(), "captopic");
+        let token = |resource: &str| SasToken::parse(&sign(resource, "k", "v", 1)).unwrap();
+        assert_eq!(
+            token("http://127.0.0.1:10100:80/captopic?api-version=2016-07").scope_path(),
+            "captopic"
+        );
         assert_eq!(token("https://127.0.0.1:10100").scope_path(), "");
-        assert_eq!(token("sb://ns.servicebus.windows.net/Target/").scope_path(), "target");
+        assert_eq!(
+            token("sb://ns.servicebus.windows.net/Target/").scope_path(),
+            "target"
+        );
         let t = token("http://h/CapTopic");
         assert!(t.covers("/captopic/Subscriptions/x"));
         assert!(t.covers("captopic"));
@@ -322,7 +367,10 @@ mod tests {
             "SharedAccessSignature sr=a&sr=b&sig=AAAA&se=1&skn=k",
             "SharedAccessSignature garbage",
         ] {
-            assert!(matches!(SasToken::parse(h), Err(SasError::Malformed(_))), "{h}");
+            assert!(
+                matches!(SasToken::parse(h), Err(SasError::Malformed(_))),
+                "{h}"
+            );
         }
     }
 }

@@ -39,7 +39,11 @@ pub struct Rights {
 
 impl Rights {
     /// Every right.
-    pub const ALL: Rights = Rights { manage: true, send: true, listen: true };
+    pub const ALL: Rights = Rights {
+        manage: true,
+        send: true,
+        listen: true,
+    };
 
     /// Whether these rights grant `right` (Manage implies Send and Listen).
     pub fn grants(self, right: Right) -> bool {
@@ -63,7 +67,11 @@ impl FromStr for Rights {
                 "manage" => rights.manage = true,
                 "send" => rights.send = true,
                 "listen" => rights.listen = true,
-                _ => return Err(format!("unknown right '{word}' (expected Manage, Send or Listen)")),
+                _ => {
+                    return Err(format!(
+                        "unknown right '{word}' (expected Manage, Send or Listen)"
+                    ));
+                }
             }
         }
         if rights == Rights::default() {
@@ -75,10 +83,14 @@ impl FromStr for Rights {
 
 impl fmt::Display for Rights {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = [(self.manage, "Manage"), (self.send, "Send"), (self.listen, "Listen")]
-            .into_iter()
-            .filter_map(|(on, n)| on.then_some(n))
-            .collect();
+        let names: Vec<&str> = [
+            (self.manage, "Manage"),
+            (self.send, "Send"),
+            (self.listen, "Listen"),
+        ]
+        .into_iter()
+        .filter_map(|(on, n)| on.then_some(n))
+        .collect();
         f.write_str(&names.join(","))
     }
 }
@@ -96,7 +108,10 @@ pub struct SharedAccessKey {
 
 impl fmt::Debug for SharedAccessKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SharedAccessKey").field("name", &self.name).field("rights", &self.rights).finish_non_exhaustive()
+        f.debug_struct("SharedAccessKey")
+            .field("name", &self.name)
+            .field("rights", &self.rights)
+            .finish_non_exhaustive()
     }
 }
 
@@ -106,13 +121,20 @@ impl FromStr for SharedAccessKey {
     /// `NAME:RIGHTS:KEY`, split on the first two `:` (the key may contain anything).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut parts = s.splitn(3, ':');
-        let (Some(name), Some(rights), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(format!("'{s}' is not NAME:RIGHTS:KEY (for example listener:Listen:secret)"));
+        let (Some(name), Some(rights), Some(key)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!(
+                "'{s}' is not NAME:RIGHTS:KEY (for example listener:Listen:secret)"
+            ));
         };
         if name.is_empty() || key.is_empty() {
             return Err(format!("'{s}' has an empty name or key"));
         }
-        Ok(SharedAccessKey { name: name.to_string(), key: key.to_string(), rights: rights.parse()? })
+        Ok(SharedAccessKey {
+            name: name.to_string(),
+            key: key.to_string(),
+            rights: rights.parse()?,
+        })
     }
 }
 
@@ -193,7 +215,11 @@ mod tests {
     fn auth() -> Authenticator {
         Authenticator::new(
             vec![
-                SharedAccessKey { name: "root".into(), key: "k1".into(), rights: Rights::ALL },
+                SharedAccessKey {
+                    name: "root".into(),
+                    key: "k1".into(),
+                    rights: Rights::ALL,
+                },
                 "sender:Send:k2".parse().unwrap(),
                 "listener:listen:k:3".parse().unwrap(),
             ],
@@ -205,28 +231,65 @@ mod tests {
     fn rights_and_scopes() {
         let a = auth();
         let root = sign("http://h/", "root", "k1", 2_000);
-        assert_eq!(a.authorize(Some(&root), "/q", Need::Right(Right::Manage)), Ok(()));
-        assert_eq!(a.authorize(Some(&root), "/q", Need::Right(Right::Listen)), Ok(()));
+        assert_eq!(
+            a.authorize(Some(&root), "/q", Need::Right(Right::Manage)),
+            Ok(())
+        );
+        assert_eq!(
+            a.authorize(Some(&root), "/q", Need::Right(Right::Listen)),
+            Ok(())
+        );
         let sender = sign("http://h/q", "sender", "k2", 2_000);
-        assert_eq!(a.authorize(Some(&sender), "/q/messages", Need::Right(Right::Send)), Ok(()));
-        assert_eq!(a.authorize(Some(&sender), "/q", Need::Right(Right::Manage)), Err(AuthError::MissingClaim { claim: "Manage" }));
-        assert!(matches!(a.authorize(Some(&sender), "/other", Need::Right(Right::Send)), Err(AuthError::Unauthenticated(SasError::InvalidAudience { .. }))));
+        assert_eq!(
+            a.authorize(Some(&sender), "/q/messages", Need::Right(Right::Send)),
+            Ok(())
+        );
+        assert_eq!(
+            a.authorize(Some(&sender), "/q", Need::Right(Right::Manage)),
+            Err(AuthError::MissingClaim { claim: "Manage" })
+        );
+        assert!(matches!(
+            a.authorize(Some(&sender), "/other", Need::Right(Right::Send)),
+            Err(AuthError::Unauthenticated(SasError::InvalidAudience { .. }))
+        ));
         let listener = sign("http://h/", "listener", "k:3", 2_000);
-        assert_eq!(a.authorize(Some(&listener), "/t/Subscriptions/s/Rules", Need::Either(Right::Manage, Right::Listen)), Ok(()));
-        assert_eq!(a.authorize(Some(&listener), "/", Need::AnyValidToken), Ok(()));
+        assert_eq!(
+            a.authorize(
+                Some(&listener),
+                "/t/Subscriptions/s/Rules",
+                Need::Either(Right::Manage, Right::Listen)
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            a.authorize(Some(&listener), "/", Need::AnyValidToken),
+            Ok(())
+        );
     }
 
     #[test]
     fn unauthenticated_cases() {
         let a = auth();
         let need = Need::Right(Right::Manage);
-        assert_eq!(a.authorize(None, "/q", need), Err(AuthError::Unauthenticated(SasError::Missing)));
+        assert_eq!(
+            a.authorize(None, "/q", need),
+            Err(AuthError::Unauthenticated(SasError::Missing))
+        );
         let expired = sign("http://h/", "root", "k1", 1_000);
-        assert_eq!(a.authorize(Some(&expired), "/q", need), Err(AuthError::Unauthenticated(SasError::Expired(1_000))));
+        assert_eq!(
+            a.authorize(Some(&expired), "/q", need),
+            Err(AuthError::Unauthenticated(SasError::Expired(1_000)))
+        );
         let wrong_key = sign("http://h/", "root", "nope", 2_000);
-        assert_eq!(a.authorize(Some(&wrong_key), "/q", need), Err(AuthError::Unauthenticated(SasError::InvalidSignature)));
+        assert_eq!(
+            a.authorize(Some(&wrong_key), "/q", need),
+            Err(AuthError::Unauthenticated(SasError::InvalidSignature))
+        );
         let unknown = sign("http://h/", "who", "k1", 2_000);
-        assert!(matches!(a.authorize(Some(&unknown), "/q", need), Err(AuthError::Unauthenticated(SasError::UnknownKeyName(_)))));
+        assert!(matches!(
+            a.authorize(Some(&unknown), "/q", need),
+            Err(AuthError::Unauthenticated(SasError::UnknownKeyName(_)))
+        ));
     }
 
     #[test]

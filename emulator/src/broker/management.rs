@@ -44,13 +44,18 @@ fn invalid_name(e: servicebus_wire::WireError) -> Error {
 
 fn page<T>(all: Vec<T>, skip: usize, top: usize) -> Page<T> {
     let total = all.len();
-    Page { items: all.into_iter().skip(skip).take(top).collect(), total }
+    Page {
+        items: all.into_iter().skip(skip).take(top).collect(),
+        total,
+    }
 }
 
 impl Broker {
     fn view(&self, record: EntityRecord, topic_path: Option<&str>) -> Result<EntityView> {
         let subscription_count = match (record.description.kind, topic_path) {
-            (EntityKind::Topic, Some(path)) => self.store.count(&EntityKey::Subscription(path.to_string(), String::new()))?,
+            (EntityKind::Topic, Some(path)) => self
+                .store
+                .count(&EntityKey::Subscription(path.to_string(), String::new()))?,
             _ => 0,
         };
         let runtime = RuntimeInfo {
@@ -80,7 +85,12 @@ impl Broker {
     /// [`Error::Invalid`] for a bad name, a description of the wrong kind or a change to
     /// a creation-only setting; [`Error::Conflict`] when creating an existing name (in any
     /// case, queue or topic); [`Error::NotFound`] when updating a missing one.
-    pub async fn put_entity(&self, path: &str, parsed: ParsedDescription, update: bool) -> Result<(PutOutcome, EntityView)> {
+    pub async fn put_entity(
+        &self,
+        path: &str,
+        parsed: ParsedDescription,
+        update: bool,
+    ) -> Result<(PutOutcome, EntityView)> {
         let kind = parsed.description.kind;
         if kind == EntityKind::Subscription {
             return Err(Error::Invalid(format!(
@@ -97,9 +107,17 @@ impl Broker {
         let existing = self.queue_or_topic(path)?;
         let record = match (existing, update) {
             (Some(e), false) => {
-                return Err(Error::Conflict { kind: e.description.kind.noun(), path: e.name });
+                return Err(Error::Conflict {
+                    kind: e.description.kind.noun(),
+                    path: e.name,
+                });
             }
-            (None, true) => return Err(Error::NotFound { kind: kind.noun(), path: path.to_string() }),
+            (None, true) => {
+                return Err(Error::NotFound {
+                    kind: kind.noun(),
+                    path: path.to_string(),
+                });
+            }
             (None, false) => EntityRecord {
                 name: path.to_string(),
                 description: parsed.description,
@@ -119,8 +137,14 @@ impl Broker {
                 updated(e, parsed, now)?
             }
         };
-        self.store.apply(vec![Write::Put(key, Store::encode(&record))]).await?;
-        let outcome = if update { PutOutcome::Updated } else { PutOutcome::Created };
+        self.store
+            .apply(vec![Write::Put(key, Store::encode(&record))])
+            .await?;
+        let outcome = if update {
+            PutOutcome::Updated
+        } else {
+            PutOutcome::Created
+        };
         Ok((outcome, self.view(record, Some(path))?))
     }
 
@@ -130,7 +154,13 @@ impl Broker {
     /// # Errors
     ///
     /// As [`Broker::put_entity`]; [`Error::NotFound`] also when the topic is missing.
-    pub async fn put_subscription(&self, topic: &str, name: &str, parsed: ParsedDescription, update: bool) -> Result<(PutOutcome, EntityView)> {
+    pub async fn put_subscription(
+        &self,
+        topic: &str,
+        name: &str,
+        parsed: ParsedDescription,
+        update: bool,
+    ) -> Result<(PutOutcome, EntityView)> {
         if parsed.description.kind != EntityKind::Subscription {
             return Err(Error::Invalid(format!(
                 "'{topic}/Subscriptions/{name}' is a subscription path, but the body is a {}",
@@ -146,24 +176,51 @@ impl Broker {
         let path = format!("{topic}/Subscriptions/{name}");
         let mut writes = Vec::new();
         let record = match (existing, update) {
-            (Some(e), false) => return Err(Error::Conflict { kind: "subscription", path: format!("{topic}/Subscriptions/{}", e.name) }),
-            (None, true) => return Err(Error::NotFound { kind: "subscription", path }),
+            (Some(e), false) => {
+                return Err(Error::Conflict {
+                    kind: "subscription",
+                    path: format!("{topic}/Subscriptions/{}", e.name),
+                });
+            }
+            (None, true) => {
+                return Err(Error::NotFound {
+                    kind: "subscription",
+                    path,
+                });
+            }
             (Some(e), true) => updated(e, parsed, now)?,
             (None, false) => {
                 let rule = parsed.default_rule.clone().unwrap_or_default();
-                let rule_name = rule.name.clone().unwrap_or_else(|| DEFAULT_RULE_NAME.to_string());
+                let rule_name = rule
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_RULE_NAME.to_string());
                 names::validate(NameKind::Rule, &rule_name).map_err(invalid_name)?;
-                let rule_record = RuleRecord { name: rule_name.clone(), rule, created_at: now };
+                let rule_record = RuleRecord {
+                    name: rule_name.clone(),
+                    rule,
+                    created_at: now,
+                };
                 writes.push(Write::Put(
                     EntityKey::Rule(topic.to_string(), name.to_string(), rule_name),
                     Store::encode(&rule_record),
                 ));
-                EntityRecord { name: name.to_string(), description: parsed.description, created_at: now, updated_at: now, accessed_at: None }
+                EntityRecord {
+                    name: name.to_string(),
+                    description: parsed.description,
+                    created_at: now,
+                    updated_at: now,
+                    accessed_at: None,
+                }
             }
         };
         writes.push(Write::Put(key, Store::encode(&record)));
         self.store.apply(writes).await?;
-        let outcome = if update { PutOutcome::Updated } else { PutOutcome::Created };
+        let outcome = if update {
+            PutOutcome::Updated
+        } else {
+            PutOutcome::Created
+        };
         Ok((outcome, self.view(record, None)?))
     }
 
@@ -173,35 +230,69 @@ impl Broker {
     ///
     /// [`Error::Invalid`] for a bad name; [`Error::NotFound`] for a missing topic,
     /// subscription or (on update) rule; [`Error::Conflict`] when creating an existing one.
-    pub async fn put_rule(&self, topic: &str, subscription: &str, name: &str, rule: RuleDescription, update: bool) -> Result<(PutOutcome, RuleRecord)> {
+    pub async fn put_rule(
+        &self,
+        topic: &str,
+        subscription: &str,
+        name: &str,
+        rule: RuleDescription,
+        update: bool,
+    ) -> Result<(PutOutcome, RuleRecord)> {
         names::validate(NameKind::Rule, name).map_err(invalid_name)?;
         let _guard = self.management.lock().await;
         self.require_subscription(topic, subscription)?;
-        let key = EntityKey::Rule(topic.to_string(), subscription.to_string(), name.to_string());
+        let key = EntityKey::Rule(
+            topic.to_string(),
+            subscription.to_string(),
+            name.to_string(),
+        );
         let existing: Option<RuleRecord> = self.store.get(&key)?;
         let path = format!("{topic}/Subscriptions/{subscription}/Rules/{name}");
         let record = match (existing, update) {
             (Some(_), false) => return Err(Error::Conflict { kind: "rule", path }),
             (None, true) => return Err(Error::NotFound { kind: "rule", path }),
-            (Some(e), true) => RuleRecord { name: e.name, rule, created_at: e.created_at },
-            (None, false) => RuleRecord { name: name.to_string(), rule, created_at: self.clock.now() },
+            (Some(e), true) => RuleRecord {
+                name: e.name,
+                rule,
+                created_at: e.created_at,
+            },
+            (None, false) => RuleRecord {
+                name: name.to_string(),
+                rule,
+                created_at: self.clock.now(),
+            },
         };
-        self.store.apply(vec![Write::Put(key, Store::encode(&record))]).await?;
-        let outcome = if update { PutOutcome::Updated } else { PutOutcome::Created };
+        self.store
+            .apply(vec![Write::Put(key, Store::encode(&record))])
+            .await?;
+        let outcome = if update {
+            PutOutcome::Updated
+        } else {
+            PutOutcome::Created
+        };
         Ok((outcome, record))
     }
 
     fn require_topic(&self, topic: &str) -> Result<EntityRecord> {
         self.store
             .get(&EntityKey::Topic(topic.to_string()))?
-            .ok_or_else(|| Error::NotFound { kind: "topic", path: topic.to_string() })
+            .ok_or_else(|| Error::NotFound {
+                kind: "topic",
+                path: topic.to_string(),
+            })
     }
 
     fn require_subscription(&self, topic: &str, subscription: &str) -> Result<EntityRecord> {
         self.require_topic(topic)?;
         self.store
-            .get(&EntityKey::Subscription(topic.to_string(), subscription.to_string()))?
-            .ok_or_else(|| Error::NotFound { kind: "subscription", path: format!("{topic}/Subscriptions/{subscription}") })
+            .get(&EntityKey::Subscription(
+                topic.to_string(),
+                subscription.to_string(),
+            ))?
+            .ok_or_else(|| Error::NotFound {
+                kind: "subscription",
+                path: format!("{topic}/Subscriptions/{subscription}"),
+            })
     }
 
     /// A queue or topic by path (case-insensitive).
@@ -210,7 +301,9 @@ impl Broker {
     ///
     /// [`Error::Store`].
     pub fn get_entity(&self, path: &str) -> Result<Option<EntityView>> {
-        self.queue_or_topic(path)?.map(|r| self.view(r, Some(path))).transpose()
+        self.queue_or_topic(path)?
+            .map(|r| self.view(r, Some(path)))
+            .transpose()
     }
 
     /// A subscription.
@@ -220,7 +313,10 @@ impl Broker {
     /// [`Error::Store`].
     pub fn get_subscription(&self, topic: &str, name: &str) -> Result<Option<EntityView>> {
         self.store
-            .get::<EntityRecord>(&EntityKey::Subscription(topic.to_string(), name.to_string()))?
+            .get::<EntityRecord>(&EntityKey::Subscription(
+                topic.to_string(),
+                name.to_string(),
+            ))?
             .map(|r| self.view(r, None))
             .transpose()
     }
@@ -230,8 +326,17 @@ impl Broker {
     /// # Errors
     ///
     /// [`Error::Store`].
-    pub fn get_rule(&self, topic: &str, subscription: &str, name: &str) -> Result<Option<RuleRecord>> {
-        Ok(self.store.get(&EntityKey::Rule(topic.to_string(), subscription.to_string(), name.to_string()))?)
+    pub fn get_rule(
+        &self,
+        topic: &str,
+        subscription: &str,
+        name: &str,
+    ) -> Result<Option<RuleRecord>> {
+        Ok(self.store.get(&EntityKey::Rule(
+            topic.to_string(),
+            subscription.to_string(),
+            name.to_string(),
+        ))?)
     }
 
     /// Deletes a queue, or a topic with its subscriptions and their rules.
@@ -241,15 +346,20 @@ impl Broker {
     /// [`Error::NotFound`] when neither exists.
     pub async fn delete_entity(&self, path: &str) -> Result<()> {
         let _guard = self.management.lock().await;
-        let record = self
-            .queue_or_topic(path)?
-            .ok_or_else(|| Error::NotFound { kind: "queue or topic", path: path.to_string() })?;
+        let record = self.queue_or_topic(path)?.ok_or_else(|| Error::NotFound {
+            kind: "queue or topic",
+            path: path.to_string(),
+        })?;
         let writes = match record.description.kind {
             EntityKind::Queue => vec![Write::Delete(EntityKey::Queue(path.to_string()))],
             _ => vec![
                 Write::Delete(EntityKey::Topic(path.to_string())),
                 Write::DeletePrefix(EntityKey::Subscription(path.to_string(), String::new())),
-                Write::DeletePrefix(EntityKey::Rule(path.to_string(), String::new(), String::new())),
+                Write::DeletePrefix(EntityKey::Rule(
+                    path.to_string(),
+                    String::new(),
+                    String::new(),
+                )),
             ],
         };
         Ok(self.store.apply(writes).await?)
@@ -267,7 +377,11 @@ impl Broker {
             .store
             .apply(vec![
                 Write::Delete(EntityKey::Subscription(topic.to_string(), name.to_string())),
-                Write::DeletePrefix(EntityKey::Rule(topic.to_string(), name.to_string(), String::new())),
+                Write::DeletePrefix(EntityKey::Rule(
+                    topic.to_string(),
+                    name.to_string(),
+                    String::new(),
+                )),
             ])
             .await?)
     }
@@ -280,9 +394,16 @@ impl Broker {
     pub async fn delete_rule(&self, topic: &str, subscription: &str, name: &str) -> Result<()> {
         let _guard = self.management.lock().await;
         self.require_subscription(topic, subscription)?;
-        let key = EntityKey::Rule(topic.to_string(), subscription.to_string(), name.to_string());
+        let key = EntityKey::Rule(
+            topic.to_string(),
+            subscription.to_string(),
+            name.to_string(),
+        );
         if self.store.get::<RuleRecord>(&key)?.is_none() {
-            return Err(Error::NotFound { kind: "rule", path: format!("{topic}/Subscriptions/{subscription}/Rules/{name}") });
+            return Err(Error::NotFound {
+                kind: "rule",
+                path: format!("{topic}/Subscriptions/{subscription}/Rules/{name}"),
+            });
         }
         Ok(self.store.apply(vec![Write::Delete(key)]).await?)
     }
@@ -292,7 +413,12 @@ impl Broker {
     /// # Errors
     ///
     /// [`Error::Store`].
-    pub fn list_entities(&self, kind: EntityKind, skip: usize, top: usize) -> Result<Page<EntityView>> {
+    pub fn list_entities(
+        &self,
+        kind: EntityKind,
+        skip: usize,
+        top: usize,
+    ) -> Result<Page<EntityView>> {
         let prefix = match kind {
             EntityKind::Queue => EntityKey::Queue(String::new()),
             _ => EntityKey::Topic(String::new()),
@@ -307,7 +433,10 @@ impl Broker {
                 self.view(r, Some(&path))
             })
             .collect::<Result<_>>()?;
-        Ok(Page { items, total: page.total })
+        Ok(Page {
+            items,
+            total: page.total,
+        })
     }
 
     /// Lists a topic's subscriptions in name order.
@@ -315,12 +444,26 @@ impl Broker {
     /// # Errors
     ///
     /// [`Error::NotFound`] when the topic is missing.
-    pub fn list_subscriptions(&self, topic: &str, skip: usize, top: usize) -> Result<Page<EntityView>> {
+    pub fn list_subscriptions(
+        &self,
+        topic: &str,
+        skip: usize,
+        top: usize,
+    ) -> Result<Page<EntityView>> {
         self.require_topic(topic)?;
-        let records: Vec<EntityRecord> = self.store.scan(&EntityKey::Subscription(topic.to_string(), String::new()))?;
+        let records: Vec<EntityRecord> = self
+            .store
+            .scan(&EntityKey::Subscription(topic.to_string(), String::new()))?;
         let page = page(records, skip, top);
-        let items = page.items.into_iter().map(|r| self.view(r, None)).collect::<Result<_>>()?;
-        Ok(Page { items, total: page.total })
+        let items = page
+            .items
+            .into_iter()
+            .map(|r| self.view(r, None))
+            .collect::<Result<_>>()?;
+        Ok(Page {
+            items,
+            total: page.total,
+        })
     }
 
     /// Lists a subscription's rules in name order.
@@ -328,26 +471,50 @@ impl Broker {
     /// # Errors
     ///
     /// [`Error::NotFound`] when the topic or subscription is missing.
-    pub fn list_rules(&self, topic: &str, subscription: &str, skip: usize, top: usize) -> Result<Page<RuleRecord>> {
+    pub fn list_rules(
+        &self,
+        topic: &str,
+        subscription: &str,
+        skip: usize,
+        top: usize,
+    ) -> Result<Page<RuleRecord>> {
         self.require_subscription(topic, subscription)?;
-        let records = self
-            .store
-            .scan(&EntityKey::Rule(topic.to_string(), subscription.to_string(), String::new()))?;
+        let records = self.store.scan(&EntityKey::Rule(
+            topic.to_string(),
+            subscription.to_string(),
+            String::new(),
+        ))?;
         Ok(page(records, skip, top))
     }
 }
 
 /// Applies an update: the whole description is replaced (omitted settings revert to their
 /// defaults, as the service does), but creation-only settings may not change.
-fn updated(existing: EntityRecord, parsed: ParsedDescription, now: chrono::DateTime<chrono::Utc>) -> Result<EntityRecord> {
-    if let Some(name) = existing.description.immutable_change(&parsed.description, &parsed.present) {
-        return Err(Error::Invalid(format!("{name} cannot be changed after the entity is created")));
+fn updated(
+    existing: EntityRecord,
+    parsed: ParsedDescription,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<EntityRecord> {
+    if let Some(name) = existing
+        .description
+        .immutable_change(&parsed.description, &parsed.present)
+    {
+        return Err(Error::Invalid(format!(
+            "{name} cannot be changed after the entity is created"
+        )));
     }
     let mut description = parsed.description;
     // Creation-only settings that the update did not name keep their value.
     description.requires_session = existing.description.requires_session;
     description.requires_duplicate_detection = existing.description.requires_duplicate_detection;
     description.enable_partitioning = existing.description.enable_partitioning;
-    description.enable_subscription_partitioning = existing.description.enable_subscription_partitioning;
-    Ok(EntityRecord { name: existing.name, description, created_at: existing.created_at, updated_at: now, accessed_at: Some(now) })
+    description.enable_subscription_partitioning =
+        existing.description.enable_subscription_partitioning;
+    Ok(EntityRecord {
+        name: existing.name,
+        description,
+        created_at: existing.created_at,
+        updated_at: now,
+        accessed_at: Some(now),
+    })
 }

@@ -5,7 +5,6 @@ mod management;
 
 use std::sync::Arc;
 
-
 use crate::clock::Clock;
 use crate::store::{self, Store};
 
@@ -54,7 +53,11 @@ pub struct Broker {
 impl Broker {
     /// A broker over an opened store.
     pub fn new(store: Store, clock: Clock) -> Self {
-        Broker { store, clock, management: Arc::default() }
+        Broker {
+            store,
+            clock,
+            management: Arc::default(),
+        }
     }
 
     /// The broker's clock.
@@ -82,4 +85,3 @@ impl Broker {
         Ok(())
     }
 }
-

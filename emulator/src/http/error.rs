@@ -20,7 +20,11 @@ pub(crate) struct ApiError {
 
 impl ApiError {
     pub(crate) fn new(status: StatusCode, sub_code: u32, detail: impl Into<String>) -> Self {
-        ApiError { status, sub_code: Some(sub_code), detail: detail.into() }
+        ApiError {
+            status,
+            sub_code: Some(sub_code),
+            detail: detail.into(),
+        }
     }
 
     pub(crate) fn bad_request(detail: impl Into<String>) -> Self {
@@ -32,7 +36,11 @@ impl ApiError {
     }
 
     pub(crate) fn method_not_allowed(method: &axum::http::Method, template: &str) -> Self {
-        Self::new(StatusCode::METHOD_NOT_ALLOWED, 40000, format!("{method} is not supported on {template}"))
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            40000,
+            format!("{method} is not supported on {template}"),
+        )
     }
 
     /// The response, with the tracking fields the service appends to every detail.
@@ -42,7 +50,10 @@ impl ApiError {
         } else {
             tracing::debug!(status = %self.status, detail = %self.detail, "request refused");
         }
-        let sub = self.sub_code.map(|c| format!("SubCode={c}. ")).unwrap_or_default();
+        let sub = self
+            .sub_code
+            .map(|c| format!("SubCode={c}. "))
+            .unwrap_or_default();
         let detail = format!(
             "{sub}{}. TrackingId:{}_G0, SystemTracker:{}.servicebus.windows.net:{}, Timestamp:{}",
             self.detail.trim_end_matches('.'),
@@ -52,9 +63,10 @@ impl ApiError {
             chrono::Utc::now().format("%m/%d/%Y %H:%M:%S")
         );
         let mut response = (self.status, error_body(self.status.as_u16(), &detail)).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ERROR_CONTENT_TYPE));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(ERROR_CONTENT_TYPE),
+        );
         response
     }
 }
@@ -62,16 +74,20 @@ impl ApiError {
 impl From<broker::Error> for ApiError {
     fn from(e: broker::Error) -> Self {
         match e {
-            broker::Error::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, 40400, e.to_string()),
-            broker::Error::Conflict { .. } => ApiError::new(
-                StatusCode::CONFLICT,
-                40900,
-                format!("Conflict. {e}"),
-            ),
+            broker::Error::NotFound { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, 40400, e.to_string())
+            }
+            broker::Error::Conflict { .. } => {
+                ApiError::new(StatusCode::CONFLICT, 40900, format!("Conflict. {e}"))
+            }
             broker::Error::Invalid(_) => ApiError::bad_request(e.to_string()),
             broker::Error::Store(source) => {
                 tracing::error!(error = %source, cause = ?std::error::Error::source(&source), "storage failure");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, 50000, "Internal server error")
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    50000,
+                    "Internal server error",
+                )
             }
         }
     }
@@ -80,13 +96,17 @@ impl From<broker::Error> for ApiError {
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match &e {
-            AuthError::Unauthenticated(sas) => {
-                ApiError::new(StatusCode::UNAUTHORIZED, sas.sub_code(), format!("Unauthorized: {e}"))
-            }
+            AuthError::Unauthenticated(sas) => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                sas.sub_code(),
+                format!("Unauthorized: {e}"),
+            ),
             AuthError::MissingClaim { claim } => ApiError::new(
                 StatusCode::FORBIDDEN,
                 40100,
-                format!("Unauthorized access. '{claim}' claim(s) are required to perform this operation"),
+                format!(
+                    "Unauthorized access. '{claim}' claim(s) are required to perform this operation"
+                ),
             ),
         }
     }
@@ -100,6 +120,9 @@ impl From<WireError> for ApiError {
 
 impl From<BadPath> for ApiError {
     fn from(e: BadPath) -> Self {
-        ApiError::not_found(format!("No service is hosted at the specified address: {}", e.0))
+        ApiError::not_found(format!(
+            "No service is hosted at the specified address: {}",
+            e.0
+        ))
     }
 }

@@ -31,26 +31,54 @@ pub(super) async fn handle(
         (Target::Rules(..), &Method::GET) => Need::Either(Right::Manage, Right::Listen),
         _ => Need::Right(Right::Manage),
     };
-    state.auth.authorize(authorization, &ctx.decoded_path, need)?;
+    state
+        .auth
+        .authorize(authorization, &ctx.decoded_path, need)?;
     let broker = &state.broker;
     let update = headers.contains_key(header::IF_MATCH);
     match (method, target) {
         (&Method::GET, Target::NamespaceInfo) => {
             let now = broker.clock().now();
             let url = format!("{}{}{}", ctx.base(), ctx.raw_path, ctx.version_suffix());
-            let meta = EntryMeta { url: &url, title: &state.namespace, published: now, updated: now, author: Some(&state.namespace), xml_base: None };
-            Ok(entry_response(StatusCode::OK, atom::entry(&meta, &atom::namespace_info(&state.namespace, now))))
+            let meta = EntryMeta {
+                url: &url,
+                title: &state.namespace,
+                published: now,
+                updated: now,
+                author: Some(&state.namespace),
+                xml_base: None,
+            };
+            Ok(entry_response(
+                StatusCode::OK,
+                atom::entry(&meta, &atom::namespace_info(&state.namespace, now)),
+            ))
         }
         (&Method::GET, Target::ListQueues | Target::ListTopics) => {
-            let kind = if *target == Target::ListQueues { EntityKind::Queue } else { EntityKind::Topic };
+            let kind = if *target == Target::ListQueues {
+                EntityKind::Queue
+            } else {
+                EntityKind::Topic
+            };
             let (skip, top) = paging(ctx)?;
             let page = broker.list_entities(kind, skip, top)?;
             let entries: Vec<String> = page
                 .items
                 .iter()
-                .map(|v| entity_entry(state, ctx, v, &format!("{}/{}", ctx.base(), v.record.name), true))
+                .map(|v| {
+                    entity_entry(
+                        state,
+                        ctx,
+                        v,
+                        &format!("{}/{}", ctx.base(), v.record.name),
+                        true,
+                    )
+                })
                 .collect();
-            let title = if kind == EntityKind::Queue { "Queues" } else { "Topics" };
+            let title = if kind == EntityKind::Queue {
+                "Queues"
+            } else {
+                "Topics"
+            };
             Ok(feed_response(ctx, title, &entries, skip, top, page.total))
         }
         (&Method::GET, Target::Subscriptions(topic)) => {
@@ -59,9 +87,24 @@ pub(super) async fn handle(
             let entries: Vec<String> = page
                 .items
                 .iter()
-                .map(|v| entity_entry(state, ctx, v, &format!("{}/{topic}/Subscriptions/{}", ctx.base(), v.record.name), true))
+                .map(|v| {
+                    entity_entry(
+                        state,
+                        ctx,
+                        v,
+                        &format!("{}/{topic}/Subscriptions/{}", ctx.base(), v.record.name),
+                        true,
+                    )
+                })
                 .collect();
-            Ok(feed_response(ctx, "Subscriptions", &entries, skip, top, page.total))
+            Ok(feed_response(
+                ctx,
+                "Subscriptions",
+                &entries,
+                skip,
+                top,
+                page.total,
+            ))
         }
         (&Method::GET, Target::Rules(topic, sub)) => {
             let (skip, top) = paging(ctx)?;
@@ -69,32 +112,60 @@ pub(super) async fn handle(
             let entries: Vec<String> = page
                 .items
                 .iter()
-                .map(|r| rule_entry(ctx, r, &format!("{}/{topic}/Subscriptions/{sub}/Rules/{}", ctx.base(), r.name), true))
+                .map(|r| {
+                    rule_entry(
+                        ctx,
+                        r,
+                        &format!(
+                            "{}/{topic}/Subscriptions/{sub}/Rules/{}",
+                            ctx.base(),
+                            r.name
+                        ),
+                        true,
+                    )
+                })
                 .collect();
             Ok(feed_response(ctx, "Rules", &entries, skip, top, page.total))
         }
         (&Method::GET, Target::Entity(path)) => match broker.get_entity(path)? {
-            Some(view) => Ok(entry_response(StatusCode::OK, entity_entry(state, ctx, &view, &own_url(ctx), false))),
+            Some(view) => Ok(entry_response(
+                StatusCode::OK,
+                entity_entry(state, ctx, &view, &own_url(ctx), false),
+            )),
             None => missing(state, ctx),
         },
-        (&Method::GET, Target::Subscription(topic, sub)) => match broker.get_subscription(topic, sub)? {
-            Some(view) => Ok(entry_response(StatusCode::OK, entity_entry(state, ctx, &view, &own_url(ctx), false))),
-            None => missing(state, ctx),
-        },
-        (&Method::GET, Target::Rule(topic, sub, rule)) => match broker.get_rule(topic, sub, rule)? {
-            Some(record) => Ok(entry_response(StatusCode::OK, rule_entry(ctx, &record, &own_url(ctx), false))),
-            None => missing(state, ctx),
-        },
+        (&Method::GET, Target::Subscription(topic, sub)) => {
+            match broker.get_subscription(topic, sub)? {
+                Some(view) => Ok(entry_response(
+                    StatusCode::OK,
+                    entity_entry(state, ctx, &view, &own_url(ctx), false),
+                )),
+                None => missing(state, ctx),
+            }
+        }
+        (&Method::GET, Target::Rule(topic, sub, rule)) => {
+            match broker.get_rule(topic, sub, rule)? {
+                Some(record) => Ok(entry_response(
+                    StatusCode::OK,
+                    rule_entry(ctx, &record, &own_url(ctx), false),
+                )),
+                None => missing(state, ctx),
+            }
+        }
         (&Method::PUT, Target::Entity(path)) => {
             let EntryContent::Entity(parsed) = parse_body(body)? else {
-                return Err(ApiError::bad_request(format!("'{path}' is a queue or topic path, but the body is a RuleDescription")));
+                return Err(ApiError::bad_request(format!(
+                    "'{path}' is a queue or topic path, but the body is a RuleDescription"
+                )));
             };
             let (outcome, view) = broker.put_entity(path, parsed, update).await?;
             Ok(put_response(state, ctx, outcome, view))
         }
         (&Method::PUT, Target::Subscription(topic, sub)) => {
             let EntryContent::Entity(parsed) = parse_body(body)? else {
-                return Err(ApiError::bad_request("a subscription path needs a SubscriptionDescription, not a RuleDescription"));
+                return Err(ApiError::bad_request(
+                    "a subscription path needs a SubscriptionDescription, not a RuleDescription",
+                ));
             };
             let (outcome, view) = broker.put_subscription(topic, sub, parsed, update).await?;
             Ok(put_response(state, ctx, outcome, view))
@@ -104,7 +175,10 @@ pub(super) async fn handle(
                 return Err(ApiError::bad_request("a rule path needs a RuleDescription"));
             };
             let (outcome, record) = broker.put_rule(topic, sub, name, rule, update).await?;
-            Ok(entry_response(status_of(outcome), rule_entry(ctx, &record, &own_url(ctx), false)))
+            Ok(entry_response(
+                status_of(outcome),
+                rule_entry(ctx, &record, &own_url(ctx), false),
+            ))
         }
         (&Method::DELETE, Target::Entity(path)) => {
             broker.delete_entity(path).await?;
@@ -123,9 +197,12 @@ pub(super) async fn handle(
 }
 
 fn parse_body(body: &Bytes) -> Result<EntryContent, ApiError> {
-    let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the request body is not UTF-8"))?;
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::bad_request("the request body is not UTF-8"))?;
     if text.trim().is_empty() {
-        return Err(ApiError::bad_request("the request body is empty; expected an ATOM entry with a description"));
+        return Err(ApiError::bad_request(
+            "the request body is empty; expected an ATOM entry with a description",
+        ));
     }
     Ok(atom::parse_entry(text)?)
 }
@@ -137,10 +214,18 @@ fn status_of(outcome: PutOutcome) -> StatusCode {
     }
 }
 
-fn put_response(state: &AppState, ctx: &RequestContext, outcome: PutOutcome, mut view: EntityView) -> Response {
+fn put_response(
+    state: &AppState,
+    ctx: &RequestContext,
+    outcome: PutOutcome,
+    mut view: EntityView,
+) -> Response {
     // The service leaves AccessedAt and CountDetails out of a queue or topic create answer.
     view.runtime.detailed = outcome == PutOutcome::Updated;
-    entry_response(status_of(outcome), entity_entry(state, ctx, &view, &own_url(ctx), false))
+    entry_response(
+        status_of(outcome),
+        entity_entry(state, ctx, &view, &own_url(ctx), false),
+    )
 }
 
 /// The entry's id and self link: the request's own URL with its casing, plus `api-version`.
@@ -151,10 +236,16 @@ fn own_url(ctx: &RequestContext) -> String {
 fn missing(state: &AppState, ctx: &RequestContext) -> Result<Response, ApiError> {
     match state.missing_get {
         MissingEntityGet::EmptyFeed => {
-            let body = atom::empty_discovery_feed(state.broker.clock().now(), &uuid::Uuid::new_v4().to_string());
+            let body = atom::empty_discovery_feed(
+                state.broker.clock().now(),
+                &uuid::Uuid::new_v4().to_string(),
+            );
             Ok(with_type(StatusCode::OK, body, FEED_CONTENT_TYPE))
         }
-        MissingEntityGet::NotFound => Err(ApiError::not_found(format!("'{}' does not exist", ctx.decoded_path.trim_start_matches('/')))),
+        MissingEntityGet::NotFound => Err(ApiError::not_found(format!(
+            "'{}' does not exist",
+            ctx.decoded_path.trim_start_matches('/')
+        ))),
     }
 }
 
@@ -162,19 +253,34 @@ fn paging(ctx: &RequestContext) -> Result<(usize, usize), ApiError> {
     let number = |name: &str, default: usize| -> Result<usize, ApiError> {
         match ctx.param(name) {
             None | Some("") => Ok(default),
-            Some(v) => v
-                .parse()
-                .map_err(|_| ApiError::bad_request(format!("the query parameter {name} must be a non-negative whole number, not '{v}'"))),
+            Some(v) => v.parse().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "the query parameter {name} must be a non-negative whole number, not '{v}'"
+                ))
+            }),
         }
     };
     Ok((number("$skip", 0)?, number("$top", DEFAULT_TOP)?))
 }
 
-fn entity_entry(state: &AppState, ctx: &RequestContext, view: &EntityView, url: &str, in_feed: bool) -> String {
+fn entity_entry(
+    state: &AppState,
+    ctx: &RequestContext,
+    view: &EntityView,
+    url: &str,
+    in_feed: bool,
+) -> String {
     let kind = view.record.description.kind;
-    let url = if in_feed { format!("{url}{}", ctx.version_suffix()) } else { url.to_string() };
+    let url = if in_feed {
+        format!("{url}{}", ctx.version_suffix())
+    } else {
+        url.to_string()
+    };
     let feed_url = ctx.url();
-    let content = view.record.description.to_response_xml(&RuntimeInfo { ..view.runtime });
+    let content = view
+        .record
+        .description
+        .to_response_xml(&RuntimeInfo { ..view.runtime });
     let meta = EntryMeta {
         url: &url,
         title: &view.record.name,
@@ -187,7 +293,11 @@ fn entity_entry(state: &AppState, ctx: &RequestContext, view: &EntityView, url: 
 }
 
 fn rule_entry(ctx: &RequestContext, record: &RuleRecord, url: &str, in_feed: bool) -> String {
-    let url = if in_feed { format!("{url}{}", ctx.version_suffix()) } else { url.to_string() };
+    let url = if in_feed {
+        format!("{url}{}", ctx.version_suffix())
+    } else {
+        url.to_string()
+    };
     let feed_url = ctx.url();
     let meta = EntryMeta {
         url: &url,
@@ -197,18 +307,39 @@ fn rule_entry(ctx: &RequestContext, record: &RuleRecord, url: &str, in_feed: boo
         author: None,
         xml_base: in_feed.then_some(feed_url.as_str()),
     };
-    atom::entry(&meta, &record.rule.to_response_xml(&record.name, record.created_at))
+    atom::entry(
+        &meta,
+        &record.rule.to_response_xml(&record.name, record.created_at),
+    )
 }
 
-fn feed_response(ctx: &RequestContext, title: &str, entries: &[String], skip: usize, top: usize, total: usize) -> Response {
+fn feed_response(
+    ctx: &RequestContext,
+    title: &str,
+    entries: &[String],
+    skip: usize,
+    top: usize,
+    total: usize,
+) -> Response {
     let next = (skip + entries.len() < total).then(|| {
-        let mut url = format!("{}{}?$skip={}&$top={top}", ctx.base(), ctx.raw_path, skip + entries.len());
+        let mut url = format!(
+            "{}{}?$skip={}&$top={top}",
+            ctx.base(),
+            ctx.raw_path,
+            skip + entries.len()
+        );
         if let Some(v) = ctx.param("api-version") {
             url.push_str(&format!("&api-version={v}"));
         }
         url
     });
-    let body = atom::feed(title, &ctx.url(), chrono::Utc::now(), entries, next.as_deref());
+    let body = atom::feed(
+        title,
+        &ctx.url(),
+        chrono::Utc::now(),
+        entries,
+        next.as_deref(),
+    );
     with_type(StatusCode::OK, body, FEED_CONTENT_TYPE)
 }
 
@@ -218,6 +349,8 @@ fn entry_response(status: StatusCode, body: String) -> Response {
 
 fn with_type(status: StatusCode, body: String, content_type: &'static str) -> Response {
     let mut response = (status, body).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }

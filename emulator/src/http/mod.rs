@@ -60,7 +60,9 @@ impl RequestContext {
             .or_else(|| uri.authority().map(|a| a.to_string()))
             .unwrap_or_else(|| "localhost".to_string());
         let raw_path = uri.path().to_string();
-        let decoded_path = percent_decode_str(&raw_path).decode_utf8_lossy().into_owned();
+        let decoded_path = percent_decode_str(&raw_path)
+            .decode_utf8_lossy()
+            .into_owned();
         let raw_query = uri.query().map(str::to_string);
         let params = raw_query
             .as_deref()
@@ -69,16 +71,30 @@ impl RequestContext {
             .filter(|p| !p.is_empty())
             .map(|pair| {
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                let decode = |s: &str| percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
+                let decode = |s: &str| {
+                    percent_decode_str(&s.replace('+', " "))
+                        .decode_utf8_lossy()
+                        .into_owned()
+                };
                 (decode(k), decode(v))
             })
             .collect();
-        RequestContext { host, raw_path, decoded_path, raw_query, params, namespace: namespace.to_string() }
+        RequestContext {
+            host,
+            raw_path,
+            decoded_path,
+            raw_query,
+            params,
+            namespace: namespace.to_string(),
+        }
     }
 
     /// A query parameter by name (case-insensitive).
     pub(crate) fn param(&self, name: &str) -> Option<&str> {
-        self.params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// `http://{Host}`.
@@ -88,7 +104,9 @@ impl RequestContext {
 
     /// `?api-version=X` when the request carried one, else empty.
     pub(crate) fn version_suffix(&self) -> String {
-        self.param("api-version").map(|v| format!("?api-version={v}")).unwrap_or_default()
+        self.param("api-version")
+            .map(|v| format!("?api-version={v}"))
+            .unwrap_or_default()
     }
 
     /// The request URL as received.
@@ -109,7 +127,13 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn dispatch(State(state): State<Arc<AppState>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn dispatch(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let ctx = RequestContext::new(&uri, &headers, &state.namespace);
     let target = match Target::parse(&ctx.raw_path) {
         Ok(t) => t,
@@ -124,12 +148,25 @@ async fn dispatch(State(state): State<Arc<AppState>>, method: Method, uri: Uri, 
             ApiError::method_not_allowed(&method, target.template()).into_response(&ctx)
         };
     }
-    let authorization = headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok());
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok());
     let result = match &target {
         Target::Runtime(path) => Err(ApiError::not_found(format!(
             "messaging runtime operations ('{path}') are not implemented by this emulator version; management only"
         ))),
-        _ => management::handle(&state, &ctx, &method, &target, authorization, &headers, &body).await,
+        _ => {
+            management::handle(
+                &state,
+                &ctx,
+                &method,
+                &target,
+                authorization,
+                &headers,
+                &body,
+            )
+            .await
+        }
     };
     result.unwrap_or_else(|e| e.into_response(&ctx))
 }
@@ -137,5 +174,10 @@ async fn dispatch(State(state): State<Arc<AppState>>, method: Method, uri: Uri, 
 /// `GET /health`: answers once the emulator serves (the store is open before the listener
 /// accepts), as the official emulator does.
 fn health() -> Response {
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], r#"{"status":"healthy"}"#).into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"status":"healthy"}"#,
+    )
+        .into_response()
 }

@@ -54,12 +54,20 @@ impl Target {
             [r, q] if is(r, "$Resources") && is(q, "Queues") => return Ok(Target::ListQueues),
             [r, t] if is(r, "$Resources") && is(t, "Topics") => return Ok(Target::ListTopics),
             [r, ..] if is(r, "$Resources") => {
-                return Err(BadPath(format!("'{path}' is not a known resource collection")));
+                return Err(BadPath(format!(
+                    "'{path}' is not a known resource collection"
+                )));
             }
             _ => {}
         }
-        let runtime = |s: &&str| is(s, "messages") || is(s, "$DeadLetterQueue") || is(s, "$Transfer");
-        if let Some(i) = segments.iter().skip(1).position(|s| is(s, "Subscriptions")).map(|i| i + 1) {
+        let runtime =
+            |s: &&str| is(s, "messages") || is(s, "$DeadLetterQueue") || is(s, "$Transfer");
+        if let Some(i) = segments
+            .iter()
+            .skip(1)
+            .position(|s| is(s, "Subscriptions"))
+            .map(|i| i + 1)
+        {
             let topic = segments[..i].join("/");
             if segments[..i].iter().any(runtime) {
                 return Ok(Target::Runtime(path.to_string()));
@@ -68,9 +76,13 @@ impl Target {
                 [] => Ok(Target::Subscriptions(topic)),
                 [sub] => Ok(Target::Subscription(topic, (*sub).to_string())),
                 [sub, r] if is(r, "Rules") => Ok(Target::Rules(topic, (*sub).to_string())),
-                [sub, r, rule] if is(r, "Rules") => Ok(Target::Rule(topic, (*sub).to_string(), (*rule).to_string())),
+                [sub, r, rule] if is(r, "Rules") => {
+                    Ok(Target::Rule(topic, (*sub).to_string(), (*rule).to_string()))
+                }
                 [_, next, ..] if runtime(next) => Ok(Target::Runtime(path.to_string())),
-                _ => Err(BadPath(format!("'{path}' is not a subscription, rule or message path"))),
+                _ => Err(BadPath(format!(
+                    "'{path}' is not a subscription, rule or message path"
+                ))),
             };
         }
         if segments.iter().skip(1).any(runtime) {
@@ -114,14 +126,29 @@ mod tests {
             ("/health", Health),
             ("/captopic/Subscriptions/", Subscriptions(s("captopic"))),
             ("/captopic/subscriptions", Subscriptions(s("captopic"))),
-            ("/captopic/subscriptions/capsub", Subscription(s("captopic"), s("capsub"))),
-            ("/captopic/Subscriptions/capsql/Rules/", Rules(s("captopic"), s("capsql"))),
-            ("/captopic/subscriptions/capsql/rules/%24Default", Rule(s("captopic"), s("capsql"), s("$Default"))),
+            (
+                "/captopic/subscriptions/capsub",
+                Subscription(s("captopic"), s("capsub")),
+            ),
+            (
+                "/captopic/Subscriptions/capsql/Rules/",
+                Rules(s("captopic"), s("capsql")),
+            ),
+            (
+                "/captopic/subscriptions/capsql/rules/%24Default",
+                Rule(s("captopic"), s("capsql"), s("$Default")),
+            ),
             ("/a/b/Subscriptions/s", Subscription(s("a/b"), s("s"))),
             ("/captopic/Messages", Runtime(s("captopic/Messages"))),
             ("/q/messages/head", Runtime(s("q/messages/head"))),
-            ("/t/Subscriptions/s/Messages/Head", Runtime(s("t/Subscriptions/s/Messages/Head"))),
-            ("/q/$DeadLetterQueue/messages/head", Runtime(s("q/$DeadLetterQueue/messages/head"))),
+            (
+                "/t/Subscriptions/s/Messages/Head",
+                Runtime(s("t/Subscriptions/s/Messages/Head")),
+            ),
+            (
+                "/q/$DeadLetterQueue/messages/head",
+                Runtime(s("q/$DeadLetterQueue/messages/head")),
+            ),
         ];
         for (path, want) in cases {
             assert_eq!(Target::parse(path), Ok(want), "{path}");
@@ -130,7 +157,14 @@ mod tests {
 
     #[test]
     fn rejects_nonsense() {
-        for path in ["/", "", "/$Resources/Nope", "/t/Subscriptions/s/Rules/r/extra", "/t/Subscriptions/s/whatever", "/%FF"] {
+        for path in [
+            "/",
+            "",
+            "/$Resources/Nope",
+            "/t/Subscriptions/s/Rules/r/extra",
+            "/t/Subscriptions/s/whatever",
+            "/%FF",
+        ] {
             assert!(Target::parse(path).is_err(), "{path}");
         }
     }

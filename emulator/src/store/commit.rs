@@ -42,7 +42,9 @@ impl GroupCommit {
                 let outcome = match tokio::task::spawn_blocking(move || db.flush()).await {
                     Ok(Ok(_)) => Ok(target),
                     Ok(Err(e)) => Err(Arc::new(e)),
-                    Err(join) => Err(Arc::new(sled::Error::ReportableBug(format!("flush task failed: {join}")))),
+                    Err(join) => Err(Arc::new(sled::Error::ReportableBug(format!(
+                        "flush task failed: {join}"
+                    )))),
                 };
                 let failed = outcome.is_err();
                 if let Err(e) = &outcome {
@@ -64,7 +66,11 @@ impl GroupCommit {
     /// Flushes once more and waits for the task to end, releasing its `Db` clone.
     pub(super) async fn close(&self) {
         let _ = self.stop.send(true);
-        let task = self.task.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         if let Some(task) = task
             && let Err(e) = task.await
         {

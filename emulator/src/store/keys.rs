@@ -68,10 +68,21 @@ mod tests {
 
     #[test]
     fn case_insensitive_and_prefix_exact() {
-        assert_eq!(EntityKey::Queue("Orders".into()).to_bytes(), EntityKey::Queue("orders".into()).to_bytes());
+        assert_eq!(
+            EntityKey::Queue("Orders".into()).to_bytes(),
+            EntityKey::Queue("orders".into()).to_bytes()
+        );
         let prefix = EntityKey::Subscription("t".into(), String::new()).to_prefix_bytes();
-        assert!(EntityKey::Subscription("t".into(), "a".into()).to_bytes().starts_with(&prefix));
-        assert!(!EntityKey::Subscription("t2".into(), "a".into()).to_bytes().starts_with(&prefix));
+        assert!(
+            EntityKey::Subscription("t".into(), "a".into())
+                .to_bytes()
+                .starts_with(&prefix)
+        );
+        assert!(
+            !EntityKey::Subscription("t2".into(), "a".into())
+                .to_bytes()
+                .starts_with(&prefix)
+        );
         assert_eq!(EntityKey::Topic(String::new()).to_prefix_bytes(), b"T");
     }
 }

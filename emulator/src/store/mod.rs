@@ -104,7 +104,12 @@ impl Store {
         let db = config.open()?;
         let entities = db.open_tree("entities")?;
         let commit = GroupCommit::start(db.clone());
-        Ok(Store { db, entities, commit, durability: options.durability })
+        Ok(Store {
+            db,
+            entities,
+            commit,
+            durability: options.durability,
+        })
     }
 
     /// Encodes a record for [`Write::Put`].
@@ -203,7 +208,10 @@ impl Store {
 }
 
 fn decode<T: DeserializeOwned>(key: &EntityKey, bytes: &[u8]) -> Result<T> {
-    codec::decode(bytes).map_err(|source| Error::Decode { key: key.to_string(), source })
+    codec::decode(bytes).map_err(|source| Error::Decode {
+        key: key.to_string(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -211,7 +219,12 @@ mod tests {
     use super::*;
 
     fn memory() -> Store {
-        Store::open(&Options { location: Location::InMemory, cache_bytes: 1 << 20, durability: Durability::Full }).unwrap()
+        Store::open(&Options {
+            location: Location::InMemory,
+            cache_bytes: 1 << 20,
+            durability: Durability::Full,
+        })
+        .unwrap()
     }
 
     #[tokio::test]
@@ -233,9 +246,16 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.get::<String>(&t).unwrap().as_deref(), Some("topic"));
-        let subs: Vec<String> = store.scan(&EntityKey::Subscription("t".into(), String::new())).unwrap();
+        let subs: Vec<String> = store
+            .scan(&EntityKey::Subscription("t".into(), String::new()))
+            .unwrap();
         assert_eq!(subs, ["s1", "s2"]);
-        assert_eq!(store.count(&EntityKey::Subscription("t".into(), String::new())).unwrap(), 2);
+        assert_eq!(
+            store
+                .count(&EntityKey::Subscription("t".into(), String::new()))
+                .unwrap(),
+            2
+        );
         store
             .apply(vec![
                 Write::Delete(t.clone()),
@@ -245,20 +265,43 @@ mod tests {
             .await
             .unwrap();
         assert!(store.get::<String>(&t).unwrap().is_none());
-        assert_eq!(store.count(&EntityKey::Subscription("t".into(), String::new())).unwrap(), 0);
-        assert_eq!(store.count(&EntityKey::Subscription("t2".into(), String::new())).unwrap(), 1);
+        assert_eq!(
+            store
+                .count(&EntityKey::Subscription("t".into(), String::new()))
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            store
+                .count(&EntityKey::Subscription("t2".into(), String::new()))
+                .unwrap(),
+            1
+        );
     }
 
     #[tokio::test]
     async fn reopen_keeps_records() {
         let dir = tempfile::tempdir().unwrap();
-        let options = Options { location: Location::Directory(dir.path().join("db")), cache_bytes: 1 << 20, durability: Durability::Full };
+        let options = Options {
+            location: Location::Directory(dir.path().join("db")),
+            cache_bytes: 1 << 20,
+            durability: Durability::Full,
+        };
         {
             let store = Store::open(&options).unwrap();
-            store.apply(vec![Write::Put(EntityKey::Queue("q".into()), Store::encode(&42u32))]).await.unwrap();
+            store
+                .apply(vec![Write::Put(
+                    EntityKey::Queue("q".into()),
+                    Store::encode(&42u32),
+                )])
+                .await
+                .unwrap();
             store.close().await;
         }
         let store = Store::open(&options).unwrap();
-        assert_eq!(store.get::<u32>(&EntityKey::Queue("q".into())).unwrap(), Some(42));
+        assert_eq!(
+            store.get::<u32>(&EntityKey::Queue("q".into())).unwrap(),
+            Some(42)
+        );
     }
 }

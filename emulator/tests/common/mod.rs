@@ -27,7 +27,11 @@ impl Server {
         let task = tokio::spawn(emulator.serve(listener, async {
             let _ = rx.await;
         }));
-        Server { addr, stop: Some(tx), task: Some(task) }
+        Server {
+            addr,
+            stop: Some(tx),
+            task: Some(task),
+        }
     }
 
     pub async fn memory() -> Server {
@@ -40,7 +44,12 @@ impl Server {
 
     pub async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap().expect("serve ends cleanly");
+        self.task
+            .take()
+            .unwrap()
+            .await
+            .unwrap()
+            .expect("serve ends cleanly");
     }
 }
 
@@ -73,7 +82,10 @@ impl Reply {
     }
 
     pub fn content_type(&self) -> &str {
-        self.headers.get("content-type").map(|v| v.to_str().unwrap()).unwrap_or("")
+        self.headers
+            .get("content-type")
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or("")
     }
 
     /// The `<Detail>` of an error body.
@@ -88,7 +100,11 @@ impl Reply {
     pub fn titles(&self) -> Vec<String> {
         let feed = self.xml();
         assert_eq!(feed.name, "feed", "{}", self.body);
-        feed.children.iter().filter(|c| c.name == "entry").map(|e| e.child("title").unwrap().text.clone()).collect()
+        feed.children
+            .iter()
+            .filter(|c| c.name == "entry")
+            .map(|e| e.child("title").unwrap().text.clone())
+            .collect()
     }
 }
 
@@ -103,15 +119,32 @@ pub struct Client {
 
 impl Client {
     pub fn new(addr: SocketAddr, key_name: &str, key: &str) -> Client {
-        Client { addr, http: reqwest::Client::new(), key_name: key_name.into(), key: key.into() }
+        Client {
+            addr,
+            http: reqwest::Client::new(),
+            key_name: key_name.into(),
+            key: key.into(),
+        }
     }
 
     pub fn token(&self) -> String {
         let expiry = chrono::Utc::now().timestamp() + 3600;
-        sign(&format!("http://{}/", self.addr), &self.key_name, &self.key, expiry)
+        sign(
+            &format!("http://{}/", self.addr),
+            &self.key_name,
+            &self.key,
+            expiry,
+        )
     }
 
-    pub async fn send(&self, method: &str, path: &str, body: Option<String>, headers: &[(&str, &str)], auth: Option<String>) -> Reply {
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+        headers: &[(&str, &str)],
+        auth: Option<String>,
+    ) -> Reply {
         let url = format!("http://{}{path}", self.addr);
         let mut req = self.http.request(method.parse().unwrap(), url);
         if let Some(a) = auth {
@@ -121,11 +154,20 @@ impl Client {
             req = req.header(*k, *v);
         }
         let req = match body {
-            Some(b) => req.header("content-type", "application/atom+xml;type=entry;charset=utf-8").body(b),
+            Some(b) => req
+                .header(
+                    "content-type",
+                    "application/atom+xml;type=entry;charset=utf-8",
+                )
+                .body(b),
             None => req.header("content-length", "0"),
         };
         let resp = req.send().await.expect("request sent");
-        Reply { status: resp.status().as_u16(), headers: resp.headers().clone(), body: resp.text().await.unwrap() }
+        Reply {
+            status: resp.status().as_u16(),
+            headers: resp.headers().clone(),
+            body: resp.text().await.unwrap(),
+        }
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -133,37 +175,56 @@ impl Client {
     }
 
     pub async fn put(&self, path: &str, body: String) -> Reply {
-        self.send("PUT", path, Some(body), &[], Some(self.token())).await
+        self.send("PUT", path, Some(body), &[], Some(self.token()))
+            .await
     }
 
     pub async fn update(&self, path: &str, body: String) -> Reply {
-        self.send("PUT", path, Some(body), &[("if-match", "*")], Some(self.token())).await
+        self.send(
+            "PUT",
+            path,
+            Some(body),
+            &[("if-match", "*")],
+            Some(self.token()),
+        )
+        .await
     }
 
     pub async fn delete(&self, path: &str) -> Reply {
-        self.send("DELETE", path, None, &[], Some(self.token())).await
+        self.send("DELETE", path, None, &[], Some(self.token()))
+            .await
     }
 }
 
 /// An ATOM entry around a description element's XML.
 pub fn entry(description: &str) -> String {
-    format!(r#"<?xml version="1.0" encoding="utf-8"?><entry xmlns="http://www.w3.org/2005/Atom"><content type="application/xml">{description}</content></entry>"#)
+    format!(
+        r#"<?xml version="1.0" encoding="utf-8"?><entry xmlns="http://www.w3.org/2005/Atom"><content type="application/xml">{description}</content></entry>"#
+    )
 }
 
 pub fn queue(inner: &str) -> String {
-    entry(&format!(r#"<QueueDescription xmlns="http://schemas.microsoft.com/netservices/2010/10/servicebus/connect" xmlns:i="http://www.w3.org/2001/XMLSchema-instance">{inner}</QueueDescription>"#))
+    entry(&format!(
+        r#"<QueueDescription xmlns="http://schemas.microsoft.com/netservices/2010/10/servicebus/connect" xmlns:i="http://www.w3.org/2001/XMLSchema-instance">{inner}</QueueDescription>"#
+    ))
 }
 
 pub fn topic(inner: &str) -> String {
-    entry(&format!(r#"<TopicDescription xmlns="http://schemas.microsoft.com/netservices/2010/10/servicebus/connect" xmlns:i="http://www.w3.org/2001/XMLSchema-instance">{inner}</TopicDescription>"#))
+    entry(&format!(
+        r#"<TopicDescription xmlns="http://schemas.microsoft.com/netservices/2010/10/servicebus/connect" xmlns:i="http://www.w3.org/2001/XMLSchema-instance">{inner}</TopicDescription>"#
+    ))
 }
 
 pub fn subscription(inner: &str) -> String {
-    entry(&format!(r#"<SubscriptionDescription xmlns="http://schemas.microsoft.com/netservices/2010/10/servicebus/connect" xmlns:i="http://www.w3.org/2001/XMLSchema-instance">{inner}</SubscriptionDescription>"#))
+    entry(&format!(
+        r#"<SubscriptionDescription xmlns="http://schemas.microsoft.com/netservices/2010/10/servicebus/connect" xmlns:i="http://www.w3.org/2001/XMLSchema-instance">{inner}</SubscriptionDescription>"#
+    ))
 }
 
 pub fn rule(inner: &str) -> String {
-    entry(&format!(r#"<RuleDescription xmlns="http://schemas.microsoft.com/netservices/2010/10/servicebus/connect" xmlns:i="http://www.w3.org/2001/XMLSchema-instance">{inner}</RuleDescription>"#))
+    entry(&format!(
+        r#"<RuleDescription xmlns="http://schemas.microsoft.com/netservices/2010/10/servicebus/connect" xmlns:i="http://www.w3.org/2001/XMLSchema-instance">{inner}</RuleDescription>"#
+    ))
 }
 
 /// Child element names in order.
@@ -173,5 +234,10 @@ pub fn child_names(e: &Element) -> Vec<String> {
 
 /// Text of a child element.
 pub fn text(e: &Element, name: &str) -> String {
-    e.child(name).unwrap_or_else(|| panic!("no <{name}> in <{}>", e.name)).text.clone()
+    e.child(name)
+        .unwrap_or_else(|| panic!("no <{name}> in <{}>", e.name))
+        .text
+        .clone()
 }
+
+pub mod process;
