@@ -20,6 +20,17 @@ pub enum PutOutcome {
     Updated,
 }
 
+impl PutOutcome {
+    /// `Updated` for a `PUT` with `If-Match`, else `Created`.
+    pub fn from_update(update: bool) -> Self {
+        if update {
+            PutOutcome::Updated
+        } else {
+            PutOutcome::Created
+        }
+    }
+}
+
 /// An entity with its runtime facts, ready to be described.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EntityView {
@@ -140,11 +151,7 @@ impl Broker {
         self.store
             .apply(vec![Write::Put(key, Store::encode(&record))])
             .await?;
-        let outcome = if update {
-            PutOutcome::Updated
-        } else {
-            PutOutcome::Created
-        };
+        let outcome = PutOutcome::from_update(update);
         Ok((outcome, self.view(record, Some(path))?))
     }
 
@@ -216,11 +223,7 @@ impl Broker {
         };
         writes.push(Write::Put(key, Store::encode(&record)));
         self.store.apply(writes).await?;
-        let outcome = if update {
-            PutOutcome::Updated
-        } else {
-            PutOutcome::Created
-        };
+        let outcome = PutOutcome::from_update(update);
         Ok((outcome, self.view(record, None)?))
     }
 
@@ -265,11 +268,7 @@ impl Broker {
         self.store
             .apply(vec![Write::Put(key, Store::encode(&record))])
             .await?;
-        let outcome = if update {
-            PutOutcome::Updated
-        } else {
-            PutOutcome::Created
-        };
+        let outcome = PutOutcome::from_update(update);
         Ok((outcome, record))
     }
 

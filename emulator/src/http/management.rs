@@ -4,13 +4,13 @@
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use servicebus_wire::EntityKind;
 use servicebus_wire::atom::{self, ENTRY_CONTENT_TYPE, EntryContent, EntryMeta, FEED_CONTENT_TYPE};
-use servicebus_wire::{EntityKind, RuntimeInfo};
 
 use super::target::Target;
 use super::{ApiError, AppState, RequestContext};
 use crate::auth::{Need, Right};
-use crate::broker::{EntityView, PutOutcome};
+use crate::broker::{EntityView, Page, PutOutcome};
 use crate::config::MissingEntityGet;
 use crate::model::RuleRecord;
 
@@ -54,56 +54,28 @@ pub(super) async fn handle(
             ))
         }
         (&Method::GET, Target::ListQueues | Target::ListTopics) => {
-            let kind = if *target == Target::ListQueues {
-                EntityKind::Queue
+            let (kind, title) = if *target == Target::ListQueues {
+                (EntityKind::Queue, "Queues")
             } else {
-                EntityKind::Topic
+                (EntityKind::Topic, "Topics")
             };
             let (skip, top) = paging(ctx)?;
             let page = broker.list_entities(kind, skip, top)?;
-            let entries: Vec<String> = page
-                .items
-                .iter()
-                .map(|v| {
-                    entity_entry(
-                        state,
-                        ctx,
-                        v,
-                        &format!("{}/{}", ctx.base(), v.record.name),
-                        true,
-                    )
-                })
-                .collect();
-            let title = if kind == EntityKind::Queue {
-                "Queues"
-            } else {
-                "Topics"
-            };
-            Ok(feed_response(ctx, title, &entries, skip, top, page.total))
+            Ok(entity_feed(state, ctx, title, &page, skip, top, |v| {
+                format!("{}/{}", ctx.base(), v.record.name)
+            }))
         }
         (&Method::GET, Target::Subscriptions(topic)) => {
             let (skip, top) = paging(ctx)?;
             let page = broker.list_subscriptions(topic, skip, top)?;
-            let entries: Vec<String> = page
-                .items
-                .iter()
-                .map(|v| {
-                    entity_entry(
-                        state,
-                        ctx,
-                        v,
-                        &format!("{}/{topic}/Subscriptions/{}", ctx.base(), v.record.name),
-                        true,
-                    )
-                })
-                .collect();
-            Ok(feed_response(
+            Ok(entity_feed(
+                state,
                 ctx,
                 "Subscriptions",
-                &entries,
+                &page,
                 skip,
                 top,
-                page.total,
+                |v| format!("{}/{topic}/Subscriptions/{}", ctx.base(), v.record.name),
             ))
         }
         (&Method::GET, Target::Rules(topic, sub)) => {
@@ -277,10 +249,7 @@ fn entity_entry(
         url.to_string()
     };
     let feed_url = ctx.url();
-    let content = view
-        .record
-        .description
-        .to_response_xml(&RuntimeInfo { ..view.runtime });
+    let content = view.record.description.to_response_xml(&view.runtime);
     let meta = EntryMeta {
         url: &url,
         title: &view.record.name,
@@ -290,6 +259,24 @@ fn entity_entry(
         xml_base: in_feed.then_some(feed_url.as_str()),
     };
     atom::entry(&meta, &content)
+}
+
+/// A feed of queues, topics or subscriptions; `url` gives each entry's own URL.
+fn entity_feed(
+    state: &AppState,
+    ctx: &RequestContext,
+    title: &str,
+    page: &Page<EntityView>,
+    skip: usize,
+    top: usize,
+    url: impl Fn(&EntityView) -> String,
+) -> Response {
+    let entries: Vec<String> = page
+        .items
+        .iter()
+        .map(|v| entity_entry(state, ctx, v, &url(v), true))
+        .collect();
+    feed_response(ctx, title, &entries, skip, top, page.total)
 }
 
 fn rule_entry(ctx: &RequestContext, record: &RuleRecord, url: &str, in_feed: bool) -> String {
