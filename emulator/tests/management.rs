@@ -314,10 +314,35 @@ async fn topic_subscriptions_and_rules() {
         ["byCorrelation"]
     );
 
-    // The topic counts its subscriptions.
+    // The topic counts its subscriptions and answers in the service's order.
+    let t = c.get("/news").await.description();
+    assert_eq!(text(&t, "SubscriptionCount"), "2");
     assert_eq!(
-        text(&c.get("/news").await.description(), "SubscriptionCount"),
-        "2"
+        child_names(&t),
+        [
+            "DefaultMessageTimeToLive",
+            "MaxSizeInMegabytes",
+            "RequiresDuplicateDetection",
+            "DuplicateDetectionHistoryTimeWindow",
+            "EnableBatchedOperations",
+            "SizeInBytes",
+            "FilteringMessagesBeforePublishing",
+            "IsAnonymousAccessible",
+            "AuthorizationRules",
+            "Status",
+            "CreatedAt",
+            "UpdatedAt",
+            "AccessedAt",
+            "SupportOrdering",
+            "CountDetails",
+            "SubscriptionCount",
+            "AutoDeleteOnIdle",
+            "EnablePartitioning",
+            "EntityAvailabilityStatus",
+            "EnableSubscriptionPartitioning",
+            "EnableExpress",
+            "MaxMessageSizeInKilobytes",
+        ]
     );
     assert_eq!(c.get("/news/Subscriptions/").await.titles(), ["s1", "s2"]);
 
