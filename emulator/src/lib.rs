@@ -26,6 +26,7 @@ pub mod auth;
 pub mod broker;
 pub mod clock;
 pub mod config;
+pub mod filter;
 mod http;
 pub mod model;
 pub mod store;

@@ -497,6 +497,35 @@ async fn bad_requests_say_what_is_wrong() {
         .await;
     assert_eq!(bad_filter.status, 400);
     assert!(bad_filter.detail().contains("unknown filter type"));
+    // SQL is checked when the rule is created, with the position of the error.
+    let bad_sql = c.put("/t/Subscriptions/s/Rules/r", rule(r#"<Filter i:type="SqlFilter"><SqlExpression>color = 'red' AND</SqlExpression></Filter>"#)).await;
+    assert_eq!(bad_sql.status, 400);
+    assert!(
+        bad_sql
+            .detail()
+            .contains("the SQL filter expression is invalid at position 18"),
+        "{}",
+        bad_sql.body
+    );
+    let bad_action = c.put("/t/Subscriptions/s/Rules/r", rule(r#"<Filter i:type="TrueFilter"/><Action i:type="SqlRuleAction"><SqlExpression>SET sys.SequenceNumber = 1</SqlExpression></Action>"#)).await;
+    assert_eq!(bad_action.status, 400);
+    assert!(
+        bad_action.detail().contains("cannot be changed"),
+        "{}",
+        bad_action.body
+    );
+    let bad_default = c.put("/t/Subscriptions/s9", subscription(r#"<DefaultRuleDescription><Filter i:type="SqlFilter"><SqlExpression>sys.Nope = 1</SqlExpression></Filter></DefaultRuleDescription>"#)).await;
+    assert_eq!(bad_default.status, 400);
+    assert!(
+        bad_default.detail().contains("not a system property"),
+        "{}",
+        bad_default.body
+    );
+    assert_eq!(
+        c.get("/t/Subscriptions/s9").await.xml().name,
+        "feed",
+        "nothing created"
+    );
     // Unknown elements are ignored, as the service does.
     let lenient = c
         .put(

@@ -5,6 +5,7 @@ use servicebus_wire::names::{self, NameKind};
 use servicebus_wire::{CountDetails, EntityKind, RuleDescription};
 
 use super::{Broker, Error, Result};
+use crate::filter;
 use crate::model::{EntityRecord, RuleRecord};
 use crate::store::{EntityKey, Store, Write};
 
@@ -198,6 +199,7 @@ impl Broker {
             (Some(e), true) => updated(e, parsed, now)?,
             (None, false) => {
                 let rule = parsed.default_rule.clone().unwrap_or_default();
+                filter::compile(&rule).map_err(|e| Error::Invalid(e.to_string()))?;
                 let rule_name = rule
                     .name
                     .clone()
@@ -242,6 +244,7 @@ impl Broker {
         update: bool,
     ) -> Result<(PutOutcome, RuleRecord)> {
         names::validate(NameKind::Rule, name).map_err(invalid_name)?;
+        filter::compile(&rule).map_err(|e| Error::Invalid(e.to_string()))?;
         let _guard = self.management.lock().await;
         self.require_subscription(topic, subscription)?;
         let key = EntityKey::Rule(
