@@ -16,6 +16,7 @@ pub mod atom;
 pub mod connection_string;
 pub mod description;
 pub mod duration;
+pub mod message;
 pub mod names;
 pub mod rule;
 pub mod sas;

@@ -1,0 +1,377 @@
+//! Messages on the REST wire: the `BrokerProperties` header, custom properties as headers,
+//! and the JSON batch format (contract 3.1 to 3.4).
+
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use crate::WireError;
+
+/// `Content-Type` that selects a batch send (parameters ignored).
+pub const BATCH_CONTENT_TYPE: &str = "application/vnd.microsoft.servicebus.json";
+
+/// The `BrokerProperties` fields. Clients set the first group; the broker sets the rest.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[allow(missing_docs)] // each field is the JSON field of the same name
+pub struct BrokerProperties {
+    pub message_id: Option<String>,
+    pub correlation_id: Option<String>,
+    pub session_id: Option<String>,
+    pub label: Option<String>,
+    pub reply_to: Option<String>,
+    pub to: Option<String>,
+    pub reply_to_session_id: Option<String>,
+    pub partition_key: Option<String>,
+    /// Seconds.
+    pub time_to_live: Option<f64>,
+    pub scheduled_enqueue_time_utc: Option<DateTime<Utc>>,
+    pub force_persistence: Option<bool>,
+    // Broker-set.
+    pub sequence_number: Option<u64>,
+    pub enqueued_sequence_number: Option<u64>,
+    pub enqueued_time_utc: Option<DateTime<Utc>>,
+    pub lock_token: Option<String>,
+    pub locked_until_utc: Option<DateTime<Utc>>,
+    pub delivery_count: Option<u32>,
+    pub state: Option<String>,
+}
+
+/// Longest `MessageId` or `SessionId`.
+pub const MAX_ID_LEN: usize = 128;
+
+fn field_error(field: &str, value: &Value, reason: &str) -> WireError {
+    WireError::Value { element: "BrokerProperties", value: format!("{field}: {value}"), reason: reason.to_string() }
+}
+
+fn text_of(field: &str, v: &Value) -> Result<String, WireError> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        _ => Err(field_error(field, v, "expected a string")),
+    }
+}
+
+impl BrokerProperties {
+    /// Reads what a client sends: a JSON object, values as JSON types or as strings
+    /// (legacy Python sends `"3600"`), unknown and broker-set fields ignored.
+    ///
+    /// # Errors
+    ///
+    /// [`WireError::Value`] naming the field that is malformed.
+    pub fn parse_client(json: &str) -> Result<Self, WireError> {
+        let value: Value = serde_json::from_str(json).map_err(|e| WireError::Value {
+            element: "BrokerProperties",
+            value: json.chars().take(100).collect(),
+            reason: format!("not valid JSON ({e})"),
+        })?;
+        let Value::Object(map) = value else {
+            return Err(WireError::Value { element: "BrokerProperties", value: json.chars().take(100).collect(), reason: "expected a JSON object".into() });
+        };
+        Self::from_map(&map)
+    }
+
+    fn from_map(map: &Map<String, Value>) -> Result<Self, WireError> {
+        let mut p = BrokerProperties::default();
+        for (key, v) in map {
+            if v.is_null() {
+                continue;
+            }
+            match key.as_str() {
+                "MessageId" | "SessionId" => {
+                    let t = text_of(key, v)?;
+                    if t.chars().count() > MAX_ID_LEN {
+                        return Err(field_error(key, v, "longer than 128 characters"));
+                    }
+                    if key == "MessageId" {
+                        p.message_id = Some(t);
+                    } else {
+                        p.session_id = Some(t);
+                    }
+                }
+                "CorrelationId" => p.correlation_id = Some(text_of(key, v)?),
+                "Label" => p.label = Some(text_of(key, v)?),
+                "ReplyTo" => p.reply_to = Some(text_of(key, v)?),
+                "To" => p.to = Some(text_of(key, v)?),
+                "ReplyToSessionId" => p.reply_to_session_id = Some(text_of(key, v)?),
+                "PartitionKey" => p.partition_key = Some(text_of(key, v)?),
+                "TimeToLive" => {
+                    let secs = match v {
+                        Value::Number(n) => n.as_f64(),
+                        Value::String(s) => s.trim().parse::<f64>().ok(),
+                        _ => None,
+                    }
+                    .filter(|s| s.is_finite() && *s > 0.0)
+                    .ok_or_else(|| field_error(key, v, "expected a positive number of seconds"))?;
+                    p.time_to_live = Some(secs);
+                }
+                "TimeToLiveTimeSpan" => {
+                    let t = text_of(key, v)?;
+                    p.time_to_live = Some(parse_dotnet_timespan(&t).ok_or_else(|| field_error(key, v, "expected a TimeSpan such as 0.00:00:40"))?);
+                }
+                "ScheduledEnqueueTimeUtc" => {
+                    let t = text_of(key, v)?;
+                    p.scheduled_enqueue_time_utc = Some(parse_http_date(&t).ok_or_else(|| field_error(key, v, "expected an RFC 1123 date"))?);
+                }
+                "ForcePersistence" => {
+                    p.force_persistence = Some(match v {
+                        Value::Bool(b) => *b,
+                        Value::String(s) if s.eq_ignore_ascii_case("true") => true,
+                        Value::String(s) if s.eq_ignore_ascii_case("false") => false,
+                        _ => return Err(field_error(key, v, "expected true or false")),
+                    });
+                }
+                // Broker-set fields sent by a client are ignored, as the service does.
+                _ => {}
+            }
+        }
+        Ok(p)
+    }
+
+    /// Writes the header value a receiver gets: set fields only, in name order.
+    pub fn to_json(&self) -> String {
+        let mut map = std::collections::BTreeMap::<&str, Value>::new();
+        let mut text = |k: &'static str, v: &Option<String>| {
+            if let Some(v) = v {
+                map.insert(k, Value::String(v.clone()));
+            }
+        };
+        text("MessageId", &self.message_id);
+        text("CorrelationId", &self.correlation_id);
+        text("SessionId", &self.session_id);
+        text("Label", &self.label);
+        text("ReplyTo", &self.reply_to);
+        text("To", &self.to);
+        text("ReplyToSessionId", &self.reply_to_session_id);
+        text("PartitionKey", &self.partition_key);
+        text("LockToken", &self.lock_token);
+        text("State", &self.state);
+        if let Some(t) = self.time_to_live {
+            map.insert("TimeToLive", serde_json::Number::from_f64(t).map_or(Value::Null, Value::Number));
+        }
+        for (k, v) in [
+            ("ScheduledEnqueueTimeUtc", self.scheduled_enqueue_time_utc),
+            ("EnqueuedTimeUtc", self.enqueued_time_utc),
+            ("LockedUntilUtc", self.locked_until_utc),
+        ] {
+            if let Some(t) = v {
+                map.insert(k, Value::String(format_http_date(t)));
+            }
+        }
+        if let Some(n) = self.sequence_number {
+            map.insert("SequenceNumber", Value::from(n));
+        }
+        if let Some(n) = self.enqueued_sequence_number {
+            map.insert("EnqueuedSequenceNumber", Value::from(n));
+        }
+        if let Some(n) = self.delivery_count {
+            map.insert("DeliveryCount", Value::from(n));
+        }
+        if let Some(b) = self.force_persistence {
+            map.insert("ForcePersistence", Value::Bool(b));
+        }
+        serde_json::to_string(&map).unwrap_or_else(|_| "{}".into())
+    }
+}
+
+/// A .NET TimeSpan string (`[d.]hh:mm:ss[.fffffff]`) in seconds.
+fn parse_dotnet_timespan(text: &str) -> Option<f64> {
+    let (days, rest) = match text.split_once('.') {
+        Some((d, r)) if r.contains(':') && !d.contains(':') => (d.parse::<f64>().ok()?, r),
+        _ => (0.0, text),
+    };
+    let parts: Vec<&str> = rest.split(':').collect();
+    let [h, m, s] = parts.as_slice() else { return None };
+    let secs = days * 86_400.0 + h.parse::<f64>().ok()? * 3600.0 + m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?;
+    (secs > 0.0).then_some(secs)
+}
+
+/// Reads an RFC 1123 date, with or without the `+0000` that legacy Node appends.
+pub fn parse_http_date(text: &str) -> Option<DateTime<Utc>> {
+    let t = text.trim();
+    let t = t.strip_suffix("+0000").unwrap_or(t).trim_end();
+    let system = httpdate::parse_http_date(t).ok()?;
+    Some(DateTime::<Utc>::from(system))
+}
+
+/// Writes an RFC 1123 date (whole seconds), as the service does.
+pub fn format_http_date(t: DateTime<Utc>) -> String {
+    let secs = u64::try_from(t.timestamp()).unwrap_or(0);
+    httpdate::fmt_http_date(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// A custom property's value, typed the way the broker and receivers read it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PropertyValue {
+    /// Quoted text, quotes removed, inside kept verbatim.
+    String(String),
+    /// A bare whole number.
+    Int(i64),
+    /// A bare decimal number.
+    Double(f64),
+    /// Bare `true` / `false`.
+    Bool(bool),
+    /// A quoted RFC 1123 date.
+    DateTime(DateTime<Utc>),
+}
+
+/// Types a custom property header value (contract 3.2): quoted means string unless the
+/// inside is an RFC 1123 date; bare `true`/`false` a bool; else an integer, else a float;
+/// anything else unquoted is taken as a string (lenient).
+pub fn parse_property(raw: &str) -> PropertyValue {
+    let t = raw.trim();
+    if t.len() >= 2 && t.starts_with('"') && t.ends_with('"') {
+        let inside = &t[1..t.len() - 1];
+        return match parse_http_date(inside) {
+            Some(d) => PropertyValue::DateTime(d),
+            None => PropertyValue::String(inside.to_string()),
+        };
+    }
+    match t {
+        "true" => PropertyValue::Bool(true),
+        "false" => PropertyValue::Bool(false),
+        _ => t
+            .parse::<i64>()
+            .map(PropertyValue::Int)
+            .or_else(|_| t.parse::<f64>().map(PropertyValue::Double))
+            .unwrap_or_else(|_| PropertyValue::String(t.to_string())),
+    }
+}
+
+/// The header text for a value: strings and dates quoted, numbers and bools bare.
+pub fn format_property(value: &PropertyValue) -> String {
+    match value {
+        PropertyValue::String(s) => format!("\"{s}\""),
+        PropertyValue::Int(i) => i.to_string(),
+        PropertyValue::Double(d) => d.to_string(),
+        PropertyValue::Bool(b) => b.to_string(),
+        PropertyValue::DateTime(t) => format!("\"{}\"", format_http_date(*t)),
+    }
+}
+
+/// One message of a batch send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchMessage {
+    /// The body bytes (`Body` as UTF-8, or base64-decoded when `IsBodyBase64`).
+    pub body: Vec<u8>,
+    /// Its broker properties.
+    pub broker: BrokerProperties,
+    /// Custom properties as (name, header text).
+    pub user: Vec<(String, String)>,
+    /// `ContentType` given in `BrokerProperties` (a fallback; batches have no per-message header).
+    pub content_type: Option<String>,
+}
+
+/// Reads a batch body: a JSON array of `{Body, BrokerProperties, UserProperties}`.
+///
+/// # Errors
+///
+/// [`WireError::Value`] naming the message index and field at fault.
+pub fn parse_batch(json: &[u8]) -> Result<Vec<BatchMessage>, WireError> {
+    let bad = |reason: String| WireError::Value { element: "batch", value: String::new(), reason };
+    let value: Value = serde_json::from_slice(json).map_err(|e| bad(format!("the body is not valid JSON ({e})")))?;
+    let Value::Array(items) = value else { return Err(bad("the body must be a JSON array of messages".into())) };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let Value::Object(m) = item else { return Err(bad(format!("message {i} is not a JSON object"))) };
+        let base64 = m.get("IsBodyBase64").and_then(Value::as_bool).unwrap_or(false);
+        let body = match m.get("Body") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(s)) if base64 => base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .map_err(|_| bad(format!("message {i}: Body is not base64 although IsBodyBase64 is true")))?,
+            Some(Value::String(s)) => s.clone().into_bytes(),
+            Some(_) => return Err(bad(format!("message {i}: Body must be a string"))),
+        };
+        let (broker, content_type) = match m.get("BrokerProperties") {
+            None | Some(Value::Null) => (BrokerProperties::default(), None),
+            Some(Value::Object(b)) => (
+                BrokerProperties::from_map(b).map_err(|e| bad(format!("message {i}: {e}")))?,
+                b.get("ContentType").and_then(Value::as_str).map(str::to_string),
+            ),
+            Some(_) => return Err(bad(format!("message {i}: BrokerProperties must be an object"))),
+        };
+        let user = match m.get("UserProperties") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Object(u)) => u
+                .iter()
+                .map(|(k, v)| {
+                    let raw = match v {
+                        // Legacy Python sends every value as a string ("1", "false"): typed
+                        // as a header would be, so "1" is a number, as it reads it back.
+                        Value::String(s) if matches!(parse_property(s), PropertyValue::String(_)) => format!("\"{s}\""),
+                        Value::String(s) => s.clone(),
+                        Value::Number(n) => n.to_string(),
+                        Value::Bool(b) => b.to_string(),
+                        _ => return Err(bad(format!("message {i}: UserProperties.{k} must be a string, number or boolean"))),
+                    };
+                    Ok((k.clone(), raw))
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(bad(format!("message {i}: UserProperties must be an object"))),
+        };
+        out.push(BatchMessage { body, broker, user, content_type });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_properties_as_numbers_or_strings() {
+        let a = BrokerProperties::parse_client(r#"{"MessageId":"cap-msg-1","Label":"cap-label","CorrelationId":"corr-A","TimeToLive":3600}"#).unwrap();
+        let b = BrokerProperties::parse_client(r#"{"MessageId": "cap-msg-1", "Label": "cap-label", "CorrelationId": "corr-A", "TimeToLive": "3600"}"#).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.time_to_live, Some(3600.0));
+        let ignored = BrokerProperties::parse_client(r#"{"State":"Active","SequenceNumber":5,"Unknown":1}"#).unwrap();
+        assert_eq!(ignored, BrokerProperties::default());
+        let s = BrokerProperties::parse_client(r#"{"ScheduledEnqueueTimeUtc":"Sun, 06 Nov 1994 08:49:37 GMT","TimeToLiveTimeSpan":"0.00:00:40"}"#).unwrap();
+        assert_eq!(s.scheduled_enqueue_time_utc.unwrap().timestamp(), 784_111_777);
+        assert_eq!(s.time_to_live, Some(40.0));
+        for bad in [r#"{"TimeToLive":"soon"}"#, r#"{"TimeToLive":-1}"#, "[1]", "{", r#"{"ScheduledEnqueueTimeUtc":"tomorrow"}"#, r#"{"MessageId":{"a":1}}"#] {
+            let e = BrokerProperties::parse_client(bad).unwrap_err().to_string();
+            assert!(e.contains("BrokerProperties"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn broker_properties_json_in_name_order() {
+        let p = BrokerProperties { message_id: Some("m".into()), delivery_count: Some(1), sequence_number: Some(2), time_to_live: Some(10.0), ..Default::default() };
+        assert_eq!(p.to_json(), r#"{"DeliveryCount":1,"MessageId":"m","SequenceNumber":2,"TimeToLive":10.0}"#);
+    }
+
+    #[test]
+    fn property_typing_as_captured() {
+        assert_eq!(parse_property("\"red\""), PropertyValue::String("red".into()));
+        assert_eq!(parse_property("42"), PropertyValue::Int(42));
+        assert_eq!(parse_property("2.5"), PropertyValue::Double(2.5));
+        assert_eq!(parse_property("true"), PropertyValue::Bool(true));
+        let date = PropertyValue::DateTime(parse_http_date("Tue, 02 Jan 2024 03:04:05 GMT").unwrap());
+        assert_eq!(parse_property("\"Tue, 02 Jan 2024 03:04:05 GMT\""), date);
+        assert_eq!(parse_property("\"Tue, 02 Jan 2024 03:04:05 GMT+0000\""), date);
+        assert_eq!(parse_property("\"say \"hi\"\""), PropertyValue::String("say \"hi\"".into()));
+        assert_eq!(parse_property("\"say \\\"hi\\\"\""), PropertyValue::String("say \\\"hi\\\"".into()));
+        assert_eq!(parse_property("High"), PropertyValue::String("High".into()));
+        assert_eq!(format_property(&date), "\"Tue, 02 Jan 2024 03:04:05 GMT\"");
+    }
+
+    #[test]
+    fn batches_as_captured() {
+        let b = parse_batch(br#"[{"Body": "batch-1", "UserProperties": {"i": "1", "color": "red"}, "BrokerProperties": {"MessageId": "b-1"}}, {"Body": "batch-2", "UserProperties": {"i": "2", "flag": "false"}, "BrokerProperties": {"Label": "b"}}, {"Body": "batch-3"}]"#).unwrap();
+        assert_eq!(b.len(), 3);
+        assert_eq!(b[0].body, b"batch-1");
+        assert_eq!(b[0].broker.message_id.as_deref(), Some("b-1"));
+        assert_eq!(b[0].user, [("color".to_string(), "\"red\"".to_string()), ("i".to_string(), "1".to_string())]);
+        assert_eq!(b[1].user[0], ("flag".to_string(), "false".to_string()));
+        let b64 = parse_batch(br#"[{"Body":"aGk=","IsBodyBase64":true}]"#).unwrap();
+        assert_eq!(b64[0].body, b"hi");
+        for bad in [&b"{}"[..], b"[1]", br#"[{"Body":1}]"#, br#"[{"BrokerProperties":{"TimeToLive":"x"}}]"#, br#"[{"UserProperties":{"a":[1]}}]"#] {
+            let e = parse_batch(bad).unwrap_err().to_string();
+            assert!(e.contains("batch"), "{e}");
+        }
+    }
+}
