@@ -42,7 +42,11 @@ pub struct BrokerProperties {
 pub const MAX_ID_LEN: usize = 128;
 
 fn field_error(field: &str, value: &Value, reason: &str) -> WireError {
-    WireError::Value { element: "BrokerProperties", value: format!("{field}: {value}"), reason: reason.to_string() }
+    WireError::Value {
+        element: "BrokerProperties",
+        value: format!("{field}: {value}"),
+        reason: reason.to_string(),
+    }
 }
 
 fn text_of(field: &str, v: &Value) -> Result<String, WireError> {
@@ -68,7 +72,11 @@ impl BrokerProperties {
             reason: format!("not valid JSON ({e})"),
         })?;
         let Value::Object(map) = value else {
-            return Err(WireError::Value { element: "BrokerProperties", value: json.chars().take(100).collect(), reason: "expected a JSON object".into() });
+            return Err(WireError::Value {
+                element: "BrokerProperties",
+                value: json.chars().take(100).collect(),
+                reason: "expected a JSON object".into(),
+            });
         };
         Self::from_map(&map)
     }
@@ -109,11 +117,16 @@ impl BrokerProperties {
                 }
                 "TimeToLiveTimeSpan" => {
                     let t = text_of(key, v)?;
-                    p.time_to_live = Some(parse_dotnet_timespan(&t).ok_or_else(|| field_error(key, v, "expected a TimeSpan such as 0.00:00:40"))?);
+                    p.time_to_live = Some(parse_dotnet_timespan(&t).ok_or_else(|| {
+                        field_error(key, v, "expected a TimeSpan such as 0.00:00:40")
+                    })?);
                 }
                 "ScheduledEnqueueTimeUtc" => {
                     let t = text_of(key, v)?;
-                    p.scheduled_enqueue_time_utc = Some(parse_http_date(&t).ok_or_else(|| field_error(key, v, "expected an RFC 1123 date"))?);
+                    p.scheduled_enqueue_time_utc = Some(
+                        parse_http_date(&t)
+                            .ok_or_else(|| field_error(key, v, "expected an RFC 1123 date"))?,
+                    );
                 }
                 "ForcePersistence" => {
                     p.force_persistence = Some(match v {
@@ -149,7 +162,10 @@ impl BrokerProperties {
         text("LockToken", &self.lock_token);
         text("State", &self.state);
         if let Some(t) = self.time_to_live {
-            map.insert("TimeToLive", serde_json::Number::from_f64(t).map_or(Value::Null, Value::Number));
+            map.insert(
+                "TimeToLive",
+                serde_json::Number::from_f64(t).map_or(Value::Null, Value::Number),
+            );
         }
         for (k, v) in [
             ("ScheduledEnqueueTimeUtc", self.scheduled_enqueue_time_utc),
@@ -183,8 +199,13 @@ fn parse_dotnet_timespan(text: &str) -> Option<f64> {
         _ => (0.0, text),
     };
     let parts: Vec<&str> = rest.split(':').collect();
-    let [h, m, s] = parts.as_slice() else { return None };
-    let secs = days * 86_400.0 + h.parse::<f64>().ok()? * 3600.0 + m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?;
+    let [h, m, s] = parts.as_slice() else {
+        return None;
+    };
+    let secs = days * 86_400.0
+        + h.parse::<f64>().ok()? * 3600.0
+        + m.parse::<f64>().ok()? * 60.0
+        + s.parse::<f64>().ok()?;
     (secs > 0.0).then_some(secs)
 }
 
@@ -270,18 +291,34 @@ pub struct BatchMessage {
 ///
 /// [`WireError::Value`] naming the message index and field at fault.
 pub fn parse_batch(json: &[u8]) -> Result<Vec<BatchMessage>, WireError> {
-    let bad = |reason: String| WireError::Value { element: "batch", value: String::new(), reason };
-    let value: Value = serde_json::from_slice(json).map_err(|e| bad(format!("the body is not valid JSON ({e})")))?;
-    let Value::Array(items) = value else { return Err(bad("the body must be a JSON array of messages".into())) };
+    let bad = |reason: String| WireError::Value {
+        element: "batch",
+        value: String::new(),
+        reason,
+    };
+    let value: Value = serde_json::from_slice(json)
+        .map_err(|e| bad(format!("the body is not valid JSON ({e})")))?;
+    let Value::Array(items) = value else {
+        return Err(bad("the body must be a JSON array of messages".into()));
+    };
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let Value::Object(m) = item else { return Err(bad(format!("message {i} is not a JSON object"))) };
-        let base64 = m.get("IsBodyBase64").and_then(Value::as_bool).unwrap_or(false);
+        let Value::Object(m) = item else {
+            return Err(bad(format!("message {i} is not a JSON object")));
+        };
+        let base64 = m
+            .get("IsBodyBase64")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let body = match m.get("Body") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::String(s)) if base64 => base64::engine::general_purpose::STANDARD
                 .decode(s)
-                .map_err(|_| bad(format!("message {i}: Body is not base64 although IsBodyBase64 is true")))?,
+                .map_err(|_| {
+                    bad(format!(
+                        "message {i}: Body is not base64 although IsBodyBase64 is true"
+                    ))
+                })?,
             Some(Value::String(s)) => s.clone().into_bytes(),
             Some(_) => return Err(bad(format!("message {i}: Body must be a string"))),
         };
@@ -289,9 +326,15 @@ pub fn parse_batch(json: &[u8]) -> Result<Vec<BatchMessage>, WireError> {
             None | Some(Value::Null) => (BrokerProperties::default(), None),
             Some(Value::Object(b)) => (
                 BrokerProperties::from_map(b).map_err(|e| bad(format!("message {i}: {e}")))?,
-                b.get("ContentType").and_then(Value::as_str).map(str::to_string),
+                b.get("ContentType")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
             ),
-            Some(_) => return Err(bad(format!("message {i}: BrokerProperties must be an object"))),
+            Some(_) => {
+                return Err(bad(format!(
+                    "message {i}: BrokerProperties must be an object"
+                )));
+            }
         };
         let user = match m.get("UserProperties") {
             None | Some(Value::Null) => Vec::new(),
@@ -312,7 +355,12 @@ pub fn parse_batch(json: &[u8]) -> Result<Vec<BatchMessage>, WireError> {
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err(bad(format!("message {i}: UserProperties must be an object"))),
         };
-        out.push(BatchMessage { body, broker, user, content_type });
+        out.push(BatchMessage {
+            body,
+            broker,
+            user,
+            content_type,
+        });
     }
     Ok(out)
 }
@@ -327,12 +375,24 @@ mod tests {
         let b = BrokerProperties::parse_client(r#"{"MessageId": "cap-msg-1", "Label": "cap-label", "CorrelationId": "corr-A", "TimeToLive": "3600"}"#).unwrap();
         assert_eq!(a, b);
         assert_eq!(a.time_to_live, Some(3600.0));
-        let ignored = BrokerProperties::parse_client(r#"{"State":"Active","SequenceNumber":5,"Unknown":1}"#).unwrap();
+        let ignored =
+            BrokerProperties::parse_client(r#"{"State":"Active","SequenceNumber":5,"Unknown":1}"#)
+                .unwrap();
         assert_eq!(ignored, BrokerProperties::default());
         let s = BrokerProperties::parse_client(r#"{"ScheduledEnqueueTimeUtc":"Sun, 06 Nov 1994 08:49:37 GMT","TimeToLiveTimeSpan":"0.00:00:40"}"#).unwrap();
-        assert_eq!(s.scheduled_enqueue_time_utc.unwrap().timestamp(), 784_111_777);
+        assert_eq!(
+            s.scheduled_enqueue_time_utc.unwrap().timestamp(),
+            784_111_777
+        );
         assert_eq!(s.time_to_live, Some(40.0));
-        for bad in [r#"{"TimeToLive":"soon"}"#, r#"{"TimeToLive":-1}"#, "[1]", "{", r#"{"ScheduledEnqueueTimeUtc":"tomorrow"}"#, r#"{"MessageId":{"a":1}}"#] {
+        for bad in [
+            r#"{"TimeToLive":"soon"}"#,
+            r#"{"TimeToLive":-1}"#,
+            "[1]",
+            "{",
+            r#"{"ScheduledEnqueueTimeUtc":"tomorrow"}"#,
+            r#"{"MessageId":{"a":1}}"#,
+        ] {
             let e = BrokerProperties::parse_client(bad).unwrap_err().to_string();
             assert!(e.contains("BrokerProperties"), "{bad}: {e}");
         }
@@ -340,21 +400,43 @@ mod tests {
 
     #[test]
     fn broker_properties_json_in_name_order() {
-        let p = BrokerProperties { message_id: Some("m".into()), delivery_count: Some(1), sequence_number: Some(2), time_to_live: Some(10.0), ..Default::default() };
-        assert_eq!(p.to_json(), r#"{"DeliveryCount":1,"MessageId":"m","SequenceNumber":2,"TimeToLive":10.0}"#);
+        let p = BrokerProperties {
+            message_id: Some("m".into()),
+            delivery_count: Some(1),
+            sequence_number: Some(2),
+            time_to_live: Some(10.0),
+            ..Default::default()
+        };
+        assert_eq!(
+            p.to_json(),
+            r#"{"DeliveryCount":1,"MessageId":"m","SequenceNumber":2,"TimeToLive":10.0}"#
+        );
     }
 
     #[test]
     fn property_typing_as_captured() {
-        assert_eq!(parse_property("\"red\""), PropertyValue::String("red".into()));
+        assert_eq!(
+            parse_property("\"red\""),
+            PropertyValue::String("red".into())
+        );
         assert_eq!(parse_property("42"), PropertyValue::Int(42));
         assert_eq!(parse_property("2.5"), PropertyValue::Double(2.5));
         assert_eq!(parse_property("true"), PropertyValue::Bool(true));
-        let date = PropertyValue::DateTime(parse_http_date("Tue, 02 Jan 2024 03:04:05 GMT").unwrap());
+        let date =
+            PropertyValue::DateTime(parse_http_date("Tue, 02 Jan 2024 03:04:05 GMT").unwrap());
         assert_eq!(parse_property("\"Tue, 02 Jan 2024 03:04:05 GMT\""), date);
-        assert_eq!(parse_property("\"Tue, 02 Jan 2024 03:04:05 GMT+0000\""), date);
-        assert_eq!(parse_property("\"say \"hi\"\""), PropertyValue::String("say \"hi\"".into()));
-        assert_eq!(parse_property("\"say \\\"hi\\\"\""), PropertyValue::String("say \\\"hi\\\"".into()));
+        assert_eq!(
+            parse_property("\"Tue, 02 Jan 2024 03:04:05 GMT+0000\""),
+            date
+        );
+        assert_eq!(
+            parse_property("\"say \"hi\"\""),
+            PropertyValue::String("say \"hi\"".into())
+        );
+        assert_eq!(
+            parse_property("\"say \\\"hi\\\"\""),
+            PropertyValue::String("say \\\"hi\\\"".into())
+        );
         assert_eq!(parse_property("High"), PropertyValue::String("High".into()));
         assert_eq!(format_property(&date), "\"Tue, 02 Jan 2024 03:04:05 GMT\"");
     }
@@ -365,11 +447,23 @@ mod tests {
         assert_eq!(b.len(), 3);
         assert_eq!(b[0].body, b"batch-1");
         assert_eq!(b[0].broker.message_id.as_deref(), Some("b-1"));
-        assert_eq!(b[0].user, [("color".to_string(), "\"red\"".to_string()), ("i".to_string(), "1".to_string())]);
+        assert_eq!(
+            b[0].user,
+            [
+                ("color".to_string(), "\"red\"".to_string()),
+                ("i".to_string(), "1".to_string())
+            ]
+        );
         assert_eq!(b[1].user[0], ("flag".to_string(), "false".to_string()));
         let b64 = parse_batch(br#"[{"Body":"aGk=","IsBodyBase64":true}]"#).unwrap();
         assert_eq!(b64[0].body, b"hi");
-        for bad in [&b"{}"[..], b"[1]", br#"[{"Body":1}]"#, br#"[{"BrokerProperties":{"TimeToLive":"x"}}]"#, br#"[{"UserProperties":{"a":[1]}}]"#] {
+        for bad in [
+            &b"{}"[..],
+            b"[1]",
+            br#"[{"Body":1}]"#,
+            br#"[{"BrokerProperties":{"TimeToLive":"x"}}]"#,
+            br#"[{"UserProperties":{"a":[1]}}]"#,
+        ] {
             let e = parse_batch(bad).unwrap_err().to_string();
             assert!(e.contains("batch"), "{e}");
         }

@@ -7,7 +7,7 @@ use servicebus_wire::{CountDetails, EntityKind, RuleDescription};
 use super::{Broker, Error, Result};
 use crate::filter;
 use crate::model::{EntityRecord, RuleRecord};
-use crate::store::{EntityKey, Store, Write};
+use crate::store::{EntityKey, Write};
 
 /// Name of the rule every new subscription gets unless told otherwise.
 pub const DEFAULT_RULE_NAME: &str = "$Default";
@@ -67,7 +67,7 @@ impl Broker {
         let subscription_count = match (record.description.kind, topic_path) {
             (EntityKind::Topic, Some(path)) => self
                 .store
-                .count(&EntityKey::Subscription(path.to_string(), String::new()))?,
+                .count(EntityKey::Subscription(path.to_string(), String::new()))?,
             _ => 0,
         };
         let runtime = RuntimeInfo {
@@ -84,10 +84,10 @@ impl Broker {
     }
 
     fn queue_or_topic(&self, path: &str) -> Result<Option<EntityRecord>> {
-        if let Some(q) = self.store.get(&EntityKey::Queue(path.to_string()))? {
+        if let Some(q) = self.store.get(EntityKey::Queue(path.to_string()))? {
             return Ok(Some(q));
         }
-        Ok(self.store.get(&EntityKey::Topic(path.to_string()))?)
+        Ok(self.store.get(EntityKey::Topic(path.to_string()))?)
     }
 
     /// Creates (`update == false`) or replaces (`update == true`) a queue or topic.
@@ -149,9 +149,7 @@ impl Broker {
                 updated(e, parsed, now)?
             }
         };
-        self.store
-            .apply(vec![Write::Put(key, Store::encode(&record))])
-            .await?;
+        self.store.apply(vec![Write::put(key, &record)]).await?;
         let outcome = PutOutcome::from_update(update);
         Ok((outcome, self.view(record, Some(path))?))
     }
@@ -180,7 +178,7 @@ impl Broker {
         self.require_topic(topic)?;
         let key = EntityKey::Subscription(topic.to_string(), name.to_string());
         let now = self.clock.now();
-        let existing: Option<EntityRecord> = self.store.get(&key)?;
+        let existing: Option<EntityRecord> = self.store.get(key.clone())?;
         let path = format!("{topic}/Subscriptions/{name}");
         let mut writes = Vec::new();
         let record = match (existing, update) {
@@ -210,9 +208,9 @@ impl Broker {
                     rule,
                     created_at: now,
                 };
-                writes.push(Write::Put(
+                writes.push(Write::put(
                     EntityKey::Rule(topic.to_string(), name.to_string(), rule_name),
-                    Store::encode(&rule_record),
+                    &rule_record,
                 ));
                 EntityRecord {
                     name: name.to_string(),
@@ -223,7 +221,7 @@ impl Broker {
                 }
             }
         };
-        writes.push(Write::Put(key, Store::encode(&record)));
+        writes.push(Write::put(key, &record));
         self.store.apply(writes).await?;
         let outcome = PutOutcome::from_update(update);
         Ok((outcome, self.view(record, None)?))
@@ -252,7 +250,7 @@ impl Broker {
             subscription.to_string(),
             name.to_string(),
         );
-        let existing: Option<RuleRecord> = self.store.get(&key)?;
+        let existing: Option<RuleRecord> = self.store.get(key.clone())?;
         let path = format!("{topic}/Subscriptions/{subscription}/Rules/{name}");
         let record = match (existing, update) {
             (Some(_), false) => return Err(Error::Conflict { kind: "rule", path }),
@@ -268,16 +266,14 @@ impl Broker {
                 created_at: self.clock.now(),
             },
         };
-        self.store
-            .apply(vec![Write::Put(key, Store::encode(&record))])
-            .await?;
+        self.store.apply(vec![Write::put(key, &record)]).await?;
         let outcome = PutOutcome::from_update(update);
         Ok((outcome, record))
     }
 
     fn require_topic(&self, topic: &str) -> Result<EntityRecord> {
         self.store
-            .get(&EntityKey::Topic(topic.to_string()))?
+            .get(EntityKey::Topic(topic.to_string()))?
             .ok_or_else(|| Error::NotFound {
                 kind: "topic",
                 path: topic.to_string(),
@@ -287,7 +283,7 @@ impl Broker {
     fn require_subscription(&self, topic: &str, subscription: &str) -> Result<EntityRecord> {
         self.require_topic(topic)?;
         self.store
-            .get(&EntityKey::Subscription(
+            .get(EntityKey::Subscription(
                 topic.to_string(),
                 subscription.to_string(),
             ))?
@@ -315,10 +311,7 @@ impl Broker {
     /// [`Error::Store`].
     pub fn get_subscription(&self, topic: &str, name: &str) -> Result<Option<EntityView>> {
         self.store
-            .get::<EntityRecord>(&EntityKey::Subscription(
-                topic.to_string(),
-                name.to_string(),
-            ))?
+            .get::<EntityRecord>(EntityKey::Subscription(topic.to_string(), name.to_string()))?
             .map(|r| self.view(r, None))
             .transpose()
     }
@@ -334,7 +327,7 @@ impl Broker {
         subscription: &str,
         name: &str,
     ) -> Result<Option<RuleRecord>> {
-        Ok(self.store.get(&EntityKey::Rule(
+        Ok(self.store.get(EntityKey::Rule(
             topic.to_string(),
             subscription.to_string(),
             name.to_string(),
@@ -353,15 +346,15 @@ impl Broker {
             path: path.to_string(),
         })?;
         let writes = match record.description.kind {
-            EntityKind::Queue => vec![Write::Delete(EntityKey::Queue(path.to_string()))],
+            EntityKind::Queue => vec![Write::Delete(EntityKey::Queue(path.to_string()).into())],
             _ => vec![
-                Write::Delete(EntityKey::Topic(path.to_string())),
-                Write::DeletePrefix(EntityKey::Subscription(path.to_string(), String::new())),
-                Write::DeletePrefix(EntityKey::Rule(
-                    path.to_string(),
-                    String::new(),
-                    String::new(),
-                )),
+                Write::Delete(EntityKey::Topic(path.to_string()).into()),
+                Write::DeletePrefix(
+                    EntityKey::Subscription(path.to_string(), String::new()).into(),
+                ),
+                Write::DeletePrefix(
+                    EntityKey::Rule(path.to_string(), String::new(), String::new()).into(),
+                ),
             ],
         };
         Ok(self.store.apply(writes).await?)
@@ -378,12 +371,10 @@ impl Broker {
         Ok(self
             .store
             .apply(vec![
-                Write::Delete(EntityKey::Subscription(topic.to_string(), name.to_string())),
-                Write::DeletePrefix(EntityKey::Rule(
-                    topic.to_string(),
-                    name.to_string(),
-                    String::new(),
-                )),
+                Write::Delete(EntityKey::Subscription(topic.to_string(), name.to_string()).into()),
+                Write::DeletePrefix(
+                    EntityKey::Rule(topic.to_string(), name.to_string(), String::new()).into(),
+                ),
             ])
             .await?)
     }
@@ -401,13 +392,13 @@ impl Broker {
             subscription.to_string(),
             name.to_string(),
         );
-        if self.store.get::<RuleRecord>(&key)?.is_none() {
+        if self.store.get::<RuleRecord>(key.clone())?.is_none() {
             return Err(Error::NotFound {
                 kind: "rule",
                 path: format!("{topic}/Subscriptions/{subscription}/Rules/{name}"),
             });
         }
-        Ok(self.store.apply(vec![Write::Delete(key)]).await?)
+        Ok(self.store.apply(vec![Write::delete(key)]).await?)
     }
 
     /// Lists queues or topics in name order.
@@ -425,7 +416,7 @@ impl Broker {
             EntityKind::Queue => EntityKey::Queue(String::new()),
             _ => EntityKey::Topic(String::new()),
         };
-        let records: Vec<EntityRecord> = self.store.scan(&prefix)?;
+        let records: Vec<EntityRecord> = self.store.scan(prefix)?;
         let page = page(records, skip, top);
         let items = page
             .items
@@ -455,7 +446,7 @@ impl Broker {
         self.require_topic(topic)?;
         let records: Vec<EntityRecord> = self
             .store
-            .scan(&EntityKey::Subscription(topic.to_string(), String::new()))?;
+            .scan(EntityKey::Subscription(topic.to_string(), String::new()))?;
         let page = page(records, skip, top);
         let items = page
             .items
@@ -481,7 +472,7 @@ impl Broker {
         top: usize,
     ) -> Result<Page<RuleRecord>> {
         self.require_subscription(topic, subscription)?;
-        let records = self.store.scan(&EntityKey::Rule(
+        let records = self.store.scan(EntityKey::Rule(
             topic.to_string(),
             subscription.to_string(),
             String::new(),

@@ -80,8 +80,6 @@ impl Broker {
     ///
     /// [`Error::Store`] when the last flush fails.
     pub async fn close(&self) -> Result<()> {
-        self.flush().await?;
-        self.store.close().await;
-        Ok(())
+        Ok(self.store.close().await?)
     }
 }

@@ -55,6 +55,86 @@ impl EntityKey {
     }
 }
 
+/// Any record's key, in either tree.
+///
+/// The `messages` tree holds `M|owner|seq` (a message as sent, stored once for a queue or
+/// topic), `D|receivable|seq` (one receivable's delivery state of it) and `N|owner` (the
+/// next sequence number); ids and sequence numbers are big-endian so byte order is numeric.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// An entity or rule record (`entities` tree).
+    Entity(EntityKey),
+    /// A stored message of a queue or topic.
+    Message(u64, u64),
+    /// Every message of an owner (a prefix).
+    Messages(u64),
+    /// A receivable's delivery state of a message.
+    Delivery(u64, u64),
+    /// Every delivery of a receivable (a prefix).
+    Deliveries(u64),
+    /// An owner's next sequence number.
+    NextSequence(u64),
+}
+
+impl From<EntityKey> for Key {
+    fn from(k: EntityKey) -> Self {
+        Key::Entity(k)
+    }
+}
+
+impl Key {
+    /// Whether the record lives in the `entities` tree.
+    pub fn is_entity(&self) -> bool {
+        matches!(self, Key::Entity(_))
+    }
+
+    fn numbers(tag: u8, numbers: &[u64]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 + 8 * numbers.len());
+        out.push(tag);
+        for n in numbers {
+            out.extend(n.to_be_bytes());
+        }
+        out
+    }
+
+    /// The record's key bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            Key::Entity(k) => k.to_bytes(),
+            Key::Message(o, s) => Self::numbers(b'M', &[*o, *s]),
+            Key::Messages(o) => Self::numbers(b'M', &[*o]),
+            Key::Delivery(r, s) => Self::numbers(b'D', &[*r, *s]),
+            Key::Deliveries(r) => Self::numbers(b'D', &[*r]),
+            Key::NextSequence(o) => Self::numbers(b'N', &[*o]),
+        }
+    }
+
+    /// The prefix of everything below this key.
+    pub fn to_prefix_bytes(&self) -> Vec<u8> {
+        match self {
+            Key::Entity(k) => k.to_prefix_bytes(),
+            other => other.to_bytes(),
+        }
+    }
+
+    /// Reads the two numbers of an `M` or `D` key.
+    pub fn parse_numbers(bytes: &[u8]) -> Option<(u8, u64, u64)> {
+        let (&tag, rest) = bytes.split_first()?;
+        let a = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+        let b = u64::from_be_bytes(rest.get(8..16)?.try_into().ok()?);
+        Some((tag, a, b))
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Key::Entity(k) => write!(f, "{k}"),
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
 impl fmt::Display for EntityKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (tag, parts) = self.parts();

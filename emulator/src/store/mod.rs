@@ -1,18 +1,19 @@
-//! The only code that touches sled: key layout, record encoding, atomic batches and group
-//! commit. See `emulator/ARCHITECTURE.md` for the layout and what "durable" means.
+//! The only code that touches sled: key layout, record encoding, and the single writer
+//! that applies batches with group commit. See `emulator/ARCHITECTURE.md` for the layout
+//! and what "durable" means.
 
 mod codec;
-mod commit;
 mod keys;
+mod writer;
 
 use std::path::PathBuf;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use keys::EntityKey;
+pub use keys::{EntityKey, Key};
 
-use commit::GroupCommit;
+use writer::Writer;
 
 /// Store failures. Every one is fail-stop for the request that hit it.
 #[derive(Debug, thiserror::Error)]
@@ -29,10 +30,10 @@ pub enum Error {
         #[source]
         source: codec::DecodeError,
     },
-    /// The background flush failed, so durability cannot be promised.
-    #[error("flush to disk failed")]
+    /// A write or its flush failed, so durability cannot be promised.
+    #[error("write to disk failed")]
     Flush(#[source] std::sync::Arc<sled::Error>),
-    /// The flush task is gone (the store is shutting down).
+    /// The writer is gone (the store is shutting down).
     #[error("store is shut down")]
     ShutDown,
 }
@@ -54,7 +55,7 @@ pub enum Location {
 pub enum Durability {
     /// After an fsync that started after the write (group commit).
     Full,
-    /// At once; a crash may lose recent writes.
+    /// Once applied; a crash may lose recent writes.
     None,
 }
 
@@ -69,15 +70,32 @@ pub struct Options {
     pub durability: Durability,
 }
 
-/// One write of an atomic batch.
+/// One write of a batch (atomic within each tree).
 #[derive(Debug)]
 pub enum Write {
     /// Insert or replace a record.
-    Put(EntityKey, Vec<u8>),
+    Put(Key, Vec<u8>),
     /// Remove one record.
-    Delete(EntityKey),
+    Delete(Key),
     /// Remove every record under a key prefix.
-    DeletePrefix(EntityKey),
+    DeletePrefix(Key),
+}
+
+impl Write {
+    /// A `Put` of an encoded value.
+    pub fn put<T: Serialize>(key: impl Into<Key>, value: &T) -> Self {
+        Write::Put(key.into(), codec::encode(value))
+    }
+
+    /// A `Delete`.
+    pub fn delete(key: impl Into<Key>) -> Self {
+        Write::Delete(key.into())
+    }
+
+    /// A `DeletePrefix`.
+    pub fn delete_prefix(key: impl Into<Key>) -> Self {
+        Write::DeletePrefix(key.into())
+    }
 }
 
 /// The store handle (cheap to clone).
@@ -85,12 +103,12 @@ pub enum Write {
 pub struct Store {
     db: sled::Db,
     entities: sled::Tree,
-    commit: GroupCommit,
-    durability: Durability,
+    messages: sled::Tree,
+    writer: Writer,
 }
 
 impl Store {
-    /// Opens (or creates) the store and starts its flush task on the current runtime.
+    /// Opens (or creates) the store and starts its writer on the current runtime.
     ///
     /// # Errors
     ///
@@ -103,18 +121,27 @@ impl Store {
         };
         let db = config.open()?;
         let entities = db.open_tree("entities")?;
-        let commit = GroupCommit::start(db.clone());
+        let messages = db.open_tree("messages")?;
+        let writer = Writer::start(
+            db.clone(),
+            entities.clone(),
+            messages.clone(),
+            options.durability,
+        );
         Ok(Store {
             db,
             entities,
-            commit,
-            durability: options.durability,
+            messages,
+            writer,
         })
     }
 
-    /// Encodes a record for [`Write::Put`].
-    pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-        codec::encode(value)
+    fn tree(&self, key: &Key) -> &sled::Tree {
+        if key.is_entity() {
+            &self.entities
+        } else {
+            &self.messages
+        }
     }
 
     /// Reads one record.
@@ -122,25 +149,41 @@ impl Store {
     /// # Errors
     ///
     /// [`Error::Sled`] or [`Error::Decode`].
-    pub fn get<T: DeserializeOwned>(&self, key: &EntityKey) -> Result<Option<T>> {
-        self.entities
+    pub fn get<T: DeserializeOwned>(&self, key: impl Into<Key>) -> Result<Option<T>> {
+        let key = key.into();
+        self.tree(&key)
             .get(key.to_bytes())?
-            .map(|bytes| decode(key, &bytes))
+            .map(|bytes| decode(&key, &bytes))
             .transpose()
     }
 
-    /// Reads every record strictly below `prefix` (its children and their children), in key
-    /// order.
+    /// Reads every record below `prefix`, in key order.
     ///
     /// # Errors
     ///
     /// [`Error::Sled`] or [`Error::Decode`].
-    pub fn scan<T: DeserializeOwned>(&self, prefix: &EntityKey) -> Result<Vec<T>> {
-        let prefix_bytes = prefix.to_prefix_bytes();
+    pub fn scan<T: DeserializeOwned>(&self, prefix: impl Into<Key>) -> Result<Vec<T>> {
+        Ok(self
+            .scan_with_keys(prefix)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
+    }
+
+    /// As [`Store::scan`], with each record's key bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Sled`] or [`Error::Decode`].
+    pub fn scan_with_keys<T: DeserializeOwned>(
+        &self,
+        prefix: impl Into<Key>,
+    ) -> Result<Vec<(Vec<u8>, T)>> {
+        let prefix = prefix.into();
         let mut out = Vec::new();
-        for item in self.entities.scan_prefix(&prefix_bytes) {
-            let (_, bytes) = item?;
-            out.push(decode(prefix, &bytes)?);
+        for item in self.tree(&prefix).scan_prefix(prefix.to_prefix_bytes()) {
+            let (key, bytes) = item?;
+            out.push((key.to_vec(), decode(&prefix, &bytes)?));
         }
         Ok(out)
     }
@@ -150,55 +193,43 @@ impl Store {
     /// # Errors
     ///
     /// [`Error::Sled`].
-    pub fn count(&self, prefix: &EntityKey) -> Result<u64> {
+    pub fn count(&self, prefix: impl Into<Key>) -> Result<u64> {
+        let prefix = prefix.into();
         let mut n = 0;
-        for item in self.entities.scan_prefix(prefix.to_prefix_bytes()) {
+        for item in self.tree(&prefix).scan_prefix(prefix.to_prefix_bytes()) {
             item?;
             n += 1;
         }
         Ok(n)
     }
 
-    /// Applies the writes atomically, then waits until they are durable (unless
-    /// durability is `None`).
+    /// Applies the writes (atomically within each tree, after every earlier call), then
+    /// waits until they are durable (unless durability is `None`).
     ///
     /// # Errors
     ///
-    /// [`Error::Sled`] for the write, [`Error::Flush`] or [`Error::ShutDown`] for the wait.
+    /// [`Error::Flush`] when the write or its flush failed, [`Error::ShutDown`] after `close`.
     pub async fn apply(&self, writes: Vec<Write>) -> Result<()> {
-        let mut batch = sled::Batch::default();
-        for write in writes {
-            match write {
-                Write::Put(key, bytes) => batch.insert(key.to_bytes(), bytes),
-                Write::Delete(key) => batch.remove(key.to_bytes()),
-                Write::DeletePrefix(prefix) => {
-                    for item in self.entities.scan_prefix(prefix.to_prefix_bytes()) {
-                        let (k, _) = item?;
-                        batch.remove(k);
-                    }
-                }
-            }
-        }
-        self.entities.apply_batch(batch)?;
-        match self.durability {
-            Durability::Full => self.commit.durable().await,
-            Durability::None => Ok(()),
-        }
+        self.writer.apply(writes).await
     }
 
-    /// Flushes everything written so far (used on shutdown).
+    /// Waits until everything written so far is on disk, whatever the durability setting.
     ///
     /// # Errors
     ///
     /// [`Error::Flush`] or [`Error::ShutDown`].
     pub async fn flush(&self) -> Result<()> {
-        self.commit.durable().await
+        self.writer.flush().await
     }
 
-    /// Flushes, stops the flush task and waits for it, so that once every handle is dropped
-    /// the folder can be opened again at once. Later writes fail with [`Error::ShutDown`].
-    pub async fn close(&self) {
-        self.commit.close().await;
+    /// Flushes, stops the writer and waits for it, so that once every handle is dropped the
+    /// folder can be opened again at once. Later writes fail with [`Error::ShutDown`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Flush`] when the last flush fails.
+    pub async fn close(&self) -> Result<()> {
+        self.writer.close().await
     }
 
     /// Bytes sled reports on disk (0 in memory).
@@ -207,7 +238,7 @@ impl Store {
     }
 }
 
-fn decode<T: DeserializeOwned>(key: &EntityKey, bytes: &[u8]) -> Result<T> {
+fn decode<T: DeserializeOwned>(key: &Key, bytes: &[u8]) -> Result<T> {
     codec::decode(bytes).map_err(|source| Error::Decode {
         key: key.to_string(),
         source,
@@ -231,76 +262,83 @@ mod tests {
     async fn put_get_scan_delete_prefix() {
         let store = memory();
         let t = EntityKey::Topic("t".into());
-        let s1 = EntityKey::Subscription("t".into(), "a".into());
-        let s2 = EntityKey::Subscription("t".into(), "b".into());
-        let other = EntityKey::Subscription("t2".into(), "a".into());
-        let r = EntityKey::Rule("t".into(), "a".into(), "$default".into());
+        let sub = |t: &str, s: &str| EntityKey::Subscription(t.into(), s.into());
         store
             .apply(vec![
-                Write::Put(t.clone(), Store::encode(&"topic")),
-                Write::Put(s1, Store::encode(&"s1")),
-                Write::Put(s2, Store::encode(&"s2")),
-                Write::Put(other, Store::encode(&"other")),
-                Write::Put(r, Store::encode(&"rule")),
+                Write::put(t.clone(), &"topic"),
+                Write::put(sub("t", "a"), &"s1"),
+                Write::put(sub("t", "b"), &"s2"),
+                Write::put(sub("t2", "a"), &"other"),
+                Write::put(
+                    EntityKey::Rule("t".into(), "a".into(), "$default".into()),
+                    &"rule",
+                ),
+                Write::put(Key::Message(7, 1), &"m"),
+                Write::put(Key::Message(7, 2), &"m2"),
+                Write::put(Key::Message(8, 1), &"other"),
             ])
             .await
             .unwrap();
-        assert_eq!(store.get::<String>(&t).unwrap().as_deref(), Some("topic"));
-        let subs: Vec<String> = store
-            .scan(&EntityKey::Subscription("t".into(), String::new()))
-            .unwrap();
-        assert_eq!(subs, ["s1", "s2"]);
         assert_eq!(
-            store
-                .count(&EntityKey::Subscription("t".into(), String::new()))
-                .unwrap(),
-            2
+            store.get::<String>(t.clone()).unwrap().as_deref(),
+            Some("topic")
         );
+        assert_eq!(store.scan::<String>(Key::Messages(7)).unwrap(), ["m", "m2"]);
+        assert_eq!(store.scan::<String>(sub("t", "")).unwrap(), ["s1", "s2"]);
+        assert_eq!(store.count(sub("t", "")).unwrap(), 2);
         store
             .apply(vec![
-                Write::Delete(t.clone()),
-                Write::DeletePrefix(EntityKey::Subscription("t".into(), String::new())),
-                Write::DeletePrefix(EntityKey::Rule("t".into(), String::new(), String::new())),
+                Write::delete(t.clone()),
+                Write::delete_prefix(sub("t", "")),
+                Write::delete_prefix(EntityKey::Rule("t".into(), String::new(), String::new())),
+                Write::delete_prefix(Key::Messages(7)),
             ])
             .await
             .unwrap();
-        assert!(store.get::<String>(&t).unwrap().is_none());
-        assert_eq!(
-            store
-                .count(&EntityKey::Subscription("t".into(), String::new()))
-                .unwrap(),
-            0
-        );
-        assert_eq!(
-            store
-                .count(&EntityKey::Subscription("t2".into(), String::new()))
-                .unwrap(),
-            1
-        );
+        assert!(store.get::<String>(t).unwrap().is_none());
+        assert_eq!(store.count(Key::Messages(7)).unwrap(), 0);
+        assert_eq!(store.count(Key::Messages(8)).unwrap(), 1);
+        assert_eq!(store.count(sub("t", "")).unwrap(), 0);
+        assert_eq!(store.count(sub("t2", "")).unwrap(), 1);
     }
 
     #[tokio::test]
-    async fn reopen_keeps_records() {
+    async fn many_concurrent_writers_share_flushes() {
+        let store = memory();
+        let tasks: Vec<_> = (0..64u64)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(
+                    async move { store.apply(vec![Write::put(Key::Message(1, i), &i)]).await },
+                )
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(store.count(Key::Messages(1)).unwrap(), 64);
+    }
+
+    #[tokio::test]
+    async fn reopen_keeps_records_and_close_refuses_later_writes() {
         let dir = tempfile::tempdir().unwrap();
         let options = Options {
             location: Location::Directory(dir.path().join("db")),
             cache_bytes: 1 << 20,
-            durability: Durability::Full,
+            durability: Durability::None,
         };
         {
             let store = Store::open(&options).unwrap();
             store
-                .apply(vec![Write::Put(
-                    EntityKey::Queue("q".into()),
-                    Store::encode(&42u32),
-                )])
+                .apply(vec![Write::put(EntityKey::Queue("q".into()), &42u32)])
                 .await
                 .unwrap();
-            store.close().await;
+            store.close().await.unwrap();
+            assert!(matches!(store.apply(vec![]).await, Err(Error::ShutDown)));
         }
         let store = Store::open(&options).unwrap();
         assert_eq!(
-            store.get::<u32>(&EntityKey::Queue("q".into())).unwrap(),
+            store.get::<u32>(EntityKey::Queue("q".into())).unwrap(),
             Some(42)
         );
     }
