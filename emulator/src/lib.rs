@@ -86,7 +86,7 @@ impl Emulator {
             cache_bytes: settings.cache_bytes,
             durability: settings.durability,
         })?;
-        let broker = Broker::new(store, clock.clone());
+        let broker = Broker::open(store, clock.clone()).await?;
         if let Some(file) = &settings.entities {
             declare(&broker, file).await.map_err(Error::Config)?;
         }

@@ -7,7 +7,7 @@ use servicebus_wire::{CountDetails, EntityKind, RuleDescription};
 use super::{Broker, Error, Result};
 use crate::filter;
 use crate::model::{EntityRecord, RuleRecord};
-use crate::store::{EntityKey, Write};
+use crate::store::{EntityKey, Key, Write};
 
 /// Name of the rule every new subscription gets unless told otherwise.
 pub const DEFAULT_RULE_NAME: &str = "$Default";
@@ -70,13 +70,36 @@ impl Broker {
                 .count(EntityKey::Subscription(path.to_string(), String::new()))?,
             _ => 0,
         };
+        let key = match (record.description.kind, topic_path) {
+            (EntityKind::Queue, Some(p)) => Some(EntityKey::Queue(p.to_string())),
+            (EntityKind::Topic, Some(p)) => Some(EntityKey::Topic(p.to_string())),
+            (EntityKind::Subscription, Some(p)) => {
+                Some(EntityKey::Subscription(p.to_string(), record.name.clone()))
+            }
+            _ => None,
+        };
+        let entity = key.and_then(|k| self.runtime.get(&k.to_bytes()));
+        let counts = entity
+            .as_ref()
+            .and_then(|e| e.queue.as_ref())
+            .map(|q| q.counts())
+            .unwrap_or_default();
+        let size_in_bytes = match (&entity, record.description.kind) {
+            (Some(e), EntityKind::Topic) => e.stored_bytes(),
+            _ => counts.bytes,
+        };
         let runtime = RuntimeInfo {
             created_at: record.created_at,
             updated_at: record.updated_at,
             accessed_at: record.accessed_at,
-            size_in_bytes: 0,
-            message_count: 0,
-            counts: CountDetails::default(),
+            size_in_bytes,
+            message_count: counts.active + counts.dead_letter + counts.scheduled,
+            counts: CountDetails {
+                active: counts.active,
+                dead_letter: counts.dead_letter,
+                scheduled: counts.scheduled,
+                ..CountDetails::default()
+            },
             subscription_count,
             detailed: true,
         };
@@ -131,6 +154,7 @@ impl Broker {
                 });
             }
             (None, false) => EntityRecord {
+                id: self.runtime.allocate_id(),
                 name: path.to_string(),
                 description: parsed.description,
                 created_at: now,
@@ -149,7 +173,10 @@ impl Broker {
                 updated(e, parsed, now)?
             }
         };
-        self.store.apply(vec![Write::put(key, &record)]).await?;
+        self.store
+            .apply(vec![Write::put(key.clone(), &record)])
+            .await?;
+        self.register(&key, &record);
         let outcome = PutOutcome::from_update(update);
         Ok((outcome, self.view(record, Some(path))?))
     }
@@ -213,6 +240,7 @@ impl Broker {
                     &rule_record,
                 ));
                 EntityRecord {
+                    id: self.runtime.allocate_id(),
                     name: name.to_string(),
                     description: parsed.description,
                     created_at: now,
@@ -221,10 +249,12 @@ impl Broker {
                 }
             }
         };
-        writes.push(Write::put(key, &record));
+        writes.push(Write::put(key.clone(), &record));
         self.store.apply(writes).await?;
+        self.register(&key, &record);
+        self.refresh_rules(topic, name)?;
         let outcome = PutOutcome::from_update(update);
-        Ok((outcome, self.view(record, None)?))
+        Ok((outcome, self.view(record, Some(topic))?))
     }
 
     /// Creates or replaces a rule of a subscription.
@@ -267,6 +297,7 @@ impl Broker {
             },
         };
         self.store.apply(vec![Write::put(key, &record)]).await?;
+        self.refresh_rules(topic, subscription)?;
         let outcome = PutOutcome::from_update(update);
         Ok((outcome, record))
     }
@@ -312,7 +343,7 @@ impl Broker {
     pub fn get_subscription(&self, topic: &str, name: &str) -> Result<Option<EntityView>> {
         self.store
             .get::<EntityRecord>(EntityKey::Subscription(topic.to_string(), name.to_string()))?
-            .map(|r| self.view(r, None))
+            .map(|r| self.view(r, Some(topic)))
             .transpose()
     }
 
@@ -345,18 +376,29 @@ impl Broker {
             kind: "queue or topic",
             path: path.to_string(),
         })?;
-        let writes = match record.description.kind {
-            EntityKind::Queue => vec![Write::Delete(EntityKey::Queue(path.to_string()).into())],
-            _ => vec![
-                Write::Delete(EntityKey::Topic(path.to_string()).into()),
-                Write::DeletePrefix(
-                    EntityKey::Subscription(path.to_string(), String::new()).into(),
-                ),
-                Write::DeletePrefix(
-                    EntityKey::Rule(path.to_string(), String::new(), String::new()).into(),
-                ),
-            ],
+        let (key, mut writes) = match record.description.kind {
+            EntityKind::Queue => (EntityKey::Queue(path.to_string()), Vec::new()),
+            _ => {
+                let mut writes = vec![
+                    Write::delete_prefix(EntityKey::Subscription(path.to_string(), String::new())),
+                    Write::delete_prefix(EntityKey::Rule(
+                        path.to_string(),
+                        String::new(),
+                        String::new(),
+                    )),
+                ];
+                for sub in self.store.scan::<EntityRecord>(EntityKey::Subscription(
+                    path.to_string(),
+                    String::new(),
+                ))? {
+                    writes
+                        .extend(self.forget(&EntityKey::Subscription(path.to_string(), sub.name)));
+                }
+                (EntityKey::Topic(path.to_string()), writes)
+            }
         };
+        writes.push(Write::delete(key.clone()));
+        writes.extend(self.forget(&key));
         Ok(self.store.apply(writes).await?)
     }
 
@@ -368,15 +410,17 @@ impl Broker {
     pub async fn delete_subscription(&self, topic: &str, name: &str) -> Result<()> {
         let _guard = self.management.lock().await;
         self.require_subscription(topic, name)?;
-        Ok(self
-            .store
-            .apply(vec![
-                Write::Delete(EntityKey::Subscription(topic.to_string(), name.to_string()).into()),
-                Write::DeletePrefix(
-                    EntityKey::Rule(topic.to_string(), name.to_string(), String::new()).into(),
-                ),
-            ])
-            .await?)
+        let key = EntityKey::Subscription(topic.to_string(), name.to_string());
+        let mut writes = vec![
+            Write::delete(key.clone()),
+            Write::delete_prefix(EntityKey::Rule(
+                topic.to_string(),
+                name.to_string(),
+                String::new(),
+            )),
+        ];
+        writes.extend(self.forget(&key));
+        Ok(self.store.apply(writes).await?)
     }
 
     /// Deletes a rule.
@@ -398,7 +442,41 @@ impl Broker {
                 path: format!("{topic}/Subscriptions/{subscription}/Rules/{name}"),
             });
         }
-        Ok(self.store.apply(vec![Write::delete(key)]).await?)
+        self.store.apply(vec![Write::delete(key)]).await?;
+        self.refresh_rules(topic, subscription)
+    }
+
+    /// Takes an entity out of the runtime and returns the writes that delete its messages
+    /// (deliveries, overrides, stored messages no one else refers to, sequence counter).
+    fn forget(&self, key: &EntityKey) -> Vec<Write> {
+        let Some(entity) = self.runtime.unregister(&key.to_bytes()) else {
+            return Vec::new();
+        };
+        if let EntityKey::Subscription(topic, _) = key
+            && let Some(t) = self
+                .runtime
+                .get(&EntityKey::Topic(topic.clone()).to_bytes())
+        {
+            self.runtime.remove_subscription(&t, entity.id);
+        }
+        let mut writes = vec![
+            Write::delete_prefix(Key::Deliveries(entity.id)),
+            Write::delete_prefix(Key::Overrides(entity.id)),
+            Write::delete_prefix(Key::Messages(entity.id)),
+            Write::delete(Key::NextSequence(entity.id)),
+        ];
+        if let Some(queue) = &entity.queue {
+            for entry in queue.drain() {
+                if self.runtime.release_ref(entry.delivery.owner, entry.seq) {
+                    writes.push(Write::delete(Key::Message(entry.delivery.owner, entry.seq)));
+                    if let Some(owner) = self.runtime.by_id(entry.delivery.owner) {
+                        owner.remove_stored(entry.delivery.size);
+                    }
+                }
+            }
+            queue.notify.notify_waiters();
+        }
+        writes
     }
 
     /// Lists queues or topics in name order.
@@ -451,7 +529,7 @@ impl Broker {
         let items = page
             .items
             .into_iter()
-            .map(|r| self.view(r, None))
+            .map(|r| self.view(r, Some(topic)))
             .collect::<Result<_>>()?;
         Ok(Page {
             items,
@@ -504,6 +582,7 @@ fn updated(
     description.enable_subscription_partitioning =
         existing.description.enable_subscription_partitioning;
     Ok(EntityRecord {
+        id: existing.id,
         name: existing.name,
         description,
         created_at: existing.created_at,

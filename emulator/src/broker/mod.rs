@@ -1,14 +1,24 @@
-//! The behaviour: entities, rules and (next) messages. It knows nothing of HTTP; the store
-//! is its only way to disk.
+//! The behaviour: entities, rules and messages. It knows nothing of HTTP; the store is its
+//! only way to disk.
 
 mod management;
+mod messaging;
+mod runtime;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
-use crate::store::{self, Store};
+use crate::filter;
+use crate::model::{EntityRecord, RuleRecord};
+use crate::store::{self, EntityKey, Store, Write};
 
 pub use management::{DEFAULT_RULE_NAME, EntityView, Page, PutOutcome};
+pub use messaging::{Outgoing, ReceiveTarget, Received};
+pub use runtime::{ReceiveMode, Settle};
 
 /// What the broker refuses or fails at.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +42,30 @@ pub enum Error {
     /// A request the broker cannot carry out as asked.
     #[error("{0}")]
     Invalid(String),
+    /// No held lock matches (expired, already settled, or the wrong message).
+    #[error(
+        "the lock {token} was not found: it expired, was already used, or names another message"
+    )]
+    LockLost {
+        /// The token as given.
+        token: String,
+    },
+    /// The entity's status forbids the operation.
+    #[error("the entity '{path}' is disabled for {operation}")]
+    Disabled {
+        /// The entity.
+        path: String,
+        /// `send` or `receive`.
+        operation: &'static str,
+    },
+    /// A message over the entity's size limit.
+    #[error("the message is {size} bytes, over the entity's limit of {limit} bytes")]
+    TooLarge {
+        /// The message's size (body and properties).
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// Storage failed.
     #[error("storage failed")]
     Store(#[from] store::Error),
@@ -46,18 +80,168 @@ pub struct Broker {
     store: Store,
     clock: Clock,
     /// Serialises management writes so check-then-write (exists? conflict?) is atomic.
-    /// Management is rare; the message path (next) does not take this lock.
+    /// The message path does not take this lock.
     management: Arc<tokio::sync::Mutex<()>>,
+    runtime: Arc<runtime::Runtime>,
+    sweeper: Arc<Sweeper>,
 }
 
+/// The background task that applies time (lock expiry, scheduled messages, TTL).
+#[derive(Debug, Default)]
+struct Sweeper {
+    stop: Mutex<Option<watch::Sender<bool>>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// How often the sweeper applies time when nothing wakes it earlier.
+const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
 impl Broker {
-    /// A broker over an opened store.
-    pub fn new(store: Store, clock: Clock) -> Self {
-        Broker {
+    /// A broker over an opened store: rebuilds the runtime index from it and starts the
+    /// sweeper on the current runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] when the store cannot be read.
+    pub async fn open(store: Store, clock: Clock) -> Result<Self> {
+        let broker = Broker {
             store,
             clock,
             management: Arc::default(),
+            runtime: Arc::default(),
+            sweeper: Arc::default(),
+        };
+        let by_id = broker.load_entities().await?;
+        broker.recover(&by_id).await?;
+        broker.start_sweeper();
+        Ok(broker)
+    }
+
+    /// Registers every stored entity and compiles every subscription's rules.
+    async fn load_entities(&self) -> Result<HashMap<u64, Arc<runtime::Entity>>> {
+        let mut records: Vec<(EntityKey, EntityRecord)> = Vec::new();
+        for r in self
+            .store
+            .scan::<EntityRecord>(EntityKey::Queue(String::new()))?
+        {
+            records.push((EntityKey::Queue(r.name.clone()), r));
         }
+        for r in self
+            .store
+            .scan::<EntityRecord>(EntityKey::Topic(String::new()))?
+        {
+            records.push((EntityKey::Topic(r.name.clone()), r));
+        }
+        let topics: Vec<String> = records
+            .iter()
+            .filter(|(k, _)| matches!(k, EntityKey::Topic(_)))
+            .map(|(_, r)| r.name.clone())
+            .collect();
+        for topic in &topics {
+            for r in self
+                .store
+                .scan::<EntityRecord>(EntityKey::Subscription(topic.clone(), String::new()))?
+            {
+                records.push((EntityKey::Subscription(topic.clone(), r.name.clone()), r));
+            }
+        }
+        for (_, r) in &records {
+            self.runtime.ensure_ids_above(r.id);
+        }
+        // Records from before ids existed get one now.
+        let mut writes = Vec::new();
+        for (key, r) in &mut records {
+            if r.id == 0 {
+                r.id = self.runtime.allocate_id();
+                writes.push(Write::put(key.clone(), r));
+            }
+        }
+        if !writes.is_empty() {
+            self.store.apply(writes).await?;
+        }
+        let mut by_id = HashMap::new();
+        for (key, r) in &records {
+            let entity = self.register(key, r);
+            by_id.insert(r.id, entity);
+        }
+        for (key, _) in &records {
+            if let EntityKey::Subscription(topic, sub) = key {
+                self.refresh_rules(topic, sub)?;
+            }
+        }
+        Ok(by_id)
+    }
+
+    fn register(&self, key: &EntityKey, record: &EntityRecord) -> Arc<runtime::Entity> {
+        let path = match key {
+            EntityKey::Subscription(topic, _) => format!("{topic}/Subscriptions/{}", record.name),
+            _ => record.name.clone(),
+        };
+        self.runtime.register(
+            key.to_bytes(),
+            record.id,
+            record.description.kind,
+            path,
+            record.description.clone(),
+            1,
+        )
+    }
+
+    /// Recompiles a subscription's rules from the store and installs them on its topic.
+    fn refresh_rules(&self, topic: &str, subscription: &str) -> Result<()> {
+        let (Some(t), Some(s)) = (
+            self.runtime
+                .get(&EntityKey::Topic(topic.to_string()).to_bytes()),
+            self.runtime.get(
+                &EntityKey::Subscription(topic.to_string(), subscription.to_string()).to_bytes(),
+            ),
+        ) else {
+            return Ok(());
+        };
+        let mut compiled = Vec::new();
+        for rule in self.store.scan::<RuleRecord>(EntityKey::Rule(
+            topic.to_string(),
+            subscription.to_string(),
+            String::new(),
+        ))? {
+            match filter::compile(&rule.rule) {
+                Ok(c) => compiled.push((rule.name, c)),
+                // Rules are compiled before they are stored; one that no longer compiles
+                // (a stricter version) matches nothing rather than stopping the broker.
+                Err(e) => {
+                    tracing::warn!(topic, subscription, rule = %rule.name, error = %e, "stored rule does not compile; it is skipped")
+                }
+            }
+        }
+        self.runtime.set_rules(&t, s, compiled);
+        Ok(())
+    }
+
+    fn start_sweeper(&self) {
+        let (stop, mut stopping) = watch::channel(false);
+        let broker = self.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stopping.changed() => break,
+                    () = tokio::time::sleep(SWEEP_INTERVAL) => {}
+                    () = broker.runtime.sweep.notified() => {}
+                }
+                if let Err(e) = broker.sweep().await {
+                    tracing::error!(error = %e, "sweep failed");
+                }
+            }
+        });
+        *self
+            .sweeper
+            .stop
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(stop);
+        *self
+            .sweeper
+            .task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
     }
 
     /// The broker's clock.
@@ -65,7 +249,7 @@ impl Broker {
         &self.clock
     }
 
-    /// Flushes the store (shutdown).
+    /// Flushes the store.
     ///
     /// # Errors
     ///
@@ -74,12 +258,30 @@ impl Broker {
         Ok(self.store.flush().await?)
     }
 
-    /// Flushes and closes the store (shutdown); see [`Store::close`].
+    /// Stops the sweeper, then flushes and closes the store (shutdown).
     ///
     /// # Errors
     ///
     /// [`Error::Store`] when the last flush fails.
     pub async fn close(&self) -> Result<()> {
+        let stop = self
+            .sweeper
+            .stop
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(stop) = stop {
+            let _ = stop.send(true);
+        }
+        let task = self
+            .sweeper
+            .task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
         Ok(self.store.close().await?)
     }
 }

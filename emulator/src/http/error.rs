@@ -81,6 +81,17 @@ impl From<broker::Error> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, 40900, format!("Conflict. {e}"))
             }
             broker::Error::Invalid(_) => ApiError::bad_request(e.to_string()),
+            broker::Error::LockLost { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, 40400, e.to_string())
+            }
+            broker::Error::Disabled { .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, 40301, e.to_string())
+            }
+            broker::Error::TooLarge { .. } => ApiError::new(
+                StatusCode::FORBIDDEN,
+                40300,
+                format!("The message is too large: {e}"),
+            ),
             broker::Error::Store(source) => {
                 tracing::error!(error = %source, cause = ?std::error::Error::source(&source), "storage failure");
                 ApiError::new(

@@ -1,5 +1,7 @@
 //! Plain data the broker keeps, with no I/O.
 
+pub mod message;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use servicebus_wire::{EntityDescription, RuleDescription};
@@ -7,6 +9,9 @@ use servicebus_wire::{EntityDescription, RuleDescription};
 /// A stored queue, topic or subscription.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EntityRecord {
+    /// Internal id, unique among live entities; keys the entity's messages.
+    #[serde(default)]
+    pub id: u64,
     /// The name as first created (case preserved): the path for queues and topics, the
     /// subscription's own name for subscriptions.
     pub name: String,

@@ -30,3 +30,37 @@ pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError
         other => Err(DecodeError::Version(other.map(|(v, _)| *v))),
     }
 }
+
+/// Version byte of records that carry a raw body after a JSON header.
+const BODY_FORMAT_VERSION: u8 = 2;
+
+/// `[2][header length u32 BE][JSON header][raw body]`: bodies are stored as sent, not
+/// inflated inside JSON.
+pub(super) fn encode_with_body<T: Serialize>(header: &T, body: &[u8]) -> Vec<u8> {
+    let json = serde_json::to_vec(header).expect("invariant: records serialise to JSON");
+    let mut out = Vec::with_capacity(5 + json.len() + body.len());
+    out.push(BODY_FORMAT_VERSION);
+    out.extend(
+        u32::try_from(json.len())
+            .expect("invariant: headers are far below 4 GiB")
+            .to_be_bytes(),
+    );
+    out.extend(json);
+    out.extend(body);
+    out
+}
+
+pub(super) fn decode_with_body<T: DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<(T, Vec<u8>), DecodeError> {
+    match bytes.split_first() {
+        Some((&BODY_FORMAT_VERSION, rest)) if rest.len() >= 4 => {
+            let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            let header = rest
+                .get(4..4 + len)
+                .ok_or(DecodeError::Version(Some(BODY_FORMAT_VERSION)))?;
+            Ok((serde_json::from_slice(header)?, rest[4 + len..].to_vec()))
+        }
+        other => Err(DecodeError::Version(other.map(|(v, _)| *v))),
+    }
+}

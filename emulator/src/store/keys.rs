@@ -29,6 +29,15 @@ impl EntityKey {
         }
     }
 
+    /// The entity's path for messages (`topic/Subscriptions/sub` for subscriptions).
+    pub fn display_path(&self) -> String {
+        match self {
+            EntityKey::Queue(p) | EntityKey::Topic(p) => p.clone(),
+            EntityKey::Subscription(t, s) => format!("{t}/Subscriptions/{s}"),
+            EntityKey::Rule(t, s, r) => format!("{t}/Subscriptions/{s}/Rules/{r}"),
+        }
+    }
+
     /// The record's key.
     pub fn to_bytes(&self) -> Vec<u8> {
         let (tag, parts) = self.parts();
@@ -72,6 +81,16 @@ pub enum Key {
     Delivery(u64, u64),
     /// Every delivery of a receivable (a prefix).
     Deliveries(u64),
+    /// A receivable's rule-action overrides of a message's properties.
+    Override(u64, u64),
+    /// Every override of a receivable (a prefix).
+    Overrides(u64),
+    /// Every delivery record of every receivable (recovery).
+    AllDeliveries,
+    /// Every stored message (recovery).
+    AllMessages,
+    /// Every next-sequence record (recovery).
+    AllNextSequences,
     /// An owner's next sequence number.
     NextSequence(u64),
 }
@@ -106,6 +125,11 @@ impl Key {
             Key::Delivery(r, s) => Self::numbers(b'D', &[*r, *s]),
             Key::Deliveries(r) => Self::numbers(b'D', &[*r]),
             Key::NextSequence(o) => Self::numbers(b'N', &[*o]),
+            Key::Override(r, s) => Self::numbers(b'O', &[*r, *s]),
+            Key::Overrides(r) => Self::numbers(b'O', &[*r]),
+            Key::AllDeliveries => vec![b'D'],
+            Key::AllMessages => vec![b'M'],
+            Key::AllNextSequences => vec![b'N'],
         }
     }
 
@@ -117,11 +141,14 @@ impl Key {
         }
     }
 
-    /// Reads the two numbers of an `M` or `D` key.
+    /// Reads the numbers of an `M`, `D`, `O` (two) or `N` (one, second 0) key.
     pub fn parse_numbers(bytes: &[u8]) -> Option<(u8, u64, u64)> {
         let (&tag, rest) = bytes.split_first()?;
         let a = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
-        let b = u64::from_be_bytes(rest.get(8..16)?.try_into().ok()?);
+        let b = match rest.get(8..16) {
+            Some(b) => u64::from_be_bytes(b.try_into().ok()?),
+            None => 0,
+        };
         Some((tag, a, b))
     }
 }

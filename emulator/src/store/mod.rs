@@ -87,6 +87,11 @@ impl Write {
         Write::Put(key.into(), codec::encode(value))
     }
 
+    /// A `Put` of a header and a raw body (see [`Store::get_with_body`]).
+    pub fn put_with_body<T: Serialize>(key: impl Into<Key>, header: &T, body: &[u8]) -> Self {
+        Write::Put(key.into(), codec::encode_with_body(header, body))
+    }
+
     /// A `Delete`.
     pub fn delete(key: impl Into<Key>) -> Self {
         Write::Delete(key.into())
@@ -155,6 +160,43 @@ impl Store {
             .get(key.to_bytes())?
             .map(|bytes| decode(&key, &bytes))
             .transpose()
+    }
+
+    /// Reads a record written with [`Write::put_with_body`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Sled`] or [`Error::Decode`].
+    pub fn get_with_body<T: DeserializeOwned>(
+        &self,
+        key: impl Into<Key>,
+    ) -> Result<Option<(T, Vec<u8>)>> {
+        let key = key.into();
+        match self.tree(&key).get(key.to_bytes())? {
+            None => Ok(None),
+            Some(bytes) => {
+                codec::decode_with_body(&bytes)
+                    .map(Some)
+                    .map_err(|source| Error::Decode {
+                        key: key.to_string(),
+                        source,
+                    })
+            }
+        }
+    }
+
+    /// Keys (not values) below `prefix`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Sled`].
+    pub fn keys(&self, prefix: impl Into<Key>) -> Result<Vec<Vec<u8>>> {
+        let prefix = prefix.into();
+        self.tree(&prefix)
+            .scan_prefix(prefix.to_prefix_bytes())
+            .keys()
+            .map(|k| Ok(k?.to_vec()))
+            .collect()
     }
 
     /// Reads every record below `prefix`, in key order.

@@ -1,0 +1,631 @@
+//! Send, receive, settle and time: the operations `http/messages.rs` calls.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use servicebus_wire::message::{PropertyValue, format_http_date, format_property};
+use servicebus_wire::{EntityKind, EntityStatus, TimeSpan};
+use uuid::Uuid;
+
+use super::runtime::{Effect, Entity, Entry, QueueSettings, ReceiveMode, Settle, Sub, Taken};
+use super::{Broker, Error, Result};
+use crate::filter::value::{Properties, PropertiesMut, SystemProperty, Value};
+use crate::model::message::{DeadLetter, Delivery, MessageProps, StoredMessage};
+use crate::store::{EntityKey, Key, Write};
+
+/// A message to send.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// What the sender set.
+    pub props: MessageProps,
+    /// The body, as sent.
+    pub body: Vec<u8>,
+    /// `TimeToLive` in seconds, if set.
+    pub time_to_live: Option<f64>,
+    /// `ScheduledEnqueueTimeUtc`, if set.
+    pub scheduled_at: Option<DateTime<Utc>>,
+}
+
+impl Outgoing {
+    /// Bytes counted against the entity's message size limit.
+    pub fn size(&self) -> usize {
+        self.body.len() + self.props.size()
+    }
+}
+
+/// Which queue or subscription (and which subqueue) a receive or settle addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiveTarget {
+    /// `EntityKey::Queue` or `EntityKey::Subscription`.
+    pub key: EntityKey,
+    /// The dead-letter subqueue instead of the main one.
+    pub dead_letter: bool,
+}
+
+/// A received message, ready to be written out.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// `SequenceNumber`.
+    pub sequence_number: u64,
+    /// `DeliveryCount`.
+    pub delivery_count: u32,
+    /// `EnqueuedTimeUtc`.
+    pub enqueued_at: DateTime<Utc>,
+    /// `TimeToLive` as sent.
+    pub time_to_live: Option<f64>,
+    /// Lock token and `LockedUntilUtc` (peek-lock).
+    pub lock: Option<(Uuid, DateTime<Utc>)>,
+    /// Properties (after rule actions; dead-letter reason and description added).
+    pub props: MessageProps,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// A candidate copy during fan-out: what filters read and actions change.
+#[derive(Debug, Clone)]
+struct Candidate {
+    props: MessageProps,
+    seq: u64,
+    enqueued_at: DateTime<Utc>,
+    scheduled_at: Option<DateTime<Utc>>,
+    time_to_live: Option<f64>,
+    size: u64,
+}
+
+fn to_value(v: PropertyValue) -> Value {
+    match v {
+        PropertyValue::String(s) => Value::String(s),
+        PropertyValue::Int(i) => Value::Int(i),
+        PropertyValue::Double(d) => Value::Double(d),
+        PropertyValue::Bool(b) => Value::Bool(b),
+        PropertyValue::DateTime(t) => Value::DateTime(t),
+    }
+}
+
+impl Properties for Candidate {
+    fn system(&self, p: SystemProperty) -> Option<Value> {
+        let text = |o: &Option<String>| o.clone().map(Value::String);
+        match p {
+            SystemProperty::MessageId => text(&self.props.message_id),
+            SystemProperty::CorrelationId => text(&self.props.correlation_id),
+            SystemProperty::SessionId => text(&self.props.session_id),
+            SystemProperty::ReplyTo => text(&self.props.reply_to),
+            SystemProperty::ReplyToSessionId => text(&self.props.reply_to_session_id),
+            SystemProperty::To => text(&self.props.to),
+            SystemProperty::Label => text(&self.props.label),
+            SystemProperty::ContentType => text(&self.props.content_type),
+            SystemProperty::SequenceNumber => i64::try_from(self.seq).ok().map(Value::Int),
+            SystemProperty::EnqueuedTimeUtc => Some(Value::DateTime(self.enqueued_at)),
+            SystemProperty::ScheduledEnqueueTimeUtc => self.scheduled_at.map(Value::DateTime),
+            SystemProperty::TimeToLive => self.time_to_live.map(|s| {
+                Value::Duration(TimeSpan::from_std(std::time::Duration::from_secs_f64(s)))
+            }),
+            SystemProperty::DeliveryCount => Some(Value::Int(0)),
+            SystemProperty::Size => i64::try_from(self.size).ok().map(Value::Int),
+        }
+    }
+
+    fn user(&self, name: &str) -> Option<Value> {
+        self.props.user_value(name).map(to_value)
+    }
+}
+
+impl PropertiesMut for Candidate {
+    fn set_user(&mut self, name: &str, value: Value) {
+        let raw = match value {
+            Value::Null => return self.remove_user(name),
+            Value::String(s) => format_property(&PropertyValue::String(s)),
+            Value::Int(i) => i.to_string(),
+            Value::Double(d) => d.to_string(),
+            Value::Bool(b) => b.to_string(),
+            Value::DateTime(t) => format!("\"{}\"", format_http_date(t)),
+            Value::Duration(d) => (d.ticks() as f64 / 10_000_000.0).to_string(),
+        };
+        self.remove_user(name);
+        self.props.user.push((name.to_string(), raw));
+    }
+
+    fn remove_user(&mut self, name: &str) {
+        self.props
+            .user
+            .retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    }
+
+    fn set_system(&mut self, p: SystemProperty, value: Option<String>) {
+        let slot = match p {
+            SystemProperty::MessageId => &mut self.props.message_id,
+            SystemProperty::CorrelationId => &mut self.props.correlation_id,
+            SystemProperty::SessionId => &mut self.props.session_id,
+            SystemProperty::ReplyTo => &mut self.props.reply_to,
+            SystemProperty::ReplyToSessionId => &mut self.props.reply_to_session_id,
+            SystemProperty::To => &mut self.props.to,
+            SystemProperty::Label => &mut self.props.label,
+            SystemProperty::ContentType => &mut self.props.content_type,
+            _ => return,
+        };
+        *slot = value;
+    }
+}
+
+fn expiry(enqueued: DateTime<Utc>, ttls: &[TimeSpan]) -> Option<DateTime<Utc>> {
+    let ttl = ttls.iter().min().copied().unwrap_or(TimeSpan::MAX);
+    if ttl.is_infinite() {
+        return None;
+    }
+    chrono::Duration::from_std(ttl.to_std())
+        .ok()
+        .and_then(|d| enqueued.checked_add_signed(d))
+}
+
+fn message_ttl(seconds: Option<f64>) -> TimeSpan {
+    seconds.map_or(TimeSpan::MAX, |s| {
+        TimeSpan::from_std(std::time::Duration::from_secs_f64(s))
+    })
+}
+
+/// One copy to deliver: to whom, its delivery record and its changed properties.
+struct Copy {
+    to: Arc<Entity>,
+    delivery: Delivery,
+    overrides: Option<MessageProps>,
+}
+
+impl Broker {
+    fn entity(&self, key: &EntityKey) -> Option<Arc<Entity>> {
+        self.runtime.get(&key.to_bytes())
+    }
+
+    fn receivable(&self, target: &ReceiveTarget) -> Result<(Arc<Entity>, Sub)> {
+        let entity = self.entity(&target.key).ok_or_else(|| Error::NotFound {
+            kind: "queue or subscription",
+            path: target.key.display_path(),
+        })?;
+        Ok((
+            entity,
+            if target.dead_letter {
+                Sub::DeadLetter
+            } else {
+                Sub::Main
+            },
+        ))
+    }
+
+    /// Sends messages to a queue or topic; a topic copies each to every subscription whose
+    /// rules match (evaluated now). Answers once every copy is durable.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`], [`Error::Disabled`], [`Error::TooLarge`] (nothing is enqueued),
+    /// [`Error::Store`].
+    pub async fn send(&self, path: &str, messages: Vec<Outgoing>) -> Result<()> {
+        let entity = self
+            .entity(&EntityKey::Queue(path.to_string()))
+            .or_else(|| self.entity(&EntityKey::Topic(path.to_string())))
+            .ok_or_else(|| Error::NotFound {
+                kind: "queue or topic",
+                path: path.to_string(),
+            })?;
+        let description = entity.description();
+        if matches!(
+            description.status,
+            EntityStatus::Disabled | EntityStatus::SendDisabled
+        ) {
+            return Err(Error::Disabled {
+                path: entity.path.clone(),
+                operation: "send",
+            });
+        }
+        let limit = u64::from(description.max_message_size_in_kilobytes) * 1024;
+        if let Some(too_big) = messages.iter().find(|m| m.size() as u64 > limit) {
+            return Err(Error::TooLarge {
+                size: too_big.size() as u64,
+                limit,
+            });
+        }
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let (first, next) = entity.reserve(messages.len() as u64);
+        let mut writes = vec![Write::put(Key::NextSequence(entity.id), &next)];
+        let mut deliveries: Vec<(u64, Vec<Copy>, u64)> = Vec::new();
+        for (i, message) in messages.into_iter().enumerate() {
+            let seq = first + i as u64;
+            let size = message.size() as u64;
+            let candidate = Candidate {
+                props: message.props.clone(),
+                seq,
+                enqueued_at: now,
+                scheduled_at: message.scheduled_at,
+                time_to_live: message.time_to_live,
+                size,
+            };
+            let copies = self.fan_out(&entity, &description, &candidate, size)?;
+            if copies.is_empty() {
+                continue;
+            }
+            let stored = StoredMessage {
+                sequence_number: seq,
+                enqueued_at: now,
+                time_to_live: message.time_to_live,
+                scheduled_at: message.scheduled_at,
+                props: message.props,
+                body_len: message.body.len() as u64,
+            };
+            writes.push(Write::put_with_body(
+                Key::Message(entity.id, seq),
+                &stored,
+                &message.body,
+            ));
+            for copy in &copies {
+                writes.push(Write::put(Key::Delivery(copy.to.id, seq), &copy.delivery));
+                if let Some(o) = &copy.overrides {
+                    writes.push(Write::put(Key::Override(copy.to.id, seq), o));
+                }
+            }
+            deliveries.push((seq, copies, size));
+        }
+        self.store.apply(writes).await?;
+        for (seq, copies, size) in deliveries {
+            entity.add_stored(size);
+            self.runtime.add_refs(entity.id, seq, copies.len() as u32);
+            for copy in copies {
+                if let Some(queue) = &copy.to.queue {
+                    queue.insert(
+                        vec![Entry {
+                            seq,
+                            delivery: copy.delivery,
+                        }],
+                        now,
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The copies of one message: the queue itself, or each matching subscription (one copy
+    /// for all matching rules without action, one more for each matching rule with one).
+    fn fan_out(
+        &self,
+        entity: &Arc<Entity>,
+        description: &servicebus_wire::EntityDescription,
+        candidate: &Candidate,
+        size: u64,
+    ) -> Result<Vec<Copy>> {
+        let delivery = |expires_at, dead_letter: Option<DeadLetter>, overridden| Delivery {
+            owner: entity.id,
+            delivery_count: 0,
+            expires_at: if dead_letter.is_some() {
+                None
+            } else {
+                expires_at
+            },
+            dead_letter,
+            scheduled_at: candidate.scheduled_at,
+            overridden,
+            size,
+        };
+        let message_ttl = message_ttl(candidate.time_to_live);
+        if entity.kind == EntityKind::Queue {
+            let expires = expiry(
+                candidate.enqueued_at,
+                &[message_ttl, description.default_message_time_to_live],
+            );
+            return Ok(vec![Copy {
+                to: entity.clone(),
+                delivery: delivery(expires, None, false),
+                overrides: None,
+            }]);
+        }
+        let mut copies = Vec::new();
+        for (subscription, rules) in entity.subscriptions() {
+            let sub = subscription.description();
+            let expires = expiry(
+                candidate.enqueued_at,
+                &[
+                    message_ttl,
+                    description.default_message_time_to_live,
+                    sub.default_message_time_to_live,
+                ],
+            );
+            let mut plain = false;
+            let mut failure = None;
+            for (name, rule) in rules.iter() {
+                match rule.matches(candidate) {
+                    Ok(false) => {}
+                    Ok(true) if !rule.has_action() => plain = true,
+                    Ok(true) => {
+                        let mut changed = candidate.clone();
+                        match rule.apply(&mut changed) {
+                            Ok(()) => {
+                                changed.set_user("RuleName", Value::String(name.clone()));
+                                copies.push(Copy {
+                                    to: subscription.clone(),
+                                    delivery: delivery(expires, None, true),
+                                    overrides: Some(changed.props),
+                                });
+                            }
+                            Err(e) => failure = Some(format!("rule '{name}': {e}")),
+                        }
+                    }
+                    Err(e) => failure = Some(format!("rule '{name}': {e}")),
+                }
+            }
+            if plain {
+                copies.push(Copy {
+                    to: subscription.clone(),
+                    delivery: delivery(expires, None, false),
+                    overrides: None,
+                });
+            }
+            if let Some(description) =
+                failure.filter(|_| sub.dead_lettering_on_filter_evaluation_exceptions)
+            {
+                let reason = DeadLetter {
+                    reason: "FilterEvaluationException".into(),
+                    description,
+                };
+                copies.push(Copy {
+                    to: subscription.clone(),
+                    delivery: delivery(None, Some(reason), false),
+                    overrides: None,
+                });
+            }
+        }
+        Ok(copies)
+    }
+
+    /// Takes the next message: locks it (peek-lock) or removes it (receive-and-delete),
+    /// waiting up to `timeout` for one to arrive. `Ok(None)` when none did.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while waiting, nothing is taken. Dropped after taking, a lock simply expires
+    /// (the delivery counts) and a received-and-deleted message is gone, as on the service.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`], [`Error::Disabled`], [`Error::Store`].
+    pub async fn receive(
+        &self,
+        target: &ReceiveTarget,
+        mode: ReceiveMode,
+        timeout: std::time::Duration,
+    ) -> Result<Option<Received>> {
+        let (entity, which) = self.receivable(target)?;
+        let Some(queue) = &entity.queue else {
+            return Err(Error::NotFound {
+                kind: "queue or subscription",
+                path: entity.path.clone(),
+            });
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = queue.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let description = entity.description();
+            if matches!(
+                description.status,
+                EntityStatus::Disabled | EntityStatus::ReceiveDisabled
+            ) {
+                return Err(Error::Disabled {
+                    path: entity.path.clone(),
+                    operation: "receive",
+                });
+            }
+            let settings = QueueSettings::of(&description);
+            let mut effects = Vec::new();
+            let taken = queue.take(which, mode, &settings, self.clock.now(), &mut effects);
+            if let Some(taken) = taken {
+                // Read before the writes: receive-and-delete may delete the stored message.
+                let received = self.read(&entity, &taken)?;
+                self.persist(entity.id, effects).await?;
+                return Ok(Some(received));
+            }
+            self.persist(entity.id, effects).await?;
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(None);
+            }
+        }
+    }
+
+    fn read(&self, entity: &Entity, taken: &Taken) -> Result<Received> {
+        let Taken { entry, lock } = taken;
+        let owner = entry.delivery.owner;
+        let (stored, body) = self
+            .store
+            .get_with_body::<StoredMessage>(Key::Message(owner, entry.seq))?
+            .ok_or_else(|| {
+                Error::Invalid(format!("stored message {owner}/{} is missing", entry.seq))
+            })?;
+        let mut props = if entry.delivery.overridden {
+            self.store
+                .get::<MessageProps>(Key::Override(entity.id, entry.seq))?
+                .unwrap_or(stored.props)
+        } else {
+            stored.props
+        };
+        if let Some(dl) = &entry.delivery.dead_letter {
+            props.user.retain(|(n, _)| {
+                !n.eq_ignore_ascii_case("DeadLetterReason")
+                    && !n.eq_ignore_ascii_case("DeadLetterErrorDescription")
+            });
+            props.user.push((
+                "DeadLetterReason".into(),
+                format_property(&PropertyValue::String(dl.reason.clone())),
+            ));
+            props.user.push((
+                "DeadLetterErrorDescription".into(),
+                format_property(&PropertyValue::String(dl.description.clone())),
+            ));
+        }
+        Ok(Received {
+            sequence_number: entry.seq,
+            delivery_count: entry.delivery.delivery_count,
+            enqueued_at: stored.enqueued_at,
+            time_to_live: stored.time_to_live,
+            lock: *lock,
+            props,
+            body,
+        })
+    }
+
+    async fn persist(&self, receivable: u64, effects: Vec<Effect>) -> Result<()> {
+        if effects.is_empty() {
+            return Ok(());
+        }
+        let writes = self.runtime.writes_for(receivable, effects);
+        Ok(self.store.apply(writes).await?)
+    }
+
+    /// Completes, unlocks or renews a locked message, named by its sequence number or
+    /// message id and its lock token.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LockLost`] when no held lock matches (expired, settled, wrong id),
+    /// [`Error::NotFound`] for a missing entity, [`Error::Store`].
+    pub async fn settle(
+        &self,
+        target: &ReceiveTarget,
+        id: &str,
+        token: &str,
+        how: Settle,
+    ) -> Result<()> {
+        let (entity, which) = self.receivable(target)?;
+        let Some(queue) = &entity.queue else {
+            return Err(Error::NotFound {
+                kind: "queue or subscription",
+                path: entity.path.clone(),
+            });
+        };
+        let lost = || Error::LockLost {
+            token: token.to_string(),
+        };
+        let token_id = Uuid::parse_str(token).map_err(|_| lost())?;
+        let now = self.clock.now();
+        let held = queue.locked(which, token_id, now).ok_or_else(lost)?;
+        let matches_id = match id.parse::<u64>() {
+            Ok(seq) => seq == held.entry.seq,
+            Err(_) => {
+                let taken = Taken {
+                    entry: held.entry.clone(),
+                    lock: None,
+                };
+                self.read(&entity, &taken)?.props.message_id.as_deref() == Some(id)
+            }
+        };
+        if !matches_id {
+            return Err(lost());
+        }
+        let settings = QueueSettings::of(&entity.description());
+        let mut effects = Vec::new();
+        let settled = queue.settle(which, token_id, how, &settings, now, &mut effects);
+        self.persist(entity.id, effects).await?;
+        settled.map(|_| ()).ok_or_else(lost)
+    }
+
+    /// Applies time to every queue and subscription: lock expiry, scheduled activation, TTL.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn sweep(&self) -> Result<()> {
+        let now = self.clock.now();
+        for entity in self.runtime.all() {
+            if let Some(queue) = &entity.queue {
+                let mut effects = Vec::new();
+                queue.sweep(&QueueSettings::of(&entity.description()), now, &mut effects);
+                self.persist(entity.id, effects).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves a manual clock forward and applies the new time at once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] with the system clock; [`Error::Store`].
+    pub async fn advance_clock(&self, by: chrono::Duration) -> Result<DateTime<Utc>> {
+        if !matches!(self.clock, crate::clock::Clock::Manual(_)) {
+            return Err(Error::Invalid(
+                "the clock is the system clock; start the emulator with --clock manual to move it"
+                    .into(),
+            ));
+        }
+        let now = self.clock.advance(by);
+        self.sweep().await?;
+        Ok(now)
+    }
+
+    /// Rebuilds the runtime index from the store: deliveries back in their subqueues (locks
+    /// released, delivery counts kept), sequence counters, and removal of records that no
+    /// entity owns any more.
+    pub(super) async fn recover(&self, by_id: &HashMap<u64, Arc<Entity>>) -> Result<()> {
+        let now = self.clock.now();
+        let mut writes = Vec::new();
+        let mut max_seq: HashMap<u64, u64> = HashMap::new();
+        let mut sizes: HashMap<(u64, u64), u64> = HashMap::new();
+        let mut pending: HashMap<u64, Vec<Entry>> = HashMap::new();
+        for (key, delivery) in self.store.scan_with_keys::<Delivery>(Key::AllDeliveries)? {
+            let Some((_, receivable, seq)) = Key::parse_numbers(&key) else {
+                continue;
+            };
+            match by_id.get(&receivable) {
+                Some(e) if e.queue.is_some() && by_id.contains_key(&delivery.owner) => {
+                    self.runtime.add_refs(delivery.owner, seq, 1);
+                    sizes.insert((delivery.owner, seq), delivery.size);
+                    pending
+                        .entry(receivable)
+                        .or_default()
+                        .push(Entry { seq, delivery });
+                }
+                _ => {
+                    writes.push(Write::delete(Key::Delivery(receivable, seq)));
+                    writes.push(Write::delete(Key::Override(receivable, seq)));
+                }
+            }
+        }
+        for (receivable, entries) in pending {
+            if let Some(queue) = by_id.get(&receivable).and_then(|e| e.queue.as_ref()) {
+                queue.insert(entries, now);
+            }
+        }
+        for key in self.store.keys(Key::AllMessages)? {
+            let Some((_, owner, seq)) = Key::parse_numbers(&key) else {
+                continue;
+            };
+            let entry = max_seq.entry(owner).or_default();
+            *entry = (*entry).max(seq);
+            if !self.runtime.has_refs(owner, seq) {
+                writes.push(Write::delete(Key::Message(owner, seq)));
+            }
+        }
+        for ((owner, _), size) in sizes {
+            if let Some(e) = by_id.get(&owner) {
+                e.add_stored(size);
+            }
+        }
+        for (key, next) in self.store.scan_with_keys::<u64>(Key::AllNextSequences)? {
+            let Some((_, owner, _)) = Key::parse_numbers(&key) else {
+                continue;
+            };
+            match by_id.get(&owner) {
+                Some(e) => e.raise_next_seq(max_seq.get(&owner).map_or(next, |m| next.max(m + 1))),
+                None => writes.push(Write::delete(Key::NextSequence(owner))),
+            }
+        }
+        if !writes.is_empty() {
+            tracing::info!(
+                records = writes.len(),
+                "removing records of deleted entities"
+            );
+            self.store.apply(writes).await?;
+        }
+        Ok(())
+    }
+}

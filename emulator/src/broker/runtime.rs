@@ -1,0 +1,608 @@
+//! The messaging runtime: an in-memory index over the stored messages of every queue and
+//! subscription, rebuilt from the store on start.
+//!
+//! Locks in this module are std mutexes: none is held across an await.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use chrono::{DateTime, Duration, Utc};
+use servicebus_wire::{EntityDescription, EntityKind, TimeSpan};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::filter::CompiledRule;
+use crate::model::message::{DeadLetter, Delivery};
+use crate::store::{Key, Write};
+
+pub(crate) const REASON_MAX_DELIVERY: &str = "MaxDeliveryCountExceeded";
+pub(crate) const REASON_TTL: &str = "TTLExpiredException";
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A queue, topic or subscription as the runtime knows it.
+#[derive(Debug)]
+pub(crate) struct Entity {
+    pub(crate) id: u64,
+    pub(crate) kind: EntityKind,
+    /// Its path as created (`topic/Subscriptions/sub` for subscriptions).
+    pub(crate) path: String,
+    description: RwLock<EntityDescription>,
+    /// Next sequence number (queues and topics).
+    next_seq: Mutex<u64>,
+    /// Bytes of the messages stored for it (queues and topics).
+    stored_bytes: AtomicU64,
+    /// Delivery state (queues and subscriptions).
+    pub(crate) queue: Option<Queue>,
+    /// Subscriptions and their compiled rules (topics), in name order.
+    subscriptions: RwLock<Vec<(Arc<Entity>, Arc<Vec<(String, CompiledRule)>>)>>,
+}
+
+impl Entity {
+    pub(crate) fn description(&self) -> EntityDescription {
+        read(&self.description).clone()
+    }
+
+    pub(crate) fn subscriptions(&self) -> Vec<(Arc<Entity>, Arc<Vec<(String, CompiledRule)>>)> {
+        read(&self.subscriptions).clone()
+    }
+
+    /// Reserves `n` sequence numbers; returns the first and the next free one.
+    pub(crate) fn reserve(&self, n: u64) -> (u64, u64) {
+        let mut next = lock(&self.next_seq);
+        let first = *next;
+        *next += n;
+        (first, *next)
+    }
+
+    /// Makes the next sequence number at least `n` (recovery).
+    pub(crate) fn raise_next_seq(&self, n: u64) {
+        let mut next = lock(&self.next_seq);
+        *next = (*next).max(n);
+    }
+
+    pub(crate) fn add_stored(&self, bytes: u64) {
+        self.stored_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn remove_stored(&self, bytes: u64) {
+        let _ = self
+            .stored_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(bytes))
+            });
+    }
+
+    pub(crate) fn stored_bytes(&self) -> u64 {
+        self.stored_bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// Which subqueue of a queue or subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sub {
+    Main,
+    DeadLetter,
+}
+
+/// One delivery of a message in a subqueue.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub(crate) seq: u64,
+    pub(crate) delivery: Delivery,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Locked {
+    pub(crate) entry: Entry,
+    pub(crate) until: DateTime<Utc>,
+}
+
+#[derive(Debug, Default)]
+struct SubQueue {
+    ready: BTreeMap<u64, Entry>,
+    locked: HashMap<Uuid, Locked>,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    main: SubQueue,
+    dead: SubQueue,
+    scheduled: BTreeMap<(DateTime<Utc>, u64), Entry>,
+    /// Expiry times of `main.ready` entries, for cheap TTL sweeps.
+    expiries: BTreeSet<(DateTime<Utc>, u64)>,
+}
+
+/// What a state change needs on disk.
+#[derive(Debug)]
+pub(crate) enum Effect {
+    /// Rewrite the delivery record.
+    Rewrite(u64, Delivery),
+    /// The delivery is gone (completed, received-and-deleted, expired).
+    Remove(u64, Delivery),
+}
+
+/// A queue's or subscription's delivery state and its waiters.
+#[derive(Debug, Default)]
+pub(crate) struct Queue {
+    state: Mutex<QueueState>,
+    /// Woken when something may have become receivable.
+    pub(crate) notify: Notify,
+}
+
+/// Counts for management answers.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Counts {
+    pub(crate) active: u64,
+    pub(crate) dead_letter: u64,
+    pub(crate) scheduled: u64,
+    pub(crate) bytes: u64,
+}
+
+/// Settings a queue operation needs, read once per call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QueueSettings {
+    pub(crate) lock_duration: TimeSpan,
+    pub(crate) max_delivery_count: u32,
+    pub(crate) dead_letter_on_expiry: bool,
+}
+
+impl QueueSettings {
+    pub(crate) fn of(d: &EntityDescription) -> Self {
+        QueueSettings {
+            lock_duration: d.lock_duration,
+            max_delivery_count: d.max_delivery_count,
+            dead_letter_on_expiry: d.dead_lettering_on_message_expiration,
+        }
+    }
+}
+
+fn add(t: DateTime<Utc>, span: TimeSpan) -> DateTime<Utc> {
+    Duration::from_std(span.to_std())
+        .ok()
+        .and_then(|d| t.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+pub(crate) fn lock_until(now: DateTime<Utc>, settings: &QueueSettings) -> DateTime<Utc> {
+    add(now, settings.lock_duration)
+}
+
+impl QueueState {
+    fn sub(&mut self, which: Sub) -> &mut SubQueue {
+        match which {
+            Sub::Main => &mut self.main,
+            Sub::DeadLetter => &mut self.dead,
+        }
+    }
+
+    fn insert(&mut self, entry: Entry, now: DateTime<Utc>) {
+        if entry.delivery.dead_letter.is_some() {
+            self.dead.ready.insert(entry.seq, entry);
+        } else if let Some(at) = entry.delivery.scheduled_at.filter(|at| *at > now) {
+            self.scheduled.insert((at, entry.seq), entry);
+        } else {
+            if let Some(at) = entry.delivery.expires_at {
+                self.expiries.insert((at, entry.seq));
+            }
+            self.main.ready.insert(entry.seq, entry);
+        }
+    }
+
+    fn take_ready(&mut self, which: Sub) -> Option<Entry> {
+        let entry = self.sub(which).ready.pop_first().map(|(_, e)| e)?;
+        if let Some(at) = entry.delivery.expires_at.filter(|_| which == Sub::Main) {
+            self.expiries.remove(&(at, entry.seq));
+        }
+        Some(entry)
+    }
+
+    /// A lock released (abandon or expiry): back to ready, or dead-lettered past the
+    /// maximum delivery count. Dead-lettered messages are never dead-lettered again.
+    fn release(
+        &mut self,
+        which: Sub,
+        mut entry: Entry,
+        settings: &QueueSettings,
+        now: DateTime<Utc>,
+        effects: &mut Vec<Effect>,
+    ) {
+        if which == Sub::Main && entry.delivery.delivery_count >= settings.max_delivery_count {
+            entry.delivery.dead_letter = Some(DeadLetter {
+                reason: REASON_MAX_DELIVERY.into(),
+                description: format!(
+                    "Message could not be consumed after {} delivery attempts.",
+                    settings.max_delivery_count
+                ),
+            });
+            entry.delivery.expires_at = None;
+            effects.push(Effect::Rewrite(entry.seq, entry.delivery.clone()));
+        }
+        self.insert(entry, now);
+    }
+
+    /// Applies time: expired locks are released, due scheduled messages become ready,
+    /// expired ready messages are dropped or dead-lettered. Locked messages do not expire
+    /// until their lock is released.
+    fn reclaim(
+        &mut self,
+        settings: &QueueSettings,
+        now: DateTime<Utc>,
+        effects: &mut Vec<Effect>,
+    ) -> bool {
+        let mut changed = false;
+        for which in [Sub::Main, Sub::DeadLetter] {
+            let expired: Vec<Uuid> = self
+                .sub(which)
+                .locked
+                .iter()
+                .filter(|(_, l)| l.until <= now)
+                .map(|(t, _)| *t)
+                .collect();
+            for token in expired {
+                if let Some(l) = self.sub(which).locked.remove(&token) {
+                    self.release(which, l.entry, settings, now, effects);
+                    changed = true;
+                }
+            }
+        }
+        while let Some(((at, seq), _)) = self.scheduled.first_key_value() {
+            if *at > now {
+                break;
+            }
+            let key = (*at, *seq);
+            if let Some(mut entry) = self.scheduled.remove(&key) {
+                entry.delivery.scheduled_at = None;
+                self.insert(entry, now);
+                changed = true;
+            }
+        }
+        while let Some(&(at, seq)) = self.expiries.first() {
+            if at > now {
+                break;
+            }
+            self.expiries.remove(&(at, seq));
+            let Some(mut entry) = self.main.ready.remove(&seq) else {
+                continue;
+            };
+            if settings.dead_letter_on_expiry {
+                entry.delivery.dead_letter = Some(DeadLetter {
+                    reason: REASON_TTL.into(),
+                    description: "The message expired and was dead lettered.".into(),
+                });
+                entry.delivery.expires_at = None;
+                effects.push(Effect::Rewrite(seq, entry.delivery.clone()));
+                self.dead.ready.insert(seq, entry);
+            } else {
+                effects.push(Effect::Remove(seq, entry.delivery));
+            }
+            changed = true;
+        }
+        changed
+    }
+}
+
+/// What a receive took.
+#[derive(Debug, Clone)]
+pub(crate) struct Taken {
+    pub(crate) entry: Entry,
+    /// Lock token and expiry (peek-lock).
+    pub(crate) lock: Option<(Uuid, DateTime<Utc>)>,
+}
+
+/// How a receive takes a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiveMode {
+    /// Lock it (`POST .../head`, 201).
+    PeekLock,
+    /// Remove it (`DELETE .../head`, 200).
+    ReceiveAndDelete,
+}
+
+/// How a locked message is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// `DELETE`: done with it.
+    Complete,
+    /// `PUT`: give it back now.
+    Unlock,
+    /// `POST`: extend the lock.
+    Renew,
+}
+
+impl Queue {
+    pub(crate) fn insert(&self, entries: Vec<Entry>, now: DateTime<Utc>) {
+        let mut state = lock(&self.state);
+        for e in entries {
+            state.insert(e, now);
+        }
+        drop(state);
+        self.notify.notify_waiters();
+    }
+
+    /// Applies time, then takes the first ready message of `which`, if any.
+    pub(crate) fn take(
+        &self,
+        which: Sub,
+        mode: ReceiveMode,
+        settings: &QueueSettings,
+        now: DateTime<Utc>,
+        effects: &mut Vec<Effect>,
+    ) -> Option<Taken> {
+        let mut state = lock(&self.state);
+        state.reclaim(settings, now, effects);
+        let mut entry = state.take_ready(which)?;
+        entry.delivery.delivery_count += 1;
+        match mode {
+            ReceiveMode::ReceiveAndDelete => {
+                effects.push(Effect::Remove(entry.seq, entry.delivery.clone()));
+                Some(Taken { entry, lock: None })
+            }
+            ReceiveMode::PeekLock => {
+                let token = Uuid::new_v4();
+                let until = lock_until(now, settings);
+                effects.push(Effect::Rewrite(entry.seq, entry.delivery.clone()));
+                state.sub(which).locked.insert(
+                    token,
+                    Locked {
+                        entry: entry.clone(),
+                        until,
+                    },
+                );
+                Some(Taken {
+                    entry,
+                    lock: Some((token, until)),
+                })
+            }
+        }
+    }
+
+    /// The locked entry for `token`, if its lock is still held at `now`.
+    pub(crate) fn locked(&self, which: Sub, token: Uuid, now: DateTime<Utc>) -> Option<Locked> {
+        let mut state = lock(&self.state);
+        state
+            .sub(which)
+            .locked
+            .get(&token)
+            .filter(|l| l.until > now)
+            .cloned()
+    }
+
+    /// Settles a held lock. `None` when the lock is unknown or expired.
+    pub(crate) fn settle(
+        &self,
+        which: Sub,
+        token: Uuid,
+        how: Settle,
+        settings: &QueueSettings,
+        now: DateTime<Utc>,
+        effects: &mut Vec<Effect>,
+    ) -> Option<Locked> {
+        let mut state = lock(&self.state);
+        state.reclaim(settings, now, effects);
+        let held = state.sub(which).locked.get(&token)?.clone();
+        match how {
+            Settle::Renew => {
+                if let Some(l) = state.sub(which).locked.get_mut(&token) {
+                    l.until = lock_until(now, settings);
+                }
+            }
+            Settle::Complete => {
+                state.sub(which).locked.remove(&token);
+                effects.push(Effect::Remove(held.entry.seq, held.entry.delivery.clone()));
+            }
+            Settle::Unlock => {
+                state.sub(which).locked.remove(&token);
+                state.release(which, held.entry.clone(), settings, now, effects);
+            }
+        }
+        drop(state);
+        if how == Settle::Unlock {
+            self.notify.notify_waiters();
+        }
+        Some(held)
+    }
+
+    /// Applies time; wakes waiters when something became receivable.
+    pub(crate) fn sweep(
+        &self,
+        settings: &QueueSettings,
+        now: DateTime<Utc>,
+        effects: &mut Vec<Effect>,
+    ) {
+        let changed = lock(&self.state).reclaim(settings, now, effects);
+        if changed {
+            self.notify.notify_waiters();
+        }
+    }
+
+    /// Every delivery, for deleting the queue or subscription.
+    pub(crate) fn drain(&self) -> Vec<Entry> {
+        let mut state = lock(&self.state);
+        let state = std::mem::take(&mut *state);
+        let mut out: Vec<Entry> = state
+            .main
+            .ready
+            .into_values()
+            .chain(state.dead.ready.into_values())
+            .collect();
+        out.extend(
+            state
+                .main
+                .locked
+                .into_values()
+                .chain(state.dead.locked.into_values())
+                .map(|l| l.entry),
+        );
+        out.extend(state.scheduled.into_values());
+        out
+    }
+
+    pub(crate) fn counts(&self) -> Counts {
+        let state = lock(&self.state);
+        let bytes = |entries: &mut dyn Iterator<Item = &Entry>| {
+            entries.map(|e| e.delivery.size).sum::<u64>()
+        };
+        Counts {
+            active: (state.main.ready.len() + state.main.locked.len()) as u64,
+            dead_letter: (state.dead.ready.len() + state.dead.locked.len()) as u64,
+            scheduled: state.scheduled.len() as u64,
+            bytes: bytes(&mut state.main.ready.values())
+                + bytes(&mut state.dead.ready.values())
+                + bytes(&mut state.main.locked.values().map(|l| &l.entry))
+                + bytes(&mut state.dead.locked.values().map(|l| &l.entry))
+                + bytes(&mut state.scheduled.values()),
+        }
+    }
+}
+
+/// Every entity by key, the reference counts of stored messages, and id allocation.
+#[derive(Debug, Default)]
+pub(crate) struct Runtime {
+    entities: RwLock<HashMap<Vec<u8>, Arc<Entity>>>,
+    /// How many deliveries point at each stored message `(owner, seq)`.
+    refs: Mutex<HashMap<(u64, u64), u32>>,
+    next_id: AtomicU64,
+    /// Wakes the sweeper early (the clock moved).
+    pub(crate) sweep: Notify,
+}
+
+impl Runtime {
+    pub(crate) fn allocate_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn ensure_ids_above(&self, id: u64) {
+        self.next_id.fetch_max(id + 1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(&self, key: &[u8]) -> Option<Arc<Entity>> {
+        read(&self.entities).get(key).cloned()
+    }
+
+    pub(crate) fn all(&self) -> Vec<Arc<Entity>> {
+        read(&self.entities).values().cloned().collect()
+    }
+
+    /// Adds (or replaces the description of) an entity.
+    pub(crate) fn register(
+        &self,
+        key: Vec<u8>,
+        id: u64,
+        kind: EntityKind,
+        path: String,
+        description: EntityDescription,
+        next_seq: u64,
+    ) -> Arc<Entity> {
+        if let Some(existing) = self.get(&key) {
+            *write(&existing.description) = description;
+            return existing;
+        }
+        self.ensure_ids_above(id);
+        let entity = Arc::new(Entity {
+            id,
+            kind,
+            path,
+            description: RwLock::new(description),
+            next_seq: Mutex::new(next_seq.max(1)),
+            stored_bytes: AtomicU64::new(0),
+            queue: (kind != EntityKind::Topic).then(Queue::default),
+            subscriptions: RwLock::default(),
+        });
+        write(&self.entities).insert(key, entity.clone());
+        entity
+    }
+
+    /// Sets a subscription's compiled rules on its topic (adding the subscription if new).
+    pub(crate) fn set_rules(
+        &self,
+        topic: &Entity,
+        subscription: Arc<Entity>,
+        rules: Vec<(String, CompiledRule)>,
+    ) {
+        let mut subs = write(&topic.subscriptions);
+        let rules = Arc::new(rules);
+        match subs.iter_mut().find(|(s, _)| s.id == subscription.id) {
+            Some(slot) => slot.1 = rules,
+            None => {
+                subs.push((subscription, rules));
+                subs.sort_by(|a, b| a.0.path.to_lowercase().cmp(&b.0.path.to_lowercase()));
+            }
+        }
+    }
+
+    pub(crate) fn unregister(&self, key: &[u8]) -> Option<Arc<Entity>> {
+        write(&self.entities).remove(key)
+    }
+
+    pub(crate) fn remove_subscription(&self, topic: &Entity, id: u64) {
+        write(&topic.subscriptions).retain(|(s, _)| s.id != id);
+    }
+
+    /// Counts `n` new deliveries of a stored message.
+    pub(crate) fn add_refs(&self, owner: u64, seq: u64, n: u32) {
+        *lock(&self.refs).entry((owner, seq)).or_default() += n;
+    }
+
+    /// Drops one delivery of a stored message; true when it was the last, so the stored
+    /// message is to be deleted.
+    pub(crate) fn release_ref(&self, owner: u64, seq: u64) -> bool {
+        let mut refs = lock(&self.refs);
+        match refs.get_mut(&(owner, seq)) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => {
+                refs.remove(&(owner, seq));
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn has_refs(&self, owner: u64, seq: u64) -> bool {
+        lock(&self.refs).contains_key(&(owner, seq))
+    }
+
+    /// Turns effects on `receivable` into store writes, releasing stored messages whose
+    /// last delivery went.
+    pub(crate) fn writes_for(&self, receivable: u64, effects: Vec<Effect>) -> Vec<Write> {
+        let mut writes = Vec::with_capacity(effects.len());
+        for effect in effects {
+            match effect {
+                Effect::Rewrite(seq, delivery) => {
+                    writes.push(Write::put(Key::Delivery(receivable, seq), &delivery))
+                }
+                Effect::Remove(seq, delivery) => {
+                    writes.push(Write::delete(Key::Delivery(receivable, seq)));
+                    if delivery.overridden {
+                        writes.push(Write::delete(Key::Override(receivable, seq)));
+                    }
+                    if self.release_ref(delivery.owner, seq) {
+                        writes.push(Write::delete(Key::Message(delivery.owner, seq)));
+                        if let Some(owner) = self.by_id(delivery.owner) {
+                            owner.remove_stored(delivery.size);
+                        }
+                    }
+                }
+            }
+        }
+        writes
+    }
+
+    pub(crate) fn by_id(&self, id: u64) -> Option<Arc<Entity>> {
+        read(&self.entities).values().find(|e| e.id == id).cloned()
+    }
+}

@@ -1,0 +1,118 @@
+//! Messages as the broker keeps them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use servicebus_wire::message::{BrokerProperties, PropertyValue, parse_property};
+
+/// What a sender set: the client-settable broker properties and the custom properties as
+/// their header text (kept verbatim so receivers get back exactly what was sent).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[allow(missing_docs)] // each field is the broker property of the same name
+pub struct MessageProps {
+    pub message_id: Option<String>,
+    pub correlation_id: Option<String>,
+    pub session_id: Option<String>,
+    pub label: Option<String>,
+    pub reply_to: Option<String>,
+    pub to: Option<String>,
+    pub reply_to_session_id: Option<String>,
+    pub partition_key: Option<String>,
+    pub content_type: Option<String>,
+    /// Custom properties: (name as sent, header text).
+    pub user: Vec<(String, String)>,
+}
+
+impl MessageProps {
+    /// From what a client sent.
+    pub fn from_client(
+        b: &BrokerProperties,
+        content_type: Option<String>,
+        user: Vec<(String, String)>,
+    ) -> Self {
+        MessageProps {
+            message_id: b.message_id.clone(),
+            correlation_id: b.correlation_id.clone(),
+            session_id: b.session_id.clone(),
+            label: b.label.clone(),
+            reply_to: b.reply_to.clone(),
+            to: b.to.clone(),
+            reply_to_session_id: b.reply_to_session_id.clone(),
+            partition_key: b.partition_key.clone(),
+            content_type,
+            user,
+        }
+    }
+
+    /// A custom property's typed value, by name (case-insensitive).
+    pub fn user_value(&self, name: &str) -> Option<PropertyValue> {
+        self.user
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, raw)| parse_property(raw))
+    }
+
+    /// Bytes counted against the size limit: properties' names and values.
+    pub fn size(&self) -> usize {
+        let opt = |o: &Option<String>| o.as_ref().map_or(0, String::len);
+        opt(&self.message_id)
+            + opt(&self.correlation_id)
+            + opt(&self.session_id)
+            + opt(&self.label)
+            + opt(&self.reply_to)
+            + opt(&self.to)
+            + opt(&self.reply_to_session_id)
+            + opt(&self.partition_key)
+            + opt(&self.content_type)
+            + self
+                .user
+                .iter()
+                .map(|(n, v)| n.len() + v.len())
+                .sum::<usize>()
+    }
+}
+
+/// A message stored once for its queue or topic (`M` record header; the body follows raw).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    /// Sequence number in its queue or topic.
+    pub sequence_number: u64,
+    /// When it was enqueued.
+    pub enqueued_at: DateTime<Utc>,
+    /// `TimeToLive` as sent, in seconds.
+    pub time_to_live: Option<f64>,
+    /// `ScheduledEnqueueTimeUtc` as sent.
+    pub scheduled_at: Option<DateTime<Utc>>,
+    /// Properties as sent.
+    pub props: MessageProps,
+    /// Body length in bytes.
+    pub body_len: u64,
+}
+
+/// Why a message is in the dead-letter subqueue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// `DeadLetterReason`.
+    pub reason: String,
+    /// `DeadLetterErrorDescription`.
+    pub description: String,
+}
+
+/// One queue's or subscription's delivery state of a message (`D` record): small, rewritten
+/// on every delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The queue or topic whose `M` record holds the message.
+    pub owner: u64,
+    /// Deliveries so far.
+    pub delivery_count: u32,
+    /// Set when the message is in the dead-letter subqueue.
+    pub dead_letter: Option<DeadLetter>,
+    /// When it expires (none for dead-lettered messages).
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it becomes visible, if scheduled in the future.
+    pub scheduled_at: Option<DateTime<Utc>>,
+    /// Whether a rule action changed this copy's properties (`O` record).
+    pub overridden: bool,
+    /// Bytes of body and properties, for counts.
+    pub size: u64,
+}
