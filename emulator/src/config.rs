@@ -31,6 +31,15 @@ pub enum MissingEntityGet {
     NotFound,
 }
 
+/// Where broker time comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClockMode {
+    /// The system clock.
+    System,
+    /// Starts at the system time and moves only through `POST /$emulator/clock/advance`.
+    Manual,
+}
+
 /// An Azure Service Bus REST emulator: ATOM management and (soon) HTTP messaging, with SAS
 /// auth, persisted on sled.
 #[derive(Debug, Parser)]
@@ -84,6 +93,9 @@ pub struct Cli {
         default_value = "empty-feed"
     )]
     pub missing_entity_get: MissingEntityGet,
+    /// Broker time: system, or manual (moved only by POST /$emulator/clock/advance?seconds=N, for tests).
+    #[arg(long, env = "EMULATOR_CLOCK", value_enum, default_value = "system")]
+    pub clock: ClockMode,
 }
 
 /// Everything the emulator needs to start, independent of how it was given.
@@ -103,6 +115,8 @@ pub struct Settings {
     pub missing_entity_get: MissingEntityGet,
     /// Entities declared by a Config.json.
     pub entities: Option<ConfigFile>,
+    /// Where broker time comes from.
+    pub clock: ClockMode,
 }
 
 impl Settings {
@@ -120,6 +134,7 @@ impl Settings {
             durability: Durability::Full,
             missing_entity_get: MissingEntityGet::EmptyFeed,
             entities: None,
+            clock: ClockMode::System,
         }
     }
 }
@@ -150,6 +165,7 @@ impl Cli {
             durability: self.durability,
             missing_entity_get: self.missing_entity_get,
             entities,
+            clock: self.clock,
         })
     }
 }

@@ -72,7 +72,11 @@ impl Emulator {
     /// [`Error::Store`] when the store cannot be opened, [`Error::Config`] when a declared
     /// entity is refused.
     pub async fn open(settings: Settings) -> Result<Self, Error> {
-        Self::open_with_clock(settings, Clock::System).await
+        let clock = match settings.clock {
+            config::ClockMode::System => Clock::System,
+            config::ClockMode::Manual => Clock::manual(chrono::Utc::now()),
+        };
+        Self::open_with_clock(settings, clock).await
     }
 
     /// As [`Emulator::open`], with a given clock (tests use a manual one).
@@ -92,7 +96,9 @@ impl Emulator {
         }
         let state = http::AppState {
             broker,
-            auth: auth::Authenticator::new(settings.keys.clone(), clock),
+            // Token expiry is wall-clock time even with a manual broker clock: clients sign
+            // tokens with the real time.
+            auth: auth::Authenticator::new(settings.keys.clone(), Clock::System),
             namespace: settings.namespace.clone(),
             missing_get: settings.missing_entity_get,
         };

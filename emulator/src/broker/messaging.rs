@@ -308,9 +308,14 @@ impl Broker {
             size,
         };
         let message_ttl = message_ttl(candidate.time_to_live);
+        // A scheduled message is enqueued when it activates: its time to live starts then.
+        let start = candidate
+            .scheduled_at
+            .filter(|at| *at > candidate.enqueued_at)
+            .unwrap_or(candidate.enqueued_at);
         if entity.kind == EntityKind::Queue {
             let expires = expiry(
-                candidate.enqueued_at,
+                start,
                 &[message_ttl, description.default_message_time_to_live],
             );
             return Ok(vec![Copy {
@@ -323,7 +328,7 @@ impl Broker {
         for (subscription, rules) in entity.subscriptions() {
             let sub = subscription.description();
             let expires = expiry(
-                candidate.enqueued_at,
+                start,
                 &[
                     message_ttl,
                     description.default_message_time_to_live,

@@ -31,6 +31,9 @@ fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// A subscription of a topic with its compiled rules, by name.
+pub(crate) type RoutedSubscription = (Arc<Entity>, Arc<Vec<(String, CompiledRule)>>);
+
 /// A queue, topic or subscription as the runtime knows it.
 #[derive(Debug)]
 pub(crate) struct Entity {
@@ -46,7 +49,7 @@ pub(crate) struct Entity {
     /// Delivery state (queues and subscriptions).
     pub(crate) queue: Option<Queue>,
     /// Subscriptions and their compiled rules (topics), in name order.
-    subscriptions: RwLock<Vec<(Arc<Entity>, Arc<Vec<(String, CompiledRule)>>)>>,
+    subscriptions: RwLock<Vec<RoutedSubscription>>,
 }
 
 impl Entity {
@@ -54,7 +57,7 @@ impl Entity {
         read(&self.description).clone()
     }
 
-    pub(crate) fn subscriptions(&self) -> Vec<(Arc<Entity>, Arc<Vec<(String, CompiledRule)>>)> {
+    pub(crate) fn subscriptions(&self) -> Vec<RoutedSubscription> {
         read(&self.subscriptions).clone()
     }
 
@@ -473,18 +476,20 @@ pub(crate) struct Runtime {
     entities: RwLock<HashMap<Vec<u8>, Arc<Entity>>>,
     /// How many deliveries point at each stored message `(owner, seq)`.
     refs: Mutex<HashMap<(u64, u64), u32>>,
-    next_id: AtomicU64,
+    /// The highest entity id given out.
+    last_id: AtomicU64,
     /// Wakes the sweeper early (the clock moved).
     pub(crate) sweep: Notify,
 }
 
 impl Runtime {
+    /// A new entity id; ids start at 1 (0 marks a record written before ids existed).
     pub(crate) fn allocate_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
+        self.last_id.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     pub(crate) fn ensure_ids_above(&self, id: u64) {
-        self.next_id.fetch_max(id + 1, Ordering::Relaxed);
+        self.last_id.fetch_max(id, Ordering::Relaxed);
     }
 
     pub(crate) fn get(&self, key: &[u8]) -> Option<Arc<Entity>> {
@@ -537,7 +542,7 @@ impl Runtime {
             Some(slot) => slot.1 = rules,
             None => {
                 subs.push((subscription, rules));
-                subs.sort_by(|a, b| a.0.path.to_lowercase().cmp(&b.0.path.to_lowercase()));
+                subs.sort_by_key(|a| a.0.path.to_lowercase());
             }
         }
     }

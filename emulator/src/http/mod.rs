@@ -4,6 +4,7 @@
 
 mod error;
 mod management;
+mod messages;
 mod target;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use percent_encoding::percent_decode_str;
 use tower_http::trace::TraceLayer;
+use tracing::Instrument as _;
 
 use crate::auth::Authenticator;
 use crate::broker::Broker;
@@ -22,7 +24,7 @@ use crate::config::MissingEntityGet;
 pub(crate) use error::ApiError;
 use target::Target;
 
-/// Largest management request body.
+/// Largest request body (a 1 MiB batch, or a Premium-size message, fits).
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// What every handler shares.
@@ -140,7 +142,6 @@ async fn dispatch(
         Err(e) => return ApiError::from(e).into_response(&ctx),
     };
     let span = tracing::debug_span!("request", %method, route = target.template());
-    let _entered = span.enter();
     if target == Target::Health {
         return if method == Method::GET {
             health()
@@ -152,9 +153,19 @@ async fn dispatch(
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok());
     let result = match &target {
-        Target::Runtime(path) => Err(ApiError::not_found(format!(
-            "messaging runtime operations ('{path}') are not implemented by this emulator version; management only"
-        ))),
+        Target::Send(_) | Target::Head(_) | Target::Locked(..) | Target::ClockAdvance => {
+            messages::handle(
+                &state,
+                &ctx,
+                &method,
+                &target,
+                authorization,
+                &headers,
+                body,
+            )
+            .instrument(span)
+            .await
+        }
         _ => {
             management::handle(
                 &state,
@@ -165,6 +176,7 @@ async fn dispatch(
                 &headers,
                 &body,
             )
+            .instrument(span)
             .await
         }
     };

@@ -24,8 +24,40 @@ pub(crate) enum Target {
     Rules(String, String),
     /// `/{topic}/Subscriptions/{sub}/Rules/{rule}`.
     Rule(String, String, String),
-    /// A messaging runtime path (`messages`, `$DeadLetterQueue`).
-    Runtime(String),
+    /// `POST /{queue or topic}/messages`.
+    Send(String),
+    /// `/{receivable}/messages/head`.
+    Head(Receivable),
+    /// `/{receivable}/messages/{sequence number or message id}/{lock token}`.
+    Locked(Receivable, String, String),
+    /// `POST /$emulator/clock/advance`: the manual clock's control endpoint.
+    ClockAdvance,
+}
+
+/// A queue or subscription, or its dead-letter subqueue, as a path names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Receivable {
+    /// The queue path, or the topic path.
+    pub(crate) entity: String,
+    /// The subscription, for a topic.
+    pub(crate) subscription: Option<String>,
+    /// `$DeadLetterQueue`.
+    pub(crate) dead_letter: bool,
+}
+
+impl Receivable {
+    /// The path as `Location` writes it: lower-case `subscriptions`, `$DeadLetterQueue`.
+    pub(crate) fn location_path(&self) -> String {
+        let mut p = self.entity.clone();
+        if let Some(s) = &self.subscription {
+            p.push_str("/subscriptions/");
+            p.push_str(s);
+        }
+        if self.dead_letter {
+            p.push_str("/$DeadLetterQueue");
+        }
+        p
+    }
 }
 
 /// Why a path names nothing.
@@ -34,6 +66,14 @@ pub(crate) struct BadPath(pub(crate) String);
 
 fn is(segment: &str, keyword: &str) -> bool {
     segment.eq_ignore_ascii_case(keyword)
+}
+
+fn position(segments: &[&str], keyword: &str) -> Option<usize> {
+    segments
+        .iter()
+        .skip(1)
+        .position(|s| is(s, keyword))
+        .map(|i| i + 1)
 }
 
 impl Target {
@@ -58,20 +98,24 @@ impl Target {
                     "'{path}' is not a known resource collection"
                 )));
             }
+            [e, c, a] if is(e, "$emulator") && is(c, "clock") && is(a, "advance") => {
+                return Ok(Target::ClockAdvance);
+            }
             _ => {}
         }
-        let runtime =
-            |s: &&str| is(s, "messages") || is(s, "$DeadLetterQueue") || is(s, "$Transfer");
-        if let Some(i) = segments
+        if let Some(i) = position(&segments, "messages") {
+            return runtime(&segments[..i], &segments[i + 1..], path);
+        }
+        if segments
             .iter()
-            .skip(1)
-            .position(|s| is(s, "Subscriptions"))
-            .map(|i| i + 1)
+            .any(|s| is(s, "$DeadLetterQueue") || is(s, "$Transfer"))
         {
+            return Err(BadPath(format!(
+                "'{path}' is a subqueue; add /messages/head to receive from it"
+            )));
+        }
+        if let Some(i) = position(&segments, "Subscriptions") {
             let topic = segments[..i].join("/");
-            if segments[..i].iter().any(runtime) {
-                return Ok(Target::Runtime(path.to_string()));
-            }
             return match &segments[i + 1..] {
                 [] => Ok(Target::Subscriptions(topic)),
                 [sub] => Ok(Target::Subscription(topic, (*sub).to_string())),
@@ -79,14 +123,10 @@ impl Target {
                 [sub, r, rule] if is(r, "Rules") => {
                     Ok(Target::Rule(topic, (*sub).to_string(), (*rule).to_string()))
                 }
-                [_, next, ..] if runtime(next) => Ok(Target::Runtime(path.to_string())),
                 _ => Err(BadPath(format!(
                     "'{path}' is not a subscription, rule or message path"
                 ))),
             };
-        }
-        if segments.iter().skip(1).any(runtime) {
-            return Ok(Target::Runtime(path.to_string()));
         }
         Ok(Target::Entity(path.to_string()))
     }
@@ -103,8 +143,54 @@ impl Target {
             Target::Subscription(..) => "/{topic}/Subscriptions/{subscription}",
             Target::Rules(..) => "/{topic}/Subscriptions/{subscription}/Rules",
             Target::Rule(..) => "/{topic}/Subscriptions/{subscription}/Rules/{rule}",
-            Target::Runtime(_) => "/{entity}/messages",
+            Target::Send(_) => "/{entity}/messages",
+            Target::Head(_) => "/{receivable}/messages/head",
+            Target::Locked(..) => "/{receivable}/messages/{id}/{lock}",
+            Target::ClockAdvance => "/$emulator/clock/advance",
         }
+    }
+}
+
+/// Splits a messaging path at its `messages` segment.
+fn runtime(before: &[&str], after: &[&str], path: &str) -> Result<Target, BadPath> {
+    let bad = || BadPath(format!("'{path}' is not a messaging path"));
+    let (before, dead_letter) = match before.split_last() {
+        Some((last, rest)) if is(last, "$DeadLetterQueue") => (rest, true),
+        _ => (before, false),
+    };
+    if before.is_empty()
+        || before
+            .iter()
+            .any(|s| is(s, "$DeadLetterQueue") || is(s, "$Transfer"))
+    {
+        return Err(bad());
+    }
+    let receivable = match position(before, "Subscriptions") {
+        Some(i) => match &before[i + 1..] {
+            [sub] => Receivable {
+                entity: before[..i].join("/"),
+                subscription: Some((*sub).to_string()),
+                dead_letter,
+            },
+            _ => return Err(bad()),
+        },
+        None => Receivable {
+            entity: before.join("/"),
+            subscription: None,
+            dead_letter,
+        },
+    };
+    match after {
+        [] if receivable.subscription.is_none() && !dead_letter => {
+            Ok(Target::Send(receivable.entity))
+        }
+        [h] if is(h, "head") => Ok(Target::Head(receivable)),
+        [id, token] => Ok(Target::Locked(
+            receivable,
+            (*id).to_string(),
+            (*token).to_string(),
+        )),
+        _ => Err(bad()),
     }
 }
 
@@ -116,6 +202,11 @@ mod tests {
     fn classifies_captured_paths() {
         use Target::*;
         let s = |x: &str| x.to_string();
+        let recv = |e: &str, sub: Option<&str>, dead_letter| Receivable {
+            entity: s(e),
+            subscription: sub.map(s),
+            dead_letter,
+        };
         let cases = [
             ("/captopic", Entity(s("captopic"))),
             ("/a/b/c", Entity(s("a/b/c"))),
@@ -139,20 +230,38 @@ mod tests {
                 Rule(s("captopic"), s("capsql"), s("$Default")),
             ),
             ("/a/b/Subscriptions/s", Subscription(s("a/b"), s("s"))),
-            ("/captopic/Messages", Runtime(s("captopic/Messages"))),
-            ("/q/messages/head", Runtime(s("q/messages/head"))),
+            ("/captopic/Messages", Send(s("captopic"))),
+            ("/a/b/messages", Send(s("a/b"))),
+            ("/q/messages/head", Head(recv("q", None, false))),
             (
                 "/t/Subscriptions/s/Messages/Head",
-                Runtime(s("t/Subscriptions/s/Messages/Head")),
+                Head(recv("t", Some("s"), false)),
             ),
             (
                 "/q/$DeadLetterQueue/messages/head",
-                Runtime(s("q/$DeadLetterQueue/messages/head")),
+                Head(recv("q", None, true)),
             ),
+            (
+                "/t/subscriptions/s/%24deadletterqueue/messages/head",
+                Head(recv("t", Some("s"), true)),
+            ),
+            (
+                "/captopic/subscriptions/capsub/messages/1/5f79c68b",
+                Locked(
+                    recv("captopic", Some("capsub"), false),
+                    s("1"),
+                    s("5f79c68b"),
+                ),
+            ),
+            ("/$emulator/clock/advance", ClockAdvance),
         ];
         for (path, want) in cases {
             assert_eq!(Target::parse(path), Ok(want), "{path}");
         }
+        assert_eq!(
+            recv("t", Some("s"), true).location_path(),
+            "t/subscriptions/s/$DeadLetterQueue"
+        );
     }
 
     #[test]
@@ -164,6 +273,10 @@ mod tests {
             "/t/Subscriptions/s/Rules/r/extra",
             "/t/Subscriptions/s/whatever",
             "/%FF",
+            "/t/Subscriptions/s/messages",
+            "/q/$DeadLetterQueue/messages",
+            "/q/messages/a/b/c",
+            "/q/$DeadLetterQueue",
         ] {
             assert!(Target::parse(path).is_err(), "{path}");
         }

@@ -241,3 +241,48 @@ pub fn text(e: &Element, name: &str) -> String {
 }
 
 pub mod process;
+
+impl Client {
+    /// Sends a message with raw headers (BrokerProperties, custom properties, Content-Type).
+    pub async fn post_message(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
+        let url = format!("http://{}{path}", self.addr);
+        let mut req = self
+            .http
+            .post(url)
+            .header("authorization", self.token())
+            .body(body.to_string());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("request sent");
+        Reply {
+            status: resp.status().as_u16(),
+            headers: resp.headers().clone(),
+            body: resp.text().await.unwrap(),
+        }
+    }
+}
+
+impl Reply {
+    /// A response header as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    }
+
+    /// The `BrokerProperties` header as JSON.
+    pub fn broker(&self) -> serde_json::Value {
+        let raw = self
+            .header("brokerproperties")
+            .unwrap_or_else(|| panic!("no BrokerProperties: {:?}", self.headers));
+        serde_json::from_str(&raw).unwrap()
+    }
+
+    /// The path of the `Location` header (what a client settles on).
+    pub fn location_path(&self) -> String {
+        let location = self.header("location").expect("a Location header");
+        let after_scheme = location.split_once("://").unwrap().1;
+        after_scheme[after_scheme.find('/').unwrap()..].to_string()
+    }
+}

@@ -1,0 +1,296 @@
+//! Messaging over HTTP: send (single and batch), peek-lock, receive-and-delete, complete,
+//! unlock, renew, and the manual clock's control endpoint. A thin translation between HTTP
+//! and the broker.
+
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use servicebus_wire::message::{BATCH_CONTENT_TYPE, BrokerProperties, parse_batch};
+
+use super::target::{Receivable, Target};
+use super::{ApiError, AppState, RequestContext};
+use crate::auth::{Need, Right};
+use crate::broker::{Outgoing, ReceiveMode, ReceiveTarget, Received, Settle};
+use crate::model::message::MessageProps;
+use crate::store::EntityKey;
+
+/// Long-poll wait when `timeout` is absent (contract 1.3, emulator decision).
+const DEFAULT_TIMEOUT_SECS: f64 = 60.0;
+/// Longest long-poll wait.
+const MAX_TIMEOUT_SECS: f64 = 230.0;
+/// Largest batch request.
+const MAX_BATCH_BYTES: usize = 1024 * 1024;
+
+/// Request headers that are HTTP plumbing or Service Bus protocol, never custom properties.
+const NOT_PROPERTIES: [&str; 27] = [
+    "host",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "authorization",
+    "user-agent",
+    "connection",
+    "keep-alive",
+    "accept",
+    "accept-charset",
+    "accept-encoding",
+    "accept-language",
+    "expect",
+    "date",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "via",
+    "cache-control",
+    "pragma",
+    "origin",
+    "referer",
+    "cookie",
+    "brokerproperties",
+    "servicebussupplementaryauthorization",
+    "servicebusdlqsupplementaryauthorization",
+];
+
+pub(super) async fn handle(
+    state: &AppState,
+    ctx: &RequestContext,
+    method: &Method,
+    target: &Target,
+    authorization: Option<&str>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let need = match target {
+        Target::Send(_) => Need::Right(Right::Send),
+        Target::ClockAdvance => Need::Right(Right::Manage),
+        _ => Need::Right(Right::Listen),
+    };
+    state
+        .auth
+        .authorize(authorization, &ctx.decoded_path, need)?;
+    let broker = &state.broker;
+    match (method, target) {
+        (&Method::POST, Target::Send(path)) => {
+            let messages = if is_batch(headers) {
+                batch(&body)?
+            } else {
+                vec![single(headers, body)?]
+            };
+            broker.send(path, messages).await?;
+            Ok(StatusCode::CREATED.into_response())
+        }
+        (&Method::POST | &Method::DELETE, Target::Head(receivable)) => {
+            let mode = if method == Method::POST {
+                ReceiveMode::PeekLock
+            } else {
+                ReceiveMode::ReceiveAndDelete
+            };
+            let timeout = timeout(ctx)?;
+            match broker
+                .receive(&receive_target(receivable), mode, timeout)
+                .await?
+            {
+                Some(received) => Ok(message_response(ctx, receivable, mode, received)),
+                None => Ok(StatusCode::NO_CONTENT.into_response()),
+            }
+        }
+        (&Method::DELETE | &Method::PUT | &Method::POST, Target::Locked(receivable, id, token)) => {
+            let how = match *method {
+                Method::DELETE => Settle::Complete,
+                Method::PUT => Settle::Unlock,
+                _ => Settle::Renew,
+            };
+            broker
+                .settle(&receive_target(receivable), id, token, how)
+                .await?;
+            Ok(StatusCode::OK.into_response())
+        }
+        (&Method::POST, Target::ClockAdvance) => {
+            let seconds: f64 = ctx
+                .param("seconds")
+                .and_then(|s| s.parse().ok())
+                .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "the query parameter seconds must be a non-negative number",
+                    )
+                })?;
+            let by = chrono::Duration::milliseconds((seconds * 1000.0).round() as i64);
+            let now = broker.advance_clock(by).await?;
+            Ok((
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                format!(r#"{{"now":"{}"}}"#, now.to_rfc3339()),
+            )
+                .into_response())
+        }
+        _ => Err(ApiError::method_not_allowed(method, target.template())),
+    }
+}
+
+fn receive_target(r: &Receivable) -> ReceiveTarget {
+    let key = match &r.subscription {
+        Some(sub) => EntityKey::Subscription(r.entity.clone(), sub.clone()),
+        None => EntityKey::Queue(r.entity.clone()),
+    };
+    ReceiveTarget {
+        key,
+        dead_letter: r.dead_letter,
+    }
+}
+
+fn timeout(ctx: &RequestContext) -> Result<Duration, ApiError> {
+    let seconds = match ctx.param("timeout") {
+        None | Some("") => DEFAULT_TIMEOUT_SECS,
+        Some(t) => t
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .ok_or_else(|| ApiError::bad_request(format!("the query parameter timeout must be a non-negative number of seconds, not '{t}'")))?,
+    };
+    Ok(Duration::from_secs_f64(seconds.min(MAX_TIMEOUT_SECS)))
+}
+
+fn is_batch(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case(BATCH_CONTENT_TYPE))
+}
+
+fn single(headers: &HeaderMap, body: Bytes) -> Result<Outgoing, ApiError> {
+    let broker = match headers.get("brokerproperties") {
+        Some(v) => {
+            let text = v.to_str().map_err(|_| {
+                ApiError::bad_request("the BrokerProperties header is not ASCII text")
+            })?;
+            BrokerProperties::parse_client(text)?
+        }
+        None => BrokerProperties::default(),
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| {
+            v.to_str()
+                .map(str::to_string)
+                .map_err(|_| ApiError::bad_request("the Content-Type header is not ASCII text"))
+        })
+        .transpose()?;
+    let mut user = Vec::new();
+    for (name, value) in headers {
+        let lower = name.as_str();
+        if NOT_PROPERTIES.contains(&lower)
+            || lower.starts_with("x-ms-")
+            || lower.starts_with("x-forwarded-")
+            || lower.starts_with("proxy-")
+        {
+            continue;
+        }
+        let value = value.to_str().map_err(|_| {
+            ApiError::bad_request(format!(
+                "the value of the custom property header '{lower}' is not ASCII text"
+            ))
+        })?;
+        user.push((lower.to_string(), value.to_string()));
+    }
+    Ok(Outgoing {
+        time_to_live: broker.time_to_live,
+        scheduled_at: broker.scheduled_enqueue_time_utc,
+        props: MessageProps::from_client(&broker, content_type, user),
+        body: body.to_vec(),
+    })
+}
+
+fn batch(body: &Bytes) -> Result<Vec<Outgoing>, ApiError> {
+    if body.len() > MAX_BATCH_BYTES {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            40300,
+            format!(
+                "The batch is too large: {} bytes, over the limit of {MAX_BATCH_BYTES} bytes",
+                body.len()
+            ),
+        ));
+    }
+    Ok(parse_batch(body)?
+        .into_iter()
+        .map(|m| Outgoing {
+            time_to_live: m.broker.time_to_live,
+            scheduled_at: m.broker.scheduled_enqueue_time_utc,
+            props: MessageProps::from_client(&m.broker, m.content_type, m.user),
+            body: m.body,
+        })
+        .collect())
+}
+
+fn message_response(
+    ctx: &RequestContext,
+    receivable: &Receivable,
+    mode: ReceiveMode,
+    m: Received,
+) -> Response {
+    let p = &m.props;
+    let broker = BrokerProperties {
+        message_id: p.message_id.clone(),
+        correlation_id: p.correlation_id.clone(),
+        session_id: p.session_id.clone(),
+        label: p.label.clone(),
+        reply_to: p.reply_to.clone(),
+        to: p.to.clone(),
+        reply_to_session_id: p.reply_to_session_id.clone(),
+        partition_key: p.partition_key.clone(),
+        time_to_live: m.time_to_live,
+        sequence_number: Some(m.sequence_number),
+        enqueued_sequence_number: Some(0),
+        enqueued_time_utc: Some(m.enqueued_at),
+        lock_token: m.lock.map(|(t, _)| t.to_string()),
+        locked_until_utc: m.lock.map(|(_, until)| until),
+        delivery_count: Some(m.delivery_count),
+        state: Some("Active".into()),
+        ..BrokerProperties::default()
+    };
+    let status = match mode {
+        ReceiveMode::PeekLock => StatusCode::CREATED,
+        ReceiveMode::ReceiveAndDelete => StatusCode::OK,
+    };
+    let mut response = Response::builder().status(status);
+    let headers = response
+        .headers_mut()
+        .expect("invariant: a fresh builder has headers");
+    if let Some((token, _)) = m.lock {
+        let location = format!(
+            "{}/{}/messages/{}/{token}",
+            ctx.base(),
+            receivable.location_path(),
+            m.sequence_number
+        );
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            headers.insert(header::LOCATION, v);
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&broker.to_json()) {
+        headers.insert(HeaderName::from_static("brokerproperties"), v);
+    }
+    if let Some(ct) = p
+        .content_type
+        .as_deref()
+        .and_then(|ct| HeaderValue::from_str(ct).ok())
+    {
+        headers.insert(header::CONTENT_TYPE, ct);
+    }
+    for (name, raw) in &p.user {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(raw),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    response
+        .body(Body::from(m.body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
