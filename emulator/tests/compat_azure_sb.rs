@@ -1,4 +1,5 @@
-//! The npm `azure-sb` client (real, third-party) drives management against the binary.
+//! The npm `azure-sb` client (real, third-party) drives management and messaging against
+//! the binary.
 
 mod common;
 
@@ -26,13 +27,19 @@ fn ensure_packages() {
 }
 
 #[tokio::test]
-async fn azure_sb_manages_queues_topics_subscriptions_and_rules() {
+async fn azure_sb_manages_entities_and_sends_receives_and_settles() {
     ensure_packages();
     let work = tempfile::tempdir().unwrap();
     let emulator = Process::start(work.path(), &["--in-memory"]).await;
     let dir = compat_dir();
     let output = tokio::process::Command::new("node")
-        .args(["--test", "--test-reporter=spec", "management.test.js"])
+        .args([
+            "--test",
+            "--test-reporter=spec",
+            "--test-concurrency=1",
+            "management.test.js",
+            "messaging.test.js",
+        ])
         .current_dir(&dir)
         .env("EMULATOR_URL", format!("http://{}", emulator.addr))
         .output()
@@ -46,8 +53,8 @@ async fn azure_sb_manages_queues_topics_subscriptions_and_rules() {
         "azure-sb scenario failed:\n{stdout}\n{stderr}"
     );
     assert!(
-        stdout.contains("pass 6") && stdout.contains("fail 0"),
-        "expected 6 passing node tests:\n{stdout}"
+        stdout.contains("pass 8") && stdout.contains("fail 0"),
+        "expected 8 passing node tests:\n{stdout}"
     );
     assert_eq!(emulator.terminate().await, Some(0));
 }
