@@ -623,3 +623,89 @@ async fn restart_brings_back_unsettled_messages_with_their_delivery_counts() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn duplicate_detection_within_the_window() {
+    let server = manual().await;
+    let c = server.client();
+    c.put("/dedup", queue("<RequiresDuplicateDetection>true</RequiresDuplicateDetection><DuplicateDetectionHistoryTimeWindow>PT1M</DuplicateDetectionHistoryTimeWindow>")).await;
+    c.put("/plain", queue("")).await;
+    for path in ["/dedup/messages", "/plain/messages"] {
+        for body in ["first", "again"] {
+            let r = c
+                .post_message(
+                    path,
+                    body,
+                    &[("brokerproperties", r#"{"MessageId":"same"}"#)],
+                )
+                .await;
+            assert_eq!(r.status, 201, "a duplicate is accepted");
+        }
+    }
+    assert_eq!(take(&c, "/dedup").await.body, "first");
+    assert_eq!(
+        take(&c, "/dedup").await.status,
+        204,
+        "the duplicate was dropped"
+    );
+    assert_eq!(take(&c, "/plain").await.body, "first");
+    assert_eq!(
+        take(&c, "/plain").await.body,
+        "again",
+        "no detection without RequiresDuplicateDetection"
+    );
+    advance(&c, 61).await;
+    c.post_message(
+        "/dedup/messages",
+        "later",
+        &[("brokerproperties", r#"{"MessageId":"same"}"#)],
+    )
+    .await;
+    assert_eq!(
+        take(&c, "/dedup").await.body,
+        "later",
+        "outside the window it is new"
+    );
+}
+
+#[tokio::test]
+async fn idle_entities_are_deleted() {
+    let server = manual().await;
+    let c = server.client();
+    c.put("/t", topic("")).await;
+    c.put(
+        "/t/Subscriptions/polled",
+        subscription("<AutoDeleteOnIdle>PT5M</AutoDeleteOnIdle>"),
+    )
+    .await;
+    c.put(
+        "/t/Subscriptions/idle",
+        subscription("<AutoDeleteOnIdle>PT5M</AutoDeleteOnIdle>"),
+    )
+    .await;
+    c.put("/q", queue("<AutoDeleteOnIdle>PT5M</AutoDeleteOnIdle>"))
+        .await;
+    c.post_message("/t/messages", "m", &[]).await;
+    advance(&c, 240).await;
+    // An empty receive counts as use.
+    assert_eq!(take(&c, "/t/Subscriptions/polled").await.body, "m");
+    assert_eq!(take(&c, "/t/Subscriptions/polled").await.status, 204);
+    advance(&c, 120).await;
+    assert_eq!(
+        c.get("/t/Subscriptions/idle").await.xml().name,
+        "feed",
+        "the idle subscription is gone"
+    );
+    assert_eq!(
+        c.get("/q").await.xml().name,
+        "feed",
+        "the idle queue is gone"
+    );
+    assert_eq!(c.get("/t/Subscriptions/polled").await.status, 200);
+    assert_eq!(c.get("/t/Subscriptions").await.titles(), ["polled"]);
+    assert_eq!(
+        c.get("/t").await.status,
+        200,
+        "the topic never idles by default"
+    );
+}

@@ -223,10 +223,26 @@ impl Broker {
                 limit,
             });
         }
+        let now = self.clock.now();
+        entity.touch(now);
+        // Duplicates within the window are accepted and dropped, as the service does.
+        let messages: Vec<Outgoing> = if description.requires_duplicate_detection {
+            let window = description.duplicate_detection_history_time_window;
+            messages
+                .into_iter()
+                .filter(|m| {
+                    m.props
+                        .message_id
+                        .as_deref()
+                        .is_none_or(|id| !entity.is_duplicate(id, window, now))
+                })
+                .collect()
+        } else {
+            messages
+        };
         if messages.is_empty() {
             return Ok(());
         }
-        let now = self.clock.now();
         let (first, next) = entity.reserve(messages.len() as u64);
         let mut writes = vec![Write::put(Key::NextSequence(entity.id), &next)];
         let mut deliveries: Vec<(u64, Vec<Copy>, u64)> = Vec::new();
@@ -406,6 +422,7 @@ impl Broker {
                 path: entity.path.clone(),
             });
         };
+        entity.touch(self.clock.now());
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = queue.notify.notified();
@@ -507,6 +524,7 @@ impl Broker {
                 path: entity.path.clone(),
             });
         };
+        entity.touch(self.clock.now());
         let lost = || Error::LockLost {
             token: token.to_string(),
         };
@@ -540,11 +558,31 @@ impl Broker {
     /// [`Error::Store`].
     pub async fn sweep(&self) -> Result<()> {
         let now = self.clock.now();
+        self.delete_idle(now).await?;
         for entity in self.runtime.all() {
             if let Some(queue) = &entity.queue {
                 let mut effects = Vec::new();
                 queue.sweep(&QueueSettings::of(&entity.description()), now, &mut effects);
                 self.persist(entity.id, effects).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes entities unused for their `AutoDeleteOnIdle` (a topic with its subscriptions).
+    async fn delete_idle(&self, now: DateTime<Utc>) -> Result<()> {
+        for entity in self.runtime.all().into_iter().filter(|e| e.is_idle(now)) {
+            let outcome = match entity.path.split_once("/Subscriptions/") {
+                Some((topic, sub)) if entity.kind == EntityKind::Subscription => {
+                    self.delete_subscription(topic, sub).await
+                }
+                _ => self.delete_entity(&entity.path).await,
+            };
+            match outcome {
+                Ok(()) => tracing::info!(entity = %entity.path, "deleted after AutoDeleteOnIdle"),
+                // Deleted meanwhile (with its topic, or by a client): nothing to do.
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(())

@@ -177,6 +177,7 @@ impl Broker {
             EntityKey::Subscription(topic, _) => format!("{topic}/Subscriptions/{}", record.name),
             _ => record.name.clone(),
         };
+        // Start-up and updates count as use: a restart does not delete what was idle while down.
         self.runtime.register(
             key.to_bytes(),
             record.id,
@@ -184,6 +185,7 @@ impl Broker {
             path,
             record.description.clone(),
             1,
+            self.clock.now(),
         )
     }
 

@@ -50,6 +50,10 @@ pub(crate) struct Entity {
     pub(crate) queue: Option<Queue>,
     /// Subscriptions and their compiled rules (topics), in name order.
     subscriptions: RwLock<Vec<RoutedSubscription>>,
+    /// Message ids seen within the duplicate-detection window, with when (queues, topics).
+    seen: Mutex<HashMap<String, DateTime<Utc>>>,
+    /// Last send, receive or update, for `AutoDeleteOnIdle`.
+    last_used: Mutex<DateTime<Utc>>,
 }
 
 impl Entity {
@@ -67,6 +71,34 @@ impl Entity {
         let first = *next;
         *next += n;
         (first, *next)
+    }
+
+    /// Records use (a send, receive, settle or update) for idle deletion.
+    pub(crate) fn touch(&self, now: DateTime<Utc>) {
+        let mut last = lock(&self.last_used);
+        *last = (*last).max(now);
+    }
+
+    /// Whether it has been unused for its `AutoDeleteOnIdle` at `now`.
+    pub(crate) fn is_idle(&self, now: DateTime<Utc>) -> bool {
+        let idle = read(&self.description).auto_delete_on_idle;
+        !idle.is_infinite() && add(*lock(&self.last_used), idle) <= now
+    }
+
+    /// Whether `message_id` was sent within `window` before `now`; records it if not.
+    pub(crate) fn is_duplicate(
+        &self,
+        message_id: &str,
+        window: TimeSpan,
+        now: DateTime<Utc>,
+    ) -> bool {
+        let mut seen = lock(&self.seen);
+        seen.retain(|_, at| add(*at, window) > now);
+        if seen.contains_key(message_id) {
+            return true;
+        }
+        seen.insert(message_id.to_string(), now);
+        false
     }
 
     /// Makes the next sequence number at least `n` (recovery).
@@ -509,9 +541,11 @@ impl Runtime {
         path: String,
         description: EntityDescription,
         next_seq: u64,
+        now: DateTime<Utc>,
     ) -> Arc<Entity> {
         if let Some(existing) = self.get(&key) {
             *write(&existing.description) = description;
+            existing.touch(now);
             return existing;
         }
         self.ensure_ids_above(id);
@@ -524,6 +558,8 @@ impl Runtime {
             stored_bytes: AtomicU64::new(0),
             queue: (kind != EntityKind::Topic).then(Queue::default),
             subscriptions: RwLock::default(),
+            seen: Mutex::default(),
+            last_used: Mutex::new(now),
         });
         write(&self.entities).insert(key, entity.clone());
         entity
