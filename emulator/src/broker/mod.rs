@@ -184,7 +184,6 @@ impl Broker {
             record.description.kind,
             path,
             record.description.clone(),
-            1,
             self.clock.now(),
         )
     }

@@ -540,7 +540,6 @@ impl Runtime {
         kind: EntityKind,
         path: String,
         description: EntityDescription,
-        next_seq: u64,
         now: DateTime<Utc>,
     ) -> Arc<Entity> {
         if let Some(existing) = self.get(&key) {
@@ -554,7 +553,7 @@ impl Runtime {
             kind,
             path,
             description: RwLock::new(description),
-            next_seq: Mutex::new(next_seq.max(1)),
+            next_seq: Mutex::new(1),
             stored_bytes: AtomicU64::new(0),
             queue: (kind != EntityKind::Topic).then(Queue::default),
             subscriptions: RwLock::default(),
