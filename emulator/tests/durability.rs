@@ -1,0 +1,169 @@
+//! SIGKILL during concurrent sends and receives: every send answered 201 is there after a
+//! restart, and nothing whose complete was answered 200 comes back.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::process::Process;
+use common::*;
+
+/// Kill cycles in one run.
+const CYCLES: usize = 3;
+/// Acknowledged sends to wait for before each kill.
+const SENDS_BEFORE_KILL: usize = 300;
+const SENDERS: usize = 8;
+const RECEIVERS: usize = 2;
+/// Bounds each worker's loop whatever happens.
+const MAX_PER_WORKER: usize = 2_000;
+
+#[derive(Default)]
+struct Ledger {
+    sent: HashSet<String>,
+    completed: HashSet<String>,
+}
+
+#[tokio::test]
+async fn sigkill_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--data-dir", "data"];
+    let p = Process::start(dir.path(), &args).await;
+    let c = Client::new(p.addr, KEY_NAME, KEY);
+    assert_eq!(
+        c.put("/k", queue("<LockDuration>PT5M</LockDuration>"))
+            .await
+            .status,
+        201
+    );
+    let mut p = Some(p);
+    for cycle in 0..CYCLES {
+        let process = p.take().unwrap();
+        let c = Client::new(process.addr, KEY_NAME, KEY);
+        let ledger = Arc::new(Mutex::new(Ledger::default()));
+        let mut workers = Vec::new();
+        for s in 0..SENDERS {
+            let (c, ledger) = (c.clone(), ledger.clone());
+            workers.push(tokio::spawn(async move {
+                for j in 0..MAX_PER_WORKER {
+                    let body = format!("c{cycle}-s{s}-{j}");
+                    let url = format!("http://{}/k/messages", c.addr);
+                    match reqwest::Client::new()
+                        .post(url)
+                        .header("authorization", c.token())
+                        .body(body.clone())
+                        .send()
+                        .await
+                    {
+                        Ok(r) if r.status() == 201 => {
+                            ledger.lock().unwrap().sent.insert(body);
+                        }
+                        _ => return,
+                    }
+                }
+            }));
+        }
+        for _ in 0..RECEIVERS {
+            let (c, ledger) = (c.clone(), ledger.clone());
+            workers.push(tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                for _ in 0..MAX_PER_WORKER {
+                    let head = format!("http://{}/k/messages/head?timeout=1", c.addr);
+                    let Ok(r) = http
+                        .post(head)
+                        .header("authorization", c.token())
+                        .header("content-length", "0")
+                        .send()
+                        .await
+                    else {
+                        return;
+                    };
+                    if r.status() != 201 {
+                        continue;
+                    }
+                    let location = r.headers()["location"].to_str().unwrap().to_string();
+                    let Ok(body) = r.text().await else { return };
+                    match http
+                        .delete(location)
+                        .header("authorization", c.token())
+                        .header("content-length", "0")
+                        .send()
+                        .await
+                    {
+                        Ok(done) if done.status() == 200 => {
+                            ledger.lock().unwrap().completed.insert(body);
+                        }
+                        Ok(_) => {}
+                        Err(_) => return,
+                    }
+                }
+            }));
+        }
+        // Wait (with a deadline, not a sleep) for enough acknowledged sends, then kill -9.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while ledger.lock().unwrap().sent.len() < SENDS_BEFORE_KILL {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "load did not reach {SENDS_BEFORE_KILL} sends in time"
+            );
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut child = process.child;
+        child.start_kill().unwrap();
+        child.wait().await.unwrap();
+        for w in workers {
+            w.await.unwrap();
+        }
+
+        let restarted = Process::start(dir.path(), &args).await;
+        let c = Client::new(restarted.addr, KEY_NAME, KEY);
+        let mut present = HashSet::new();
+        loop {
+            let r = c
+                .send(
+                    "DELETE",
+                    "/k/messages/head?timeout=0",
+                    None,
+                    &[],
+                    Some(c.token()),
+                )
+                .await;
+            if r.status == 204 {
+                break;
+            }
+            assert_eq!(r.status, 200, "{}", r.body);
+            assert!(
+                present.insert(r.body.clone()),
+                "{} delivered twice after restart",
+                r.body
+            );
+        }
+        let ledger = ledger.lock().unwrap();
+        let lost: Vec<_> = ledger
+            .sent
+            .iter()
+            .filter(|b| !ledger.completed.contains(*b) && !present.contains(*b))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "cycle {cycle}: {} acknowledged sends lost, e.g. {:?}",
+            lost.len(),
+            lost.iter().take(5).collect::<Vec<_>>()
+        );
+        let resurrected: Vec<_> = ledger.completed.intersection(&present).collect();
+        assert!(
+            resurrected.is_empty(),
+            "cycle {cycle}: completed messages came back: {resurrected:?}"
+        );
+        println!(
+            "cycle {cycle}: {} sends acknowledged, {} completed, {} back after SIGKILL",
+            ledger.sent.len(),
+            ledger.completed.len(),
+            present.len()
+        );
+        p = Some(restarted);
+    }
+    assert_eq!(p.unwrap().terminate().await, Some(0));
+}
