@@ -8,7 +8,7 @@ use servicebus_wire::message::{PropertyValue, format_http_date, format_property}
 use servicebus_wire::{EntityKind, EntityStatus, TimeSpan};
 use uuid::Uuid;
 
-use super::runtime::{Effect, Entity, Entry, QueueSettings, ReceiveMode, Settle, Sub, Taken};
+use super::runtime::{self, Effect, Entity, Entry, QueueSettings, ReceiveMode, Settle, Sub, Taken};
 use super::{Broker, Error, Result};
 use crate::filter::value::{Properties, PropertiesMut, SystemProperty, Value};
 use crate::model::message::{DeadLetter, Delivery, MessageProps, StoredMessage};
@@ -620,6 +620,20 @@ impl Broker {
             };
             match by_id.get(&receivable) {
                 Some(e) if e.queue.is_some() && by_id.contains_key(&delivery.owner) => {
+                    // A delivery counted but never settled was locked at the crash: its lock
+                    // is released as an expired one would be, past the maximum to the DLQ.
+                    let mut delivery = delivery;
+                    let max = e.description().max_delivery_count;
+                    if delivery.dead_letter.is_none() && delivery.delivery_count >= max {
+                        delivery.dead_letter = Some(DeadLetter {
+                            reason: runtime::REASON_MAX_DELIVERY.into(),
+                            description: format!(
+                                "Message could not be consumed after {max} delivery attempts."
+                            ),
+                        });
+                        delivery.expires_at = None;
+                        writes.push(Write::put(Key::Delivery(receivable, seq), &delivery));
+                    }
                     self.runtime.add_refs(delivery.owner, seq, 1);
                     sizes.insert((delivery.owner, seq), delivery.size);
                     pending

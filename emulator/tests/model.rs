@@ -1,0 +1,366 @@
+//! Model test: random sequences of send, peek-lock, receive-and-delete, complete, unlock,
+//! renew, clock advance and restart, on a queue and on a topic with a filtered
+//! subscription, checked against a small reference model after every step.
+//! 256 cases by default; more with `PROPTEST_CASES`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use emulator::Broker;
+use emulator::broker::{Outgoing, ReceiveMode, ReceiveTarget, Received, Settle};
+use emulator::clock::Clock;
+use emulator::model::message::MessageProps;
+use emulator::store::{Durability, EntityKey, Location, Options, Store};
+use proptest::prelude::*;
+use servicebus_wire::description::ParsedDescription;
+use servicebus_wire::{
+    EntityDescription, EntityKind, Filter, RuleAction, RuleDescription, TimeSpan,
+};
+
+const LOCK_SECS: i64 = 30;
+const MAX_DELIVERY: u32 = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Recv {
+    Queue,
+    QueueDead,
+    All,
+    Even,
+}
+
+const RECEIVABLES: [Recv; 4] = [Recv::Queue, Recv::QueueDead, Recv::All, Recv::Even];
+
+impl Recv {
+    fn target(self) -> ReceiveTarget {
+        match self {
+            Recv::Queue => ReceiveTarget {
+                key: EntityKey::Queue("q".into()),
+                dead_letter: false,
+            },
+            Recv::QueueDead => ReceiveTarget {
+                key: EntityKey::Queue("q".into()),
+                dead_letter: true,
+            },
+            Recv::All => ReceiveTarget {
+                key: EntityKey::Subscription("t".into(), "all".into()),
+                dead_letter: false,
+            },
+            Recv::Even => ReceiveTarget {
+                key: EntityKey::Subscription("t".into(), "even".into()),
+                dead_letter: false,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    SendQueue(u8),
+    SendTopic(u8),
+    PeekLock(Recv),
+    ReceiveAndDelete(Recv),
+    Complete(usize),
+    Unlock(usize),
+    Renew(usize),
+    Advance(i64),
+    Restart,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let recv = prop::sample::select(RECEIVABLES.to_vec());
+    prop_oneof![
+        4 => any::<u8>().prop_map(Op::SendQueue),
+        3 => any::<u8>().prop_map(Op::SendTopic),
+        4 => recv.clone().prop_map(Op::PeekLock),
+        2 => recv.prop_map(Op::ReceiveAndDelete),
+        2 => any::<usize>().prop_map(Op::Complete),
+        2 => any::<usize>().prop_map(Op::Unlock),
+        1 => any::<usize>().prop_map(Op::Renew),
+        2 => prop::sample::select(vec![10i64, 31]).prop_map(Op::Advance),
+        1 => Just(Op::Restart),
+    ]
+}
+
+/// One message in one receivable, as the model sees it.
+#[derive(Debug, Clone, PartialEq)]
+struct M {
+    n: u8,
+    deliveries: u32,
+    /// Lock expiry (model seconds), while locked.
+    locked_until: Option<i64>,
+    dead: bool,
+}
+
+#[derive(Debug, Default)]
+struct Model {
+    now: i64,
+    queue_seq: u64,
+    topic_seq: u64,
+    /// Per receivable (the queue's DLQ lives in `Recv::Queue` with `dead`).
+    messages: BTreeMap<Recv, BTreeMap<u64, M>>,
+}
+
+impl Model {
+    fn home(r: Recv) -> Recv {
+        if r == Recv::QueueDead { Recv::Queue } else { r }
+    }
+
+    /// Releases a lock: back to ready, or dead-lettered at the maximum (main queue only).
+    fn release(m: &mut M) {
+        m.locked_until = None;
+        if !m.dead && m.deliveries >= MAX_DELIVERY {
+            m.dead = true;
+        }
+    }
+
+    fn expire_locks(&mut self) {
+        let now = self.now;
+        for msgs in self.messages.values_mut() {
+            for m in msgs.values_mut() {
+                if m.locked_until.is_some_and(|u| u <= now) {
+                    Self::release(m);
+                }
+            }
+        }
+    }
+
+    fn take(&mut self, r: Recv, lock: bool) -> Option<(u64, u8, u32)> {
+        self.expire_locks();
+        let dead = r == Recv::QueueDead;
+        let now = self.now;
+        let msgs = self.messages.entry(Self::home(r)).or_default();
+        let (&seq, m) = msgs
+            .iter_mut()
+            .find(|(_, m)| m.locked_until.is_none() && m.dead == dead)?;
+        m.deliveries += 1;
+        let out = (seq, m.n, m.deliveries);
+        if lock {
+            m.locked_until = Some(now + LOCK_SECS);
+        } else {
+            msgs.remove(&seq);
+        }
+        Some(out)
+    }
+}
+
+fn description(kind: EntityKind) -> ParsedDescription {
+    let mut d = EntityDescription::defaults(kind);
+    d.lock_duration = TimeSpan::from_secs(LOCK_SECS);
+    d.max_delivery_count = MAX_DELIVERY;
+    ParsedDescription {
+        description: d,
+        present: Vec::new(),
+        default_rule: None,
+    }
+}
+
+async fn open(dir: &Path, clock: &Clock) -> Broker {
+    let store = Store::open(&Options {
+        location: Location::Directory(dir.to_path_buf()),
+        cache_bytes: 1 << 20,
+        durability: Durability::None,
+    })
+    .unwrap();
+    Broker::open(store, clock.clone()).await.unwrap()
+}
+
+fn outgoing(n: u8) -> Outgoing {
+    Outgoing {
+        props: MessageProps {
+            user: vec![("n".into(), n.to_string())],
+            ..MessageProps::default()
+        },
+        body: vec![n],
+        time_to_live: None,
+        scheduled_at: None,
+    }
+}
+
+async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let start = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    let clock = Clock::manual(start);
+    let mut broker = open(dir.path(), &clock).await;
+    broker
+        .put_entity("q", description(EntityKind::Queue), false)
+        .await
+        .unwrap();
+    broker
+        .put_entity("t", description(EntityKind::Topic), false)
+        .await
+        .unwrap();
+    broker
+        .put_subscription("t", "all", description(EntityKind::Subscription), false)
+        .await
+        .unwrap();
+    broker
+        .put_subscription("t", "even", description(EntityKind::Subscription), false)
+        .await
+        .unwrap();
+    broker.delete_rule("t", "even", "$Default").await.unwrap();
+    let even = RuleDescription {
+        filter: Filter::Sql {
+            expression: "n % 2 = 0".into(),
+            compatibility_level: 20,
+            parameters: vec![],
+            requires_preprocessing: None,
+        },
+        action: RuleAction::Empty,
+        name: None,
+    };
+    broker
+        .put_rule("t", "even", "even", even, false)
+        .await
+        .unwrap();
+
+    let mut model = Model::default();
+    // Locks handed out: (receivable, token, sequence number).
+    let mut locks: Vec<(Recv, String, u64)> = Vec::new();
+    let zero = std::time::Duration::ZERO;
+    for (step, op) in ops.into_iter().enumerate() {
+        match op {
+            Op::SendQueue(n) => {
+                broker.send("q", vec![outgoing(n)]).await.unwrap();
+                model.queue_seq += 1;
+                model.messages.entry(Recv::Queue).or_default().insert(
+                    model.queue_seq,
+                    M {
+                        n,
+                        deliveries: 0,
+                        locked_until: None,
+                        dead: false,
+                    },
+                );
+            }
+            Op::SendTopic(n) => {
+                broker.send("t", vec![outgoing(n)]).await.unwrap();
+                model.topic_seq += 1;
+                let m = M {
+                    n,
+                    deliveries: 0,
+                    locked_until: None,
+                    dead: false,
+                };
+                model
+                    .messages
+                    .entry(Recv::All)
+                    .or_default()
+                    .insert(model.topic_seq, m.clone());
+                if n % 2 == 0 {
+                    model
+                        .messages
+                        .entry(Recv::Even)
+                        .or_default()
+                        .insert(model.topic_seq, m);
+                }
+            }
+            Op::PeekLock(r) | Op::ReceiveAndDelete(r) => {
+                let lock = matches!(op, Op::PeekLock(_));
+                let mode = if lock {
+                    ReceiveMode::PeekLock
+                } else {
+                    ReceiveMode::ReceiveAndDelete
+                };
+                let got: Option<Received> = broker.receive(&r.target(), mode, zero).await.unwrap();
+                let want = model.take(r, lock);
+                let got_summary = got
+                    .as_ref()
+                    .map(|m| (m.sequence_number, m.body[0], m.delivery_count));
+                prop_assert_eq!(got_summary, want, "step {}: {:?}", step, op);
+                if let Some(m) = got.filter(|_| lock) {
+                    locks.push((r, m.lock.unwrap().0.to_string(), m.sequence_number));
+                }
+            }
+            Op::Complete(i) | Op::Unlock(i) | Op::Renew(i) => {
+                if locks.is_empty() {
+                    continue;
+                }
+                let (r, token, seq) = locks[i % locks.len()].clone();
+                let how = match op {
+                    Op::Complete(_) => Settle::Complete,
+                    Op::Unlock(_) => Settle::Unlock,
+                    _ => Settle::Renew,
+                };
+                let real = broker
+                    .settle(&r.target(), &seq.to_string(), &token, how)
+                    .await;
+                model.expire_locks();
+                let now = model.now;
+                let msgs = model.messages.entry(Model::home(r)).or_default();
+                // A lock is good while held and not expired; a token is used once (the model
+                // cannot tell two locks of one message apart, so only the newest counts).
+                let newest = locks
+                    .iter()
+                    .rev()
+                    .find(|(lr, _, ls)| *lr == r && *ls == seq)
+                    .map(|(_, t, _)| t.clone());
+                let held = newest.as_deref() == Some(token.as_str())
+                    && msgs.get(&seq).is_some_and(|m| {
+                        m.locked_until.is_some_and(|u| u > now) && m.dead == (r == Recv::QueueDead)
+                    });
+                prop_assert_eq!(
+                    real.is_ok(),
+                    held,
+                    "step {}: {:?} on {:?} seq {}: {:?}",
+                    step,
+                    how,
+                    r,
+                    seq,
+                    real
+                );
+                if held {
+                    match how {
+                        Settle::Complete => {
+                            msgs.remove(&seq);
+                        }
+                        Settle::Unlock => Model::release(msgs.get_mut(&seq).unwrap()),
+                        Settle::Renew => {
+                            msgs.get_mut(&seq).unwrap().locked_until = Some(now + LOCK_SECS)
+                        }
+                    }
+                }
+                if how != Settle::Renew {
+                    locks.retain(|(_, t, _)| *t != token);
+                }
+            }
+            Op::Advance(secs) => {
+                broker
+                    .advance_clock(chrono::Duration::seconds(secs))
+                    .await
+                    .unwrap();
+                model.now += secs;
+                model.expire_locks();
+            }
+            Op::Restart => {
+                broker.close().await.unwrap();
+                // The old handle holds sled's file lock until it is dropped.
+                drop(broker);
+                broker = open(dir.path(), &clock).await;
+                for msgs in model.messages.values_mut() {
+                    for m in msgs.values_mut() {
+                        if m.locked_until.is_some() {
+                            Model::release(m);
+                        }
+                    }
+                }
+                locks.clear();
+            }
+        }
+    }
+    broker.close().await.unwrap();
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(256),
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::Direct("proptest-regressions/model.txt"))),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn broker_matches_the_model(ops in prop::collection::vec(op(), 1..40)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(run(ops))?;
+    }
+}
