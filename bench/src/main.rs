@@ -1,0 +1,753 @@
+//! Emulator benchmarks. Every figure is printed beside T, a trivial axum `POST` handler
+//! measured in the same run with the same client (reqwest, keep-alive), because absolute
+//! numbers drift from machine to machine (`PERF-NOTES.md`). Loopback only; every load loop
+//! is bounded in time and count.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+/// Emulator benchmarks, each figure beside a baseline measured in the same run.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Seconds each throughput phase runs.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Concurrent senders for single sends (and for T).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Messages (1 KB) stored for the large-store figures; 0 skips them.
+    #[arg(long, default_value_t = 1_000_000)]
+    stored: u64,
+    /// Seconds of the mixed stress run; 0 skips it.
+    #[arg(long, default_value_t = 60)]
+    stress_secs: u64,
+    /// The emulator binary (release), for start-up, RSS and disk figures.
+    #[arg(long, default_value = "target/release/emulator")]
+    emulator_binary: PathBuf,
+}
+
+const KEY_NAME: &str = "RootManageSharedAccessKey";
+const KEY: &str = "SAS_KEY_VALUE";
+const KB: usize = 1024;
+
+#[derive(Clone)]
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    fn new(addr: SocketAddr) -> Self {
+        let base = format!("http://{addr}");
+        let expiry = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        )
+        .unwrap_or(0)
+            + 4 * 3600;
+        let token = servicebus_wire::sas::sign(&format!("{base}/"), KEY_NAME, KEY, expiry);
+        Client {
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(256)
+                .build()
+                .expect("client builds"),
+            base,
+            token,
+        }
+    }
+
+    async fn put(&self, path: &str, description: &str) -> anyhow::Result<()> {
+        let body = format!(
+            r#"<entry xmlns="http://www.w3.org/2005/Atom"><content type="application/xml">{description}</content></entry>"#
+        );
+        let r = self
+            .http
+            .put(format!("{}{path}", self.base))
+            .header("authorization", &self.token)
+            .body(body)
+            .send()
+            .await?;
+        if r.status() != 201 {
+            bail!(
+                "PUT {path}: {} {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
+    async fn queue(&self, name: &str) -> anyhow::Result<()> {
+        self.put(&format!("/{name}"), r#"<QueueDescription xmlns="http://schemas.microsoft.com/netservices/2010/10/servicebus/connect"><LockDuration>PT5M</LockDuration></QueueDescription>"#).await
+    }
+
+    async fn topic(&self, name: &str, subscriptions: usize) -> anyhow::Result<()> {
+        self.put(&format!("/{name}"), r#"<TopicDescription xmlns="http://schemas.microsoft.com/netservices/2010/10/servicebus/connect"/>"#).await?;
+        for i in 0..subscriptions {
+            self.put(&format!("/{name}/Subscriptions/s{i}"), r#"<SubscriptionDescription xmlns="http://schemas.microsoft.com/netservices/2010/10/servicebus/connect"><LockDuration>PT5M</LockDuration></SubscriptionDescription>"#).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&self, entity: &str, body: Vec<u8>) -> bool {
+        let r = self
+            .http
+            .post(format!("{}/{entity}/messages", self.base))
+            .header("authorization", &self.token)
+            .body(body)
+            .send()
+            .await;
+        matches!(r, Ok(r) if r.status() == 201)
+    }
+
+    async fn send_batch(&self, entity: &str, body: String) -> bool {
+        let r = self
+            .http
+            .post(format!("{}/{entity}/messages", self.base))
+            .header("authorization", &self.token)
+            .header("content-type", "application/vnd.microsoft.servicebus.json")
+            .body(body)
+            .send()
+            .await;
+        matches!(r, Ok(r) if r.status() == 201)
+    }
+
+    /// Receive-and-delete with a long poll; the body when a message came.
+    async fn take(&self, receivable: &str, timeout_secs: u32) -> Option<Vec<u8>> {
+        let url = format!(
+            "{}/{receivable}/messages/head?timeout={timeout_secs}",
+            self.base
+        );
+        let r = self
+            .http
+            .delete(url)
+            .header("authorization", &self.token)
+            .header("content-length", "0")
+            .send()
+            .await
+            .ok()?;
+        if r.status() != 200 {
+            return None;
+        }
+        r.bytes().await.ok().map(|b| b.to_vec())
+    }
+
+    /// Peek-lock then complete at `Location`; true when both succeeded.
+    async fn lock_and_complete(&self, receivable: &str) -> bool {
+        let url = format!("{}/{receivable}/messages/head?timeout=0", self.base);
+        let Ok(r) = self
+            .http
+            .post(url)
+            .header("authorization", &self.token)
+            .header("content-length", "0")
+            .send()
+            .await
+        else {
+            return false;
+        };
+        if r.status() != 201 {
+            return false;
+        }
+        let Some(location) = r
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .map(str::to_string)
+        else {
+            return false;
+        };
+        let _ = r.bytes().await;
+        matches!(self.http.delete(location).header("authorization", &self.token).header("content-length", "0").send().await, Ok(d) if d.status() == 200)
+    }
+}
+
+fn payload() -> Vec<u8> {
+    vec![b'x'; KB]
+}
+
+fn batch_body(n: usize) -> String {
+    let body = "x".repeat(KB);
+    let one = format!(r#"{{"Body":"{body}"}}"#);
+    format!("[{}]", vec![one; n].join(","))
+}
+
+/// Runs `workers` copies of `work` until `duration` passes (each call is one unit when it
+/// returns true); returns units per second.
+async fn rate<F, Fut>(workers: usize, duration: Duration, work: F) -> f64
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = u64> + Send,
+{
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let work = Arc::new(work);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..workers)
+        .map(|i| {
+            let (done, stop, work) = (done.clone(), stop.clone(), work.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let n = work(i).await;
+                    if n == 0 {
+                        break;
+                    }
+                    done.fetch_add(n, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let counted = done.load(Ordering::Relaxed);
+    let elapsed = start.elapsed();
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+    }
+    counted as f64 / elapsed.as_secs_f64()
+}
+
+struct Report {
+    misses: usize,
+}
+
+impl Report {
+    fn baseline(&self, name: &str, value: f64, unit: &str) {
+        println!("{name:<62} {value:>12.0} {unit}");
+    }
+
+    /// A figure beside its baseline, with the target ratio.
+    fn ratio(
+        &mut self,
+        name: &str,
+        value: f64,
+        unit: &str,
+        baseline: f64,
+        baseline_name: &str,
+        target: f64,
+    ) {
+        let r = value / baseline;
+        let ok = r >= target;
+        self.misses += usize::from(!ok);
+        println!(
+            "{name:<62} {value:>12.0} {unit}  = {:>5.0}% of {baseline_name} (target >= {:.0}%)  {}",
+            r * 100.0,
+            target * 100.0,
+            if ok { "ok" } else { "MISSED" }
+        );
+    }
+
+    fn limit(&mut self, name: &str, value: f64, unit: &str, limit: f64, context: &str) {
+        let ok = value <= limit;
+        self.misses += usize::from(!ok);
+        println!(
+            "{name:<62} {value:>12.2} {unit}  (target <= {limit} {unit}{context})  {}",
+            if ok { "ok" } else { "MISSED" }
+        );
+    }
+}
+
+async fn start_emulator(
+    dir: &Path,
+) -> anyhow::Result<(
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+)> {
+    let settings = emulator::Settings {
+        location: emulator::store::Location::Directory(dir.to_path_buf()),
+        ..emulator::Settings::in_memory()
+    };
+    let emulator = emulator::Emulator::open(settings).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = emulator
+            .serve(listener, async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    Ok((addr, stop, task))
+}
+
+async fn trivial_server() -> anyhow::Result<SocketAddr> {
+    let app = axum::Router::new().route(
+        "/t",
+        axum::routing::post(|_body: axum::body::Bytes| async { axum::http::StatusCode::CREATED }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(addr)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let phase = Duration::from_secs_f64(args.seconds);
+    let mut report = Report { misses: 0 };
+    println!(
+        "emulator benchmarks: {} s per phase, {} concurrent senders, reqwest client, loopback\n",
+        args.seconds, args.concurrency
+    );
+
+    // T: the trivial handler with the same client and concurrency.
+    let trivial = trivial_server().await?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let t_url = format!("http://{trivial}/t");
+    let t = rate(args.concurrency, phase, move |_| {
+        let (http, url) = (http.clone(), t_url.clone());
+        async move {
+            u64::from(
+                matches!(http.post(url).body(payload()).send().await, Ok(r) if r.status() == 201),
+            )
+        }
+    })
+    .await;
+    report.baseline("T: trivial axum POST 1 KB -> 201", t, "req/s");
+
+    let dir = tempfile::tempdir()?;
+    let (addr, stop, server) = start_emulator(&dir.path().join("main")).await?;
+    let c = Client::new(addr);
+
+    // Durable single send to a topic with 3 subscriptions being drained.
+    c.topic("fan3", 3).await?;
+    let draining = Arc::new(AtomicBool::new(true));
+    let drainers: Vec<_> = (0..3)
+        .flat_map(|s| (0..2).map(move |_| s))
+        .map(|s| {
+            let (c, draining) = (c.clone(), draining.clone());
+            tokio::spawn(async move {
+                while draining.load(Ordering::Relaxed) {
+                    c.take(&format!("fan3/Subscriptions/s{s}"), 1).await;
+                }
+            })
+        })
+        .collect();
+    let cs = c.clone();
+    let single = rate(args.concurrency, phase, move |_| {
+        let c = cs.clone();
+        async move { u64::from(c.send("fan3", payload()).await) }
+    })
+    .await;
+    draining.store(false, Ordering::Relaxed);
+    for d in drainers {
+        let _ = d.await;
+    }
+    report.ratio(
+        &format!(
+            "durable single send, {} senders, 3 subscriptions draining",
+            args.concurrency
+        ),
+        single,
+        "msg/s",
+        t,
+        "T",
+        0.25,
+    );
+
+    // Batch send: 64 x 1 KB per request.
+    c.queue("batch").await?;
+    let body = Arc::new(batch_body(64));
+    let cb = c.clone();
+    let batch = rate(16, phase, move |_| {
+        let (c, body) = (cb.clone(), body.clone());
+        async move {
+            if c.send_batch("batch", (*body).clone()).await {
+                64
+            } else {
+                0
+            }
+        }
+    })
+    .await;
+    report.ratio(
+        "durable batch send, 64 x 1 KB per request, 16 senders",
+        batch,
+        "msg/s",
+        t,
+        "T",
+        1.0,
+    );
+
+    // Receive-and-delete and peek-lock + complete from prefilled queues, 16 receivers.
+    for (queue, name, target) in [
+        ("rd", "receive-and-delete, 16 receivers", 0.30),
+        ("pl", "peek-lock + complete, 16 receivers", 0.15),
+    ] {
+        c.queue(queue).await?;
+        let fill = ((t * args.seconds * target * 1.5) as usize).max(2_000) / 64 + 1;
+        let body = batch_body(64);
+        for chunk in 0..fill.div_ceil(16) {
+            let sends: Vec<_> = (0..16.min(fill - chunk * 16))
+                .map(|_| c.send_batch(queue, body.clone()))
+                .collect();
+            for s in sends {
+                if !s.await {
+                    bail!("prefill of {queue} failed");
+                }
+            }
+        }
+        let cr = c.clone();
+        let got = rate(16, phase, move |_| {
+            let c = cr.clone();
+            async move {
+                if queue == "rd" {
+                    u64::from(c.take(queue, 0).await.is_some())
+                } else {
+                    u64::from(c.lock_and_complete(queue).await)
+                }
+            }
+        })
+        .await;
+        report.ratio(name, got, "msg/s", t, "T", target);
+    }
+
+    // Fan-out cost: 10 subscriptions against 1.
+    c.topic("one", 1).await?;
+    c.topic("ten", 10).await?;
+    let mut fan = [0.0; 2];
+    for (i, topic) in ["one", "ten"].into_iter().enumerate() {
+        let cf = c.clone();
+        fan[i] = rate(args.concurrency, phase, move |_| {
+            let c = cf.clone();
+            async move { u64::from(c.send(topic, payload()).await) }
+        })
+        .await;
+    }
+    report.baseline("send to a topic with 1 subscription", fan[0], "msg/s");
+    report.ratio(
+        "send to a topic with 10 subscriptions",
+        fan[1],
+        "msg/s",
+        fan[0],
+        "1-subscription rate",
+        0.50,
+    );
+
+    // End-to-end latency at 1,000 msg/s to 3 subscriptions, durable.
+    c.topic("lat", 3).await?;
+    let origin = Instant::now();
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let receiving = Arc::new(AtomicBool::new(true));
+    let receivers: Vec<_> = (0..3)
+        .flat_map(|s| (0..4).map(move |_| s))
+        .map(|s| {
+            let (c, latencies, receiving) = (c.clone(), latencies.clone(), receiving.clone());
+            tokio::spawn(async move {
+                while receiving.load(Ordering::Relaxed) {
+                    if let Some(body) = c.take(&format!("lat/Subscriptions/s{s}"), 1).await {
+                        let sent: u128 = String::from_utf8_lossy(&body).parse().unwrap_or(0);
+                        let now = origin.elapsed().as_micros();
+                        latencies
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push(now.saturating_sub(sent) as u64);
+                    }
+                }
+            })
+        })
+        .collect();
+    let total = (1000.0 * args.seconds) as u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let mut sends = Vec::new();
+    for _ in 0..total {
+        tick.tick().await;
+        let c = c.clone();
+        sends.push(tokio::spawn(async move {
+            c.send("lat", origin.elapsed().as_micros().to_string().into_bytes())
+                .await
+        }));
+    }
+    for s in sends {
+        let _ = s.await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while latencies
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .len()
+        < (total * 3) as usize
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    receiving.store(false, Ordering::Relaxed);
+    for r in receivers {
+        let _ = r.await;
+    }
+    let mut l = latencies
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    l.sort_unstable();
+    let pct = |p: f64| {
+        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    println!(
+        "{:<62} {:>12.2} ms  ({} of {} copies received)",
+        "end-to-end latency p50 at 1,000 msg/s to 3 subscriptions",
+        pct(0.50),
+        l.len(),
+        total * 3
+    );
+    report.limit(
+        "end-to-end latency p99 at 1,000 msg/s to 3 subscriptions",
+        pct(0.99),
+        "ms",
+        2.0,
+        ", durable",
+    );
+
+    if args.stress_secs > 0 {
+        stress(&c, args.stress_secs).await?;
+    }
+    let _ = stop.send(());
+    let _ = server.await;
+
+    if args.stored > 0 {
+        stored(&args, &mut report, dir.path()).await?;
+    }
+    println!("\n{} target(s) missed", report.misses);
+    Ok(())
+}
+
+/// Mixed send, peek-lock + complete and receive-and-delete at saturation, under a hard
+/// timeout; fails loudly when progress stops (a stalled store).
+async fn stress(c: &Client, seconds: u64) -> anyhow::Result<()> {
+    c.queue("stress").await?;
+    let progress = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for role in 0..32 {
+        let (c, progress, stop) = (c.clone(), progress.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let ok = match role % 4 {
+                    0 | 1 => c.send("stress", payload()).await,
+                    2 => c.lock_and_complete("stress").await,
+                    _ => c.take("stress", 0).await.is_some(),
+                };
+                if ok {
+                    progress.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let start = Instant::now();
+    let mut last = (0, Instant::now());
+    while start.elapsed() < Duration::from_secs(seconds) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = progress.load(Ordering::Relaxed);
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(10) {
+            stop.store(true, Ordering::Relaxed);
+            bail!("STRESS FAILED: no progress for 10 s after {now} operations: the store stalled");
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        if tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .is_err()
+        {
+            bail!(
+                "STRESS FAILED: a worker did not finish within 30 s of the end: the store stalled"
+            );
+        }
+    }
+    let ops = progress.load(Ordering::Relaxed);
+    println!(
+        "{:<62} {:>12.0} op/s  ({ops} operations in {seconds} s, no stall)",
+        "stress: mixed send / lock+complete / receive-and-delete",
+        ops as f64 / seconds as f64
+    );
+    Ok(())
+}
+
+struct Child {
+    child: tokio::process::Child,
+    addr: SocketAddr,
+    started_in: Duration,
+}
+
+async fn spawn(binary: &Path, data: &Path) -> anyhow::Result<Child> {
+    let start = Instant::now();
+    let mut child = tokio::process::Command::new(binary)
+        .args(["--bind", "127.0.0.1:0", "--cache-mb", "64", "--data-dir"])
+        .arg(data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| {
+            format!(
+                "cannot start {} (build it with cargo build --release -p emulator)",
+                binary.display()
+            )
+        })?;
+    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    while let Some(line) =
+        tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await??
+    {
+        if let Some(rest) = line.strip_prefix("Service Bus emulator listening on http://") {
+            let addr = rest.split_whitespace().next().context("address")?.parse()?;
+            return Ok(Child {
+                child,
+                addr,
+                started_in: start.elapsed(),
+            });
+        }
+    }
+    bail!("the emulator exited before listening")
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn disk_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => disk_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+async fn terminate(child: &mut Child) -> anyhow::Result<()> {
+    if let Some(pid) = child.child.id() {
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
+    }
+    tokio::time::timeout(Duration::from_secs(60), child.child.wait()).await??;
+    Ok(())
+}
+
+/// Start-up, RSS, disk and send rate with `args.stored` 1 KB messages stored.
+async fn stored(args: &Args, report: &mut Report, dir: &Path) -> anyhow::Result<()> {
+    let data = dir.join("stored");
+    let mut child = spawn(&args.emulator_binary, &data).await?;
+    report.limit(
+        "start-up, empty store (process start to listening)",
+        child.started_in.as_secs_f64() * 1000.0,
+        "ms",
+        50.0,
+        "",
+    );
+    let c = Client::new(child.addr);
+    c.queue("big").await?;
+    c.queue("probe").await?;
+    let phase = Duration::from_secs_f64(args.seconds);
+    let probe = |c: Client| async move {
+        rate(args.concurrency, phase, move |_| {
+            let c = c.clone();
+            async move { u64::from(c.send("probe", payload()).await) }
+        })
+        .await
+    };
+    let empty_rate = probe(c.clone()).await;
+    let body = Arc::new(batch_body(64));
+    let requests = args.stored.div_ceil(64);
+    let next = Arc::new(AtomicU64::new(0));
+    let fill_start = Instant::now();
+    let fillers: Vec<_> = (0..16)
+        .map(|_| {
+            let (c, body, next) = (c.clone(), body.clone(), next.clone());
+            tokio::spawn(async move {
+                while next.fetch_add(1, Ordering::Relaxed) < requests {
+                    if !c.send_batch("big", (*body).clone()).await {
+                        return false;
+                    }
+                }
+                true
+            })
+        })
+        .collect();
+    for f in fillers {
+        if !f.await? {
+            bail!("filling the store failed");
+        }
+    }
+    let stored = requests * 64;
+    println!(
+        "{:<62} {:>12.0} msg/s  ({stored} messages in {:.1} s)",
+        "fill (batch send)",
+        stored as f64 / fill_start.elapsed().as_secs_f64(),
+        fill_start.elapsed().as_secs_f64()
+    );
+    let full_rate = probe(c.clone()).await;
+    report.baseline("send rate, empty store", empty_rate, "msg/s");
+    report.ratio(
+        &format!("send rate with {stored} messages stored"),
+        full_rate,
+        "msg/s",
+        empty_rate,
+        "empty-store rate",
+        0.85,
+    );
+    let rss = child.child.id().map_or(0.0, rss_mb);
+    report.limit(
+        &format!("RSS with {stored} x 1 KB stored (cache 64 MB)"),
+        rss,
+        "MB",
+        128.0,
+        ", 64 MB + the cache",
+    );
+    terminate(&mut child).await?;
+    let payload_bytes = stored * KB as u64;
+    let disk = disk_bytes(&data);
+    report.limit(
+        "disk / payload",
+        disk as f64 / payload_bytes as f64,
+        "x",
+        2.0,
+        "",
+    );
+    let mut restarted = spawn(&args.emulator_binary, &data).await?;
+    report.limit(
+        &format!("start-up with {stored} messages stored"),
+        restarted.started_in.as_secs_f64() * 1000.0,
+        "ms",
+        1000.0,
+        "",
+    );
+    terminate(&mut restarted).await?;
+    Ok(())
+}
