@@ -437,7 +437,20 @@ async fn long_poll_wakes_on_send() {
             .await
         })
     };
-    // Poll until the receive is parked (the queue shows no message yet), then send.
+    // Wait (deadline, no fixed sleep) until the receive is parked, then send.
+    let target = emulator::broker::ReceiveTarget {
+        key: emulator::store::EntityKey::Queue("q".into()),
+        dead_letter: false,
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while server.broker.waiting_receivers(&target).unwrap() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the long poll never parked"
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     assert_eq!(c.post_message("/q/messages", "wake", &[]).await.status, 201);
     let r = tokio::time::timeout(std::time::Duration::from_secs(60), waiter)
         .await
@@ -707,5 +720,46 @@ async fn idle_entities_are_deleted() {
         c.get("/t").await.status,
         200,
         "the topic never idles by default"
+    );
+}
+
+#[tokio::test]
+async fn a_receiver_that_went_away_takes_nothing() {
+    let server = Server::memory().await;
+    let c = server.client();
+    c.put("/q", queue("")).await;
+    let target = emulator::broker::ReceiveTarget {
+        key: emulator::store::EntityKey::Queue("q".into()),
+        dead_letter: false,
+    };
+    // A client that gives up on its long poll (and closes the connection) after 300 ms.
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let url = format!("http://{}/q/messages/head?timeout=60", server.addr);
+    let gone = impatient
+        .post(url)
+        .header("authorization", c.token())
+        .header("content-length", "0")
+        .send()
+        .await;
+    assert!(gone.is_err(), "the client timed out");
+    // Wait (deadline, no fixed sleep) until the server dropped that parked receive.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while server.broker.waiting_receivers(&target).unwrap() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the abandoned long poll is still parked"
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    c.post_message("/q/messages", "precious", &[]).await;
+    let r = take(&c, "/q").await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "precious"),
+        "the message was neither locked nor consumed for the vanished client"
     );
 }

@@ -448,6 +448,7 @@ impl Broker {
                 return Ok(Some(received));
             }
             self.persist(entity.id, effects).await?;
+            let _waiting = runtime::Waiting::new(queue);
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return Ok(None);
             }
@@ -549,6 +550,19 @@ impl Broker {
         let settled = queue.settle(which, token_id, how, &settings, now, &mut effects);
         self.persist(entity.id, effects).await?;
         settled.map(|_| ()).ok_or_else(lost)
+    }
+
+    /// Receives parked in a long poll on `target` right now (for tests and metrics).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for a missing entity.
+    pub fn waiting_receivers(&self, target: &ReceiveTarget) -> Result<usize> {
+        let (entity, _) = self.receivable(target)?;
+        Ok(entity
+            .queue
+            .as_ref()
+            .map_or(0, |q| q.waiting.load(std::sync::atomic::Ordering::SeqCst)))
     }
 
     /// Applies time to every queue and subscription: lock expiry, scheduled activation, TTL.

@@ -174,6 +174,26 @@ pub(crate) struct Queue {
     state: Mutex<QueueState>,
     /// Woken when something may have become receivable.
     pub(crate) notify: Notify,
+    /// Receives parked in a long poll right now.
+    pub(crate) waiting: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a parked receive while it lives; dropped when the receive returns or its client
+/// goes away (hyper drops the handler), so nothing is taken for a vanished client.
+#[derive(Debug)]
+pub(crate) struct Waiting<'a>(&'a Queue);
+
+impl<'a> Waiting<'a> {
+    pub(crate) fn new(queue: &'a Queue) -> Self {
+        queue.waiting.fetch_add(1, Ordering::SeqCst);
+        Waiting(queue)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Counts for management answers.

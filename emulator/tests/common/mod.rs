@@ -14,6 +14,8 @@ pub const KEY: &str = "SAS_KEY_VALUE";
 /// A running emulator; stops (and flushes) when dropped or on [`Server::stop`].
 pub struct Server {
     pub addr: SocketAddr,
+    /// The broker behind it, for state a client cannot see.
+    pub broker: emulator::Broker,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), emulator::Error>>>,
 }
@@ -21,6 +23,7 @@ pub struct Server {
 impl Server {
     pub async fn start(settings: Settings) -> Server {
         let emulator = Emulator::open(settings).await.expect("emulator opens");
+        let broker = emulator.broker().clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
@@ -29,6 +32,7 @@ impl Server {
         }));
         Server {
             addr,
+            broker,
             stop: Some(tx),
             task: Some(task),
         }
