@@ -2,10 +2,12 @@
 //! broadcasts through a topic and receives what the other nodes publish through its own
 //! subscription.
 //!
-//! This crate is being built in steps. Today it offers the pieces of its Service Bus REST
-//! client that are shared with the emulator, so both sides agree by construction:
-//! connection strings (including `UseDevelopmentEmulator=true`) and SAS token signing.
-//! The typed REST client, the transport seam and the node runtime come next.
+//! This crate is being built in steps. Today it offers [`servicebus`], a typed REST client
+//! for Service Bus usable on its own: connection strings (including
+//! `UseDevelopmentEmulator=true`), cached SAS tokens, management of queues, topics,
+//! subscriptions and rules, send, batch send, peek-lock, receive-and-delete, complete,
+//! unlock and renew, with retries for transient failures only. The transport seam and the
+//! node runtime come next.
 //!
 //! ```
 //! use backplane::servicebus::{ConnectionString, sas};
@@ -20,10 +22,4 @@
 //! ```
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
-/// The Service Bus REST client (in progress): connection strings and SAS signing.
-pub mod servicebus {
-    pub use servicebus_wire::connection_string::{
-        ConnectionString, ConnectionStringError, Credential,
-    };
-    pub use servicebus_wire::sas;
-}
+pub mod servicebus;

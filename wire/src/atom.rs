@@ -64,6 +64,68 @@ pub fn parse_entry(body: &str) -> Result<EntryContent, WireError> {
     EntityDescription::parse(kind, description).map(EntryContent::Entity)
 }
 
+/// One entry of a list feed: its title (the entity's own name) and content.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedEntry {
+    /// `<title>`.
+    pub title: String,
+    /// The description it holds.
+    pub content: EntryContent,
+}
+
+/// Reads a response that is either one entry or a feed: the entries it holds (none for the
+/// service's empty "not found" feed).
+///
+/// # Errors
+///
+/// [`WireError`] when the XML or a description in it is malformed.
+pub fn parse_entries(body: &str) -> Result<Vec<FeedEntry>, WireError> {
+    let root = xml::parse(body)?;
+    let entries: Vec<&xml::Element> = match root.name.as_str() {
+        "entry" => vec![&root],
+        "feed" => root.children.iter().filter(|c| c.name == "entry").collect(),
+        other => {
+            return Err(WireError::Structure(format!(
+                "expected an Atom entry or feed, found <{other}>"
+            )));
+        }
+    };
+    entries
+        .into_iter()
+        .map(|e| {
+            let title = e
+                .child("title")
+                .map(|t| t.trimmed_text().to_string())
+                .unwrap_or_default();
+            let description = e
+                .child("content")
+                .and_then(|c| c.children.first())
+                .ok_or_else(|| {
+                    WireError::Structure(format!("the entry '{title}' has no description"))
+                })?;
+            let content = if description.name == "RuleDescription" {
+                EntryContent::Rule(RuleDescription::parse(description)?)
+            } else {
+                let kind = EntityKind::from_element_name(&description.name).ok_or_else(|| {
+                    WireError::Structure(format!(
+                        "<{}> is not a known description",
+                        description.name
+                    ))
+                })?;
+                EntryContent::Entity(EntityDescription::parse(kind, description)?)
+            };
+            Ok(FeedEntry { title, content })
+        })
+        .collect()
+}
+
+/// Wraps a description in the entry a client `PUT`s.
+pub fn request_entry(description_xml: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="utf-8"?><entry xmlns="{ATOM_NS}"><content type="application/xml">{description_xml}</content></entry>"#
+    )
+}
+
 /// The links and metadata of one entry.
 #[derive(Debug, Clone)]
 pub struct EntryMeta<'a> {

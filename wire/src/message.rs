@@ -81,6 +81,38 @@ impl BrokerProperties {
         Self::from_map(&map)
     }
 
+    /// Reads what a receiver gets: as [`BrokerProperties::parse_client`], plus the
+    /// broker-set fields (`SequenceNumber`, `DeliveryCount`, `LockToken`, `LockedUntilUtc`,
+    /// `EnqueuedTimeUtc`, `EnqueuedSequenceNumber`, `State`).
+    ///
+    /// # Errors
+    ///
+    /// [`WireError::Value`] naming the field that is malformed.
+    pub fn parse_received(json: &str) -> Result<Self, WireError> {
+        let mut p = Self::parse_client(json)?;
+        let Ok(Value::Object(map)) = serde_json::from_str::<Value>(json) else {
+            return Ok(p);
+        };
+        let number = |k: &str| {
+            map.get(k).and_then(|v| {
+                v.as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            })
+        };
+        let date = |k: &str| map.get(k).and_then(Value::as_str).and_then(parse_http_date);
+        p.sequence_number = number("SequenceNumber");
+        p.enqueued_sequence_number = number("EnqueuedSequenceNumber");
+        p.delivery_count = number("DeliveryCount").and_then(|n| u32::try_from(n).ok());
+        p.lock_token = map
+            .get("LockToken")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        p.locked_until_utc = date("LockedUntilUtc");
+        p.enqueued_time_utc = date("EnqueuedTimeUtc");
+        p.state = map.get("State").and_then(Value::as_str).map(str::to_string);
+        Ok(p)
+    }
+
     fn from_map(map: &Map<String, Value>) -> Result<Self, WireError> {
         let mut p = BrokerProperties::default();
         for (key, v) in map {
@@ -285,6 +317,54 @@ pub struct BatchMessage {
     pub content_type: Option<String>,
 }
 
+/// Writes a batch body (the inverse of [`parse_batch`]): bodies that are UTF-8 go as text,
+/// others base64 with `IsBodyBase64`; custom properties as JSON strings, numbers, booleans
+/// (dates as their RFC 1123 text).
+pub fn write_batch(messages: &[BatchMessage]) -> String {
+    let items: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            let mut item = Map::new();
+            match std::str::from_utf8(&m.body) {
+                Ok(text) => {
+                    item.insert("Body".into(), Value::String(text.to_string()));
+                }
+                Err(_) => {
+                    item.insert(
+                        "Body".into(),
+                        Value::String(base64::engine::general_purpose::STANDARD.encode(&m.body)),
+                    );
+                    item.insert("IsBodyBase64".into(), Value::Bool(true));
+                }
+            }
+            let broker: Value = serde_json::from_str(&m.broker.to_json()).unwrap_or(Value::Null);
+            if broker.as_object().is_some_and(|o| !o.is_empty()) {
+                item.insert("BrokerProperties".into(), broker);
+            }
+            if !m.user.is_empty() {
+                let user: Map<String, Value> =
+                    m.user
+                        .iter()
+                        .map(|(k, raw)| {
+                            let v = match parse_property(raw) {
+                                PropertyValue::String(s) => Value::String(s),
+                                PropertyValue::Int(i) => Value::from(i),
+                                PropertyValue::Double(d) => serde_json::Number::from_f64(d)
+                                    .map_or(Value::Null, Value::Number),
+                                PropertyValue::Bool(b) => Value::Bool(b),
+                                PropertyValue::DateTime(t) => Value::String(format_http_date(t)),
+                            };
+                            (k.clone(), v)
+                        })
+                        .collect();
+                item.insert("UserProperties".into(), Value::Object(user));
+            }
+            Value::Object(item)
+        })
+        .collect();
+    Value::Array(items).to_string()
+}
+
 /// Reads a batch body: a JSON array of `{Body, BrokerProperties, UserProperties}`.
 ///
 /// # Errors
@@ -439,6 +519,51 @@ mod tests {
         );
         assert_eq!(parse_property("High"), PropertyValue::String("High".into()));
         assert_eq!(format_property(&date), "\"Tue, 02 Jan 2024 03:04:05 GMT\"");
+    }
+
+    #[test]
+    fn received_fields_and_batch_round_trip() {
+        let r = BrokerProperties::parse_received(r#"{"DeliveryCount":2,"EnqueuedSequenceNumber":0,"EnqueuedTimeUtc":"Wed, 02 Jul 2014 01:32:27 GMT","Label":"M1","LockToken":"7da9cfd5-40d5-4bb1-8d64-ec5a52e1c547","LockedUntilUtc":"Wed, 02 Jul 2014 01:33:27 GMT","MessageId":"31907572164743c38741631acd554d6f","SequenceNumber":2,"State":"Active","TimeToLive":10}"#).unwrap();
+        assert_eq!(
+            (r.sequence_number, r.delivery_count, r.state.as_deref()),
+            (Some(2), Some(2), Some("Active"))
+        );
+        assert_eq!(
+            r.lock_token.as_deref(),
+            Some("7da9cfd5-40d5-4bb1-8d64-ec5a52e1c547")
+        );
+        assert_eq!(
+            r.locked_until_utc.unwrap().timestamp() - r.enqueued_time_utc.unwrap().timestamp(),
+            60
+        );
+        let messages = vec![
+            BatchMessage {
+                body: b"text".to_vec(),
+                broker: BrokerProperties {
+                    message_id: Some("a".into()),
+                    ..Default::default()
+                },
+                user: vec![("s".into(), "\"x\"".into()), ("n".into(), "7".into())],
+                content_type: None,
+            },
+            BatchMessage {
+                body: vec![0xff, 0x00],
+                broker: BrokerProperties::default(),
+                user: vec![],
+                content_type: None,
+            },
+        ];
+        let parsed = parse_batch(write_batch(&messages).as_bytes()).unwrap();
+        assert_eq!(parsed[0].body, b"text");
+        assert_eq!(parsed[0].broker.message_id.as_deref(), Some("a"));
+        assert_eq!(
+            parsed[0].user,
+            [
+                ("n".to_string(), "7".to_string()),
+                ("s".to_string(), "\"x\"".to_string())
+            ]
+        );
+        assert_eq!(parsed[1].body, vec![0xff, 0x00]);
     }
 
     #[test]

@@ -1,0 +1,332 @@
+//! The REST client against the emulator (in-process), and its retry rules against a
+//! counting stub.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use backplane::servicebus::{
+    Client, ConnectionString, CorrelationFilter, EntityDescription, EntityKind, Error, Filter,
+    Message, PropertyValue, RetryPolicy, RuleAction, RuleDescription, TimeSpan, subscription_path,
+};
+use integration::InProcessEmulator;
+
+async fn client() -> (InProcessEmulator, Client) {
+    let emulator = InProcessEmulator::start().await.unwrap();
+    let client = Client::from_connection_string(&emulator.connection_string()).unwrap();
+    (emulator, client)
+}
+
+fn sql(expression: &str) -> RuleDescription {
+    RuleDescription {
+        filter: Filter::Sql {
+            expression: expression.into(),
+            compatibility_level: 20,
+            parameters: vec![],
+            requires_preprocessing: None,
+        },
+        action: RuleAction::Empty,
+        name: None,
+    }
+}
+
+#[tokio::test]
+async fn management_of_topics_subscriptions_and_rules() {
+    let (_emulator, c) = client().await;
+    let mut topic = EntityDescription::defaults(EntityKind::Topic);
+    topic.default_message_time_to_live = TimeSpan::from_mins(90);
+    assert!(c.create_topic_if_missing("events", &topic).await.unwrap());
+    assert!(
+        !c.create_topic_if_missing("events", &topic).await.unwrap(),
+        "exists: not created again"
+    );
+    assert!(
+        c.create_entity("events", &topic, None)
+            .await
+            .unwrap_err()
+            .is_conflict()
+    );
+    let got = c.get_entity("events").await.unwrap().unwrap();
+    assert_eq!(got.default_message_time_to_live, TimeSpan::from_mins(90));
+    assert_eq!(
+        c.get_entity("nope").await.unwrap(),
+        None,
+        "an empty feed means missing"
+    );
+
+    let mut sub = EntityDescription::defaults(EntityKind::Subscription);
+    sub.auto_delete_on_idle = TimeSpan::from_mins(5);
+    let only_mine = RuleDescription {
+        filter: Filter::Correlation(CorrelationFilter {
+            to: Some("node-a".into()),
+            ..Default::default()
+        }),
+        action: RuleAction::Empty,
+        name: Some("mine".into()),
+    };
+    assert!(
+        c.create_subscription_if_missing("events", "node-a", &sub, Some(&only_mine))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !c.create_subscription_if_missing("events", "node-a", &sub, None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        c.create_subscription_if_missing("missing", "x", &sub, None)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert_eq!(
+        c.list_subscriptions("events")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect::<Vec<_>>(),
+        ["node-a"]
+    );
+    let rules = c.list_rules("events", "node-a").await.unwrap();
+    assert_eq!(
+        rules.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        ["mine"]
+    );
+    assert_eq!(rules[0].1.filter, only_mine.filter);
+
+    c.create_rule("events", "node-a", "red", &sql("color = 'red'"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        c.get_rule("events", "node-a", "red")
+            .await
+            .unwrap()
+            .unwrap()
+            .filter,
+        Filter::Sql { .. }
+    ));
+    let bad = c
+        .create_rule("events", "node-a", "bad", &sql("color = "))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&bad, Error::Service { status: 400, detail } if detail.contains("position 8")),
+        "{bad:?}"
+    );
+    assert!(!bad.is_transient());
+    assert!(c.delete_rule("events", "node-a", "red").await.unwrap());
+    assert!(!c.delete_rule("events", "node-a", "red").await.unwrap());
+
+    sub.max_delivery_count = 4;
+    let updated = c
+        .update_entity(&subscription_path("events", "node-a"), &sub)
+        .await
+        .unwrap();
+    assert_eq!(updated.max_delivery_count, 4);
+    assert_eq!(c.list_entities(EntityKind::Topic).await.unwrap().len(), 1);
+    assert!(c.delete_entity("events").await.unwrap());
+    assert!(!c.delete_entity("events").await.unwrap());
+}
+
+#[tokio::test]
+async fn send_receive_and_settle() {
+    let (_emulator, c) = client().await;
+    assert!(c.create_queue_if_missing("jobs").await.unwrap());
+    let mut m = Message::new("hello")
+        .with_property("room", PropertyValue::String("lobby".into()))
+        .with_property("seq", PropertyValue::Int(7));
+    m.broker.message_id = Some("m-1".into());
+    m.broker.to = Some("node-b".into());
+    m.content_type = Some("application/json".into());
+    c.send("jobs", &m).await.unwrap();
+    c.send_batch(
+        "jobs",
+        &[Message::new("b1"), Message::new(vec![0xff, 0x01])],
+    )
+    .await
+    .unwrap();
+
+    let got = c
+        .peek_lock("jobs", Duration::from_secs(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.body, b"hello");
+    assert_eq!(got.content_type.as_deref(), Some("application/json"));
+    assert_eq!(got.broker.message_id.as_deref(), Some("m-1"));
+    assert_eq!(got.broker.to.as_deref(), Some("node-b"));
+    assert_eq!(
+        (got.broker.sequence_number, got.broker.delivery_count),
+        (Some(1), Some(1))
+    );
+    assert_eq!(
+        got.property("room"),
+        Some(&PropertyValue::String("lobby".into()))
+    );
+    assert_eq!(got.property("seq"), Some(&PropertyValue::Int(7)));
+    assert_eq!(
+        got.properties.len(),
+        2,
+        "no other headers read as properties: {:?}",
+        got.properties
+    );
+    c.renew(&got).await.unwrap();
+    c.unlock(&got).await.unwrap();
+    assert!(c.complete(&got).await.unwrap_err().is_lock_lost());
+    let again = c
+        .peek_lock("jobs", Duration::from_secs(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.broker.delivery_count, Some(2));
+    c.complete(&again).await.unwrap();
+
+    assert_eq!(
+        c.receive_and_delete("jobs", Duration::from_secs(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .body,
+        b"b1"
+    );
+    assert_eq!(
+        c.receive_and_delete("jobs", Duration::from_secs(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .body,
+        vec![0xff, 0x01]
+    );
+    assert_eq!(
+        c.receive_and_delete("jobs", Duration::ZERO).await.unwrap(),
+        None
+    );
+    assert!(
+        c.send("nope", &Message::new("x"))
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    let mut small = EntityDescription::defaults(EntityKind::Queue);
+    small.max_message_size_in_kilobytes = 1;
+    c.create_entity("small", &small, None).await.unwrap();
+    assert!(
+        c.send("small", &Message::new(vec![b'x'; 2048]))
+            .await
+            .unwrap_err()
+            .is_too_large()
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_key_is_unauthorized_and_bad_strings_are_typed() {
+    let (emulator, _) = client().await;
+    let wrong = emulator
+        .connection_string()
+        .replace("SAS_KEY_VALUE", "nope");
+    let c = Client::from_connection_string(&wrong).unwrap();
+    let e = c.create_queue_if_missing("q").await.unwrap_err();
+    assert!(e.is_unauthorized() && !e.is_transient(), "{e:?}");
+    let e = Client::from_connection_string("Endpoint=sb://x;SharedAccessKeyName=a").unwrap_err();
+    assert!(matches!(e, Error::ConnectionString(_)));
+    assert!(format!("{e:?}").contains("SharedAccessKeyName"));
+}
+
+/// A stub that answers each path's scripted statuses in turn and counts requests.
+async fn stub(
+    script: Vec<(u16, Option<&'static str>)>,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let script = Arc::new(script);
+    let counter = hits.clone();
+    let app = axum::Router::new().fallback(move || {
+        let (hits, script) = (counter.clone(), script.clone());
+        async move {
+            let i = hits.fetch_add(1, Ordering::SeqCst);
+            let (status, retry_after) = script[i.min(script.len() - 1)];
+            let mut r = axum::response::IntoResponse::into_response(
+                axum::http::StatusCode::from_u16(status).unwrap(),
+            );
+            if let Some(after) = retry_after {
+                r.headers_mut()
+                    .insert("retry-after", after.parse().unwrap());
+            }
+            r
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, hits)
+}
+
+fn stub_client(addr: std::net::SocketAddr, retries: u32) -> Client {
+    let cs = ConnectionString::parse(&format!(
+        "Endpoint=sb://{addr};SharedAccessKeyName=k;SharedAccessKey=v;UseDevelopmentEmulator=true"
+    ))
+    .unwrap();
+    Client::new(
+        &cs,
+        RetryPolicy {
+            max_retries: retries,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+        },
+    )
+}
+
+#[tokio::test]
+async fn retries_transient_failures_only() {
+    // A 4xx is a mistake: one request, no retry.
+    let (addr, hits) = stub(vec![(400, None)]).await;
+    let e = stub_client(addr, 5)
+        .send("q", &Message::new("x"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Service { status: 400, .. }) && !e.is_transient());
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+    // 503 with Retry-After, then success.
+    let (addr, hits) = stub(vec![(503, Some("0")), (500, None), (201, None)]).await;
+    stub_client(addr, 5)
+        .send("q", &Message::new("x"))
+        .await
+        .unwrap();
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+
+    // Still busy after the retries: a transient error.
+    let (addr, hits) = stub(vec![(503, Some("0"))]).await;
+    let e = stub_client(addr, 2)
+        .send("q", &Message::new("x"))
+        .await
+        .unwrap_err();
+    assert!(e.is_transient(), "{e:?}");
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+
+    // A 401 re-signs once, then is final.
+    let (addr, hits) = stub(vec![(401, None)]).await;
+    assert!(
+        stub_client(addr, 5)
+            .send("q", &Message::new("x"))
+            .await
+            .unwrap_err()
+            .is_unauthorized()
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+
+    // Nobody listening: transient, retried.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let e = stub_client(closed, 1)
+        .send("q", &Message::new("x"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::Transport(_)) && e.is_transient(),
+        "{e:?}"
+    );
+}
