@@ -29,6 +29,10 @@ struct Args {
     /// Seconds of the mixed stress run; 0 skips it.
     #[arg(long, default_value_t = 60)]
     stress_secs: u64,
+    /// Write acknowledgement of the in-process emulator: full (fsync, the targets' setting)
+    /// or none (to see what the fsyncs cost).
+    #[arg(long, value_enum, default_value = "full")]
+    durability: emulator::store::Durability,
     /// The emulator binary (release), for start-up, RSS and disk figures.
     #[arg(long, default_value = "target/release/emulator")]
     emulator_binary: PathBuf,
@@ -259,6 +263,7 @@ impl Report {
 
 async fn start_emulator(
     dir: &Path,
+    durability: emulator::store::Durability,
 ) -> anyhow::Result<(
     SocketAddr,
     tokio::sync::oneshot::Sender<()>,
@@ -266,6 +271,7 @@ async fn start_emulator(
 )> {
     let settings = emulator::Settings {
         location: emulator::store::Location::Directory(dir.to_path_buf()),
+        durability,
         ..emulator::Settings::in_memory()
     };
     let emulator = emulator::Emulator::open(settings).await?;
@@ -323,7 +329,7 @@ async fn main() -> anyhow::Result<()> {
     report.baseline("T: trivial axum POST 1 KB -> 201", t, "req/s");
 
     let dir = tempfile::tempdir()?;
-    let (addr, stop, server) = start_emulator(&dir.path().join("main")).await?;
+    let (addr, stop, server) = start_emulator(&dir.path().join("main"), args.durability).await?;
     let c = Client::new(addr);
 
     // Durable single send to a topic with 3 subscriptions being drained.
