@@ -22,4 +22,6 @@
 //! ```
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod envelope;
+pub mod ids;
 pub mod servicebus;
