@@ -6,8 +6,10 @@
 //! for Service Bus usable on its own: connection strings (including
 //! `UseDevelopmentEmulator=true`), cached SAS tokens, management of queues, topics,
 //! subscriptions and rules, send, batch send, peek-lock, receive-and-delete, complete,
-//! unlock and renew, with retries for transient failures only. The transport seam and the
-//! node runtime come next.
+//! unlock and renew, with retries for transient failures only; [`envelope`], the versioned
+//! wire format that packs events up to the size limit; and [`ordering`], the per-origin
+//! reorder buffer with duplicate suppression and a bounded gap timeout. The transport seam
+//! and the node runtime built on them come next.
 //!
 //! ```
 //! use backplane::servicebus::{ConnectionString, sas};
@@ -24,4 +26,5 @@
 
 pub mod envelope;
 pub mod ids;
+pub mod ordering;
 pub mod servicebus;

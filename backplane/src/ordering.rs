@@ -1,0 +1,286 @@
+//! Per-origin ordering and duplicate suppression.
+//!
+//! Each origin numbers its events 1, 2, 3, ... (a node id is new per run). Parallel
+//! receivers hand events over in any order and the bus may repeat them; this buffer hands
+//! them to the application once each, in each origin's order. A missing event never stalls
+//! delivery: after `gap_timeout` the buffer skips the gap (counted), and if the missing
+//! event turns up later it is still delivered, once, out of order (counted as late)
+//! rather than lost.
+//!
+//! The first event seen from an origin sets where its order starts: events numbered below
+//! it that arrive afterwards (reordered at the very start) are delivered as late ones.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use crate::ids::NodeId;
+
+/// How far below the delivery point skipped and early numbers are remembered; anything
+/// older is taken as a duplicate.
+const MEMORY: u64 = 65_536;
+
+/// What the buffer has seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OrderingCounters {
+    /// Events handed to the application.
+    pub delivered: u64,
+    /// Events dropped as already delivered.
+    pub duplicates: u64,
+    /// Sequence numbers skipped after the gap timeout.
+    pub gaps_skipped: u64,
+    /// Events delivered out of order after their gap was skipped.
+    pub late: u64,
+}
+
+#[derive(Debug)]
+struct Origin<T> {
+    /// The next number to deliver in order.
+    next: u64,
+    /// The first number seen; numbers below it are tracked in `early`.
+    floor: u64,
+    /// Waiting for a gap below them to fill, with when each arrived.
+    pending: BTreeMap<u64, (T, Instant)>,
+    /// Numbers below `next` that were skipped (not delivered).
+    skipped: BTreeSet<u64>,
+    /// Numbers below `floor` that were delivered.
+    early: BTreeSet<u64>,
+}
+
+/// The reorder buffer over items `T` (the application's events).
+#[derive(Debug)]
+pub struct Reorder<T> {
+    origins: HashMap<NodeId, Origin<T>>,
+    gap_timeout: Duration,
+    counters: OrderingCounters,
+}
+
+impl<T> Reorder<T> {
+    /// A buffer that waits at most `gap_timeout` for a missing event.
+    pub fn new(gap_timeout: Duration) -> Self {
+        Reorder {
+            origins: HashMap::new(),
+            gap_timeout,
+            counters: OrderingCounters::default(),
+        }
+    }
+
+    /// The counters so far.
+    pub fn counters(&self) -> OrderingCounters {
+        self.counters
+    }
+
+    /// Takes one event; returns what can be delivered now, in order.
+    pub fn accept(&mut self, origin: &NodeId, seq: u64, item: T, now: Instant) -> Vec<T> {
+        let o = self
+            .origins
+            .entry(origin.clone())
+            .or_insert_with(|| Origin {
+                next: seq,
+                floor: seq,
+                pending: BTreeMap::new(),
+                skipped: BTreeSet::new(),
+                early: BTreeSet::new(),
+            });
+        let mut out = Vec::new();
+        if seq < o.floor {
+            if o.floor - seq <= MEMORY && o.early.insert(seq) {
+                self.counters.late += 1;
+                out.push(item);
+            } else {
+                self.counters.duplicates += 1;
+            }
+        } else if seq < o.next {
+            if o.skipped.remove(&seq) {
+                self.counters.late += 1;
+                out.push(item);
+            } else {
+                self.counters.duplicates += 1;
+            }
+        } else if seq == o.next {
+            out.push(item);
+            o.next += 1;
+            drain(o, &mut out);
+        } else {
+            match o.pending.entry(seq) {
+                std::collections::btree_map::Entry::Occupied(_) => self.counters.duplicates += 1,
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert((item, now));
+                }
+            }
+        }
+        self.counters.delivered += out.len() as u64;
+        prune(o);
+        out
+    }
+
+    /// Skips gaps that waited longer than the timeout; returns what that releases, per
+    /// origin in order.
+    pub fn expire(&mut self, now: Instant) -> Vec<(NodeId, T)> {
+        let mut out = Vec::new();
+        for (origin, o) in &mut self.origins {
+            while let Some((&first, &(_, since))) = o.pending.first_key_value() {
+                if now.duration_since(since) < self.gap_timeout {
+                    break;
+                }
+                for missing in o.next..first {
+                    o.skipped.insert(missing);
+                }
+                self.counters.gaps_skipped += first - o.next;
+                o.next = first;
+                let mut released = Vec::new();
+                drain(o, &mut released);
+                self.counters.delivered += released.len() as u64;
+                out.extend(released.into_iter().map(|t| (origin.clone(), t)));
+            }
+            prune(o);
+        }
+        out
+    }
+
+    /// When [`Reorder::expire`] next has something to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.origins
+            .values()
+            .filter_map(|o| {
+                o.pending
+                    .first_key_value()
+                    .map(|(_, (_, since))| *since + self.gap_timeout)
+            })
+            .min()
+    }
+
+    /// Forgets an origin (a node that is gone), dropping what waited for it.
+    pub fn forget(&mut self, origin: &NodeId) {
+        self.origins.remove(origin);
+    }
+}
+
+fn drain<T>(o: &mut Origin<T>, out: &mut Vec<T>) {
+    while let Some((item, _)) = o.pending.remove(&o.next) {
+        out.push(item);
+        o.next += 1;
+    }
+}
+
+fn prune<T>(o: &mut Origin<T>) {
+    let keep_from = o.next.saturating_sub(MEMORY);
+    o.skipped = o.skipped.split_off(&keep_from);
+    let keep_early = o.floor.saturating_sub(MEMORY);
+    if o.early.first().is_some_and(|f| *f < keep_early) {
+        o.early = o.early.split_off(&keep_early);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn a() -> NodeId {
+        NodeId::new("a").unwrap()
+    }
+
+    /// 1..=n shuffled within windows of `w`, with some numbers repeated.
+    fn arrivals() -> impl Strategy<Value = (u64, Vec<u64>)> {
+        (
+            1u64..150,
+            1usize..8,
+            prop::collection::vec(any::<prop::sample::Index>(), 0..20),
+            any::<u64>(),
+        )
+            .prop_map(|(n, w, dups, seed)| {
+                let mut v: Vec<u64> = (1..=n).collect();
+                let mut state = seed | 1;
+                for chunk in v.chunks_mut(w) {
+                    for i in (1..chunk.len()).rev() {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        chunk.swap(i, (state % (i as u64 + 1)) as usize);
+                    }
+                }
+                for d in dups {
+                    let x = v[d.index(v.len())];
+                    let at = d
+                        .index(v.len() + 1)
+                        .max(v.iter().position(|y| *y == x).unwrap() + 1);
+                    v.insert(at.min(v.len()), x);
+                }
+                (n, v)
+            })
+    }
+
+    proptest! {
+        /// Reordered and repeated arrivals come out once each, in order, with no timeout.
+        #[test]
+        fn restores_order_and_drops_duplicates((n, arrivals) in arrivals()) {
+            let mut r = Reorder::new(Duration::from_secs(3600));
+            let now = Instant::now();
+            let mut out = Vec::new();
+            // The first arrival sets the start; make it 1 as a node that saw the origin start.
+            out.extend(r.accept(&a(), 1, 1, now));
+            for seq in arrivals {
+                out.extend(r.accept(&a(), seq, seq, now));
+            }
+            prop_assert_eq!(out, (1..=n).collect::<Vec<_>>());
+            prop_assert_eq!(r.counters().delivered, n);
+            prop_assert_eq!(r.next_deadline(), None);
+        }
+
+        /// Lost events are skipped after the timeout; nothing else is lost, repeated or
+        /// held, and a lost event that turns up late is delivered once.
+        #[test]
+        fn gaps_never_stall((n, arrivals) in arrivals(), lost in prop::collection::btree_set(2u64..150, 0..10)) {
+            let mut r = Reorder::new(Duration::from_millis(100));
+            let t0 = Instant::now();
+            let mut out = Vec::new();
+            out.extend(r.accept(&a(), 1, 1, t0));
+            for seq in arrivals.iter().copied().filter(|s| !lost.contains(s)) {
+                out.extend(r.accept(&a(), seq, seq, t0));
+            }
+            out.extend(r.expire(t0 + Duration::from_secs(1)).into_iter().map(|(_, s)| s));
+            let expected: Vec<u64> = (1..=n).filter(|s| !lost.contains(s)).collect();
+            prop_assert_eq!(&out, &expected, "every arrived event once, in order");
+            for late in lost.iter().copied().filter(|s| *s <= n) {
+                let again = r.accept(&a(), late, late, t0 + Duration::from_secs(2));
+                let last_delivered = expected.last().copied().unwrap_or(0);
+                if late < last_delivered {
+                    prop_assert_eq!(again, vec![late], "a late event is delivered once");
+                    prop_assert_eq!(r.accept(&a(), late, late, t0 + Duration::from_secs(2)), Vec::<u64>::new());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn origins_are_independent_and_start_where_first_seen() {
+        let mut r = Reorder::new(Duration::from_secs(1));
+        let b = NodeId::new("b").unwrap();
+        let now = Instant::now();
+        assert_eq!(r.accept(&a(), 1057, "a1057", now), ["a1057"]);
+        assert_eq!(r.accept(&b, 2, "b2", now), ["b2"]);
+        assert_eq!(r.accept(&a(), 1059, "a1059", now), Vec::<&str>::new());
+        assert_eq!(
+            r.accept(&a(), 1056, "a1056", now),
+            ["a1056"],
+            "reordered at the start: late, not lost"
+        );
+        assert_eq!(r.accept(&a(), 1056, "a1056", now), Vec::<&str>::new());
+        assert_eq!(r.accept(&a(), 1058, "a1058", now), ["a1058", "a1059"]);
+        assert_eq!(
+            r.counters(),
+            OrderingCounters {
+                delivered: 5,
+                duplicates: 1,
+                gaps_skipped: 0,
+                late: 1
+            }
+        );
+        r.forget(&a());
+        assert_eq!(
+            r.accept(&a(), 7, "a7", now),
+            ["a7"],
+            "a forgotten origin starts afresh"
+        );
+    }
+}
