@@ -8,8 +8,13 @@
 //! subscriptions and rules, send, batch send, peek-lock, receive-and-delete, complete,
 //! unlock and renew, with retries for transient failures only; [`envelope`], the versioned
 //! wire format that packs events up to the size limit; and [`ordering`], the per-origin
-//! reorder buffer with duplicate suppression and a bounded gap timeout. The transport seam
-//! and the node runtime built on them come next.
+//! reorder buffer with duplicate suppression and a bounded gap timeout; [`transport`], the
+//! seam with a Service Bus implementation (one subscription per node, broker-side rules so a
+//! node never receives its own broadcasts) and an in-memory one; and [`node`], a first node
+//! runtime: publish to all (rooms, exceptions) or to one node, parallel receivers, per-origin
+//! order, duplicate suppression, completion after local delivery, graceful shutdown.
+//! Request/response, heartbeats and the janitor, packing windows, partitioning and the
+//! socketioxide adapter come next.
 //!
 //! ```
 //! use backplane::servicebus::{ConnectionString, sas};
@@ -26,5 +31,7 @@
 
 pub mod envelope;
 pub mod ids;
+pub mod node;
 pub mod ordering;
 pub mod servicebus;
+pub mod transport;

@@ -52,6 +52,12 @@ pub enum Error {
     /// The answer could not be read.
     #[error("unexpected response: {0}")]
     Protocol(String),
+    /// A custom property that cannot travel as a header (a standard HTTP header name, or
+    /// not a header name at all): the service would drop it.
+    #[error(
+        "'{0}' cannot be a custom property (it is a standard HTTP header or not a valid header name)"
+    )]
+    InvalidProperty(String),
 }
 
 impl Error {

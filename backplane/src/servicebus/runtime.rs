@@ -81,11 +81,55 @@ const NOT_PROPERTIES: [&str; 10] = [
     "strict-transport-security",
 ];
 
+/// Header names that cannot carry a custom property (contract 3.2).
+const RESERVED: [&str; 26] = [
+    "host",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "authorization",
+    "user-agent",
+    "connection",
+    "keep-alive",
+    "accept",
+    "accept-charset",
+    "accept-encoding",
+    "accept-language",
+    "expect",
+    "date",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "via",
+    "cache-control",
+    "pragma",
+    "origin",
+    "referer",
+    "cookie",
+    "location",
+    "server",
+];
+
+fn check_property_name(name: &str) -> Result<()> {
+    let lower = name.to_ascii_lowercase();
+    let valid = reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok();
+    if !valid
+        || RESERVED.contains(&lower.as_str())
+        || lower == "brokerproperties"
+        || lower.starts_with("x-ms-")
+    {
+        return Err(Error::InvalidProperty(name.to_string()));
+    }
+    Ok(())
+}
+
 impl Client {
     /// Sends a message to a queue or topic; returns once the service acknowledged it.
     ///
     /// # Errors
     ///
+    /// [`Error::InvalidProperty`] for a property name that cannot travel as a header,
     /// [`Error::TooLarge`], [`Error::NotFound`], [`Error::Unauthorized`], transient
     /// failures after the retries.
     pub async fn send(&self, entity: &str, message: &Message) -> Result<()> {
@@ -101,6 +145,7 @@ impl Client {
             call.headers.push(("content-type".into(), ct.clone()));
         }
         for (name, value) in &message.properties {
+            check_property_name(name)?;
             call.headers.push((name.clone(), format_property(value)));
         }
         self.expect_status(Method::POST, &format!("/{entity}/messages"), call, 201)

@@ -1,0 +1,362 @@
+//! One backplane node: publishes events for the other nodes and receives theirs, in each
+//! origin's order, once each.
+//!
+//! A node opens its own place on the transport (a subscription that the bus deletes when
+//! idle, so a crashed node's place disappears by itself), runs `receivers` parallel
+//! receives, decodes envelopes, restores per-origin order ([`crate::ordering`]) and hands
+//! events to the application through a bounded channel. A delivery is completed only after
+//! its events were handed over; when the channel is full the receivers wait, so messages
+//! stay on the bus (a lock may then expire and the message come again; duplicates are
+//! suppressed). Transient failures back off and retry; a vanished place is re-opened.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::envelope::{self, Envelope, EnvelopeError, Event, Kind, Target};
+use crate::ids::{NodeId, RoomName};
+use crate::ordering::Reorder;
+use crate::transport::{Audience, Transport, TransportError};
+
+/// A node's settings; every field has a default.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The node's id (default: random, new per run).
+    pub node_id: Option<NodeId>,
+    /// Parallel receives (default 4). More raise throughput over REST, one message a receive.
+    pub receivers: usize,
+    /// Long-poll wait of each receive (default 30 s).
+    pub receive_timeout: Duration,
+    /// How long a missing event may hold back later ones of its origin (default 2 s).
+    pub gap_timeout: Duration,
+    /// Idle time after which the bus deletes a node's place (default 5 minutes, the
+    /// service's minimum); the receivers' polls keep a live node's place.
+    pub idle_delete: Duration,
+    /// Events buffered for the application (default 1024); when full, receiving pauses.
+    pub channel_capacity: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            node_id: None,
+            receivers: 4,
+            receive_timeout: Duration::from_secs(30),
+            gap_timeout: Duration::from_secs(2),
+            idle_delete: Duration::from_secs(300),
+            channel_capacity: 1024,
+        }
+    }
+}
+
+/// An event from another node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// Who published it.
+    pub origin: NodeId,
+    /// Its number at the origin.
+    pub seq: u64,
+    /// The rooms it is for (empty: everyone) and those left out; `None` when it was sent to
+    /// this node alone.
+    pub rooms: Option<(Vec<RoomName>, Vec<RoomName>)>,
+    /// The application's bytes.
+    pub payload: Vec<u8>,
+}
+
+/// Why a publish failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The event is larger than one message may carry (nothing was sent).
+    #[error("event too large")]
+    TooLarge(#[source] EnvelopeError),
+    /// The transport failed (after its retries).
+    #[error("transport failed")]
+    Transport(#[from] TransportError),
+}
+
+/// Counters of a node, readable at any time.
+#[derive(Debug, Default)]
+pub struct NodeCounters {
+    /// Events published.
+    pub published: AtomicU64,
+    /// Events handed to the application.
+    pub delivered: AtomicU64,
+    /// Events dropped as duplicates.
+    pub duplicates: AtomicU64,
+    /// Sequence numbers skipped after the gap timeout.
+    pub gaps_skipped: AtomicU64,
+    /// Transport failures retried.
+    pub retries: AtomicU64,
+    /// Messages that were not envelopes (completed and dropped).
+    pub malformed: AtomicU64,
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct Node<T: Transport> {
+    id: NodeId,
+    transport: Arc<T>,
+    next_seq: AtomicU64,
+    counters: Arc<NodeCounters>,
+    stop: Arc<AtomicBool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+struct Shared<T: Transport> {
+    id: NodeId,
+    transport: Arc<T>,
+    config: NodeConfig,
+    /// A std mutex: held only to accept or expire, never across an await.
+    reorder: Mutex<Reorder<Received>>,
+    events: mpsc::Sender<Received>,
+    counters: Arc<NodeCounters>,
+    stop: Arc<AtomicBool>,
+}
+
+impl<T: Transport> Node<T> {
+    /// Opens the node's place on the transport and starts receiving. Returns the node and
+    /// the stream of other nodes' events.
+    ///
+    /// # Errors
+    ///
+    /// When the place cannot be opened.
+    pub async fn start(
+        transport: T,
+        config: NodeConfig,
+    ) -> Result<(Self, mpsc::Receiver<Received>), TransportError> {
+        let id = config.node_id.clone().unwrap_or_else(NodeId::random);
+        let transport = Arc::new(transport);
+        transport.open(&id, config.idle_delete).await?;
+        let (events, stream) = mpsc::channel(config.channel_capacity.max(1));
+        let counters = Arc::new(NodeCounters::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Shared {
+            id: id.clone(),
+            transport: transport.clone(),
+            reorder: Mutex::new(Reorder::new(config.gap_timeout)),
+            config: config.clone(),
+            events,
+            counters: counters.clone(),
+            stop: stop.clone(),
+        });
+        let mut tasks: Vec<JoinHandle<()>> = (0..config.receivers.max(1))
+            .map(|_| tokio::spawn(receive_loop(shared.clone())))
+            .collect();
+        tasks.push(tokio::spawn(gap_loop(shared)));
+        tracing::info!(node = %id, "node started");
+        Ok((
+            Node {
+                id,
+                transport,
+                next_seq: AtomicU64::new(1),
+                counters,
+                stop,
+                tasks: Mutex::new(tasks),
+            },
+            stream,
+        ))
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &NodeCounters {
+        &self.counters
+    }
+
+    /// Publishes to every other node: clients in any of `rooms` (everyone when empty) and in
+    /// none of `except`. The node never receives its own broadcast.
+    ///
+    /// # Errors
+    ///
+    /// [`PublishError::TooLarge`] for an event over the limit, [`PublishError::Transport`].
+    pub async fn publish(
+        &self,
+        rooms: Vec<RoomName>,
+        except: Vec<RoomName>,
+        payload: Vec<u8>,
+    ) -> Result<(), PublishError> {
+        self.send(Audience::Others, Target::Rooms { rooms, except }, payload)
+            .await
+    }
+
+    /// Publishes to one node.
+    ///
+    /// # Errors
+    ///
+    /// As [`Node::publish`].
+    pub async fn publish_to(&self, node: &NodeId, payload: Vec<u8>) -> Result<(), PublishError> {
+        self.send(Audience::Node(node), Target::Node(node.clone()), payload)
+            .await
+    }
+
+    async fn send(
+        &self,
+        audience: Audience<'_>,
+        target: Target,
+        payload: Vec<u8>,
+    ) -> Result<(), PublishError> {
+        let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
+        let event = Event {
+            seq,
+            kind: Kind::Broadcast,
+            target,
+            payload,
+        };
+        let mut envelopes =
+            envelope::pack(&self.id, vec![event], self.transport.max_message_bytes())
+                .map_err(PublishError::TooLarge)?;
+        let bytes = envelopes.pop().map(|e| e.encode()).unwrap_or_default();
+        self.transport.publish(&self.id, audience, bytes).await?;
+        self.counters.published.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Stops receiving and removes the node's place (its subscription).
+    ///
+    /// # Errors
+    ///
+    /// When the place cannot be removed (the bus removes it when idle anyway).
+    pub async fn shutdown(self) -> Result<(), TransportError> {
+        self.stop.store(true, Ordering::SeqCst);
+        let tasks = std::mem::take(
+            &mut *self
+                .tasks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for t in tasks {
+            t.abort();
+            let _ = t.await;
+        }
+        self.transport.close(&self.id).await?;
+        tracing::info!(node = %self.id, "node stopped");
+        Ok(())
+    }
+}
+
+async fn receive_loop<T: Transport>(shared: Arc<Shared<T>>) {
+    let mut backoff = Duration::from_millis(50);
+    while !shared.stop.load(Ordering::Relaxed) {
+        let delivery = match shared
+            .transport
+            .receive(&shared.id, shared.config.receive_timeout)
+            .await
+        {
+            Ok(Some(d)) => d,
+            Ok(None) => continue,
+            Err(e) => {
+                shared.counters.retries.fetch_add(1, Ordering::Relaxed);
+                if let TransportError::NoSubscription(_) = e {
+                    tracing::warn!(node = %shared.id, "subscription gone; re-opening");
+                    let _ = shared
+                        .transport
+                        .open(&shared.id, shared.config.idle_delete)
+                        .await;
+                } else {
+                    tracing::warn!(node = %shared.id, error = %e, "receive failed; backing off");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        let ready = match Envelope::decode(&delivery.payload) {
+            Ok(envelope) => {
+                let now = Instant::now();
+                let mut reorder = shared
+                    .reorder
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let before = reorder.counters();
+                let mut ready = Vec::new();
+                for event in envelope.events {
+                    let received = Received {
+                        origin: envelope.origin.clone(),
+                        seq: event.seq,
+                        rooms: match event.target {
+                            Target::Rooms { rooms, except } => Some((rooms, except)),
+                            Target::Node(_) => None,
+                        },
+                        payload: event.payload,
+                    };
+                    ready.extend(reorder.accept(&envelope.origin, event.seq, received, now));
+                }
+                let after = reorder.counters();
+                shared
+                    .counters
+                    .duplicates
+                    .fetch_add(after.duplicates - before.duplicates, Ordering::Relaxed);
+                ready
+            }
+            Err(e) => {
+                shared.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(node = %shared.id, error = %e, "dropping a message that is not an envelope");
+                Vec::new()
+            }
+        };
+        if !hand_over(&shared, ready).await {
+            return;
+        }
+        if let Err(e) = shared.transport.complete(&shared.id, delivery.handle).await {
+            tracing::warn!(node = %shared.id, error = %e, "complete failed; the message will come again");
+        }
+    }
+}
+
+/// Hands events to the application, waiting while the channel is full; false when the
+/// application dropped its receiver.
+async fn hand_over<T: Transport>(shared: &Shared<T>, events: Vec<Received>) -> bool {
+    for event in events {
+        if shared.events.send(event).await.is_err() {
+            return false;
+        }
+        shared.counters.delivered.fetch_add(1, Ordering::Relaxed);
+    }
+    true
+}
+
+/// Releases events held back by a gap once the gap timeout passed.
+async fn gap_loop<T: Transport>(shared: Arc<Shared<T>>) {
+    while !shared.stop.load(Ordering::Relaxed) {
+        let wait = {
+            let reorder = shared
+                .reorder
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            reorder
+                .next_deadline()
+                .map_or(Duration::from_millis(200), |d| {
+                    d.saturating_duration_since(Instant::now())
+                })
+        };
+        tokio::time::sleep(wait.min(Duration::from_millis(200))).await;
+        let (released, skipped) = {
+            let mut reorder = shared
+                .reorder
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let before = reorder.counters().gaps_skipped;
+            let released = reorder.expire(Instant::now());
+            (released, reorder.counters().gaps_skipped - before)
+        };
+        if skipped > 0 {
+            shared
+                .counters
+                .gaps_skipped
+                .fetch_add(skipped, Ordering::Relaxed);
+            tracing::warn!(node = %shared.id, skipped, "skipped missing events after the gap timeout");
+        }
+        if !hand_over(&shared, released.into_iter().map(|(_, r)| r).collect()).await {
+            return;
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Three nodes over the memory transport and over the emulator (Service Bus transport):
+//! broadcasts reach the other nodes once each in per-origin order and never the publisher;
+//! a targeted event reaches its target only; an oversized event is a typed error.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use backplane::ids::NodeId;
+use backplane::node::{Node, NodeConfig, PublishError, Received};
+use backplane::servicebus::Client;
+use backplane::transport::{MemoryTransport, ServiceBusTransport, Transport};
+use integration::InProcessEmulator;
+use tokio::sync::mpsc::Receiver;
+
+const EVENTS: u64 = 25;
+
+fn config(name: &str) -> NodeConfig {
+    NodeConfig {
+        node_id: Some(NodeId::new(name).unwrap()),
+        receivers: 3,
+        receive_timeout: Duration::from_secs(1),
+        ..NodeConfig::default()
+    }
+}
+
+/// Collects events until `want` arrived or the deadline passes (no fixed sleeps).
+async fn collect(stream: &mut Receiver<Received>, want: usize) -> Vec<Received> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while got.len() < want {
+        match tokio::time::timeout_at(deadline, stream.recv()).await {
+            Ok(Some(e)) => got.push(e),
+            _ => break,
+        }
+    }
+    got
+}
+
+async fn exercise<T: Transport + Clone>(transport: T) {
+    let names = ["node-a", "node-b", "node-c"];
+    let mut nodes = Vec::new();
+    let mut streams = Vec::new();
+    for name in names {
+        let (node, stream) = Node::start(transport.clone(), config(name)).await.unwrap();
+        nodes.push(node);
+        streams.push(stream);
+    }
+    for i in 1..=EVENTS {
+        for node in &nodes {
+            node.publish(
+                vec!["lobby".into()],
+                vec!["muted".into()],
+                format!("{}:{i}", node.id()).into_bytes(),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    for (k, stream) in streams.iter_mut().enumerate() {
+        let me = nodes[k].id().clone();
+        let got = collect(stream, (2 * EVENTS) as usize).await;
+        assert_eq!(
+            got.len(),
+            (2 * EVENTS) as usize,
+            "{me} received {} events: {:?}",
+            got.len(),
+            got.iter()
+                .map(|e| String::from_utf8_lossy(&e.payload).into_owned())
+                .collect::<Vec<_>>()
+        );
+        let mut by_origin: HashMap<NodeId, Vec<u64>> = HashMap::new();
+        for e in &got {
+            assert_ne!(e.origin, me, "a node never receives its own broadcast");
+            assert_eq!(
+                e.rooms,
+                Some((vec!["lobby".to_string()], vec!["muted".to_string()]))
+            );
+            assert_eq!(e.payload, format!("{}:{}", e.origin, e.seq).into_bytes());
+            by_origin.entry(e.origin.clone()).or_default().push(e.seq);
+        }
+        for (origin, seqs) in by_origin {
+            assert_eq!(
+                seqs,
+                (1..=EVENTS).collect::<Vec<_>>(),
+                "{me}: events of {origin} once each, in order"
+            );
+        }
+    }
+    // A targeted event reaches its target only.
+    nodes[0]
+        .publish_to(nodes[1].id(), b"just for b".to_vec())
+        .await
+        .unwrap();
+    let to_b = collect(&mut streams[1], 1).await;
+    assert_eq!(to_b.len(), 1);
+    assert_eq!(
+        (to_b[0].payload.as_slice(), &to_b[0].rooms),
+        (&b"just for b"[..], &None)
+    );
+    // Then a broadcast from b: c gets only that (the targeted one never reached it).
+    nodes[1]
+        .publish(vec![], vec![], b"after".to_vec())
+        .await
+        .unwrap();
+    let at_c = collect(&mut streams[2], 1).await;
+    assert_eq!(
+        at_c.iter().map(|e| e.payload.clone()).collect::<Vec<_>>(),
+        [b"after".to_vec()]
+    );
+    // One event larger than a message: a typed error, nothing sent.
+    let huge = vec![0u8; transport.max_message_bytes() + 1];
+    assert!(matches!(
+        nodes[0].publish(vec![], vec![], huge).await,
+        Err(PublishError::TooLarge(_))
+    ));
+    assert_eq!(
+        nodes[0]
+            .counters()
+            .published
+            .load(std::sync::atomic::Ordering::Relaxed),
+        EVENTS + 1
+    );
+    let before = transport.nodes().await.unwrap().len();
+    assert_eq!(before, 3);
+    for node in nodes {
+        node.shutdown().await.unwrap();
+    }
+    assert!(
+        transport.nodes().await.unwrap().is_empty(),
+        "graceful shutdown removes each node's place"
+    );
+}
+
+#[tokio::test]
+async fn three_nodes_over_memory() {
+    exercise(MemoryTransport::new()).await;
+}
+
+#[tokio::test]
+async fn three_nodes_over_the_emulator() {
+    let emulator = InProcessEmulator::start().await.unwrap();
+    let client = Client::from_connection_string(&emulator.connection_string()).unwrap();
+    let transport = ServiceBusTransport::new(client, "backplane").await.unwrap();
+    exercise(transport).await;
+    emulator.stop().await.unwrap();
+}
