@@ -219,6 +219,22 @@ impl<T: Transport> Node<T> {
         Ok(())
     }
 
+    /// Stops the node as a crash would: receiving stops at once and its place is left for
+    /// the bus to delete when idle (for fault tests and supervised restarts).
+    pub async fn crash(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let tasks = std::mem::take(
+            &mut *self
+                .tasks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for t in tasks {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+
     /// Stops receiving and removes the node's place (its subscription).
     ///
     /// # Errors

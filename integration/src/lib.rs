@@ -16,6 +16,7 @@ pub const KEY: &str = emulator::config::DEFAULT_KEY;
 #[derive(Debug)]
 pub struct InProcessEmulator {
     addr: SocketAddr,
+    broker: emulator::Broker,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), emulator::Error>>>,
 }
@@ -36,8 +37,18 @@ impl InProcessEmulator {
     ///
     /// When the store cannot be opened or the port bound.
     pub async fn start_with(settings: Settings) -> Result<Self, emulator::Error> {
+        Self::start_on(settings, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts an emulator on a given loopback address (to restart one where clients expect it).
+    ///
+    /// # Errors
+    ///
+    /// When the store cannot be opened or the address bound.
+    pub async fn start_on(settings: Settings, addr: SocketAddr) -> Result<Self, emulator::Error> {
         let emulator = Emulator::open(settings).await?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let broker = emulator.broker().clone();
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(emulator.serve(listener, async {
@@ -45,6 +56,7 @@ impl InProcessEmulator {
         }));
         Ok(InProcessEmulator {
             addr,
+            broker,
             stop: Some(stop),
             task: Some(task),
         })
@@ -53,6 +65,21 @@ impl InProcessEmulator {
     /// The address it serves on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Moves a manual clock (`Settings::clock = Manual`) forward and applies the new time
+    /// (lock expiry, TTL, idle deletion) before returning.
+    ///
+    /// # Errors
+    ///
+    /// With the system clock, or when the store fails.
+    pub async fn advance_clock(
+        &self,
+        by: std::time::Duration,
+    ) -> Result<(), emulator::broker::Error> {
+        let by = chrono::Duration::from_std(by)
+            .map_err(|_| emulator::broker::Error::Invalid("duration out of range".into()))?;
+        self.broker.advance_clock(by).await.map(|_| ())
     }
 
     /// The development connection string for it.
