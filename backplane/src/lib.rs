@@ -11,10 +11,11 @@
 //! reorder buffer with duplicate suppression and a bounded gap timeout; [`transport`], the
 //! seam with a Service Bus implementation (one subscription per node, broker-side rules so a
 //! node never receives its own broadcasts) and an in-memory one; and [`node`], a first node
-//! runtime: publish to all (rooms, exceptions) or to one node, parallel receivers, per-origin
-//! order, duplicate suppression, completion after local delivery, graceful shutdown.
-//! Request/response, heartbeats and the janitor, packing windows, partitioning and the
-//! socketioxide adapter come next.
+//! runtime: publish to all (rooms, exceptions) or to one node, request/response with a
+//! timeout (answers and the nodes that did not answer), heartbeats and the live-node set, a
+//! janitor for dead nodes' subscriptions, parallel receivers, per-origin order, duplicate
+//! suppression, completion after local delivery, graceful shutdown. Packing windows,
+//! partitioning over several topics and the socketioxide adapter come next.
 //!
 //! ```
 //! use backplane::servicebus::{ConnectionString, sas};

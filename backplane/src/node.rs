@@ -37,6 +37,11 @@ pub struct NodeConfig {
     pub idle_delete: Duration,
     /// Events buffered for the application (default 1024); when full, receiving pauses.
     pub channel_capacity: usize,
+    /// How often the node says it is alive (default 5 s).
+    pub heartbeat_interval: Duration,
+    /// A node unheard of for this long is dead: left out of [`Node::live_nodes`], and its
+    /// subscription deleted by the janitor (default 30 s).
+    pub dead_after: Duration,
 }
 
 impl Default for NodeConfig {
@@ -48,6 +53,8 @@ impl Default for NodeConfig {
             gap_timeout: Duration::from_secs(2),
             idle_delete: Duration::from_secs(300),
             channel_capacity: 1024,
+            heartbeat_interval: Duration::from_secs(5),
+            dead_after: Duration::from_secs(30),
         }
     }
 }
@@ -64,6 +71,26 @@ pub struct Received {
     pub rooms: Option<(Vec<RoomName>, Vec<RoomName>)>,
     /// The application's bytes.
     pub payload: Vec<u8>,
+    /// A request to answer with [`Node::reply`] (its id), or `None` for an event.
+    pub request: Option<u64>,
+}
+
+/// What a request got back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Replies {
+    /// Answers, by node, in arrival order.
+    pub replies: Vec<(NodeId, Vec<u8>)>,
+    /// Nodes asked that did not answer before the timeout.
+    pub missing: Vec<NodeId>,
+}
+
+/// Who a request asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ask {
+    /// Every other node that has a subscription now.
+    All,
+    /// One node.
+    Node(NodeId),
 }
 
 /// Why a publish failed.
@@ -81,7 +108,7 @@ pub enum PublishError {
 /// Counters of a node, readable at any time.
 #[derive(Debug, Default)]
 pub struct NodeCounters {
-    /// Events published.
+    /// Application events published (broadcasts, requests, answers; not heartbeats).
     pub published: AtomicU64,
     /// Events handed to the application.
     pub delivered: AtomicU64,
@@ -100,18 +127,36 @@ pub struct NodeCounters {
 pub struct Node<T: Transport> {
     id: NodeId,
     transport: Arc<T>,
-    next_seq: AtomicU64,
+    shared: Arc<Shared<T>>,
     counters: Arc<NodeCounters>,
     stop: Arc<AtomicBool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    next_request: AtomicU64,
 }
 
+/// A request waiting for answers.
+#[derive(Debug)]
+struct Pending {
+    expected: Vec<NodeId>,
+    replies: Vec<(NodeId, Vec<u8>)>,
+    done: Arc<tokio::sync::Notify>,
+}
+
+#[derive(Debug)]
 struct Shared<T: Transport> {
     id: NodeId,
     transport: Arc<T>,
     config: NodeConfig,
+    /// The next sequence number this node publishes.
+    next_seq: AtomicU64,
+    /// When this node started (a node never heard of is dead only after `dead_after`).
+    started: Instant,
     /// A std mutex: held only to accept or expire, never across an await.
-    reorder: Mutex<Reorder<Received>>,
+    reorder: Mutex<Reorder<(Kind, Received)>>,
+    /// Requests waiting for answers, by id. A std mutex: never held across an await.
+    pending: Mutex<std::collections::HashMap<u64, Pending>>,
+    /// When each other node was last heard of. A std mutex: never held across an await.
+    seen: Mutex<std::collections::HashMap<NodeId, Instant>>,
     events: mpsc::Sender<Received>,
     counters: Arc<NodeCounters>,
     stop: Arc<AtomicBool>,
@@ -137,6 +182,10 @@ impl<T: Transport> Node<T> {
         let shared = Arc::new(Shared {
             id: id.clone(),
             transport: transport.clone(),
+            next_seq: AtomicU64::new(1),
+            started: Instant::now(),
+            pending: Mutex::default(),
+            seen: Mutex::default(),
             reorder: Mutex::new(Reorder::new(config.gap_timeout)),
             config: config.clone(),
             events,
@@ -146,16 +195,18 @@ impl<T: Transport> Node<T> {
         let mut tasks: Vec<JoinHandle<()>> = (0..config.receivers.max(1))
             .map(|_| tokio::spawn(receive_loop(shared.clone())))
             .collect();
-        tasks.push(tokio::spawn(gap_loop(shared)));
+        tasks.push(tokio::spawn(gap_loop(shared.clone())));
+        tasks.push(tokio::spawn(heartbeat_loop(shared.clone())));
         tracing::info!(node = %id, "node started");
         Ok((
             Node {
                 id,
                 transport,
-                next_seq: AtomicU64::new(1),
+                shared,
                 counters,
                 stop,
                 tasks: Mutex::new(tasks),
+                next_request: AtomicU64::new(1),
             },
             stream,
         ))
@@ -183,7 +234,13 @@ impl<T: Transport> Node<T> {
         except: Vec<RoomName>,
         payload: Vec<u8>,
     ) -> Result<(), PublishError> {
-        self.send(Audience::Others, Target::Rooms { rooms, except }, payload)
+        self.shared
+            .send(
+                Audience::Others,
+                Kind::Broadcast,
+                Target::Rooms { rooms, except },
+                payload,
+            )
             .await
     }
 
@@ -193,30 +250,129 @@ impl<T: Transport> Node<T> {
     ///
     /// As [`Node::publish`].
     pub async fn publish_to(&self, node: &NodeId, payload: Vec<u8>) -> Result<(), PublishError> {
-        self.send(Audience::Node(node), Target::Node(node.clone()), payload)
+        self.shared
+            .send(
+                Audience::Node(node),
+                Kind::Broadcast,
+                Target::Node(node.clone()),
+                payload,
+            )
             .await
     }
 
-    async fn send(
+    /// Asks other nodes and waits up to `timeout` for their answers ([`Node::reply`]);
+    /// returns what came back and which nodes did not answer. A node that died is reported
+    /// missing after the timeout; the call never hangs.
+    ///
+    /// # Errors
+    ///
+    /// As [`Node::publish`], or when the transport cannot list the nodes.
+    pub async fn request(
         &self,
-        audience: Audience<'_>,
-        target: Target,
+        ask: Ask,
         payload: Vec<u8>,
-    ) -> Result<(), PublishError> {
-        let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
-        let event = Event {
-            seq,
-            kind: Kind::Broadcast,
-            target,
-            payload,
+        timeout: Duration,
+    ) -> Result<Replies, PublishError> {
+        let id = self.next_request.fetch_add(1, Ordering::SeqCst);
+        let expected: Vec<NodeId> = match &ask {
+            Ask::All => self
+                .transport
+                .nodes()
+                .await?
+                .into_iter()
+                .filter(|n| *n != self.id)
+                .collect(),
+            Ask::Node(n) => vec![n.clone()],
         };
-        let mut envelopes =
-            envelope::pack(&self.id, vec![event], self.transport.max_message_bytes())
-                .map_err(PublishError::TooLarge)?;
-        let bytes = envelopes.pop().map(|e| e.encode()).unwrap_or_default();
-        self.transport.publish(&self.id, audience, bytes).await?;
-        self.counters.published.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        let done = Arc::new(tokio::sync::Notify::new());
+        lock(&self.shared.pending).insert(
+            id,
+            Pending {
+                expected,
+                replies: Vec::new(),
+                done: done.clone(),
+            },
+        );
+        let everyone = Target::Rooms {
+            rooms: vec![],
+            except: vec![],
+        };
+        let sent = match &ask {
+            Ask::All => {
+                self.shared
+                    .send(Audience::Others, Kind::Request(id), everyone, payload)
+                    .await
+            }
+            Ask::Node(n) => {
+                self.shared
+                    .send(
+                        Audience::Node(n),
+                        Kind::Request(id),
+                        Target::Node(n.clone()),
+                        payload,
+                    )
+                    .await
+            }
+        };
+        if let Err(e) = sent {
+            lock(&self.shared.pending).remove(&id);
+            return Err(e);
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = done.notified();
+            let complete = lock(&self.shared.pending).get(&id).is_none_or(|p| {
+                p.expected
+                    .iter()
+                    .all(|n| p.replies.iter().any(|(r, _)| r == n))
+            });
+            if complete || tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break;
+            }
+        }
+        let pending = lock(&self.shared.pending).remove(&id);
+        Ok(pending.map_or_else(Replies::default, |p| Replies {
+            missing: p
+                .expected
+                .iter()
+                .filter(|n| !p.replies.iter().any(|(r, _)| r == *n))
+                .cloned()
+                .collect(),
+            replies: p.replies,
+        }))
+    }
+
+    /// Answers a request received from another node.
+    ///
+    /// # Errors
+    ///
+    /// As [`Node::publish`]; a `received` that is not a request is ignored.
+    pub async fn reply(&self, received: &Received, payload: Vec<u8>) -> Result<(), PublishError> {
+        let Some(id) = received.request else {
+            return Ok(());
+        };
+        let origin = received.origin.clone();
+        self.shared
+            .send(
+                Audience::Node(&origin),
+                Kind::Response(id),
+                Target::Node(origin.clone()),
+                payload,
+            )
+            .await
+    }
+
+    /// This node and the nodes heard of within `dead_after`.
+    pub fn live_nodes(&self) -> Vec<NodeId> {
+        let dead_after = self.shared.config.dead_after;
+        let mut live: Vec<NodeId> = lock(&self.shared.seen)
+            .iter()
+            .filter(|(_, at)| at.elapsed() < dead_after)
+            .map(|(n, _)| n.clone())
+            .collect();
+        live.push(self.id.clone());
+        live.sort();
+        live
     }
 
     /// Stops the node as a crash would: receiving stops at once and its place is left for
@@ -258,6 +414,62 @@ impl<T: Transport> Node<T> {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl<T: Transport> Shared<T> {
+    async fn send(
+        &self,
+        audience: Audience<'_>,
+        kind: Kind,
+        target: Target,
+        payload: Vec<u8>,
+    ) -> Result<(), PublishError> {
+        let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
+        // Heartbeats are the node's own traffic, not the application's.
+        let kind_counts = kind != Kind::Heartbeat;
+        let event = Event {
+            seq,
+            kind,
+            target,
+            payload,
+        };
+        let mut envelopes =
+            envelope::pack(&self.id, vec![event], self.transport.max_message_bytes())
+                .map_err(PublishError::TooLarge)?;
+        let bytes = envelopes.pop().map(|e| e.encode()).unwrap_or_default();
+        self.transport.publish(&self.id, audience, bytes).await?;
+        if kind_counts {
+            self.counters.published.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Takes ordered events: answers go to their request, heartbeats only refresh
+    /// liveness, the rest goes to the application.
+    fn route(&self, ordered: Vec<(Kind, Received)>) -> Vec<Received> {
+        let mut out = Vec::new();
+        for (kind, received) in ordered {
+            match kind {
+                Kind::Broadcast => out.push(received),
+                Kind::Request(id) => out.push(Received {
+                    request: Some(id),
+                    ..received
+                }),
+                Kind::Response(id) => {
+                    if let Some(p) = lock(&self.pending).get_mut(&id) {
+                        p.replies.push((received.origin, received.payload));
+                        p.done.notify_one();
+                    }
+                }
+                Kind::Heartbeat => {}
+            }
+        }
+        out
+    }
+}
+
 async fn receive_loop<T: Transport>(shared: Arc<Shared<T>>) {
     let mut backoff = Duration::from_millis(50);
     while !shared.stop.load(Ordering::Relaxed) {
@@ -288,6 +500,7 @@ async fn receive_loop<T: Transport>(shared: Arc<Shared<T>>) {
         let ready = match Envelope::decode(&delivery.payload) {
             Ok(envelope) => {
                 let now = Instant::now();
+                lock(&shared.seen).insert(envelope.origin.clone(), now);
                 let mut reorder = shared
                     .reorder
                     .lock()
@@ -303,15 +516,22 @@ async fn receive_loop<T: Transport>(shared: Arc<Shared<T>>) {
                             Target::Node(_) => None,
                         },
                         payload: event.payload,
+                        request: None,
                     };
-                    ready.extend(reorder.accept(&envelope.origin, event.seq, received, now));
+                    ready.extend(reorder.accept(
+                        &envelope.origin,
+                        event.seq,
+                        (event.kind, received),
+                        now,
+                    ));
                 }
                 let after = reorder.counters();
                 shared
                     .counters
                     .duplicates
                     .fetch_add(after.duplicates - before.duplicates, Ordering::Relaxed);
-                ready
+                drop(reorder);
+                shared.route(ready)
             }
             Err(e) => {
                 shared.counters.malformed.fetch_add(1, Ordering::Relaxed);
@@ -371,8 +591,50 @@ async fn gap_loop<T: Transport>(shared: Arc<Shared<T>>) {
                 .fetch_add(skipped, Ordering::Relaxed);
             tracing::warn!(node = %shared.id, skipped, "skipped missing events after the gap timeout");
         }
-        if !hand_over(&shared, released.into_iter().map(|(_, r)| r).collect()).await {
+        let released = shared.route(released.into_iter().map(|(_, r)| r).collect());
+        if !hand_over(&shared, released).await {
             return;
         }
+    }
+}
+
+/// Says "alive" every `heartbeat_interval`, and deletes the subscriptions of nodes unheard
+/// of for `dead_after` (the janitor; every node runs it, deleting twice is harmless).
+async fn heartbeat_loop<T: Transport>(shared: Arc<Shared<T>>) {
+    while !shared.stop.load(Ordering::Relaxed) {
+        let beat = shared
+            .send(
+                Audience::Others,
+                Kind::Heartbeat,
+                Target::Rooms {
+                    rooms: vec![],
+                    except: vec![],
+                },
+                Vec::new(),
+            )
+            .await;
+        if let Err(e) = beat {
+            tracing::warn!(node = %shared.id, error = %e, "heartbeat failed");
+        }
+        if shared.started.elapsed() >= shared.config.dead_after {
+            match shared.transport.nodes().await {
+                Ok(nodes) => {
+                    for node in nodes.into_iter().filter(|n| *n != shared.id) {
+                        let last = lock(&shared.seen).get(&node).copied();
+                        if last.is_none_or(|at| at.elapsed() >= shared.config.dead_after) {
+                            tracing::info!(node = %shared.id, dead = %node, "deleting the subscription of a dead node");
+                            if shared.transport.close(&node).await.is_ok() {
+                                lock(&shared.seen).remove(&node);
+                                lock(&shared.reorder).forget(&node);
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(node = %shared.id, error = %e, "janitor cannot list nodes")
+                }
+            }
+        }
+        tokio::time::sleep(shared.config.heartbeat_interval).await;
     }
 }

@@ -119,3 +119,33 @@ async fn a_bus_restart_loses_nothing_acknowledged() {
     b.shutdown().await.unwrap();
     emulator.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_janitor_deletes_a_dead_nodes_subscription() {
+    let transport = backplane::transport::MemoryTransport::new();
+    let fast = |name: &str| NodeConfig {
+        heartbeat_interval: Duration::from_millis(50),
+        dead_after: Duration::from_millis(500),
+        ..config(name, 1)
+    };
+    let (a, _a_events) = Node::start(transport.clone(), fast("jan-a")).await.unwrap();
+    let (b, _b_events) = Node::start(transport.clone(), fast("jan-b")).await.unwrap();
+    let b_id = b.id().clone();
+    // Poll (deadline, no fixed sleep) until a has heard b, then b dies.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !a.live_nodes().contains(&b_id) {
+        assert!(tokio::time::Instant::now() < deadline, "a never heard b");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    b.crash().await;
+    while transport.nodes().await.unwrap().contains(&b_id) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the janitor never deleted b's subscription"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(transport.nodes().await.unwrap(), vec![a.id().clone()]);
+    assert_eq!(a.live_nodes(), vec![a.id().clone()]);
+    a.shutdown().await.unwrap();
+}

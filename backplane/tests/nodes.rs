@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use backplane::ids::NodeId;
-use backplane::node::{Node, NodeConfig, PublishError, Received};
+use backplane::node::{Ask, Node, NodeConfig, PublishError, Received};
 use backplane::servicebus::Client;
 use backplane::transport::{MemoryTransport, ServiceBusTransport, Transport};
 use integration::InProcessEmulator;
@@ -75,12 +75,18 @@ async fn exercise<T: Transport + Clone>(transport: T) {
                 e.rooms,
                 Some((vec!["lobby".to_string()], vec!["muted".to_string()]))
             );
-            assert_eq!(e.payload, format!("{}:{}", e.origin, e.seq).into_bytes());
-            by_origin.entry(e.origin.clone()).or_default().push(e.seq);
+            assert_eq!(e.request, None);
+            let text = String::from_utf8(e.payload.clone()).unwrap();
+            let (origin, i) = text.split_once(':').unwrap();
+            assert_eq!(origin, e.origin.as_str());
+            by_origin
+                .entry(e.origin.clone())
+                .or_default()
+                .push(i.parse().unwrap());
         }
-        for (origin, seqs) in by_origin {
+        for (origin, numbers) in by_origin {
             assert_eq!(
-                seqs,
+                numbers,
                 (1..=EVENTS).collect::<Vec<_>>(),
                 "{me}: events of {origin} once each, in order"
             );
@@ -131,9 +137,101 @@ async fn exercise<T: Transport + Clone>(transport: T) {
     );
 }
 
+/// Answers every request with `answer` until aborted.
+fn responder<T: Transport>(
+    node: std::sync::Arc<Node<T>>,
+    mut events: Receiver<Received>,
+    answer: &'static str,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(e) = events.recv().await {
+            if e.request.is_some() {
+                node.reply(&e, answer.as_bytes().to_vec()).await.unwrap();
+            }
+        }
+    })
+}
+
+async fn requests<T: Transport + Clone>(transport: T) {
+    let (a, _a_events) = Node::start(transport.clone(), config("req-a"))
+        .await
+        .unwrap();
+    let (b, b_events) = Node::start(transport.clone(), config("req-b"))
+        .await
+        .unwrap();
+    let (c, c_events) = Node::start(transport.clone(), config("req-c"))
+        .await
+        .unwrap();
+    let (b, c) = (std::sync::Arc::new(b), std::sync::Arc::new(c));
+    let rb = responder(b.clone(), b_events, "pong-b");
+    let rc = responder(c.clone(), c_events, "pong-c");
+
+    let mut all = a
+        .request(Ask::All, b"ping".to_vec(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    all.replies.sort();
+    assert_eq!(
+        all.replies,
+        vec![
+            (b.id().clone(), b"pong-b".to_vec()),
+            (c.id().clone(), b"pong-c".to_vec())
+        ]
+    );
+    assert!(all.missing.is_empty());
+    let one = a
+        .request(
+            Ask::Node(b.id().clone()),
+            b"ping".to_vec(),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (one.replies, one.missing),
+        (vec![(b.id().clone(), b"pong-b".to_vec())], vec![])
+    );
+
+    // c dies: a request to all answers with b's reply and c missing, by the timeout.
+    rc.abort();
+    let _ = rc.await;
+    let Ok(c) = std::sync::Arc::try_unwrap(c) else {
+        panic!("c is still shared")
+    };
+    let c_id = c.id().clone();
+    c.crash().await;
+    let partial = a
+        .request(Ask::All, b"ping".to_vec(), Duration::from_millis(500))
+        .await
+        .unwrap();
+    assert_eq!(partial.replies, vec![(b.id().clone(), b"pong-b".to_vec())]);
+    assert_eq!(partial.missing, vec![c_id]);
+
+    rb.abort();
+    let _ = rb.await;
+    let Ok(b) = std::sync::Arc::try_unwrap(b) else {
+        panic!("b is still shared")
+    };
+    b.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn three_nodes_over_memory() {
     exercise(MemoryTransport::new()).await;
+}
+
+#[tokio::test]
+async fn requests_over_memory() {
+    requests(MemoryTransport::new()).await;
+}
+
+#[tokio::test]
+async fn requests_over_the_emulator() {
+    let emulator = InProcessEmulator::start().await.unwrap();
+    let client = Client::from_connection_string(&emulator.connection_string()).unwrap();
+    requests(ServiceBusTransport::new(client, "requests").await.unwrap()).await;
+    emulator.stop().await.unwrap();
 }
 
 #[tokio::test]
