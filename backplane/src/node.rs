@@ -375,20 +375,19 @@ impl<T: Transport> Node<T> {
         live
     }
 
-    /// Stops the node as a crash would: receiving stops at once and its place is left for
-    /// the bus to delete when idle (for fault tests and supervised restarts).
-    pub async fn crash(self) {
+    async fn stop_tasks(&self) {
         self.stop.store(true, Ordering::SeqCst);
-        let tasks = std::mem::take(
-            &mut *self
-                .tasks
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        let tasks = std::mem::take(&mut *lock(&self.tasks));
         for t in tasks {
             t.abort();
             let _ = t.await;
         }
+    }
+
+    /// Stops the node as a crash would: receiving stops at once and its place is left for
+    /// the bus to delete when idle (for fault tests and supervised restarts).
+    pub async fn crash(self) {
+        self.stop_tasks().await;
     }
 
     /// Stops receiving and removes the node's place (its subscription).
@@ -397,17 +396,7 @@ impl<T: Transport> Node<T> {
     ///
     /// When the place cannot be removed (the bus removes it when idle anyway).
     pub async fn shutdown(self) -> Result<(), TransportError> {
-        self.stop.store(true, Ordering::SeqCst);
-        let tasks = std::mem::take(
-            &mut *self
-                .tasks
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        for t in tasks {
-            t.abort();
-            let _ = t.await;
-        }
+        self.stop_tasks().await;
         self.transport.close(&self.id).await?;
         tracing::info!(node = %self.id, "node stopped");
         Ok(())

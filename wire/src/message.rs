@@ -255,6 +255,50 @@ pub fn format_http_date(t: DateTime<Utc>) -> String {
     httpdate::fmt_http_date(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
+/// Header names that are HTTP plumbing or Service Bus protocol, so never custom properties
+/// (contract 3.2), lower-case.
+const RESERVED_HEADERS: [&str; 29] = [
+    "host",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "authorization",
+    "user-agent",
+    "connection",
+    "keep-alive",
+    "accept",
+    "accept-charset",
+    "accept-encoding",
+    "accept-language",
+    "expect",
+    "date",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "via",
+    "cache-control",
+    "pragma",
+    "origin",
+    "referer",
+    "cookie",
+    "location",
+    "server",
+    "brokerproperties",
+    "servicebussupplementaryauthorization",
+    "servicebusdlqsupplementaryauthorization",
+];
+
+/// Whether a header name cannot carry a custom property: a standard or restricted HTTP
+/// header, a Service Bus protocol header, or an `x-ms-`, `x-forwarded-` or `proxy-` one.
+pub fn is_reserved_header(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    RESERVED_HEADERS.contains(&lower.as_str())
+        || ["x-ms-", "x-forwarded-", "proxy-"]
+            .iter()
+            .any(|p| lower.starts_with(p))
+}
+
 /// A custom property's value, typed the way the broker and receivers read it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PropertyValue {

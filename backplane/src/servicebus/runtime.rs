@@ -5,7 +5,7 @@ use std::time::Duration;
 use reqwest::Method;
 use servicebus_wire::message::{
     BATCH_CONTENT_TYPE, BatchMessage, BrokerProperties, PropertyValue, format_property,
-    parse_property, write_batch,
+    is_reserved_header, parse_property, write_batch,
 };
 
 use super::error::{Error, Result, from_status};
@@ -81,44 +81,9 @@ const NOT_PROPERTIES: [&str; 10] = [
     "strict-transport-security",
 ];
 
-/// Header names that cannot carry a custom property (contract 3.2).
-const RESERVED: [&str; 26] = [
-    "host",
-    "content-length",
-    "content-type",
-    "content-encoding",
-    "authorization",
-    "user-agent",
-    "connection",
-    "keep-alive",
-    "accept",
-    "accept-charset",
-    "accept-encoding",
-    "accept-language",
-    "expect",
-    "date",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "via",
-    "cache-control",
-    "pragma",
-    "origin",
-    "referer",
-    "cookie",
-    "location",
-    "server",
-];
-
 fn check_property_name(name: &str) -> Result<()> {
-    let lower = name.to_ascii_lowercase();
     let valid = reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok();
-    if !valid
-        || RESERVED.contains(&lower.as_str())
-        || lower == "brokerproperties"
-        || lower.starts_with("x-ms-")
-    {
+    if !valid || is_reserved_header(name) {
         return Err(Error::InvalidProperty(name.to_string()));
     }
     Ok(())

@@ -164,6 +164,31 @@ fn message_ttl(seconds: Option<f64>) -> TimeSpan {
     })
 }
 
+/// Refuses `operation` (`send` or `receive`) when the entity's status forbids it.
+fn allowed(
+    entity: &Entity,
+    description: &servicebus_wire::EntityDescription,
+    operation: &'static str,
+) -> Result<()> {
+    let forbidden = match operation {
+        "send" => matches!(
+            description.status,
+            EntityStatus::Disabled | EntityStatus::SendDisabled
+        ),
+        _ => matches!(
+            description.status,
+            EntityStatus::Disabled | EntityStatus::ReceiveDisabled
+        ),
+    };
+    if forbidden {
+        return Err(Error::Disabled {
+            path: entity.path.clone(),
+            operation,
+        });
+    }
+    Ok(())
+}
+
 /// One copy to deliver: to whom, its delivery record and its changed properties.
 struct Copy {
     to: Arc<Entity>,
@@ -207,15 +232,7 @@ impl Broker {
                 path: path.to_string(),
             })?;
         let description = entity.description();
-        if matches!(
-            description.status,
-            EntityStatus::Disabled | EntityStatus::SendDisabled
-        ) {
-            return Err(Error::Disabled {
-                path: entity.path.clone(),
-                operation: "send",
-            });
-        }
+        allowed(&entity, &description, "send")?;
         let limit = u64::from(description.max_message_size_in_kilobytes) * 1024;
         if let Some(too_big) = messages.iter().find(|m| m.size() as u64 > limit) {
             return Err(Error::TooLarge {
@@ -429,15 +446,7 @@ impl Broker {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let description = entity.description();
-            if matches!(
-                description.status,
-                EntityStatus::Disabled | EntityStatus::ReceiveDisabled
-            ) {
-                return Err(Error::Disabled {
-                    path: entity.path.clone(),
-                    operation: "receive",
-                });
-            }
+            allowed(&entity, &description, "receive")?;
             let settings = QueueSettings::of(&description);
             let mut effects = Vec::new();
             let taken = queue.take(which, mode, &settings, self.clock.now(), &mut effects);

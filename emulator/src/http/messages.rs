@@ -7,7 +7,9 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use servicebus_wire::message::{BATCH_CONTENT_TYPE, BrokerProperties, parse_batch};
+use servicebus_wire::message::{
+    BATCH_CONTENT_TYPE, BrokerProperties, is_reserved_header, parse_batch,
+};
 
 use super::target::{Receivable, Target};
 use super::{ApiError, AppState, RequestContext};
@@ -22,37 +24,6 @@ const DEFAULT_TIMEOUT_SECS: f64 = 60.0;
 const MAX_TIMEOUT_SECS: f64 = 230.0;
 /// Largest batch request.
 const MAX_BATCH_BYTES: usize = 1024 * 1024;
-
-/// Request headers that are HTTP plumbing or Service Bus protocol, never custom properties.
-const NOT_PROPERTIES: [&str; 27] = [
-    "host",
-    "content-length",
-    "content-type",
-    "content-encoding",
-    "authorization",
-    "user-agent",
-    "connection",
-    "keep-alive",
-    "accept",
-    "accept-charset",
-    "accept-encoding",
-    "accept-language",
-    "expect",
-    "date",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "via",
-    "cache-control",
-    "pragma",
-    "origin",
-    "referer",
-    "cookie",
-    "brokerproperties",
-    "servicebussupplementaryauthorization",
-    "servicebusdlqsupplementaryauthorization",
-];
 
 pub(super) async fn handle(
     state: &AppState,
@@ -183,11 +154,7 @@ fn single(headers: &HeaderMap, body: Bytes) -> Result<Outgoing, ApiError> {
     let mut user = Vec::new();
     for (name, value) in headers {
         let lower = name.as_str();
-        if NOT_PROPERTIES.contains(&lower)
-            || lower.starts_with("x-ms-")
-            || lower.starts_with("x-forwarded-")
-            || lower.starts_with("proxy-")
-        {
+        if is_reserved_header(lower) {
             continue;
         }
         let value = value.to_str().map_err(|_| {
