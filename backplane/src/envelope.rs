@@ -269,6 +269,19 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Whether one event fits a message of `limit` bytes alone.
+///
+/// # Errors
+///
+/// [`EnvelopeError::TooLarge`] when it does not.
+pub fn check_fits(origin: &NodeId, event: &Event, limit: usize) -> Result<(), EnvelopeError> {
+    let size = header_len(origin) + event.encoded_len();
+    if size > limit {
+        return Err(EnvelopeError::TooLarge { size, limit });
+    }
+    Ok(())
+}
+
 /// Packs an origin's events, in order, into as few envelopes as fit `limit` bytes each.
 ///
 /// # Errors

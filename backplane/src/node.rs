@@ -42,6 +42,12 @@ pub struct NodeConfig {
     /// A node unheard of for this long is dead: left out of [`Node::live_nodes`], and its
     /// subscription deleted by the janitor (default 30 s).
     pub dead_after: Duration,
+    /// Broadcasts always pack what was published while the previous message was being
+    /// sent (no added latency); a window above zero also waits this long before sending,
+    /// to pack more (default zero).
+    pub pack_window: Duration,
+    /// Pack broadcasts at all (default true); off sends one message per event.
+    pub packing: bool,
 }
 
 impl Default for NodeConfig {
@@ -55,6 +61,8 @@ impl Default for NodeConfig {
             channel_capacity: 1024,
             heartbeat_interval: Duration::from_secs(5),
             dead_after: Duration::from_secs(30),
+            pack_window: Duration::ZERO,
+            packing: true,
         }
     }
 }
@@ -120,6 +128,16 @@ pub struct NodeCounters {
     pub retries: AtomicU64,
     /// Messages that were not envelopes (completed and dropped).
     pub malformed: AtomicU64,
+    /// Bus messages carrying application events (fewer than events when packing).
+    pub messages_sent: AtomicU64,
+}
+
+/// Broadcasts waiting to be packed, each with who waits for its acknowledgement.
+#[derive(Debug, Default)]
+struct Outbox {
+    queue: Vec<(Event, tokio::sync::oneshot::Sender<Result<(), String>>)>,
+    /// Whether a flush task is running (it sends until the queue is empty).
+    sending: bool,
 }
 
 /// A running node.
@@ -153,10 +171,16 @@ struct Shared<T: Transport> {
     started: Instant,
     /// A std mutex: held only to accept or expire, never across an await.
     reorder: Mutex<Reorder<(Kind, Received)>>,
+    /// Taken around "release from the reorder buffer, then hand over" so that events reach
+    /// the application in the order released: a receiver whose hand-over yields (channel
+    /// full, or tokio's cooperative budget) must not be overtaken by another receiver.
+    turn: tokio::sync::Mutex<()>,
     /// Requests waiting for answers, by id. A std mutex: never held across an await.
     pending: Mutex<std::collections::HashMap<u64, Pending>>,
     /// When each other node was last heard of. A std mutex: never held across an await.
     seen: Mutex<std::collections::HashMap<NodeId, Instant>>,
+    /// Broadcasts to pack. A std mutex: never held across an await.
+    outbox: Mutex<Outbox>,
     events: mpsc::Sender<Received>,
     counters: Arc<NodeCounters>,
     stop: Arc<AtomicBool>,
@@ -186,7 +210,9 @@ impl<T: Transport> Node<T> {
             started: Instant::now(),
             pending: Mutex::default(),
             seen: Mutex::default(),
+            outbox: Mutex::default(),
             reorder: Mutex::new(Reorder::new(config.gap_timeout)),
+            turn: tokio::sync::Mutex::new(()),
             config: config.clone(),
             events,
             counters: counters.clone(),
@@ -234,14 +260,14 @@ impl<T: Transport> Node<T> {
         except: Vec<RoomName>,
         payload: Vec<u8>,
     ) -> Result<(), PublishError> {
-        self.shared
-            .send(
-                Audience::Others,
-                Kind::Broadcast,
-                Target::Rooms { rooms, except },
-                payload,
-            )
-            .await
+        let target = Target::Rooms { rooms, except };
+        if !self.shared.config.packing {
+            return self
+                .shared
+                .send(Audience::Others, Kind::Broadcast, target, payload)
+                .await;
+        }
+        Shared::publish_packed(&self.shared, target, payload).await
     }
 
     /// Publishes to one node.
@@ -415,15 +441,18 @@ impl<T: Transport> Shared<T> {
         target: Target,
         payload: Vec<u8>,
     ) -> Result<(), PublishError> {
-        let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
         // Heartbeats are the node's own traffic, not the application's.
         let kind_counts = kind != Kind::Heartbeat;
-        let event = Event {
-            seq,
+        let mut event = Event {
+            seq: 0,
             kind,
             target,
             payload,
         };
+        // Checked before numbering, so a refused event leaves no gap.
+        envelope::check_fits(&self.id, &event, self.transport.max_message_bytes())
+            .map_err(PublishError::TooLarge)?;
+        event.seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
         let mut envelopes =
             envelope::pack(&self.id, vec![event], self.transport.max_message_bytes())
                 .map_err(PublishError::TooLarge)?;
@@ -431,8 +460,85 @@ impl<T: Transport> Shared<T> {
         self.transport.publish(&self.id, audience, bytes).await?;
         if kind_counts {
             self.counters.published.fetch_add(1, Ordering::Relaxed);
+            self.counters.messages_sent.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    /// Queues a broadcast for packing and waits until the message carrying it is
+    /// acknowledged by the bus.
+    async fn publish_packed(
+        shared: &Arc<Self>,
+        target: Target,
+        payload: Vec<u8>,
+    ) -> Result<(), PublishError> {
+        let (done, acknowledged) = tokio::sync::oneshot::channel();
+        {
+            // Checked before numbering (the size does not depend on the number), so a refused
+            // event leaves no gap for receivers to wait on.
+            let mut event = Event {
+                seq: 0,
+                kind: Kind::Broadcast,
+                target,
+                payload,
+            };
+            envelope::check_fits(&shared.id, &event, shared.transport.max_message_bytes())
+                .map_err(PublishError::TooLarge)?;
+            let mut outbox = lock(&shared.outbox);
+            // Numbered under the outbox lock, so the queue is in sequence order.
+            event.seq = shared.next_seq.fetch_add(1, Ordering::SeqCst);
+            outbox.queue.push((event, done));
+            if !outbox.sending {
+                outbox.sending = true;
+                tokio::spawn(Shared::flush(shared.clone()));
+            }
+        }
+        match acknowledged.await {
+            Ok(Ok(())) => {
+                shared.counters.published.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(PublishError::Transport(TransportError::Failed(e))),
+            Err(_) => Err(PublishError::Transport(TransportError::Failed(
+                "the node stopped".into(),
+            ))),
+        }
+    }
+
+    /// Sends queued broadcasts, packed, until the queue is empty.
+    async fn flush(shared: Arc<Self>) {
+        if !shared.config.pack_window.is_zero() {
+            tokio::time::sleep(shared.config.pack_window).await;
+        }
+        loop {
+            let batch = {
+                let mut outbox = lock(&shared.outbox);
+                if outbox.queue.is_empty() {
+                    outbox.sending = false;
+                    return;
+                }
+                std::mem::take(&mut outbox.queue)
+            };
+            let (events, waiters): (Vec<Event>, Vec<_>) = batch.into_iter().unzip();
+            let limit = shared.transport.max_message_bytes();
+            let mut waiters = waiters.into_iter();
+            // Every event was checked to fit alone, so packing cannot fail.
+            let envelopes = envelope::pack(&shared.id, events, limit).unwrap_or_default();
+            for envelope in envelopes {
+                let n = envelope.events.len();
+                let outcome = shared
+                    .transport
+                    .publish(&shared.id, Audience::Others, envelope.encode())
+                    .await;
+                shared
+                    .counters
+                    .messages_sent
+                    .fetch_add(1, Ordering::Relaxed);
+                for waiter in waiters.by_ref().take(n) {
+                    let _ = waiter.send(outcome.as_ref().map(|_| ()).map_err(ToString::to_string));
+                }
+            }
+        }
     }
 
     /// Takes ordered events: answers go to their request, heartbeats only refresh
@@ -486,6 +592,7 @@ async fn receive_loop<T: Transport>(shared: Arc<Shared<T>>) {
             }
         };
         backoff = Duration::from_millis(50);
+        let turn = shared.turn.lock().await;
         let ready = match Envelope::decode(&delivery.payload) {
             Ok(envelope) => {
                 let now = Instant::now();
@@ -531,6 +638,7 @@ async fn receive_loop<T: Transport>(shared: Arc<Shared<T>>) {
         if !hand_over(&shared, ready).await {
             return;
         }
+        drop(turn);
         if let Err(e) = shared.transport.complete(&shared.id, delivery.handle).await {
             tracing::warn!(node = %shared.id, error = %e, "complete failed; the message will come again");
         }
@@ -564,6 +672,7 @@ async fn gap_loop<T: Transport>(shared: Arc<Shared<T>>) {
                 })
         };
         tokio::time::sleep(wait.min(Duration::from_millis(200))).await;
+        let _turn = shared.turn.lock().await;
         let (released, skipped) = {
             let mut reorder = shared
                 .reorder

@@ -7,9 +7,12 @@
 //! event turns up later it is still delivered, once, out of order (counted as late)
 //! rather than lost.
 //!
-//! The first event seen from an origin sets where its order starts: events numbered below
-//! it that arrive afterwards (reordered at the very start) are delivered as late ones.
+//! Where an origin's order starts: number 1 when it is seen (numbers start at 1 per run,
+//! so a node that saw the origin start knows exactly); otherwise (a node that joined
+//! mid-stream) the lowest number seen within a short start window after the first one.
+//! Events numbered below the start that turn up later are delivered once, as late ones.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
@@ -18,6 +21,8 @@ use crate::ids::NodeId;
 /// How far below the delivery point skipped and early numbers are remembered; anything
 /// older is taken as a duplicate.
 const MEMORY: u64 = 65_536;
+/// Longest start window (it is also at most the gap timeout).
+const MAX_START_WINDOW: Duration = Duration::from_millis(250);
 
 /// What the buffer has seen.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -34,11 +39,11 @@ pub struct OrderingCounters {
 
 #[derive(Debug)]
 struct Origin<T> {
-    /// The next number to deliver in order.
-    next: u64,
-    /// The first number seen; numbers below it are tracked in `early`.
+    /// The next number to deliver in order; `None` until the start is known.
+    next: Option<u64>,
+    /// Where the order started; numbers below it are tracked in `early`.
     floor: u64,
-    /// Waiting for a gap below them to fill, with when each arrived.
+    /// Waiting (for a gap below them to fill, or for the start), with when each arrived.
     pending: BTreeMap<u64, (T, Instant)>,
     /// Numbers below `next` that were skipped (not delivered).
     skipped: BTreeSet<u64>,
@@ -51,6 +56,7 @@ struct Origin<T> {
 pub struct Reorder<T> {
     origins: HashMap<NodeId, Origin<T>>,
     gap_timeout: Duration,
+    start_window: Duration,
     counters: OrderingCounters,
 }
 
@@ -60,6 +66,7 @@ impl<T> Reorder<T> {
         Reorder {
             origins: HashMap::new(),
             gap_timeout,
+            start_window: gap_timeout.min(MAX_START_WINDOW),
             counters: OrderingCounters::default(),
         }
     }
@@ -75,63 +82,84 @@ impl<T> Reorder<T> {
             .origins
             .entry(origin.clone())
             .or_insert_with(|| Origin {
-                next: seq,
+                next: None,
                 floor: seq,
                 pending: BTreeMap::new(),
                 skipped: BTreeSet::new(),
                 early: BTreeSet::new(),
             });
+        if o.next.is_none() && seq == 1 {
+            o.next = Some(1);
+            o.floor = 1;
+        }
         let mut out = Vec::new();
-        if seq < o.floor {
-            if o.floor - seq <= MEMORY && o.early.insert(seq) {
-                self.counters.late += 1;
-                out.push(item);
-            } else {
-                self.counters.duplicates += 1;
-            }
-        } else if seq < o.next {
-            if o.skipped.remove(&seq) {
-                self.counters.late += 1;
-                out.push(item);
-            } else {
-                self.counters.duplicates += 1;
-            }
-        } else if seq == o.next {
-            out.push(item);
-            o.next += 1;
-            drain(o, &mut out);
-        } else {
-            match o.pending.entry(seq) {
-                std::collections::btree_map::Entry::Occupied(_) => self.counters.duplicates += 1,
-                std::collections::btree_map::Entry::Vacant(slot) => {
-                    slot.insert((item, now));
+        match o.next {
+            Some(_) if seq < o.floor => {
+                if o.floor - seq <= MEMORY && o.early.insert(seq) {
+                    self.counters.late += 1;
+                    out.push(item);
+                } else {
+                    self.counters.duplicates += 1;
                 }
             }
+            Some(next) if seq < next => {
+                if o.skipped.remove(&seq) {
+                    self.counters.late += 1;
+                    out.push(item);
+                } else {
+                    self.counters.duplicates += 1;
+                }
+            }
+            Some(next) if seq == next => {
+                out.push(item);
+                o.next = Some(next + 1);
+                drain(o, &mut out);
+            }
+            _ => match o.pending.entry(seq) {
+                Entry::Occupied(_) => self.counters.duplicates += 1,
+                Entry::Vacant(slot) => {
+                    slot.insert((item, now));
+                }
+            },
         }
         self.counters.delivered += out.len() as u64;
         prune(o);
         out
     }
 
-    /// Skips gaps that waited longer than the timeout; returns what that releases, per
-    /// origin in order.
+    /// Ends start windows and skips gaps that waited longer than the timeout; returns what
+    /// that releases, per origin in order.
     pub fn expire(&mut self, now: Instant) -> Vec<(NodeId, T)> {
         let mut out = Vec::new();
         for (origin, o) in &mut self.origins {
+            let mut released = Vec::new();
+            if o.next.is_none() {
+                let oldest = o.pending.values().map(|(_, since)| *since).min();
+                match (o.pending.keys().next().copied(), oldest) {
+                    (Some(first), Some(since))
+                        if now.duration_since(since) >= self.start_window =>
+                    {
+                        o.next = Some(first);
+                        o.floor = first;
+                        drain(o, &mut released);
+                    }
+                    _ => continue,
+                }
+            }
             while let Some((&first, &(_, since))) = o.pending.first_key_value() {
                 if now.duration_since(since) < self.gap_timeout {
                     break;
                 }
-                for missing in o.next..first {
+                let next = o.next.unwrap_or(first);
+                for missing in next..first {
                     o.skipped.insert(missing);
                 }
-                self.counters.gaps_skipped += first - o.next;
-                o.next = first;
-                let mut released = Vec::new();
+                self.counters.gaps_skipped += first - next;
+                o.next = Some(first);
                 drain(o, &mut released);
-                self.counters.delivered += released.len() as u64;
-                out.extend(released.into_iter().map(|t| (origin.clone(), t)));
             }
+            self.counters.delivered += released.len() as u64;
+            out.extend(released.into_iter().map(|t| (origin.clone(), t)));
             prune(o);
         }
         out
@@ -142,9 +170,16 @@ impl<T> Reorder<T> {
         self.origins
             .values()
             .filter_map(|o| {
+                let wait = if o.next.is_none() {
+                    self.start_window
+                } else {
+                    self.gap_timeout
+                };
                 o.pending
-                    .first_key_value()
-                    .map(|(_, (_, since))| *since + self.gap_timeout)
+                    .values()
+                    .map(|(_, since)| *since)
+                    .min()
+                    .map(|since| since + wait)
             })
             .min()
     }
@@ -156,15 +191,17 @@ impl<T> Reorder<T> {
 }
 
 fn drain<T>(o: &mut Origin<T>, out: &mut Vec<T>) {
-    while let Some((item, _)) = o.pending.remove(&o.next) {
+    let Some(mut next) = o.next else { return };
+    while let Some((item, _)) = o.pending.remove(&next) {
         out.push(item);
-        o.next += 1;
+        next += 1;
     }
+    o.next = Some(next);
 }
 
 fn prune<T>(o: &mut Origin<T>) {
-    let keep_from = o.next.saturating_sub(MEMORY);
-    o.skipped = o.skipped.split_off(&keep_from);
+    let Some(next) = o.next else { return };
+    o.skipped = o.skipped.split_off(&next.saturating_sub(MEMORY));
     let keep_early = o.floor.saturating_sub(MEMORY);
     if o.early.first().is_some_and(|f| *f < keep_early) {
         o.early = o.early.split_off(&keep_early);
@@ -253,20 +290,37 @@ mod tests {
     }
 
     #[test]
-    fn origins_are_independent_and_start_where_first_seen() {
-        let mut r = Reorder::new(Duration::from_secs(1));
+    fn a_node_joining_mid_stream_starts_at_the_lowest_number_of_the_start_window() {
+        let mut r = Reorder::new(Duration::from_secs(2));
         let b = NodeId::new("b").unwrap();
-        let now = Instant::now();
-        assert_eq!(r.accept(&a(), 1057, "a1057", now), ["a1057"]);
-        assert_eq!(r.accept(&b, 2, "b2", now), ["b2"]);
-        assert_eq!(r.accept(&a(), 1059, "a1059", now), Vec::<&str>::new());
+        let t0 = Instant::now();
+        // Parallel receivers hand 1058, then 1057 over; 1 was never seen.
+        assert_eq!(r.accept(&a(), 1058, "a1058", t0), Vec::<&str>::new());
+        assert_eq!(r.accept(&a(), 1057, "a1057", t0), Vec::<&str>::new());
         assert_eq!(
-            r.accept(&a(), 1056, "a1056", now),
-            ["a1056"],
-            "reordered at the start: late, not lost"
+            r.accept(&b, 1, "b1", t0),
+            ["b1"],
+            "seeing 1 fixes the start at once"
         );
-        assert_eq!(r.accept(&a(), 1056, "a1056", now), Vec::<&str>::new());
-        assert_eq!(r.accept(&a(), 1058, "a1058", now), ["a1058", "a1059"]);
+        assert!(r.next_deadline().unwrap() <= t0 + MAX_START_WINDOW);
+        assert!(r.expire(t0).is_empty(), "held during the start window");
+        let released: Vec<_> = r
+            .expire(t0 + MAX_START_WINDOW)
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect();
+        assert_eq!(
+            released,
+            ["a1057", "a1058"],
+            "in order, from the lowest seen"
+        );
+        assert_eq!(r.accept(&a(), 1059, "a1059", t0), ["a1059"]);
+        assert_eq!(
+            r.accept(&a(), 1056, "a1056", t0),
+            ["a1056"],
+            "below the start: late, not lost"
+        );
+        assert_eq!(r.accept(&a(), 1056, "a1056", t0), Vec::<&str>::new());
         assert_eq!(
             r.counters(),
             OrderingCounters {
@@ -278,8 +332,8 @@ mod tests {
         );
         r.forget(&a());
         assert_eq!(
-            r.accept(&a(), 7, "a7", now),
-            ["a7"],
+            r.accept(&a(), 1, "a1", t0),
+            ["a1"],
             "a forgotten origin starts afresh"
         );
     }

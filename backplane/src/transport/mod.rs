@@ -27,6 +27,9 @@ pub enum TransportError {
     /// The node's subscription is gone (deleted as idle, or by hand): re-open it.
     #[error("the subscription of node {0} does not exist")]
     NoSubscription(NodeId),
+    /// A packed send failed (the cause, as text, is shared by every event of the message).
+    #[error("sending failed: {0}")]
+    Failed(String),
     /// The payload is over the message size limit.
     #[error("a message of {size} bytes is over the limit of {limit} bytes")]
     TooLarge {
@@ -43,6 +46,7 @@ impl TransportError {
         match self {
             TransportError::ServiceBus(e) => e.is_transient(),
             TransportError::NoSubscription(_) | TransportError::TooLarge { .. } => false,
+            TransportError::Failed(_) => true,
         }
     }
 }
