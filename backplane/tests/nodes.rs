@@ -335,3 +335,58 @@ async fn packing_over_the_emulator() {
     packing(transport, false).await;
     emulator.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn duplicates_injected_by_the_bus_are_suppressed() {
+    use backplane::envelope::{Envelope, Event, Kind, Target};
+    use backplane::transport::Audience;
+    let transport = MemoryTransport::new();
+    let (b, mut events) = Node::start(transport.clone(), config("dup-b"))
+        .await
+        .unwrap();
+    let origin = NodeId::new("dup-a").unwrap();
+    let message = |seq: u64| {
+        Envelope {
+            origin: origin.clone(),
+            events: vec![Event {
+                seq,
+                kind: Kind::Broadcast,
+                target: Target::Rooms {
+                    rooms: vec![],
+                    except: vec![],
+                },
+                payload: vec![seq as u8],
+            }],
+        }
+        .encode()
+    };
+    // The bus delivers 1, 2, 2, 1, 3, 3 (at-least-once): the application sees 1, 2, 3.
+    for seq in [1, 2, 2, 1, 3, 3] {
+        transport
+            .publish(&origin, Audience::Others, message(seq))
+            .await
+            .unwrap();
+    }
+    let got = collect(&mut events, 3).await;
+    assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while b
+        .counters()
+        .duplicates
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < 3
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "duplicates not all seen"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), events.recv())
+            .await
+            .is_err(),
+        "nothing more delivered"
+    );
+    b.shutdown().await.unwrap();
+}
