@@ -13,19 +13,31 @@ const EMULATOR: &str = "Endpoint=sb://127.0.0.1:5300;SharedAccessKeyName=RootMan
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let connection = std::env::var("SERVICEBUS_CONNECTION_STRING").unwrap_or_else(|_| EMULATOR.to_string());
+    let connection =
+        std::env::var("SERVICEBUS_CONNECTION_STRING").unwrap_or_else(|_| EMULATOR.to_string());
     let client = Client::from_connection_string(&connection)?;
     let transport = ServiceBusTransport::new(client, "backplane-example").await?;
-    let config = |name: &str| NodeConfig { node_id: Some(NodeId::new(name).expect("a valid id")), receive_timeout: Duration::from_secs(5), ..NodeConfig::default() };
+    let config = |name: &str| NodeConfig {
+        node_id: Some(NodeId::new(name).expect("a valid id")),
+        receive_timeout: Duration::from_secs(5),
+        ..NodeConfig::default()
+    };
     let (alice, _alice_events) = Node::start(transport.clone(), config("alice")).await?;
     let (bob, mut bob_events) = Node::start(transport, config("bob")).await?;
 
     for text in ["hello", "from", "alice"] {
-        alice.publish(vec!["lobby".into()], vec![], text.as_bytes().to_vec()).await?;
+        alice
+            .publish(vec!["lobby".into()], vec![], text.as_bytes().to_vec())
+            .await?;
     }
     for _ in 0..3 {
         let event = bob_events.recv().await.ok_or("bob stopped")?;
-        println!("bob got {:?} from {} (rooms {:?})", String::from_utf8_lossy(&event.payload), event.origin, event.rooms);
+        println!(
+            "bob got {:?} from {} (rooms {:?})",
+            String::from_utf8_lossy(&event.payload),
+            event.origin,
+            event.rooms
+        );
     }
 
     // Request/response: bob answers alice's question.
@@ -38,11 +50,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         bob
     });
-    let replies = alice.request(Ask::All, b"who is there?".to_vec(), Duration::from_secs(10)).await?;
+    let replies = alice
+        .request(Ask::All, b"who is there?".to_vec(), Duration::from_secs(10))
+        .await?;
     for (node, answer) in &replies.replies {
         println!("{node} answered {:?}", String::from_utf8_lossy(answer));
     }
-    println!("missing: {:?}; live nodes seen by alice: {:?}", replies.missing, alice.live_nodes());
+    println!(
+        "missing: {:?}; live nodes seen by alice: {:?}",
+        replies.missing,
+        alice.live_nodes()
+    );
     let bob = answering.await?;
     alice.shutdown().await?;
     bob.shutdown().await?;

@@ -33,6 +33,12 @@ struct Args {
     /// or none (to see what the fsyncs cost).
     #[arg(long, value_enum, default_value = "full")]
     durability: emulator::store::Durability,
+    /// Skip the emulator's own figures (T is always measured).
+    #[arg(long)]
+    skip_emulator: bool,
+    /// Skip the backplane figures.
+    #[arg(long)]
+    skip_backplane: bool,
     /// The emulator binary (release), for start-up, RSS and disk figures.
     #[arg(long, default_value = "target/release/emulator")]
     emulator_binary: PathBuf,
@@ -329,6 +335,13 @@ async fn main() -> anyhow::Result<()> {
     report.baseline("T: trivial axum POST 1 KB -> 201", t, "req/s");
 
     let dir = tempfile::tempdir()?;
+    if !args.skip_backplane {
+        backplane_figures(&args, dir.path()).await?;
+    }
+    if args.skip_emulator {
+        println!("\n{} target(s) missed", report.misses);
+        return Ok(());
+    }
     let (addr, stop, server) = start_emulator(&dir.path().join("main"), args.durability).await?;
     let c = Client::new(addr);
 
@@ -756,4 +769,131 @@ async fn stored(args: &Args, report: &mut Report, dir: &Path) -> anyhow::Result<
     );
     terminate(&mut restarted).await?;
     Ok(())
+}
+
+/// Three backplane nodes, each with 16 concurrent publishers for `args.seconds`: events/s
+/// delivered (each event reaches the two other nodes) and end-to-end latency.
+async fn backplane_figures(args: &Args, dir: &Path) -> anyhow::Result<()> {
+    use backplane::transport::{MemoryTransport, ServiceBusTransport};
+    println!();
+    let memory = backplane_run(MemoryTransport::new(), true, args.seconds).await?;
+    print_backplane("backplane, 3 nodes, memory transport", memory);
+    let (addr, stop, server) = start_emulator(&dir.join("backplane"), args.durability).await?;
+    let client = backplane::servicebus::Client::from_connection_string(
+        &emulator::connection_string(addr, KEY_NAME, KEY),
+    )?;
+    for (packing, topic) in [(true, "bp-packed"), (false, "bp-single")] {
+        let transport = ServiceBusTransport::new(client.clone(), topic).await?;
+        let figures = backplane_run(transport, packing, args.seconds).await?;
+        print_backplane(
+            &format!(
+                "backplane, 3 nodes, emulator, packing {}",
+                if packing { "on" } else { "off" }
+            ),
+            figures,
+        );
+    }
+    let _ = stop.send(());
+    let _ = server.await;
+    println!();
+    Ok(())
+}
+
+fn print_backplane(name: &str, (rate, p50, p99): (f64, f64, f64)) {
+    println!("{name:<62} {rate:>12.0} events/s delivered  p50 {p50:.2} ms  p99 {p99:.2} ms");
+}
+
+async fn backplane_run<T: backplane::transport::Transport + Clone>(
+    transport: T,
+    packing: bool,
+    seconds: f64,
+) -> anyhow::Result<(f64, f64, f64)> {
+    use backplane::node::{Node, NodeConfig};
+    let origin = Instant::now();
+    let mut nodes = Vec::new();
+    let mut receivers = Vec::new();
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let delivered = Arc::new(AtomicU64::new(0));
+    for _ in 0..3 {
+        let config = NodeConfig {
+            packing,
+            receive_timeout: Duration::from_secs(2),
+            ..NodeConfig::default()
+        };
+        let (node, mut events) = Node::start(transport.clone(), config).await?;
+        nodes.push(Arc::new(node));
+        let (latencies, delivered) = (latencies.clone(), delivered.clone());
+        receivers.push(tokio::spawn(async move {
+            while let Some(e) = events.recv().await {
+                let sent = u64::from_be_bytes(e.payload[..8].try_into().unwrap_or([0; 8]));
+                let now = u64::try_from(origin.elapsed().as_micros()).unwrap_or(u64::MAX);
+                latencies
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(now.saturating_sub(sent));
+                delivered.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let published = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut publishers = Vec::new();
+    for node in &nodes {
+        for _ in 0..16 {
+            let (node, published, stop) = (node.clone(), published.clone(), stop.clone());
+            publishers.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let mut payload = u64::try_from(origin.elapsed().as_micros())
+                        .unwrap_or(0)
+                        .to_be_bytes()
+                        .to_vec();
+                    payload.resize(100, b'x');
+                    if node
+                        .publish(vec!["room".into()], vec![], payload)
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    published.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+    }
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    for p in publishers {
+        let _ = tokio::time::timeout(Duration::from_secs(30), p).await;
+    }
+    let want = published.load(Ordering::Relaxed) * 2;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while delivered.load(Ordering::Relaxed) < want && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    for node in nodes {
+        if let Ok(node) = Arc::try_unwrap(node) {
+            let _ = node.shutdown().await;
+        }
+    }
+    for r in receivers {
+        r.abort();
+    }
+    let mut l = latencies
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    l.sort_unstable();
+    let pct = |p: f64| {
+        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    let got = delivered.load(Ordering::Relaxed);
+    if got < want {
+        println!("  (only {got} of {want} deliveries arrived within the deadline)");
+    }
+    Ok((got as f64 / elapsed, pct(0.50), pct(0.99)))
 }
