@@ -48,6 +48,20 @@ pub struct NodeConfig {
     pub pack_window: Duration,
     /// Pack broadcasts at all (default true); off sends one message per event.
     pub packing: bool,
+    /// How messages are taken from the bus (default peek-lock).
+    pub receive_mode: ReceiveMode,
+}
+
+/// How a node takes messages from the bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReceiveMode {
+    /// Lock, hand over, then complete: at least once from the bus, exactly once to the
+    /// application after duplicate suppression.
+    #[default]
+    PeekLock,
+    /// Remove on receipt: one request fewer per message, but a node that crashes between
+    /// receipt and hand-over loses those events (at most once).
+    ReceiveAndDelete,
 }
 
 impl Default for NodeConfig {
@@ -63,6 +77,7 @@ impl Default for NodeConfig {
             dead_after: Duration::from_secs(30),
             pack_window: Duration::ZERO,
             packing: true,
+            receive_mode: ReceiveMode::PeekLock,
         }
     }
 }
@@ -568,11 +583,21 @@ impl<T: Transport> Shared<T> {
 async fn receive_loop<T: Transport>(shared: Arc<Shared<T>>) {
     let mut backoff = Duration::from_millis(50);
     while !shared.stop.load(Ordering::Relaxed) {
-        let delivery = match shared
-            .transport
-            .receive(&shared.id, shared.config.receive_timeout)
-            .await
-        {
+        let received = match shared.config.receive_mode {
+            ReceiveMode::PeekLock => {
+                shared
+                    .transport
+                    .receive(&shared.id, shared.config.receive_timeout)
+                    .await
+            }
+            ReceiveMode::ReceiveAndDelete => {
+                shared
+                    .transport
+                    .take(&shared.id, shared.config.receive_timeout)
+                    .await
+            }
+        };
+        let delivery = match received {
             Ok(Some(d)) => d,
             Ok(None) => continue,
             Err(e) => {
@@ -700,6 +725,16 @@ async fn gap_loop<T: Transport>(shared: Arc<Shared<T>>) {
 /// of for `dead_after` (the janitor; every node runs it, deleting twice is harmless).
 async fn heartbeat_loop<T: Transport>(shared: Arc<Shared<T>>) {
     while !shared.stop.load(Ordering::Relaxed) {
+        let c = &shared.counters;
+        tracing::debug!(
+            node = %shared.id,
+            published = c.published.load(Ordering::Relaxed),
+            delivered = c.delivered.load(Ordering::Relaxed),
+            duplicates = c.duplicates.load(Ordering::Relaxed),
+            gaps_skipped = c.gaps_skipped.load(Ordering::Relaxed),
+            retries = c.retries.load(Ordering::Relaxed),
+            "node counters"
+        );
         let beat = shared
             .send(
                 Audience::Others,

@@ -149,3 +149,74 @@ async fn the_janitor_deletes_a_dead_nodes_subscription() {
     assert_eq!(a.live_nodes(), vec![a.id().clone()]);
     a.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn receive_and_delete_mode_delivers_in_order() {
+    use backplane::node::ReceiveMode;
+    let emulator = InProcessEmulator::start().await.unwrap();
+    let client = Client::from_connection_string(&emulator.connection_string()).unwrap();
+    let transport = ServiceBusTransport::new(client, "rnd").await.unwrap();
+    let rnd = |name: &str| NodeConfig {
+        receive_mode: ReceiveMode::ReceiveAndDelete,
+        ..config(name, 3)
+    };
+    let (a, _a_events) = Node::start(transport.clone(), rnd("rnd-a")).await.unwrap();
+    let (b, mut b_events) = Node::start(transport.clone(), rnd("rnd-b")).await.unwrap();
+    for i in 1..=30u8 {
+        a.publish(vec![], vec![], vec![i]).await.unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < 30 {
+        got.push(next(&mut b_events).await.payload[0]);
+    }
+    assert_eq!(got, (1..=30).collect::<Vec<u8>>());
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    emulator.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn nodes_recover_when_the_topic_is_deleted() {
+    let emulator = InProcessEmulator::start().await.unwrap();
+    let client = Client::from_connection_string(&emulator.connection_string()).unwrap();
+    let transport = ServiceBusTransport::new(client.clone(), "fragile")
+        .await
+        .unwrap();
+    let fast = |name: &str| NodeConfig {
+        heartbeat_interval: Duration::from_secs(3600),
+        ..config(name, 2)
+    };
+    let (a, _a_events) = Node::start(transport.clone(), fast("frag-a"))
+        .await
+        .unwrap();
+    let (b, mut b_events) = Node::start(transport.clone(), fast("frag-b"))
+        .await
+        .unwrap();
+    a.publish(vec![], vec![], b"before".to_vec()).await.unwrap();
+    assert_eq!(next(&mut b_events).await.payload, b"before");
+
+    assert!(
+        client.delete_entity("fragile").await.unwrap(),
+        "the topic (and every subscription) is deleted"
+    );
+    // b's receivers find their subscription gone and re-create topic and subscription;
+    // poll (deadline, no fixed sleep) until b's is back.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !transport
+        .nodes()
+        .await
+        .map(|n| n.contains(b.id()))
+        .unwrap_or(false)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "b never re-created its subscription"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.publish(vec![], vec![], b"after".to_vec()).await.unwrap();
+    assert_eq!(next(&mut b_events).await.payload, b"after");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    emulator.stop().await.unwrap();
+}

@@ -122,6 +122,17 @@ impl Transport for MemoryTransport {
         }
     }
 
+    async fn take(&self, node: &NodeId, timeout: Duration) -> TransportResult<Option<Delivery>> {
+        let Some(delivery) = self.receive(node, timeout).await? else {
+            return Ok(None);
+        };
+        self.complete(node, delivery.handle).await?;
+        Ok(Some(Delivery {
+            handle: DeliveryHandle::None,
+            ..delivery
+        }))
+    }
+
     async fn complete(&self, node: &NodeId, handle: DeliveryHandle) -> TransportResult<()> {
         if let DeliveryHandle::Memory(_, id) = handle
             && let Some(inbox) = self.lock().get_mut(node)

@@ -119,6 +119,14 @@ pub trait Transport: Send + Sync + 'static {
         timeout: Duration,
     ) -> impl Future<Output = TransportResult<Option<Delivery>>> + Send;
 
+    /// Waits up to `timeout` for the next message for `node` and removes it at once (at most
+    /// once: lost if the node crashes before handing it over).
+    fn take(
+        &self,
+        node: &NodeId,
+        timeout: Duration,
+    ) -> impl Future<Output = TransportResult<Option<Delivery>>> + Send;
+
     /// Done with a delivery.
     fn complete(
         &self,

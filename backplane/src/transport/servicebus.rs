@@ -73,6 +73,10 @@ impl Transport for ServiceBusTransport {
     }
 
     async fn open(&self, node: &NodeId, idle: Duration) -> TransportResult<()> {
+        // The topic itself may have been deleted (by hand, or idle): bring it back first.
+        self.client
+            .create_topic_if_missing(&self.topic, &EntityDescription::defaults(EntityKind::Topic))
+            .await?;
         let mut description = EntityDescription::defaults(EntityKind::Subscription);
         description.auto_delete_on_idle = TimeSpan::from_std(idle);
         let others = RuleDescription {
@@ -147,7 +151,19 @@ impl Transport for ServiceBusTransport {
                 m.broker.to = Some(to.to_string());
             }
         }
-        self.client.send(&self.topic, &m).await?;
+        match self.client.send(&self.topic, &m).await {
+            Err(e) if e.is_not_found() => {
+                tracing::warn!(topic = %self.topic, "topic gone; re-creating it");
+                self.client
+                    .create_topic_if_missing(
+                        &self.topic,
+                        &EntityDescription::defaults(EntityKind::Topic),
+                    )
+                    .await?;
+                self.client.send(&self.topic, &m).await?;
+            }
+            other => other?,
+        }
         Ok(())
     }
 
@@ -161,6 +177,22 @@ impl Transport for ServiceBusTransport {
                 payload: m.body.clone(),
                 delivery_count: m.broker.delivery_count.unwrap_or(1),
                 handle: DeliveryHandle::ServiceBus(Box::new(m)),
+            })),
+            Ok(None) => Ok(None),
+            Err(e) => Err(self.missing(node, e)),
+        }
+    }
+
+    async fn take(&self, node: &NodeId, timeout: Duration) -> TransportResult<Option<Delivery>> {
+        match self
+            .client
+            .receive_and_delete(&self.subscription(node), timeout)
+            .await
+        {
+            Ok(Some(m)) => Ok(Some(Delivery {
+                payload: m.body,
+                delivery_count: m.broker.delivery_count.unwrap_or(1),
+                handle: DeliveryHandle::None,
             })),
             Ok(None) => Ok(None),
             Err(e) => Err(self.missing(node, e)),
