@@ -14,8 +14,9 @@
 //! runtime: publish to all (rooms, exceptions) or to one node, request/response with a
 //! timeout (answers and the nodes that did not answer), heartbeats and the live-node set, a
 //! janitor for dead nodes' subscriptions, parallel receivers, per-origin order, duplicate
-//! suppression, completion after local delivery, graceful shutdown. Packing windows,
-//! partitioning over several topics and the socketioxide adapter come next.
+//! suppression, completion after local delivery, packing, partitioning over several topics
+//! by room, a receive-and-delete mode, graceful shutdown. The socketioxide adapter comes
+//! next.
 //!
 //! ```
 //! use backplane::servicebus::{ConnectionString, sas};

@@ -159,7 +159,6 @@ struct Outbox {
 #[derive(Debug)]
 pub struct Node<T: Transport> {
     id: NodeId,
-    transport: Arc<T>,
     shared: Arc<Shared<T>>,
     counters: Arc<NodeCounters>,
     stop: Arc<AtomicBool>,
@@ -178,14 +177,15 @@ struct Pending {
 #[derive(Debug)]
 struct Shared<T: Transport> {
     id: NodeId,
-    transport: Arc<T>,
+    /// One transport per partition (topic); partition 0 carries everything not routed by room.
+    transports: Vec<Arc<T>>,
     config: NodeConfig,
-    /// The next sequence number this node publishes.
-    next_seq: AtomicU64,
+    /// The next sequence number this node publishes, per partition.
+    next_seq: Vec<AtomicU64>,
     /// When this node started (a node never heard of is dead only after `dead_after`).
     started: Instant,
     /// A std mutex: held only to accept or expire, never across an await.
-    reorder: Mutex<Reorder<(Kind, Received)>>,
+    reorder: Mutex<Reorder<(Kind, Received), (NodeId, usize)>>,
     /// Taken around "release from the reorder buffer, then hand over" so that events reach
     /// the application in the order released: a receiver whose hand-over yields (channel
     /// full, or tokio's cooperative budget) must not be overtaken by another receiver.
@@ -195,7 +195,8 @@ struct Shared<T: Transport> {
     /// When each other node was last heard of. A std mutex: never held across an await.
     seen: Mutex<std::collections::HashMap<NodeId, Instant>>,
     /// Broadcasts to pack. A std mutex: never held across an await.
-    outbox: Mutex<Outbox>,
+    /// Per partition.
+    outbox: Vec<Mutex<Outbox>>,
     events: mpsc::Sender<Received>,
     counters: Arc<NodeCounters>,
     stop: Arc<AtomicBool>,
@@ -212,20 +213,43 @@ impl<T: Transport> Node<T> {
         transport: T,
         config: NodeConfig,
     ) -> Result<(Self, mpsc::Receiver<Received>), TransportError> {
+        Self::start_partitioned(vec![transport], config).await
+    }
+
+    /// As [`Node::start`] over several transports (one topic each): a broadcast goes to the
+    /// partition of its first room (partition 0 when it names none), so order is kept per
+    /// room; targeted events, requests, answers and heartbeats use partition 0. Every node
+    /// of a cluster must use the same topics in the same order.
+    ///
+    /// # Errors
+    ///
+    /// When a place cannot be opened, or `transports` is empty.
+    pub async fn start_partitioned(
+        transports: Vec<T>,
+        config: NodeConfig,
+    ) -> Result<(Self, mpsc::Receiver<Received>), TransportError> {
+        if transports.is_empty() {
+            return Err(TransportError::Failed(
+                "a node needs at least one transport".into(),
+            ));
+        }
         let id = config.node_id.clone().unwrap_or_else(NodeId::random);
-        let transport = Arc::new(transport);
-        transport.open(&id, config.idle_delete).await?;
+        let transports: Vec<Arc<T>> = transports.into_iter().map(Arc::new).collect();
+        for transport in &transports {
+            transport.open(&id, config.idle_delete).await?;
+        }
+        let partitions = transports.len();
         let (events, stream) = mpsc::channel(config.channel_capacity.max(1));
         let counters = Arc::new(NodeCounters::default());
         let stop = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Shared {
             id: id.clone(),
-            transport: transport.clone(),
-            next_seq: AtomicU64::new(1),
+            transports,
+            next_seq: (0..partitions).map(|_| AtomicU64::new(1)).collect(),
             started: Instant::now(),
             pending: Mutex::default(),
             seen: Mutex::default(),
-            outbox: Mutex::default(),
+            outbox: (0..partitions).map(|_| Mutex::default()).collect(),
             reorder: Mutex::new(Reorder::new(config.gap_timeout)),
             turn: tokio::sync::Mutex::new(()),
             config: config.clone(),
@@ -233,8 +257,9 @@ impl<T: Transport> Node<T> {
             counters: counters.clone(),
             stop: stop.clone(),
         });
-        let mut tasks: Vec<JoinHandle<()>> = (0..config.receivers.max(1))
-            .map(|_| tokio::spawn(receive_loop(shared.clone())))
+        let mut tasks: Vec<JoinHandle<()>> = (0..partitions)
+            .flat_map(|p| (0..config.receivers.max(1)).map(move |_| p))
+            .map(|p| tokio::spawn(receive_loop(shared.clone(), p)))
             .collect();
         tasks.push(tokio::spawn(gap_loop(shared.clone())));
         tasks.push(tokio::spawn(heartbeat_loop(shared.clone())));
@@ -242,7 +267,6 @@ impl<T: Transport> Node<T> {
         Ok((
             Node {
                 id,
-                transport,
                 shared,
                 counters,
                 stop,
@@ -275,14 +299,21 @@ impl<T: Transport> Node<T> {
         except: Vec<RoomName>,
         payload: Vec<u8>,
     ) -> Result<(), PublishError> {
+        let partition = partition_of(&rooms, self.shared.transports.len());
         let target = Target::Rooms { rooms, except };
         if !self.shared.config.packing {
             return self
                 .shared
-                .send(Audience::Others, Kind::Broadcast, target, payload)
+                .send(
+                    partition,
+                    Audience::Others,
+                    Kind::Broadcast,
+                    target,
+                    payload,
+                )
                 .await;
         }
-        Shared::publish_packed(&self.shared, target, payload).await
+        Shared::publish_packed(&self.shared, partition, target, payload).await
     }
 
     /// Publishes to one node.
@@ -293,6 +324,7 @@ impl<T: Transport> Node<T> {
     pub async fn publish_to(&self, node: &NodeId, payload: Vec<u8>) -> Result<(), PublishError> {
         self.shared
             .send(
+                0,
                 Audience::Node(node),
                 Kind::Broadcast,
                 Target::Node(node.clone()),
@@ -317,7 +349,8 @@ impl<T: Transport> Node<T> {
         let id = self.next_request.fetch_add(1, Ordering::SeqCst);
         let expected: Vec<NodeId> = match &ask {
             Ask::All => self
-                .transport
+                .shared
+                .control()
                 .nodes()
                 .await?
                 .into_iter()
@@ -341,12 +374,13 @@ impl<T: Transport> Node<T> {
         let sent = match &ask {
             Ask::All => {
                 self.shared
-                    .send(Audience::Others, Kind::Request(id), everyone, payload)
+                    .send(0, Audience::Others, Kind::Request(id), everyone, payload)
                     .await
             }
             Ask::Node(n) => {
                 self.shared
                     .send(
+                        0,
                         Audience::Node(n),
                         Kind::Request(id),
                         Target::Node(n.clone()),
@@ -395,6 +429,7 @@ impl<T: Transport> Node<T> {
         let origin = received.origin.clone();
         self.shared
             .send(
+                0,
                 Audience::Node(&origin),
                 Kind::Response(id),
                 Target::Node(origin.clone()),
@@ -438,7 +473,9 @@ impl<T: Transport> Node<T> {
     /// When the place cannot be removed (the bus removes it when idle anyway).
     pub async fn shutdown(self) -> Result<(), TransportError> {
         self.stop_tasks().await;
-        self.transport.close(&self.id).await?;
+        for transport in &self.shared.transports {
+            transport.close(&self.id).await?;
+        }
         tracing::info!(node = %self.id, "node stopped");
         Ok(())
     }
@@ -449,8 +486,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl<T: Transport> Shared<T> {
+    /// Partition 0's transport: node lists, targeted events, requests, heartbeats.
+    fn control(&self) -> &T {
+        &self.transports[0]
+    }
+
     async fn send(
         &self,
+        partition: usize,
         audience: Audience<'_>,
         kind: Kind,
         target: Target,
@@ -465,14 +508,23 @@ impl<T: Transport> Shared<T> {
             payload,
         };
         // Checked before numbering, so a refused event leaves no gap.
-        envelope::check_fits(&self.id, &event, self.transport.max_message_bytes())
-            .map_err(PublishError::TooLarge)?;
-        event.seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
-        let mut envelopes =
-            envelope::pack(&self.id, vec![event], self.transport.max_message_bytes())
-                .map_err(PublishError::TooLarge)?;
+        envelope::check_fits(
+            &self.id,
+            &event,
+            self.transports[partition].max_message_bytes(),
+        )
+        .map_err(PublishError::TooLarge)?;
+        event.seq = self.next_seq[partition].fetch_add(1, Ordering::SeqCst);
+        let mut envelopes = envelope::pack(
+            &self.id,
+            vec![event],
+            self.transports[partition].max_message_bytes(),
+        )
+        .map_err(PublishError::TooLarge)?;
         let bytes = envelopes.pop().map(|e| e.encode()).unwrap_or_default();
-        self.transport.publish(&self.id, audience, bytes).await?;
+        self.transports[partition]
+            .publish(&self.id, audience, bytes)
+            .await?;
         if kind_counts {
             self.counters.published.fetch_add(1, Ordering::Relaxed);
             self.counters.messages_sent.fetch_add(1, Ordering::Relaxed);
@@ -484,6 +536,7 @@ impl<T: Transport> Shared<T> {
     /// acknowledged by the bus.
     async fn publish_packed(
         shared: &Arc<Self>,
+        partition: usize,
         target: Target,
         payload: Vec<u8>,
     ) -> Result<(), PublishError> {
@@ -497,15 +550,19 @@ impl<T: Transport> Shared<T> {
                 target,
                 payload,
             };
-            envelope::check_fits(&shared.id, &event, shared.transport.max_message_bytes())
-                .map_err(PublishError::TooLarge)?;
-            let mut outbox = lock(&shared.outbox);
+            envelope::check_fits(
+                &shared.id,
+                &event,
+                shared.transports[partition].max_message_bytes(),
+            )
+            .map_err(PublishError::TooLarge)?;
+            let mut outbox = lock(&shared.outbox[partition]);
             // Numbered under the outbox lock, so the queue is in sequence order.
-            event.seq = shared.next_seq.fetch_add(1, Ordering::SeqCst);
+            event.seq = shared.next_seq[partition].fetch_add(1, Ordering::SeqCst);
             outbox.queue.push((event, done));
             if !outbox.sending {
                 outbox.sending = true;
-                tokio::spawn(Shared::flush(shared.clone()));
+                tokio::spawn(Shared::flush(shared.clone(), partition));
             }
         }
         match acknowledged.await {
@@ -521,13 +578,13 @@ impl<T: Transport> Shared<T> {
     }
 
     /// Sends queued broadcasts, packed, until the queue is empty.
-    async fn flush(shared: Arc<Self>) {
+    async fn flush(shared: Arc<Self>, partition: usize) {
         if !shared.config.pack_window.is_zero() {
             tokio::time::sleep(shared.config.pack_window).await;
         }
         loop {
             let batch = {
-                let mut outbox = lock(&shared.outbox);
+                let mut outbox = lock(&shared.outbox[partition]);
                 if outbox.queue.is_empty() {
                     outbox.sending = false;
                     return;
@@ -535,14 +592,13 @@ impl<T: Transport> Shared<T> {
                 std::mem::take(&mut outbox.queue)
             };
             let (events, waiters): (Vec<Event>, Vec<_>) = batch.into_iter().unzip();
-            let limit = shared.transport.max_message_bytes();
+            let limit = shared.transports[partition].max_message_bytes();
             let mut waiters = waiters.into_iter();
             // Every event was checked to fit alone, so packing cannot fail.
             let envelopes = envelope::pack(&shared.id, events, limit).unwrap_or_default();
             for envelope in envelopes {
                 let n = envelope.events.len();
-                let outcome = shared
-                    .transport
+                let outcome = shared.transports[partition]
                     .publish(&shared.id, Audience::Others, envelope.encode())
                     .await;
                 shared
@@ -580,19 +636,18 @@ impl<T: Transport> Shared<T> {
     }
 }
 
-async fn receive_loop<T: Transport>(shared: Arc<Shared<T>>) {
+async fn receive_loop<T: Transport>(shared: Arc<Shared<T>>, partition: usize) {
+    let transport = shared.transports[partition].clone();
     let mut backoff = Duration::from_millis(50);
     while !shared.stop.load(Ordering::Relaxed) {
         let received = match shared.config.receive_mode {
             ReceiveMode::PeekLock => {
-                shared
-                    .transport
+                transport
                     .receive(&shared.id, shared.config.receive_timeout)
                     .await
             }
             ReceiveMode::ReceiveAndDelete => {
-                shared
-                    .transport
+                transport
                     .take(&shared.id, shared.config.receive_timeout)
                     .await
             }
@@ -604,10 +659,7 @@ async fn receive_loop<T: Transport>(shared: Arc<Shared<T>>) {
                 shared.counters.retries.fetch_add(1, Ordering::Relaxed);
                 if let TransportError::NoSubscription(_) = e {
                     tracing::warn!(node = %shared.id, "subscription gone; re-opening");
-                    let _ = shared
-                        .transport
-                        .open(&shared.id, shared.config.idle_delete)
-                        .await;
+                    let _ = transport.open(&shared.id, shared.config.idle_delete).await;
                 } else {
                     tracing::warn!(node = %shared.id, error = %e, "receive failed; backing off");
                 }
@@ -640,7 +692,7 @@ async fn receive_loop<T: Transport>(shared: Arc<Shared<T>>) {
                         request: None,
                     };
                     ready.extend(reorder.accept(
-                        &envelope.origin,
+                        &(envelope.origin.clone(), partition),
                         event.seq,
                         (event.kind, received),
                         now,
@@ -664,7 +716,7 @@ async fn receive_loop<T: Transport>(shared: Arc<Shared<T>>) {
             return;
         }
         drop(turn);
-        if let Err(e) = shared.transport.complete(&shared.id, delivery.handle).await {
+        if let Err(e) = transport.complete(&shared.id, delivery.handle).await {
             tracing::warn!(node = %shared.id, error = %e, "complete failed; the message will come again");
         }
     }
@@ -737,6 +789,7 @@ async fn heartbeat_loop<T: Transport>(shared: Arc<Shared<T>>) {
         );
         let beat = shared
             .send(
+                0,
                 Audience::Others,
                 Kind::Heartbeat,
                 Target::Rooms {
@@ -750,15 +803,21 @@ async fn heartbeat_loop<T: Transport>(shared: Arc<Shared<T>>) {
             tracing::warn!(node = %shared.id, error = %e, "heartbeat failed");
         }
         if shared.started.elapsed() >= shared.config.dead_after {
-            match shared.transport.nodes().await {
+            match shared.control().nodes().await {
                 Ok(nodes) => {
                     for node in nodes.into_iter().filter(|n| *n != shared.id) {
                         let last = lock(&shared.seen).get(&node).copied();
                         if last.is_none_or(|at| at.elapsed() >= shared.config.dead_after) {
                             tracing::info!(node = %shared.id, dead = %node, "deleting the subscription of a dead node");
-                            if shared.transport.close(&node).await.is_ok() {
+                            let mut closed = true;
+                            for transport in &shared.transports {
+                                closed &= transport.close(&node).await.is_ok();
+                            }
+                            if closed {
                                 lock(&shared.seen).remove(&node);
-                                lock(&shared.reorder).forget(&node);
+                                for p in 0..shared.transports.len() {
+                                    lock(&shared.reorder).forget(&(node.clone(), p));
+                                }
                             }
                         }
                     }
@@ -770,4 +829,16 @@ async fn heartbeat_loop<T: Transport>(shared: Arc<Shared<T>>) {
         }
         tokio::time::sleep(shared.config.heartbeat_interval).await;
     }
+}
+
+/// The partition of a broadcast among `partitions` topics: by its first room (FNV-1a, the
+/// same in every process and version), 0 when it names no room.
+pub fn partition_of(rooms: &[RoomName], partitions: usize) -> usize {
+    let Some(room) = rooms.first() else { return 0 };
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in room.as_bytes() {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % partitions.max(1) as u64) as usize
 }

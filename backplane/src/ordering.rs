@@ -51,16 +51,17 @@ struct Origin<T> {
     early: BTreeSet<u64>,
 }
 
-/// The reorder buffer over items `T` (the application's events).
+/// The reorder buffer over items `T` (the application's events), ordered per key `K`: an
+/// origin node, or an origin and a partition.
 #[derive(Debug)]
-pub struct Reorder<T> {
-    origins: HashMap<NodeId, Origin<T>>,
+pub struct Reorder<T, K = NodeId> {
+    origins: HashMap<K, Origin<T>>,
     gap_timeout: Duration,
     start_window: Duration,
     counters: OrderingCounters,
 }
 
-impl<T> Reorder<T> {
+impl<T, K: Clone + Eq + std::hash::Hash> Reorder<T, K> {
     /// A buffer that waits at most `gap_timeout` for a missing event.
     pub fn new(gap_timeout: Duration) -> Self {
         Reorder {
@@ -77,7 +78,7 @@ impl<T> Reorder<T> {
     }
 
     /// Takes one event; returns what can be delivered now, in order.
-    pub fn accept(&mut self, origin: &NodeId, seq: u64, item: T, now: Instant) -> Vec<T> {
+    pub fn accept(&mut self, origin: &K, seq: u64, item: T, now: Instant) -> Vec<T> {
         let o = self
             .origins
             .entry(origin.clone())
@@ -129,7 +130,7 @@ impl<T> Reorder<T> {
 
     /// Ends start windows and skips gaps that waited longer than the timeout; returns what
     /// that releases, per origin in order.
-    pub fn expire(&mut self, now: Instant) -> Vec<(NodeId, T)> {
+    pub fn expire(&mut self, now: Instant) -> Vec<(K, T)> {
         let mut out = Vec::new();
         for (origin, o) in &mut self.origins {
             let mut released = Vec::new();
@@ -185,7 +186,7 @@ impl<T> Reorder<T> {
     }
 
     /// Forgets an origin (a node that is gone), dropping what waited for it.
-    pub fn forget(&mut self, origin: &NodeId) {
+    pub fn forget(&mut self, origin: &K) {
         self.origins.remove(origin);
     }
 }

@@ -390,3 +390,77 @@ async fn duplicates_injected_by_the_bus_are_suppressed() {
     );
     b.shutdown().await.unwrap();
 }
+
+/// Partitioned over 3 topics by room: each room's events stay in order, every event
+/// arrives once, and the rooms spread over the topics.
+#[tokio::test]
+async fn partitioning_over_three_topics_keeps_order_per_room() {
+    let emulator = InProcessEmulator::start().await.unwrap();
+    let client = Client::from_connection_string(&emulator.connection_string()).unwrap();
+    let mut topics = Vec::new();
+    for p in 0..3 {
+        topics.push(
+            ServiceBusTransport::new(client.clone(), &format!("part-{p}"))
+                .await
+                .unwrap(),
+        );
+    }
+    let (a, _a_events) = Node::start_partitioned(topics.clone(), config("part-a"))
+        .await
+        .unwrap();
+    let (b, mut b_events) = Node::start_partitioned(topics.clone(), config("part-b"))
+        .await
+        .unwrap();
+    let rooms = ["red", "green", "blue", "amber", "teal", "plum"];
+    for i in 0..60u8 {
+        let room = rooms[usize::from(i) % rooms.len()];
+        a.publish(vec![room.to_string()], vec![], vec![i])
+            .await
+            .unwrap();
+    }
+    let got = collect(&mut b_events, 60).await;
+    assert_eq!(got.len(), 60);
+    for room in rooms {
+        let numbers: Vec<u8> = got
+            .iter()
+            .filter(|e| e.rooms.as_ref().unwrap().0 == [room.to_string()])
+            .map(|e| e.payload[0])
+            .collect();
+        let expected: Vec<u8> = (0..60u8)
+            .filter(|i| rooms[usize::from(*i) % rooms.len()] == room)
+            .collect();
+        assert_eq!(numbers, expected, "room {room} in order");
+    }
+    // Every node subscribes to every partition, and the test's rooms cover several.
+    for p in 0..3 {
+        assert_eq!(
+            client
+                .list_subscriptions(&format!("part-{p}"))
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+    let partitions: std::collections::BTreeSet<usize> = rooms
+        .iter()
+        .map(|r| backplane::node::partition_of(&[r.to_string()], 3))
+        .collect();
+    assert!(
+        partitions.len() > 1,
+        "the test's rooms hash to several partitions: {partitions:?}"
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    for p in 0..3 {
+        assert!(
+            client
+                .list_subscriptions(&format!("part-{p}"))
+                .await
+                .unwrap()
+                .is_empty(),
+            "shutdown closes every partition"
+        );
+    }
+    emulator.stop().await.unwrap();
+}
