@@ -182,6 +182,10 @@ struct Shared<T: Transport> {
     config: NodeConfig,
     /// The next sequence number this node publishes, per partition.
     next_seq: Vec<AtomicU64>,
+    /// The next number of events sent to one node, per target: targeted events have their
+    /// own numbering, or every other node would see a gap in the broadcasts' numbers.
+    /// A std mutex: never held across an await.
+    direct_seq: Mutex<std::collections::HashMap<NodeId, u64>>,
     /// When this node started (a node never heard of is dead only after `dead_after`).
     started: Instant,
     /// A std mutex: held only to accept or expire, never across an await.
@@ -246,6 +250,7 @@ impl<T: Transport> Node<T> {
             id: id.clone(),
             transports,
             next_seq: (0..partitions).map(|_| AtomicU64::new(1)).collect(),
+            direct_seq: Mutex::default(),
             started: Instant::now(),
             pending: Mutex::default(),
             seen: Mutex::default(),
@@ -514,7 +519,15 @@ impl<T: Transport> Shared<T> {
             self.transports[partition].max_message_bytes(),
         )
         .map_err(PublishError::TooLarge)?;
-        event.seq = self.next_seq[partition].fetch_add(1, Ordering::SeqCst);
+        event.seq = match audience {
+            Audience::Others => self.next_seq[partition].fetch_add(1, Ordering::SeqCst),
+            Audience::Node(target) => {
+                let mut direct = lock(&self.direct_seq);
+                let next = direct.entry(target.clone()).or_insert(1);
+                *next += 1;
+                *next - 1
+            }
+        };
         let mut envelopes = envelope::pack(
             &self.id,
             vec![event],
@@ -681,6 +694,7 @@ async fn receive_loop<T: Transport>(shared: Arc<Shared<T>>, partition: usize) {
                 let before = reorder.counters();
                 let mut ready = Vec::new();
                 for event in envelope.events {
+                    let event_is_direct = matches!(event.target, Target::Node(_));
                     let received = Received {
                         origin: envelope.origin.clone(),
                         seq: event.seq,
@@ -691,8 +705,14 @@ async fn receive_loop<T: Transport>(shared: Arc<Shared<T>>, partition: usize) {
                         payload: event.payload,
                         request: None,
                     };
+                    // Targeted events are numbered per (origin, target): their own lane.
+                    let lane = if event_is_direct {
+                        DIRECT_LANE
+                    } else {
+                        partition
+                    };
                     ready.extend(reorder.accept(
-                        &(envelope.origin.clone(), partition),
+                        &(envelope.origin.clone(), lane),
                         event.seq,
                         (event.kind, received),
                         now,
@@ -817,6 +837,7 @@ async fn heartbeat_loop<T: Transport>(shared: Arc<Shared<T>>) {
                                 lock(&shared.seen).remove(&node);
                                 for p in 0..shared.transports.len() {
                                     lock(&shared.reorder).forget(&(node.clone(), p));
+                                    lock(&shared.reorder).forget(&(node.clone(), DIRECT_LANE));
                                 }
                             }
                         }
@@ -842,3 +863,6 @@ pub fn partition_of(rooms: &[RoomName], partitions: usize) -> usize {
     }
     (hash % partitions.max(1) as u64) as usize
 }
+
+/// The reorder lane of events sent to this node alone (beside the partitions' lanes).
+const DIRECT_LANE: usize = usize::MAX;
