@@ -337,6 +337,11 @@ async fn main() -> anyhow::Result<()> {
     })
     .await;
     report.baseline("T: trivial axum POST 1 KB -> 201", t, "req/s");
+    let (p50, p99) = paced_trivial(trivial, args.seconds).await;
+    println!(
+        "{:<62} {p50:>12.2} ms p50  {p99:.2} ms p99",
+        "T paced at 1,000 req/s (latency floor of client + server)"
+    );
 
     let dir = tempfile::tempdir()?;
     if !args.skip_backplane {
@@ -946,4 +951,39 @@ async fn backplane_run<T: backplane::transport::Transport + Clone>(
         println!("  (only {got} of {want} deliveries arrived within the deadline)");
     }
     Ok((got as f64 / elapsed, pct(0.50), pct(0.99)))
+}
+
+/// The trivial handler at 1,000 requests/s, one request per millisecond tick: the latency
+/// floor of this client, server and machine, beside which latency targets are read.
+async fn paced_trivial(addr: SocketAddr, seconds: f64) -> (f64, f64) {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .expect("client builds");
+    let url = format!("http://{addr}/t");
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let mut tasks = Vec::new();
+    for _ in 0..(1000.0 * seconds) as usize {
+        tick.tick().await;
+        let (http, url) = (http.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let start = Instant::now();
+            let _ = http.post(url).body(payload()).send().await;
+            start.elapsed().as_micros() as u64
+        }));
+    }
+    let mut l = Vec::new();
+    for t in tasks {
+        if let Ok(v) = t.await {
+            l.push(v);
+        }
+    }
+    l.sort_unstable();
+    let pct = |p: f64| {
+        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    (pct(0.50), pct(0.99))
 }
