@@ -112,3 +112,26 @@ impl Drop for InProcessEmulator {
         }
     }
 }
+
+/// The folder of the third-party client scripts (`integration/compat`).
+pub fn compat_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("compat")
+}
+
+/// Installs the locked npm packages of `integration/compat` if they are not there yet.
+///
+/// # Panics
+///
+/// When npm is missing or `npm ci` fails: the tests that need the packages cannot run.
+pub fn ensure_compat_packages() {
+    let dir = compat_dir();
+    if dir.join("node_modules/azure-sb/package.json").exists() {
+        return;
+    }
+    let status = std::process::Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(&dir)
+        .status()
+        .expect("npm must be installed (Node.js 20+) to run the third-party client tests");
+    assert!(status.success(), "npm ci failed in {}", dir.display());
+}
