@@ -21,8 +21,13 @@ impl Process {
     /// Starts the binary in `cwd` with `args` (plus `--bind 127.0.0.1:0`) and waits for the
     /// address line on stdout.
     pub async fn start(cwd: &Path, args: &[&str]) -> Process {
+        Self::start_on(cwd, "127.0.0.1:0", args).await
+    }
+
+    /// As [`Process::start`] on a given address (to restart where clients expect it).
+    pub async fn start_on(cwd: &Path, bind: &str, args: &[&str]) -> Process {
         let mut child = Command::new(env!("CARGO_BIN_EXE_emulator"))
-            .args(["--bind", "127.0.0.1:0"])
+            .args(["--bind", bind])
             .args(args)
             .current_dir(cwd)
             .env_remove("RUST_LOG")
