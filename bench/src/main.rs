@@ -525,12 +525,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
     l.sort_unstable();
-    let pct = |p: f64| {
-        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0) as f64
-            / 1000.0
-    };
+    let pct = |p: f64| percentile_ms(&l, p);
     println!(
         "{:<62} {:>12.2} ms  ({} of {} copies received)",
         "end-to-end latency p50 at 1,000 msg/s to 3 subscriptions",
@@ -940,12 +935,7 @@ async fn backplane_run<T: backplane::transport::Transport + Clone>(
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
     l.sort_unstable();
-    let pct = |p: f64| {
-        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0) as f64
-            / 1000.0
-    };
+    let pct = |p: f64| percentile_ms(&l, p);
     let got = delivered.load(Ordering::Relaxed);
     if got < want {
         println!("  (only {got} of {want} deliveries arrived within the deadline)");
@@ -979,11 +969,12 @@ async fn paced_trivial(addr: SocketAddr, seconds: f64) -> (f64, f64) {
         }
     }
     l.sort_unstable();
-    let pct = |p: f64| {
-        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0) as f64
-            / 1000.0
-    };
+    let pct = |p: f64| percentile_ms(&l, p);
     (pct(0.50), pct(0.99))
+}
+
+/// The `p` quantile of sorted microsecond samples, in milliseconds (0 when empty).
+fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1));
+    sorted.get(i).copied().unwrap_or(0) as f64 / 1000.0
 }
