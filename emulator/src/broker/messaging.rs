@@ -261,7 +261,7 @@ impl Broker {
             return Ok(());
         }
         let (first, next) = entity.reserve(messages.len() as u64);
-        let mut writes = vec![Write::put(Key::NextSequence(entity.id), &next)];
+        let mut writes = vec![Write::raise(Key::NextSequence(entity.id), next)];
         let mut deliveries: Vec<(u64, Vec<Copy>, u64)> = Vec::new();
         for (i, message) in messages.into_iter().enumerate() {
             let seq = first + i as u64;

@@ -79,6 +79,10 @@ pub enum Write {
     Delete(Key),
     /// Remove every record under a key prefix.
     DeletePrefix(Key),
+    /// Store a counter as the largest of its stored value and every `Raise` of it in the
+    /// batch: concurrent requests reach the writer in any order, and a counter on disk
+    /// must never go back.
+    Raise(Key, u64),
 }
 
 impl Write {
@@ -95,6 +99,11 @@ impl Write {
     /// A `Delete`.
     pub fn delete(key: impl Into<Key>) -> Self {
         Write::Delete(key.into())
+    }
+
+    /// A `Raise` of a counter to at least `value`.
+    pub fn raise(key: impl Into<Key>, value: u64) -> Self {
+        Write::Raise(key.into(), value)
     }
 
     /// A `DeletePrefix`.
@@ -342,6 +351,22 @@ mod tests {
         assert_eq!(store.count(Key::Messages(8)).unwrap(), 1);
         assert_eq!(store.count(sub("t", "")).unwrap(), 0);
         assert_eq!(store.count(sub("t2", "")).unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn raised_counters_never_go_back() {
+        let store = memory();
+        let n = Key::NextSequence(3);
+        // Out of order within one batch, then a lower value in a later batch.
+        store
+            .apply(vec![Write::raise(n.clone(), 7), Write::raise(n.clone(), 6)])
+            .await
+            .unwrap();
+        assert_eq!(store.get::<u64>(n.clone()).unwrap(), Some(7));
+        store.apply(vec![Write::raise(n.clone(), 5)]).await.unwrap();
+        assert_eq!(store.get::<u64>(n.clone()).unwrap(), Some(7));
+        store.apply(vec![Write::raise(n.clone(), 9)]).await.unwrap();
+        assert_eq!(store.get::<u64>(n).unwrap(), Some(9));
     }
 
     #[tokio::test]

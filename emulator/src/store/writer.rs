@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{Durability, Error, Result, Write};
+use super::{Durability, Error, Key, Result, Write};
 
 /// Most requests merged into one apply-and-flush cycle.
 const MAX_BATCH: usize = 1024;
@@ -160,11 +160,20 @@ fn apply(
 ) -> std::result::Result<(), sled::Error> {
     let mut entity_batch = sled::Batch::default();
     let mut message_batch = sled::Batch::default();
+    // Counters raised in this batch, by key, kept in write order for determinism.
+    let mut raised: Vec<(Key, u64)> = Vec::new();
     for write in requests.into_iter().flatten() {
         let (key, bytes, prefix) = match write {
             Write::Put(k, b) => (k, Some(b), false),
             Write::Delete(k) => (k, None, false),
             Write::DeletePrefix(k) => (k, None, true),
+            Write::Raise(k, value) => {
+                match raised.iter_mut().find(|(r, _)| *r == k) {
+                    Some((_, v)) => *v = (*v).max(value),
+                    None => raised.push((k, value)),
+                }
+                continue;
+            }
         };
         let (batch, tree) = if key.is_entity() {
             (&mut entity_batch, entities)
@@ -180,6 +189,20 @@ fn apply(
         } else {
             batch.remove(key.to_bytes());
         }
+    }
+    for (key, value) in raised {
+        let (batch, tree) = if key.is_entity() {
+            (&mut entity_batch, entities)
+        } else {
+            (&mut message_batch, messages)
+        };
+        let bytes = key.to_bytes();
+        // An unreadable stored counter is replaced: the raised value is the newest fact.
+        let stored = tree
+            .get(&bytes)?
+            .and_then(|v| super::codec::decode::<u64>(&v).ok())
+            .unwrap_or(0);
+        batch.insert(bytes, super::codec::encode(&value.max(stored)));
     }
     entities.apply_batch(entity_batch)?;
     messages.apply_batch(message_batch)?;
