@@ -17,23 +17,24 @@ use crate::model::RuleRecord;
 /// Page size when `$top` is absent.
 const DEFAULT_TOP: usize = 100;
 
+/// The rights a management request needs.
+pub(super) fn need(target: &Target, method: &Method) -> Need {
+    match (target, method) {
+        (Target::NamespaceInfo, _) => Need::AnyValidToken,
+        (Target::Rules(..), &Method::GET) => Need::Either(Right::Manage, Right::Listen),
+        _ => Need::Right(Right::Manage),
+    }
+}
+
+/// Serves an authorized management request.
 pub(super) async fn handle(
     state: &AppState,
     ctx: &RequestContext,
     method: &Method,
     target: &Target,
-    authorization: Option<&str>,
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Response, ApiError> {
-    let need = match (target, method) {
-        (Target::NamespaceInfo, _) => Need::AnyValidToken,
-        (Target::Rules(..), &Method::GET) => Need::Either(Right::Manage, Right::Listen),
-        _ => Need::Right(Right::Manage),
-    };
-    state
-        .auth
-        .authorize(authorization, &ctx.decoded_path, need)?;
     let broker = &state.broker;
     let update = headers.contains_key(header::IF_MATCH);
     match (method, target) {

@@ -25,23 +25,24 @@ const MAX_TIMEOUT_SECS: f64 = 230.0;
 /// Largest batch request.
 const MAX_BATCH_BYTES: usize = 1024 * 1024;
 
+/// The rights a messaging request needs.
+pub(super) fn need(target: &Target) -> Need {
+    match target {
+        Target::Send(_) => Need::Right(Right::Send),
+        Target::ClockAdvance => Need::Right(Right::Manage),
+        _ => Need::Right(Right::Listen),
+    }
+}
+
+/// Serves an authorized messaging request.
 pub(super) async fn handle(
     state: &AppState,
     ctx: &RequestContext,
     method: &Method,
     target: &Target,
-    authorization: Option<&str>,
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let need = match target {
-        Target::Send(_) => Need::Right(Right::Send),
-        Target::ClockAdvance => Need::Right(Right::Manage),
-        _ => Need::Right(Right::Listen),
-    };
-    state
-        .auth
-        .authorize(authorization, &ctx.decoded_path, need)?;
     let broker = &state.broker;
     match (method, target) {
         (&Method::POST, Target::Send(path)) => {

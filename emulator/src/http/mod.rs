@@ -149,36 +149,29 @@ async fn dispatch(
             ApiError::method_not_allowed(&method, target.template()).into_response(&ctx)
         };
     }
+    let messaging = matches!(
+        target,
+        Target::Send(_) | Target::Head(_) | Target::Locked(..) | Target::ClockAdvance
+    );
+    let need = if messaging {
+        messages::need(&target)
+    } else {
+        management::need(&target, &method)
+    };
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok());
-    let result = match &target {
-        Target::Send(_) | Target::Head(_) | Target::Locked(..) | Target::ClockAdvance => {
-            messages::handle(
-                &state,
-                &ctx,
-                &method,
-                &target,
-                authorization,
-                &headers,
-                body,
-            )
+    if let Err(e) = state.auth.authorize(authorization, &ctx.decoded_path, need) {
+        return ApiError::from(e).into_response(&ctx);
+    }
+    let result = if messaging {
+        messages::handle(&state, &ctx, &method, &target, &headers, body)
             .instrument(span)
             .await
-        }
-        _ => {
-            management::handle(
-                &state,
-                &ctx,
-                &method,
-                &target,
-                authorization,
-                &headers,
-                &body,
-            )
+    } else {
+        management::handle(&state, &ctx, &method, &target, &headers, &body)
             .instrument(span)
             .await
-        }
     };
     result.unwrap_or_else(|e| e.into_response(&ctx))
 }
