@@ -8,7 +8,9 @@ use servicebus_wire::message::{PropertyValue, format_http_date, format_property}
 use servicebus_wire::{EntityKind, EntityStatus, TimeSpan};
 use uuid::Uuid;
 
-use super::runtime::{self, Effect, Entity, Entry, QueueSettings, ReceiveMode, Settle, Sub, Taken};
+use super::runtime::{
+    self, Effect, Entity, Entry, Queue, QueueSettings, ReceiveMode, Settle, Sub, Taken,
+};
 use super::{Broker, Error, Result};
 use crate::filter::value::{Properties, PropertiesMut, SystemProperty, Value};
 use crate::model::message::{DeadLetter, Delivery, MessageProps, StoredMessage};
@@ -187,6 +189,14 @@ fn allowed(
         });
     }
     Ok(())
+}
+
+/// The subqueues of a queue or subscription; a topic has none to receive from.
+fn queue_of(entity: &Entity) -> Result<&Queue> {
+    entity.queue.as_ref().ok_or_else(|| Error::NotFound {
+        kind: "queue or subscription",
+        path: entity.path.clone(),
+    })
 }
 
 /// One copy to deliver: to whom, its delivery record and its changed properties.
@@ -433,12 +443,7 @@ impl Broker {
         timeout: std::time::Duration,
     ) -> Result<Option<Received>> {
         let (entity, which) = self.receivable(target)?;
-        let Some(queue) = &entity.queue else {
-            return Err(Error::NotFound {
-                kind: "queue or subscription",
-                path: entity.path.clone(),
-            });
-        };
+        let queue = queue_of(&entity)?;
         entity.touch(self.clock.now());
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -528,12 +533,7 @@ impl Broker {
         how: Settle,
     ) -> Result<()> {
         let (entity, which) = self.receivable(target)?;
-        let Some(queue) = &entity.queue else {
-            return Err(Error::NotFound {
-                kind: "queue or subscription",
-                path: entity.path.clone(),
-            });
-        };
+        let queue = queue_of(&entity)?;
         entity.touch(self.clock.now());
         let lost = || Error::LockLost {
             token: token.to_string(),
