@@ -506,19 +506,7 @@ impl<T: Transport> Shared<T> {
     ) -> Result<(), PublishError> {
         // Heartbeats are the node's own traffic, not the application's.
         let kind_counts = kind != Kind::Heartbeat;
-        let mut event = Event {
-            seq: 0,
-            kind,
-            target,
-            payload,
-        };
-        // Checked before numbering, so a refused event leaves no gap.
-        envelope::check_fits(
-            &self.id,
-            &event,
-            self.transports[partition].max_message_bytes(),
-        )
-        .map_err(PublishError::TooLarge)?;
+        let mut event = self.unnumbered(partition, kind, target, payload)?;
         event.seq = match audience {
             Audience::Others => self.next_seq[partition].fetch_add(1, Ordering::SeqCst),
             Audience::Node(target) => {
@@ -528,13 +516,11 @@ impl<T: Transport> Shared<T> {
                 *next - 1
             }
         };
-        let mut envelopes = envelope::pack(
-            &self.id,
-            vec![event],
-            self.transports[partition].max_message_bytes(),
-        )
-        .map_err(PublishError::TooLarge)?;
-        let bytes = envelopes.pop().map(|e| e.encode()).unwrap_or_default();
+        let bytes = Envelope {
+            origin: self.id.clone(),
+            events: vec![event],
+        }
+        .encode();
         self.transports[partition]
             .publish(&self.id, audience, bytes)
             .await?;
@@ -543,6 +529,31 @@ impl<T: Transport> Shared<T> {
             self.counters.messages_sent.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    /// An event not yet numbered, refused if it cannot fit a message alone. Checked before
+    /// numbering (the size does not depend on the number), so a refused event leaves no gap
+    /// for receivers to wait on.
+    fn unnumbered(
+        &self,
+        partition: usize,
+        kind: Kind,
+        target: Target,
+        payload: Vec<u8>,
+    ) -> Result<Event, PublishError> {
+        let event = Event {
+            seq: 0,
+            kind,
+            target,
+            payload,
+        };
+        envelope::check_fits(
+            &self.id,
+            &event,
+            self.transports[partition].max_message_bytes(),
+        )
+        .map_err(PublishError::TooLarge)?;
+        Ok(event)
     }
 
     /// Queues a broadcast for packing and waits until the message carrying it is
@@ -555,20 +566,7 @@ impl<T: Transport> Shared<T> {
     ) -> Result<(), PublishError> {
         let (done, acknowledged) = tokio::sync::oneshot::channel();
         {
-            // Checked before numbering (the size does not depend on the number), so a refused
-            // event leaves no gap for receivers to wait on.
-            let mut event = Event {
-                seq: 0,
-                kind: Kind::Broadcast,
-                target,
-                payload,
-            };
-            envelope::check_fits(
-                &shared.id,
-                &event,
-                shared.transports[partition].max_message_bytes(),
-            )
-            .map_err(PublishError::TooLarge)?;
+            let mut event = shared.unnumbered(partition, Kind::Broadcast, target, payload)?;
             let mut outbox = lock(&shared.outbox[partition]);
             // Numbered under the outbox lock, so the queue is in sequence order.
             event.seq = shared.next_seq[partition].fetch_add(1, Ordering::SeqCst);
