@@ -257,7 +257,7 @@ pub fn format_http_date(t: DateTime<Utc>) -> String {
 
 /// Header names that are HTTP plumbing or Service Bus protocol, so never custom properties
 /// (contract 3.2), lower-case.
-const RESERVED_HEADERS: [&str; 29] = [
+const RESERVED_HEADERS: [&str; 30] = [
     "host",
     "content-length",
     "content-type",
@@ -284,6 +284,7 @@ const RESERVED_HEADERS: [&str; 29] = [
     "cookie",
     "location",
     "server",
+    "strict-transport-security",
     "brokerproperties",
     "servicebussupplementaryauthorization",
     "servicebusdlqsupplementaryauthorization",

@@ -49,7 +49,8 @@ pub struct ReceivedMessage {
     /// Broker properties, including `SequenceNumber`, `DeliveryCount` and (peek-lock)
     /// `LockToken` and `LockedUntilUtc`.
     pub broker: BrokerProperties,
-    /// Custom properties as typed by their header text.
+    /// Custom properties as typed by their header text (every response header that is not
+    /// reserved, see [`servicebus_wire::message::is_reserved_header`]).
     pub properties: Vec<(String, PropertyValue)>,
     /// `Content-Type`, when the sender gave one.
     pub content_type: Option<String>,
@@ -66,20 +67,6 @@ impl ReceivedMessage {
             .map(|(_, v)| v)
     }
 }
-
-/// Response headers that are not custom properties.
-const NOT_PROPERTIES: [&str; 10] = [
-    "content-type",
-    "brokerproperties",
-    "location",
-    "date",
-    "server",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "strict-transport-security",
-];
 
 fn check_property_name(name: &str) -> Result<()> {
     let valid = reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok();
@@ -220,7 +207,7 @@ impl Client {
                 let properties = answer
                     .headers
                     .iter()
-                    .filter(|(n, _)| !NOT_PROPERTIES.contains(&n.as_str()))
+                    .filter(|(n, _)| !is_reserved_header(n.as_str()))
                     .filter_map(|(n, v)| {
                         v.to_str()
                             .ok()
