@@ -81,15 +81,9 @@ pub(super) async fn handle(
             Ok(StatusCode::OK.into_response())
         }
         (&Method::POST, Target::ClockAdvance) => {
-            let seconds: f64 = ctx
-                .param("seconds")
-                .and_then(|s| s.parse().ok())
-                .filter(|s: &f64| s.is_finite() && *s >= 0.0)
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "the query parameter seconds must be a non-negative number",
-                    )
-                })?;
+            let seconds = seconds_param(ctx, "seconds")?.ok_or_else(|| {
+                ApiError::bad_request("the query parameter seconds must be a non-negative number")
+            })?;
             let by = chrono::Duration::milliseconds((seconds * 1000.0).round() as i64);
             let now = broker.advance_clock(by).await?;
             Ok((
@@ -115,15 +109,25 @@ fn receive_target(r: &Receivable) -> ReceiveTarget {
 }
 
 fn timeout(ctx: &RequestContext) -> Result<Duration, ApiError> {
-    let seconds = match ctx.param("timeout") {
-        None | Some("") => DEFAULT_TIMEOUT_SECS,
+    let seconds = seconds_param(ctx, "timeout")?.unwrap_or(DEFAULT_TIMEOUT_SECS);
+    Ok(Duration::from_secs_f64(seconds.min(MAX_TIMEOUT_SECS)))
+}
+
+/// A query parameter holding a non-negative number of seconds; `None` when absent or empty.
+fn seconds_param(ctx: &RequestContext, name: &str) -> Result<Option<f64>, ApiError> {
+    match ctx.param(name) {
+        None | Some("") => Ok(None),
         Some(t) => t
             .parse::<f64>()
             .ok()
             .filter(|s| s.is_finite() && *s >= 0.0)
-            .ok_or_else(|| ApiError::bad_request(format!("the query parameter timeout must be a non-negative number of seconds, not '{t}'")))?,
-    };
-    Ok(Duration::from_secs_f64(seconds.min(MAX_TIMEOUT_SECS)))
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "the query parameter {name} must be a non-negative number of seconds, not '{t}'"
+                ))
+            }),
+    }
 }
 
 fn is_batch(headers: &HeaderMap) -> bool {
