@@ -30,6 +30,21 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
+    /// What a client sent: its `BrokerProperties`, content type, custom properties and body.
+    pub fn from_client(
+        broker: &servicebus_wire::message::BrokerProperties,
+        content_type: Option<String>,
+        user: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> Self {
+        Outgoing {
+            time_to_live: broker.time_to_live,
+            scheduled_at: broker.scheduled_enqueue_time_utc,
+            props: MessageProps::from_client(broker, content_type, user),
+            body,
+        }
+    }
+
     /// Bytes counted against the entity's message size limit.
     pub fn size(&self) -> usize {
         self.body.len() + self.props.size()

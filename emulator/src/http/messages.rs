@@ -15,7 +15,6 @@ use super::target::{Receivable, Target};
 use super::{ApiError, AppState, RequestContext};
 use crate::auth::{Need, Right};
 use crate::broker::{Outgoing, ReceiveMode, ReceiveTarget, Received, Settle};
-use crate::model::message::MessageProps;
 use crate::store::EntityKey;
 
 /// Long-poll wait when `timeout` is absent (contract 1.3, emulator decision).
@@ -169,12 +168,12 @@ fn single(headers: &HeaderMap, body: Bytes) -> Result<Outgoing, ApiError> {
         })?;
         user.push((lower.to_string(), value.to_string()));
     }
-    Ok(Outgoing {
-        time_to_live: broker.time_to_live,
-        scheduled_at: broker.scheduled_enqueue_time_utc,
-        props: MessageProps::from_client(&broker, content_type, user),
-        body: body.to_vec(),
-    })
+    Ok(Outgoing::from_client(
+        &broker,
+        content_type,
+        user,
+        body.to_vec(),
+    ))
 }
 
 fn batch(body: &Bytes) -> Result<Vec<Outgoing>, ApiError> {
@@ -190,12 +189,7 @@ fn batch(body: &Bytes) -> Result<Vec<Outgoing>, ApiError> {
     }
     Ok(parse_batch(body)?
         .into_iter()
-        .map(|m| Outgoing {
-            time_to_live: m.broker.time_to_live,
-            scheduled_at: m.broker.scheduled_enqueue_time_utc,
-            props: MessageProps::from_client(&m.broker, m.content_type, m.user),
-            body: m.body,
-        })
+        .map(|m| Outgoing::from_client(&m.broker, m.content_type, m.user, m.body))
         .collect())
 }
 
@@ -207,14 +201,6 @@ fn message_response(
 ) -> Response {
     let p = &m.props;
     let broker = BrokerProperties {
-        message_id: p.message_id.clone(),
-        correlation_id: p.correlation_id.clone(),
-        session_id: p.session_id.clone(),
-        label: p.label.clone(),
-        reply_to: p.reply_to.clone(),
-        to: p.to.clone(),
-        reply_to_session_id: p.reply_to_session_id.clone(),
-        partition_key: p.partition_key.clone(),
         time_to_live: m.time_to_live,
         sequence_number: Some(m.sequence_number),
         enqueued_sequence_number: Some(0),
@@ -223,7 +209,7 @@ fn message_response(
         locked_until_utc: m.lock.map(|(_, until)| until),
         delivery_count: Some(m.delivery_count),
         state: Some("Active".into()),
-        ..BrokerProperties::default()
+        ..p.to_broker()
     };
     let status = match mode {
         ReceiveMode::PeekLock => StatusCode::CREATED,

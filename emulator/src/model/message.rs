@@ -43,6 +43,22 @@ impl MessageProps {
         }
     }
 
+    /// The client-settable `BrokerProperties` fields these came from (the inverse of
+    /// [`MessageProps::from_client`]); the rest are left unset.
+    pub fn to_broker(&self) -> BrokerProperties {
+        BrokerProperties {
+            message_id: self.message_id.clone(),
+            correlation_id: self.correlation_id.clone(),
+            session_id: self.session_id.clone(),
+            label: self.label.clone(),
+            reply_to: self.reply_to.clone(),
+            to: self.to.clone(),
+            reply_to_session_id: self.reply_to_session_id.clone(),
+            partition_key: self.partition_key.clone(),
+            ..BrokerProperties::default()
+        }
+    }
+
     /// A custom property's typed value, by name (case-insensitive).
     pub fn user_value(&self, name: &str) -> Option<PropertyValue> {
         self.user
