@@ -685,10 +685,7 @@ async fn receive_loop<T: Transport>(shared: Arc<Shared<T>>, partition: usize) {
             Ok(envelope) => {
                 let now = Instant::now();
                 lock(&shared.seen).insert(envelope.origin.clone(), now);
-                let mut reorder = shared
-                    .reorder
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut reorder = lock(&shared.reorder);
                 let before = reorder.counters();
                 let mut ready = Vec::new();
                 for event in envelope.events {
@@ -756,10 +753,7 @@ async fn hand_over<T: Transport>(shared: &Shared<T>, events: Vec<Received>) -> b
 async fn gap_loop<T: Transport>(shared: Arc<Shared<T>>) {
     while !shared.stop.load(Ordering::Relaxed) {
         let wait = {
-            let reorder = shared
-                .reorder
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let reorder = lock(&shared.reorder);
             reorder
                 .next_deadline()
                 .map_or(Duration::from_millis(200), |d| {
@@ -769,10 +763,7 @@ async fn gap_loop<T: Transport>(shared: Arc<Shared<T>>) {
         tokio::time::sleep(wait.min(Duration::from_millis(200))).await;
         let _turn = shared.turn.lock().await;
         let (released, skipped) = {
-            let mut reorder = shared
-                .reorder
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut reorder = lock(&shared.reorder);
             let before = reorder.counters().gaps_skipped;
             let released = reorder.expire(Instant::now());
             (released, reorder.counters().gaps_skipped - before)
@@ -833,9 +824,9 @@ async fn heartbeat_loop<T: Transport>(shared: Arc<Shared<T>>) {
                             }
                             if closed {
                                 lock(&shared.seen).remove(&node);
-                                for p in 0..shared.transports.len() {
-                                    lock(&shared.reorder).forget(&(node.clone(), p));
-                                    lock(&shared.reorder).forget(&(node.clone(), DIRECT_LANE));
+                                let mut reorder = lock(&shared.reorder);
+                                for lane in (0..shared.transports.len()).chain([DIRECT_LANE]) {
+                                    reorder.forget(&(node.clone(), lane));
                                 }
                             }
                         }
