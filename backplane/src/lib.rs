@@ -36,4 +36,6 @@ pub mod ids;
 pub mod node;
 pub mod ordering;
 pub mod servicebus;
+#[cfg(feature = "socketioxide")]
+pub mod socketio;
 pub mod transport;

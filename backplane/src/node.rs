@@ -467,7 +467,7 @@ impl<T: Transport> Node<T> {
 
     /// Stops the node as a crash would: receiving stops at once and its place is left for
     /// the bus to delete when idle (for fault tests and supervised restarts).
-    pub async fn crash(self) {
+    pub async fn crash(&self) {
         self.stop_tasks().await;
     }
 
@@ -476,7 +476,7 @@ impl<T: Transport> Node<T> {
     /// # Errors
     ///
     /// When the place cannot be removed (the bus removes it when idle anyway).
-    pub async fn shutdown(self) -> Result<(), TransportError> {
+    pub async fn shutdown(&self) -> Result<(), TransportError> {
         self.stop_tasks().await;
         for transport in &self.shared.transports {
             transport.close(&self.id).await?;
@@ -684,7 +684,14 @@ async fn receive_loop<T: Transport>(shared: Arc<Shared<T>>, partition: usize) {
         let ready = match Envelope::decode(&delivery.payload) {
             Ok(envelope) => {
                 let now = Instant::now();
-                lock(&shared.seen).insert(envelope.origin.clone(), now);
+                let first_heard = lock(&shared.seen)
+                    .insert(envelope.origin.clone(), now)
+                    .is_none();
+                if first_heard && envelope.origin != shared.id {
+                    // A node that just started said hello: answer at once, so it knows
+                    // this node without waiting for the next heartbeat.
+                    tokio::spawn(greet(shared.clone(), envelope.origin.clone()));
+                }
                 let mut reorder = lock(&shared.reorder);
                 let before = reorder.counters();
                 let mut ready = Vec::new();
@@ -734,6 +741,22 @@ async fn receive_loop<T: Transport>(shared: Arc<Shared<T>>, partition: usize) {
         if let Err(e) = transport.complete(&shared.id, delivery.handle).await {
             tracing::warn!(node = %shared.id, error = %e, "complete failed; the message will come again");
         }
+    }
+}
+
+/// Sends one heartbeat to `node` alone.
+async fn greet<T: Transport>(shared: Arc<Shared<T>>, node: NodeId) {
+    let beat = shared
+        .send(
+            0,
+            Audience::Node(&node),
+            Kind::Heartbeat,
+            Target::Node(node.clone()),
+            Vec::new(),
+        )
+        .await;
+    if let Err(e) = beat {
+        tracing::debug!(node = %shared.id, to = %node, error = %e, "greeting failed");
     }
 }
 

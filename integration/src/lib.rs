@@ -1,6 +1,9 @@
 //! The integration harness: an emulator in-process on an ephemeral loopback port with a
 //! temporary store, for tests that run many clients (and, next, backplane nodes) against it.
 
+pub mod chat;
+pub mod sio;
+
 use std::net::SocketAddr;
 
 use emulator::{Emulator, Settings};
@@ -125,7 +128,15 @@ pub fn compat_dir() -> std::path::PathBuf {
 /// When npm is missing or `npm ci` fails: the tests that need the packages cannot run.
 pub fn ensure_compat_packages() {
     let dir = compat_dir();
-    if dir.join("node_modules/azure-sb/package.json").exists() {
+    let installed = ["azure-sb", "socket.io-client", "playwright-core"]
+        .iter()
+        .all(|p| {
+            dir.join("node_modules")
+                .join(p)
+                .join("package.json")
+                .exists()
+        });
+    if installed {
         return;
     }
     let status = std::process::Command::new("npm")

@@ -1,0 +1,128 @@
+//! How the adapter's requests and responses ride in a backplane event.
+//!
+//! ```text
+//! request:  0x01 | namespace length (u16, big endian) | namespace | MessagePack RequestOut
+//! response: 0x02 | request id (16 ASCII bytes)        | MessagePack Response
+//! ```
+//!
+//! The namespace keeps the namespaces of one app apart on their shared topic; a response
+//! is routed by its request id alone (ids are unique per server).
+
+use std::str::FromStr;
+
+use socketioxide_core::Sid;
+
+const REQUEST: u8 = 1;
+const RESPONSE: u8 = 2;
+/// A socket.io id is 16 characters.
+const SID_LEN: usize = 16;
+
+/// A decoded frame, borrowing the event's bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Frame<'a> {
+    /// A request for the namespace `ns`.
+    Request { ns: &'a str, body: &'a [u8] },
+    /// A response to the request `id`.
+    Response { id: Sid, body: &'a [u8] },
+}
+
+/// Why bytes are not a frame.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum FrameError {
+    /// Fewer bytes than the header needs.
+    #[error("frame truncated")]
+    Truncated,
+    /// The first byte is no known kind.
+    #[error("unknown frame kind {0}")]
+    Kind(u8),
+    /// The namespace is not UTF-8.
+    #[error("namespace is not UTF-8")]
+    Namespace,
+    /// The request id is not a socket.io id.
+    #[error("bad request id")]
+    RequestId,
+}
+
+/// A request frame around an encoded `RequestOut`.
+pub(crate) fn request(ns: &str, body: &[u8]) -> Result<Vec<u8>, FrameError> {
+    let len = u16::try_from(ns.len()).map_err(|_| FrameError::Namespace)?;
+    let mut out = Vec::with_capacity(3 + ns.len() + body.len());
+    out.push(REQUEST);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(ns.as_bytes());
+    out.extend_from_slice(body);
+    Ok(out)
+}
+
+/// A response frame around an encoded `Response`.
+pub(crate) fn response(id: Sid, body: &[u8]) -> Vec<u8> {
+    let id = id.to_string();
+    let mut out = Vec::with_capacity(1 + id.len() + body.len());
+    out.push(RESPONSE);
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// Reads a frame.
+pub(crate) fn decode(bytes: &[u8]) -> Result<Frame<'_>, FrameError> {
+    let (&kind, rest) = bytes.split_first().ok_or(FrameError::Truncated)?;
+    match kind {
+        REQUEST => {
+            let (len, rest) = rest.split_at_checked(2).ok_or(FrameError::Truncated)?;
+            let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+            let (ns, body) = rest.split_at_checked(len).ok_or(FrameError::Truncated)?;
+            let ns = std::str::from_utf8(ns).map_err(|_| FrameError::Namespace)?;
+            Ok(Frame::Request { ns, body })
+        }
+        RESPONSE => {
+            let (id, body) = rest
+                .split_at_checked(SID_LEN)
+                .ok_or(FrameError::Truncated)?;
+            let id = std::str::from_utf8(id)
+                .ok()
+                .and_then(|id| Sid::from_str(id).ok())
+                .ok_or(FrameError::RequestId)?;
+            Ok(Frame::Response { id, body })
+        }
+        other => Err(FrameError::Kind(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trips() {
+        let bytes = request("/chat", b"body").unwrap();
+        assert_eq!(
+            decode(&bytes).unwrap(),
+            Frame::Request {
+                ns: "/chat",
+                body: b"body"
+            }
+        );
+    }
+
+    #[test]
+    fn response_round_trips() {
+        let id = Sid::new();
+        let bytes = response(id, b"xyz");
+        assert_eq!(
+            decode(&bytes).unwrap(),
+            Frame::Response { id, body: b"xyz" }
+        );
+    }
+
+    #[test]
+    fn bad_frames_are_errors_not_panics() {
+        assert_eq!(decode(b""), Err(FrameError::Truncated));
+        assert_eq!(decode(&[9]), Err(FrameError::Kind(9)));
+        assert_eq!(decode(&[1, 0]), Err(FrameError::Truncated));
+        assert_eq!(decode(&[1, 0, 5, b'/']), Err(FrameError::Truncated));
+        assert_eq!(decode(&[1, 0, 1, 0xff]), Err(FrameError::Namespace));
+        assert_eq!(decode(&[2, b'a']), Err(FrameError::Truncated));
+        assert_eq!(decode(b"\x02!!!!!!!!!!!!!!!!"), Err(FrameError::RequestId));
+    }
+}
