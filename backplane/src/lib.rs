@@ -15,8 +15,10 @@
 //! timeout (answers and the nodes that did not answer), heartbeats and the live-node set, a
 //! janitor for dead nodes' subscriptions, parallel receivers, per-origin order, duplicate
 //! suppression, completion after local delivery, packing, partitioning over several topics
-//! by room, a receive-and-delete mode, graceful shutdown. The socketioxide adapter comes
-//! next.
+//! by room, a receive-and-delete mode, graceful shutdown; and, with the feature
+//! `socketioxide`, `socketio`: a socketioxide adapter over the node runtime, so that several
+//! socketioxide servers act as one (`integration/src/chat.rs` is a complete chat on it, run by
+//! `scripts/demo.sh`).
 //!
 //! ```
 //! use backplane::servicebus::{ConnectionString, sas};

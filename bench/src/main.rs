@@ -3,6 +3,8 @@
 //! numbers drift from machine to machine (`PERF-NOTES.md`). Loopback only; every load loop
 //! is bounded in time and count.
 
+mod socketio;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -39,6 +41,9 @@ struct Args {
     /// Skip the backplane figures.
     #[arg(long)]
     skip_backplane: bool,
+    /// Skip the Socket.IO adapter figures (they need Node.js and npm).
+    #[arg(long)]
+    skip_socketio: bool,
     /// Concurrent publishers per backplane node (packing packs what they publish while a
     /// message is in flight).
     #[arg(long, default_value_t = 256)]
@@ -346,6 +351,17 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     if !args.skip_backplane {
         backplane_figures(&args, dir.path()).await?;
+    }
+    if !args.skip_socketio {
+        let (addr, stop, server) =
+            start_emulator(&dir.path().join("socketio"), args.durability).await?;
+        socketio::figures(
+            &emulator::connection_string(addr, KEY_NAME, KEY),
+            args.seconds,
+        )
+        .await?;
+        let _ = stop.send(());
+        let _ = server.await;
     }
     if args.skip_emulator {
         println!("\n{} target(s) missed", report.misses);

@@ -1,0 +1,149 @@
+//! Room broadcasts between real Socket.IO clients (npm `socket.io-client`, run by
+//! `integration/compat/sio-bench.js`): across two socketioxide servers through the
+//! backplane's Service Bus adapter and the emulator, beside one server with socketioxide's
+//! own in-process adapter, in one run.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use backplane::node::NodeConfig;
+use backplane::socketio::{AdapterOptions, AdapterState, ServiceBusAdapter};
+use serde_json::Value;
+use socketioxide::SocketIo;
+use socketioxide::adapter::{Adapter, Emitter, LocalAdapter};
+use socketioxide::extract::{AckSender, Data, SocketRef};
+use tokio::task::JoinHandle;
+
+/// The relay every server runs: `join` a room, `bench` events go to room "bench" as `m`.
+fn relay<A: Adapter>(socket: SocketRef<A>) {
+    socket.on(
+        "join",
+        async |socket: SocketRef<A>, Data(room): Data<String>, ack: AckSender<A>| {
+            socket.join(room);
+            let _ = ack.send(&true);
+        },
+    );
+    socket.on(
+        "bench",
+        async |socket: SocketRef<A>, Data(v): Data<Value>| {
+            let _ = socket.to("bench").emit("m", &v).await;
+        },
+    );
+}
+
+async fn serve(
+    layer: socketioxide::layer::SocketIoLayer<impl Adapter>,
+) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+    let app = axum::Router::new().layer(layer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((addr, task))
+}
+
+/// One run of the client script; returns (events/s, p50 ms, p99 ms, delivered, expected).
+async fn clients(
+    send: SocketAddr,
+    recv: SocketAddr,
+    messages: usize,
+    rate: usize,
+) -> anyhow::Result<(f64, f64, f64, u64, u64)> {
+    let output = tokio::process::Command::new("node")
+        .arg("sio-bench.js")
+        .current_dir(integration::compat_dir())
+        .env("SEND_URL", format!("http://{send}"))
+        .env("RECV_URL", format!("http://{recv}"))
+        .env("RECEIVERS", "4")
+        .env("MESSAGES", messages.to_string())
+        .env("RATE", rate.to_string())
+        .kill_on_drop(true)
+        .output()
+        .await?;
+    anyhow::ensure!(
+        output.status.success(),
+        "sio-bench.js failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let v: Value = serde_json::from_slice(&output.stdout)?;
+    let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    Ok((
+        f("rate"),
+        f("p50"),
+        f("p99"),
+        v["delivered"].as_u64().unwrap_or(0),
+        v["expected"].as_u64().unwrap_or(0),
+    ))
+}
+
+fn print(name: &str, (rate, p50, p99, delivered, expected): (f64, f64, f64, u64, u64)) {
+    println!(
+        "{name:<62} {rate:>12.0} events/s  p50 {p50:.2} ms  p99 {p99:.2} ms  ({delivered}/{expected} delivered)"
+    );
+}
+
+/// Prints the Socket.IO figures: the in-process adapter on one server, then the Service
+/// Bus adapter across two servers through the emulator at `connection`.
+pub(crate) async fn figures(connection: &str, seconds: f64) -> anyhow::Result<()> {
+    integration::ensure_compat_packages();
+    println!();
+    let messages = 20_000;
+    let paced_rate = 500;
+    let paced_messages = ((seconds * paced_rate as f64) as usize).max(500);
+
+    let (layer, io) = SocketIo::builder()
+        .with_adapter::<LocalAdapter>(())
+        .build_layer();
+    io.ns("/", async |s: SocketRef<LocalAdapter>| relay(s));
+    let (local, local_task) = serve(layer).await?;
+    print(
+        "socket.io room broadcast, 1 server, in-process adapter",
+        clients(local, local, messages, 0).await?,
+    );
+    print(
+        &format!("  same, paced {paced_rate} msgs/s"),
+        clients(local, local, paced_messages, paced_rate).await?,
+    );
+    local_task.abort();
+
+    let options = AdapterOptions {
+        node: NodeConfig {
+            receive_timeout: Duration::from_secs(5),
+            ..NodeConfig::default()
+        },
+        ..AdapterOptions::default()
+    };
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let state = AdapterState::connect(connection, "sio-bench", options.clone()).await?;
+        let (layer, io) = SocketIo::builder()
+            .with_adapter::<ServiceBusAdapter<Emitter>>(state.clone())
+            .build_layer();
+        io.ns("/", async |s: SocketRef<ServiceBusAdapter<Emitter>>| {
+            relay(s)
+        })
+        .await?;
+        let (addr, task) = serve(layer).await?;
+        servers.push((addr, task, state, io));
+    }
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    while servers.iter().any(|s| s.2.server_count() < 2) && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (a, b) = (servers[0].0, servers[1].0);
+    print(
+        "socket.io room broadcast, 2 servers, Service Bus adapter",
+        clients(a, b, messages, 0).await?,
+    );
+    print(
+        &format!("  same, paced {paced_rate} msgs/s"),
+        clients(a, b, paced_messages, paced_rate).await?,
+    );
+    for (_, task, state, io) in servers {
+        io.close().await;
+        task.abort();
+        let _ = state.shutdown().await;
+    }
+    Ok(())
+}

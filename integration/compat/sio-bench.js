@@ -1,0 +1,86 @@
+// Room broadcasts between real Socket.IO clients, for `scripts/bench`: one sender on
+// SEND_URL, RECEIVERS receivers on RECV_URL joined to room "bench". The server relays each
+// `bench` event to the room as `m`. Sends MESSAGES events, as fast as the receivers take
+// them with at most WINDOW per receiver in flight (RATE=0: socketioxide drops what
+// overflows a socket's buffer, 128 packets by default), or at RATE per second, and prints one JSON line: delivered events/s and latency
+// percentiles (sender and receivers share this process's clock).
+"use strict";
+const { io } = require("socket.io-client");
+
+const env = process.env;
+const receivers = Number(env.RECEIVERS || 4);
+const messages = Number(env.MESSAGES || 20000);
+const rate = Number(env.RATE || 0);
+const windowSize = Number(env.WINDOW || 64);
+const deadlineMs = Number(env.DEADLINE_MS || 60000);
+const pad = "x".repeat(100);
+const now = () => performance.timeOrigin + performance.now();
+
+function connect(url) {
+  const socket = io(url, { transports: ["websocket"], reconnection: false, forceNew: true });
+  return new Promise((resolve, reject) => {
+    socket.once("connect", () => resolve(socket));
+    socket.once("connect_error", reject);
+  });
+}
+
+async function main() {
+  const sockets = await Promise.all(Array.from({ length: receivers }, () => connect(env.RECV_URL)));
+  for (const s of sockets) await s.timeout(10000).emitWithAck("join", "bench");
+  const sender = await connect(env.SEND_URL);
+  const expected = receivers * messages;
+  const latencies = [];
+  let delivered = 0;
+  let last = 0;
+  let finish;
+  const finished = new Promise((resolve) => (finish = resolve));
+  let wake = null;
+  for (const s of sockets) {
+    s.on("m", (m) => {
+      const t = now();
+      delivered += 1;
+      last = t;
+      if (m.i >= messages / 10) latencies.push(t - m.t);
+      if (delivered === expected) finish();
+      if (wake) {
+        const w = wake;
+        wake = null;
+        w();
+      }
+    });
+  }
+  const start = now();
+  if (rate === 0) {
+    const give_up = start + deadlineMs;
+    for (let i = 0; i < messages && now() < give_up; i++) {
+      while ((i - windowSize) * receivers >= delivered && now() < give_up) {
+        await Promise.race([new Promise((r) => (wake = r)), new Promise((r) => setTimeout(r, 100))]);
+      }
+      sender.emit("bench", { t: now(), i, pad });
+    }
+  } else {
+    let i = 0;
+    await new Promise((resolve) => {
+      const tick = setInterval(() => {
+        const due = Math.min(messages, Math.floor(((now() - start) / 1000) * rate));
+        for (; i < due; i++) sender.emit("bench", { t: now(), i, pad });
+        if (i >= messages) {
+          clearInterval(tick);
+          resolve();
+        }
+      }, 2);
+    });
+  }
+  await Promise.race([finished, new Promise((r) => setTimeout(r, deadlineMs))]);
+  latencies.sort((a, b) => a - b);
+  const pct = (p) => (latencies.length ? latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * p))] : NaN);
+  const seconds = ((delivered === expected ? last : now()) - start) / 1000;
+  console.log(JSON.stringify({ delivered, expected, seconds, rate: delivered / seconds, p50: pct(0.5), p99: pct(0.99) }));
+  sender.close();
+  for (const s of sockets) s.close();
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -1,0 +1,92 @@
+//! The chat demo in a real browser: Debian's headless Chromium, driven by npm
+//! `playwright-core`, opens the page of node A and of node B behind one emulator; a message
+//! typed on A appears on B. The screenshot is kept in `target/test-artifacts/`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use backplane::node::NodeConfig;
+use backplane::socketio::AdapterOptions;
+use integration::InProcessEmulator;
+use integration::chat::{ChatNode, ChatOptions};
+
+fn chromium() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("CHROMIUM") {
+        return Some(PathBuf::from(path));
+    }
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_typed_on_a_appears_on_b() {
+    let Some(chromium) = chromium() else {
+        // .ci/run installs Debian's chromium; a developer machine may not have it.
+        eprintln!("SKIPPED: no Chromium (install Debian's `chromium` or set CHROMIUM)");
+        return;
+    };
+    integration::ensure_compat_packages();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let workspace = root.parent().expect("the workspace").to_path_buf();
+    let client_js =
+        integration::compat_dir().join("node_modules/socket.io-client/dist/socket.io.min.js");
+
+    let emulator = InProcessEmulator::start().await.expect("emulator starts");
+    let mut nodes = Vec::new();
+    for name in ["A", "B"] {
+        let node = ChatNode::start(ChatOptions {
+            name: name.into(),
+            connection_string: emulator.connection_string(),
+            topic: "chat".into(),
+            bind: "127.0.0.1:0".parse().expect("an address"),
+            assets: Some(workspace.join("demo/public")),
+            client_js: Some(client_js.clone()),
+            adapter: AdapterOptions {
+                node: NodeConfig {
+                    receive_timeout: Duration::from_secs(2),
+                    ..NodeConfig::default()
+                },
+                ..AdapterOptions::default()
+            },
+        })
+        .await
+        .expect("chat node starts");
+        nodes.push(node);
+    }
+
+    let artifacts = workspace.join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).expect("artifact folder");
+    let screenshot = artifacts.join("chat-browser.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let mut run = tokio::process::Command::new("node");
+    run.args(["--test", "browser.test.js"])
+        .current_dir(integration::compat_dir())
+        .env("CHAT_A", nodes[0].url())
+        .env("CHAT_B", nodes[1].url())
+        .env("CHROMIUM", &chromium)
+        .env("SCREENSHOT", &screenshot)
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(180), run.output())
+        .await
+        .expect("the browser test finishes")
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "browser test failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        screenshot.exists(),
+        "no screenshot at {}",
+        screenshot.display()
+    );
+    println!("screenshot: {}", screenshot.display());
+
+    for node in nodes {
+        node.shutdown().await.expect("clean shutdown");
+    }
+    emulator.stop().await.expect("emulator stops");
+}
