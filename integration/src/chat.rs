@@ -55,6 +55,9 @@ pub struct ChatOptions {
     pub client_js: Option<PathBuf>,
     /// The adapter's settings.
     pub adapter: AdapterOptions,
+    /// The namespaces served, each with the same chat (default `/` alone); namespaces are
+    /// kept apart across nodes.
+    pub namespaces: Vec<String>,
 }
 
 /// A running chat node.
@@ -125,8 +128,13 @@ impl ChatNode {
             io: io.clone(),
             state: state.clone(),
         });
-        io.ns("/", move |socket: Socket| on_connect(ctx.clone(), socket))
+        for ns in &options.namespaces {
+            let ctx = ctx.clone();
+            io.ns(ns.clone(), move |socket: Socket| {
+                on_connect(ctx.clone(), socket)
+            })
             .await?;
+        }
 
         let mut app = Router::new();
         if let Some(js) = &options.client_js {
@@ -258,10 +266,13 @@ async fn on_connect(ctx: Arc<Ctx>, socket: Socket) {
     let c = ctx.clone();
     socket.on(
         "who",
-        async move |Data(room): Data<Option<String>>, ack: AckSender<Adapter>| {
+        async move |socket: Socket, Data(room): Data<Option<String>>, ack: AckSender<Adapter>| {
+            let Some(ns) = c.io.of(socket.ns()) else {
+                return answer(ack, json!([]));
+            };
             let op = match room {
-                Some(room) => c.io.within(room),
-                None => c.io.broadcast(),
+                Some(room) => ns.within(room),
+                None => ns,
             };
             let ids: Vec<String> = match op.fetch_sockets().await {
                 Ok(sockets) => sockets.iter().map(|s| s.data().id.to_string()).collect(),
@@ -275,23 +286,29 @@ async fn on_connect(ctx: Arc<Ctx>, socket: Socket) {
     );
 
     let c = ctx.clone();
-    socket.on("rooms", async move |ack: AckSender<Adapter>| {
-        let rooms: Vec<String> = match c.io.rooms().await {
-            Ok(rooms) => rooms.into_iter().map(|r| r.to_string()).collect(),
-            Err(e) => {
-                tracing::warn!(error = %e, "rooms failed");
-                Vec::new()
-            }
-        };
-        answer(ack, json!(rooms));
-    });
+    socket.on(
+        "rooms",
+        async move |socket: Socket, ack: AckSender<Adapter>| {
+            let Some(ns) = c.io.of(socket.ns()) else {
+                return answer(ack, json!([]));
+            };
+            let rooms: Vec<String> = match ns.rooms().await {
+                Ok(rooms) => rooms.into_iter().map(|r| r.to_string()).collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "rooms failed");
+                    Vec::new()
+                }
+            };
+            answer(ack, json!(rooms));
+        },
+    );
 
     for (event, action) in [("invite", Action::Join), ("evict", Action::Leave)] {
         let c = ctx.clone();
         socket.on(
             event,
-            async move |Data(t): Data<Target>, ack: AckSender<Adapter>| {
-                let found = match (find(&c.io, &t.sid).await, t.room) {
+            async move |socket: Socket, Data(t): Data<Target>, ack: AckSender<Adapter>| {
+                let found = match (find(&c.io, socket.ns(), &t.sid).await, t.room) {
                     (Some(remote), Some(room)) => {
                         let done = match action {
                             Action::Join => remote.join(room).await,
@@ -309,8 +326,8 @@ async fn on_connect(ctx: Arc<Ctx>, socket: Socket) {
     let c = ctx.clone();
     socket.on(
         "kick",
-        async move |Data(sid): Data<String>, ack: AckSender<Adapter>| {
-            let found = match find(&c.io, &sid).await {
+        async move |socket: Socket, Data(sid): Data<String>, ack: AckSender<Adapter>| {
+            let found = match find(&c.io, socket.ns(), &sid).await {
                 Some(remote) => remote.disconnect().await.is_ok(),
                 None => false,
             };
@@ -330,11 +347,12 @@ enum Action {
     Leave,
 }
 
-/// A socket by id, on any node.
+/// A socket of namespace `ns` by id, on any node.
 async fn find(
     io: &SocketIo<Adapter>,
+    ns: &str,
     sid: &str,
 ) -> Option<socketioxide::socket::RemoteSocket<Adapter>> {
-    let sockets = io.fetch_sockets().await.ok()?;
+    let sockets = io.of(ns)?.fetch_sockets().await.ok()?;
     sockets.into_iter().find(|s| s.data().id.to_string() == sid)
 }

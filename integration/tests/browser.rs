@@ -50,6 +50,7 @@ async fn a_message_typed_on_a_appears_on_b() {
                 },
                 ..AdapterOptions::default()
             },
+            namespaces: vec!["/".into()],
         })
         .await
         .expect("chat node starts");

@@ -30,6 +30,7 @@ fn options(emulator: &InProcessEmulator, name: &str, topic: &str) -> ChatOptions
             },
             request_timeout: Duration::from_secs(2),
         },
+        namespaces: vec!["/".into(), "/other".into()],
     }
 }
 
@@ -339,4 +340,71 @@ async fn agent_wait_servers(agent: &mut SioAgent, client: &str, want: u64) -> bo
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_are_kept_apart() {
+    let emulator = InProcessEmulator::start().await.expect("emulator starts");
+    // A and B serve "/" and "/other", C serves "/" alone. Requests wait for every live
+    // server (a ten-minute timeout here): C must answer for the namespace it lacks.
+    let mut nodes = Vec::new();
+    for (name, namespaces) in [
+        ("A", &["/", "/other"][..]),
+        ("B", &["/", "/other"]),
+        ("C", &["/"]),
+    ] {
+        let mut o = options(&emulator, name, "chat-ns");
+        o.namespaces = namespaces.iter().map(|n| n.to_string()).collect();
+        o.adapter.request_timeout = Duration::from_secs(600);
+        nodes.push(ChatNode::start(o).await.expect("chat node starts"));
+    }
+    let until = tokio::time::Instant::now() + WAIT;
+    while nodes.iter().any(|n| n.state.server_count() != 3) {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "nodes never saw each other"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut agent = SioAgent::start().await.expect("node.js starts");
+    let mut sids = HashMap::new();
+    for (client, node, ns) in [
+        ("a1", 0, ""),
+        ("oa", 0, "/other"),
+        ("b1", 1, ""),
+        ("ob", 1, "/other"),
+        ("c1", 2, ""),
+    ] {
+        let url = format!("{}{ns}", nodes[node].url());
+        let (sid, _) = agent.connect(client, &url).await.expect("client connects");
+        sids.insert(client, sid);
+    }
+    // Both from node A, in this order: once b1 and c1 have the second, their nodes have
+    // handled the first.
+    let other = json!({"text": "other only"});
+    assert_eq!(agent.ask("oa", "message", other).await, Ok(json!(true)));
+    let root = json!({"text": "root only"});
+    assert_eq!(agent.ask("a1", "message", root).await, Ok(json!(true)));
+    assert!(
+        agent
+            .wait_until(WAIT, |ev| ["b1", "c1"]
+                .iter()
+                .all(|c| texts(ev, c).contains("root only"))
+                && texts(ev, "ob").contains("other only"))
+            .await
+    );
+    for client in ["b1", "c1"] {
+        assert_eq!(agent.received(client, "message").len(), 1, "{client}");
+    }
+    assert_eq!(agent.received("ob", "message").len(), 1);
+
+    let who_other = sorted(&agent.ask("ob", "who", Value::Null).await.expect("who"));
+    assert_eq!(who_other, set(&[&sids["oa"], &sids["ob"]]));
+    let who_root = sorted(&agent.ask("b1", "who", Value::Null).await.expect("who"));
+    assert_eq!(who_root, set(&[&sids["a1"], &sids["b1"], &sids["c1"]]));
+
+    for node in nodes {
+        node.shutdown().await.expect("clean shutdown");
+    }
+    emulator.stop().await.expect("emulator stops");
 }

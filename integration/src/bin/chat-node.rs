@@ -64,6 +64,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         assets: Some(args.assets),
         client_js: Some(args.client_js),
         adapter: AdapterOptions::default(),
+        namespaces: vec!["/".into()],
     })
     .await?;
     println!("chat node {} on {}", args.name, node.url());
