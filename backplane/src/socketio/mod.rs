@@ -3,7 +3,9 @@
 //!
 //! ```no_run
 //! use backplane::socketio::{AdapterOptions, AdapterState, ServiceBusAdapter};
-//! use socketioxide::{SocketIo, extract::SocketRef};
+//! use socketioxide::{SocketIo, adapter::Emitter, extract::SocketRef};
+//!
+//! type Socket = SocketRef<ServiceBusAdapter<Emitter>>;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let connection = "Endpoint=sb://127.0.0.1:5300;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;";
@@ -11,8 +13,8 @@
 //! let (layer, io) = SocketIo::builder()
 //!     .with_adapter::<ServiceBusAdapter<_>>(state.clone())
 //!     .build_layer();
-//! io.ns("/", async |socket: SocketRef| {
-//!     socket.on("message", async |socket: SocketRef| {
+//! io.ns("/", async |socket: Socket| {
+//!     socket.on("message", async |socket: Socket| {
 //!         // Reaches the clients of every server.
 //!         let _ = socket.broadcast().emit("message", "hello").await;
 //!     });
