@@ -133,7 +133,7 @@ impl Store {
             Location::Directory(dir) => config.path(dir),
             Location::InMemory => config.temporary(true),
         };
-        let db = config.open()?;
+        let db = open_waiting_for_lock(&config)?;
         let entities = db.open_tree("entities")?;
         let messages = db.open_tree("messages")?;
         let writer = Writer::start(
@@ -286,6 +286,27 @@ impl Store {
     /// Bytes sled reports on disk (0 in memory).
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+/// How long [`Store::open`] waits for another handle of the same folder to let go.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Opens sled, waiting up to [`LOCK_WAIT`] for the folder's file lock: a store closed and
+/// dropped in this process keeps the lock until sled's background I/O threads finish with
+/// it (seen when restarting an in-process emulator on the same folder).
+fn open_waiting_for_lock(config: &sled::Config) -> std::result::Result<sled::Db, sled::Error> {
+    let started = std::time::Instant::now();
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
     }
 }
 
