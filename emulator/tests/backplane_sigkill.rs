@@ -123,5 +123,5 @@ async fn sigkill_during_backplane_traffic_loses_nothing_acknowledged() {
     };
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
-    assert_eq!(process.terminate().await, Some(0));
+    assert_eq!(process.terminate().await, Ok(Some(0)));
 }

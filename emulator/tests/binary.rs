@@ -95,7 +95,7 @@ async fn serves_persists_and_stops_on_sigterm() {
             .status,
         201
     );
-    assert_eq!(p.terminate().await, Some(0));
+    assert_eq!(p.terminate().await, Ok(Some(0)));
     assert!(
         dir.path().join("servicebus-emulator-data").is_dir(),
         "default data folder in the working directory"
@@ -107,7 +107,7 @@ async fn serves_persists_and_stops_on_sigterm() {
         text(&c.get("/durable").await.description(), "MaxDeliveryCount"),
         "4"
     );
-    assert_eq!(p.terminate().await, Some(0));
+    assert_eq!(p.terminate().await, Ok(Some(0)));
 }
 
 #[tokio::test]
@@ -116,7 +116,7 @@ async fn in_memory_keeps_nothing_on_disk() {
     let p = Process::start(dir.path(), &["--in-memory"]).await;
     let c = Client::new(p.addr, KEY_NAME, KEY);
     assert_eq!(c.put("/q", queue("")).await.status, 201);
-    assert_eq!(p.terminate().await, Some(0));
+    assert_eq!(p.terminate().await, Ok(Some(0)));
     assert_eq!(
         std::fs::read_dir(dir.path()).unwrap().count(),
         0,
@@ -129,7 +129,7 @@ async fn in_memory_keeps_nothing_on_disk() {
         "feed",
         "a fresh in-memory store is empty"
     );
-    assert_eq!(p.terminate().await, Some(0));
+    assert_eq!(p.terminate().await, Ok(Some(0)));
 }
 
 #[tokio::test]
@@ -187,5 +187,5 @@ async fn config_file_keys_and_namespace() {
         401,
         "the default key is replaced"
     );
-    assert_eq!(p.terminate().await, Some(0));
+    assert_eq!(p.terminate().await, Ok(Some(0)));
 }

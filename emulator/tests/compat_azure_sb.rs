@@ -56,5 +56,5 @@ async fn azure_sb_manages_entities_and_sends_receives_and_settles() {
         stdout.contains("pass 8") && stdout.contains("fail 0"),
         "expected 8 passing node tests:\n{stdout}"
     );
-    assert_eq!(emulator.terminate().await, Some(0));
+    assert_eq!(emulator.terminate().await, Ok(Some(0)));
 }

@@ -183,5 +183,5 @@ async fn sigkill_loses_nothing_acknowledged() {
         );
         p = Some(restarted);
     }
-    assert_eq!(p.unwrap().terminate().await, Some(0));
+    assert_eq!(p.unwrap().terminate().await, Ok(Some(0)));
 }

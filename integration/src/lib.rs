@@ -2,6 +2,8 @@
 //! temporary store, for tests that run many clients (and, next, backplane nodes) against it.
 
 pub mod chat;
+pub mod cluster;
+pub mod process;
 pub mod sio;
 
 use std::net::SocketAddr;

@@ -1,0 +1,106 @@
+//! The emulator binary as a child process (for SIGKILL and restart tests), killed on drop.
+//! Tests of the `emulator` package pass `env!("CARGO_BIN_EXE_emulator")` as the binary.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// How long start-up or exit may take before it is an error (a deadline, not a sleep).
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A running emulator process.
+#[derive(Debug)]
+pub struct ChildEmulator {
+    /// The process (killed when dropped).
+    pub child: Child,
+    /// The address it printed.
+    pub addr: SocketAddr,
+    /// The connection string it printed.
+    pub connection_string: String,
+}
+
+impl ChildEmulator {
+    /// Starts `binary` in `cwd` with `--bind bind` and `args`, and waits for its address
+    /// and connection string on stdout.
+    ///
+    /// # Errors
+    ///
+    /// When it cannot start, exits first, or prints nothing within the deadline.
+    pub async fn start_on(
+        binary: &Path,
+        cwd: &Path,
+        bind: &str,
+        args: &[&str],
+    ) -> Result<ChildEmulator, String> {
+        let mut child = Command::new(binary)
+            .args(["--bind", bind])
+            .args(args)
+            .current_dir(cwd)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("{}: {e}", binary.display()))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let read = async {
+            let mut addr = None;
+            while let Some(line) = lines.next_line().await.map_err(|e| e.to_string())? {
+                if let Some(rest) = line.strip_prefix("Service Bus emulator listening on http://") {
+                    addr = rest
+                        .split_whitespace()
+                        .next()
+                        .and_then(|a| a.parse::<SocketAddr>().ok());
+                }
+                if let Some(cs) = line.strip_prefix("Connection string: ") {
+                    let addr = addr.ok_or("no address line before the connection string")?;
+                    return Ok((addr, cs.to_string()));
+                }
+            }
+            Err("the emulator exited before printing its address".to_string())
+        };
+        let (addr, connection_string) = tokio::time::timeout(DEADLINE, read)
+            .await
+            .map_err(|_| format!("no address printed within {DEADLINE:?}"))??;
+        Ok(ChildEmulator {
+            child,
+            addr,
+            connection_string,
+        })
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    ///
+    /// # Errors
+    ///
+    /// When it cannot be killed.
+    pub async fn kill(&mut self) -> Result<(), String> {
+        self.child.kill().await.map_err(|e| e.to_string())
+    }
+
+    /// Sends SIGTERM and returns the exit code once it exits.
+    ///
+    /// # Errors
+    ///
+    /// When the signal cannot be sent or the process does not exit in time.
+    pub async fn terminate(mut self) -> Result<Option<i32>, String> {
+        let pid = self.child.id().ok_or("already exited")?.to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !sent.success() {
+            return Err("kill -TERM failed".into());
+        }
+        let status = tokio::time::timeout(DEADLINE, self.child.wait())
+            .await
+            .map_err(|_| "no exit after SIGTERM".to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok(status.code())
+    }
+}
