@@ -97,14 +97,18 @@ pub(crate) async fn figures(connection: &str, seconds: f64) -> anyhow::Result<()
         .build_layer();
     io.ns("/", async |s: SocketRef<LocalAdapter>| relay(s));
     let (local, local_task) = serve(layer).await?;
-    print(
+    let runs = |name: &'static str, send, recv| async move {
+        print(name, clients(send, recv, messages, 0).await?);
+        let paced = clients(send, recv, paced_messages, paced_rate).await?;
+        print(&format!("  same, paced {paced_rate} msgs/s"), paced);
+        anyhow::Ok(())
+    };
+    runs(
         "socket.io room broadcast, 1 server, in-process adapter",
-        clients(local, local, messages, 0).await?,
-    );
-    print(
-        &format!("  same, paced {paced_rate} msgs/s"),
-        clients(local, local, paced_messages, paced_rate).await?,
-    );
+        local,
+        local,
+    )
+    .await?;
     local_task.abort();
 
     let options = AdapterOptions {
@@ -132,14 +136,12 @@ pub(crate) async fn figures(connection: &str, seconds: f64) -> anyhow::Result<()
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (a, b) = (servers[0].0, servers[1].0);
-    print(
+    runs(
         "socket.io room broadcast, 2 servers, Service Bus adapter",
-        clients(a, b, messages, 0).await?,
-    );
-    print(
-        &format!("  same, paced {paced_rate} msgs/s"),
-        clients(a, b, paced_messages, paced_rate).await?,
-    );
+        a,
+        b,
+    )
+    .await?;
     for (_, task, state, io) in servers {
         io.close().await;
         task.abort();

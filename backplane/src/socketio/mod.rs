@@ -458,6 +458,31 @@ impl<E: SocketEmitter, T: Transport + Clone> BackplaneAdapter<E, T> {
         }
     }
 
+    /// Joins (`join`) or leaves `rooms` for the sockets `opts` selects, on every server
+    /// concerned.
+    async fn change_rooms(
+        &self,
+        opts: BroadcastOptions,
+        rooms: Vec<Room>,
+        join: bool,
+    ) -> Result<(), Error> {
+        if self.is_remote(&opts) {
+            let kind = if join {
+                RequestTypeOut::AddSockets(&rooms)
+            } else {
+                RequestTypeOut::DelSockets(&rooms)
+            };
+            let req = RequestOut::new(self.uid, kind, &opts);
+            self.send_req(req, opts.server_id).await?;
+        }
+        if join {
+            self.local.add_sockets(opts, rooms);
+        } else {
+            self.local.del_sockets(opts, rooms);
+        }
+        Ok(())
+    }
+
     async fn send_req(&self, req: RequestOut<'_>, target: Option<Uid>) -> Result<(), Error> {
         self.hub()?
             .send_request(self.local.path(), &req, target)
@@ -632,13 +657,8 @@ impl<E: SocketEmitter, T: Transport + Clone> CoreAdapter<E> for BackplaneAdapter
         opts: BroadcastOptions,
         rooms: impl RoomParam,
     ) -> Result<(), Error> {
-        let rooms: Vec<Room> = rooms.into_room_iter().collect();
-        if self.is_remote(&opts) {
-            let req = RequestOut::new(self.uid, RequestTypeOut::AddSockets(&rooms), &opts);
-            self.send_req(req, opts.server_id).await?;
-        }
-        self.local.add_sockets(opts, rooms);
-        Ok(())
+        self.change_rooms(opts, rooms.into_room_iter().collect(), true)
+            .await
     }
 
     async fn del_sockets(
@@ -646,13 +666,8 @@ impl<E: SocketEmitter, T: Transport + Clone> CoreAdapter<E> for BackplaneAdapter
         opts: BroadcastOptions,
         rooms: impl RoomParam,
     ) -> Result<(), Error> {
-        let rooms: Vec<Room> = rooms.into_room_iter().collect();
-        if self.is_remote(&opts) {
-            let req = RequestOut::new(self.uid, RequestTypeOut::DelSockets(&rooms), &opts);
-            self.send_req(req, opts.server_id).await?;
-        }
-        self.local.del_sockets(opts, rooms);
-        Ok(())
+        self.change_rooms(opts, rooms.into_room_iter().collect(), false)
+            .await
     }
 
     async fn disconnect_socket(&self, opts: BroadcastOptions) -> Result<(), BroadcastError> {
