@@ -24,7 +24,7 @@ use emulator::store::Location;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::InProcessEmulator;
+use crate::{InProcessEmulator, lock};
 
 /// How long waiting for deliveries may take before the check fails (not a sleep).
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -82,10 +82,6 @@ impl std::fmt::Debug for Cluster {
             .field("members", &self.members.len())
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn settings(dir: &std::path::Path) -> Settings {

@@ -12,6 +12,12 @@ use emulator::{Emulator, Settings};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// Locks a std mutex, taking the data even if a holder panicked (a test that panicked
+/// has failed already; its report should still print).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The well-known development key name.
 pub const KEY_NAME: &str = emulator::config::DEFAULT_KEY_NAME;
 /// The well-known development key.

@@ -12,6 +12,8 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::lock;
+
 /// How long one command may take before the test fails instead of hanging.
 const COMMAND_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -37,10 +39,6 @@ pub struct SioAgent {
     seen: Seen,
     changed: Arc<Notify>,
     reader: JoinHandle<()>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl SioAgent {

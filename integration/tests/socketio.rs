@@ -44,8 +44,14 @@ async fn cluster(emulator: &InProcessEmulator, names: &[&str]) -> Vec<ChatNode> 
                 .expect("chat node starts"),
         );
     }
+    see_each_other(&nodes).await;
+    nodes
+}
+
+/// Polls (with a deadline) until every node counts all of them live.
+async fn see_each_other(nodes: &[ChatNode]) {
     let until = tokio::time::Instant::now() + WAIT;
-    while nodes.iter().any(|n| n.state.server_count() != names.len()) {
+    while nodes.iter().any(|n| n.state.server_count() != nodes.len()) {
         assert!(
             tokio::time::Instant::now() < until,
             "nodes never saw each other: {:?}",
@@ -56,7 +62,6 @@ async fn cluster(emulator: &InProcessEmulator, names: &[&str]) -> Vec<ChatNode> 
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    nodes
 }
 
 /// The texts of the `message` events `client` received.
@@ -358,14 +363,7 @@ async fn namespaces_are_kept_apart() {
         o.adapter.request_timeout = Duration::from_secs(600);
         nodes.push(ChatNode::start(o).await.expect("chat node starts"));
     }
-    let until = tokio::time::Instant::now() + WAIT;
-    while nodes.iter().any(|n| n.state.server_count() != 3) {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "nodes never saw each other"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    see_each_other(&nodes).await;
     let mut agent = SioAgent::start().await.expect("node.js starts");
     let mut sids = HashMap::new();
     for (client, node, ns) in [

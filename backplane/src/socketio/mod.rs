@@ -80,7 +80,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::ids::NodeId;
-use crate::node::{Node, NodeConfig, PublishError, Received};
+use crate::node::{Node, NodeConfig, PublishError, Received, lock};
 use crate::servicebus::Client;
 use crate::transport::{MemoryTransport, ServiceBusTransport, Transport, TransportError};
 
@@ -242,26 +242,27 @@ impl<T: Transport + Clone> AdapterState<T> {
     ///
     /// When the subscription cannot be deleted (the bus deletes it when idle anyway).
     pub async fn shutdown(&self) -> Result<(), Error> {
-        self.inner.closed.store(true, Ordering::SeqCst);
-        let hub = lock(&self.inner.hub).take();
-        match hub {
-            Some(hub) => hub.stop(true).await,
-            None => Ok(()),
-        }
+        self.inner.stop(true).await
     }
 
     /// Stops the node as a crash would, leaving its subscription for the bus or the other
     /// nodes' janitors to delete (for fault tests).
     pub async fn crash(&self) {
-        self.inner.closed.store(true, Ordering::SeqCst);
-        let hub = lock(&self.inner.hub).take();
-        if let Some(hub) = hub {
-            let _ = hub.stop(false).await;
-        }
+        let _ = self.inner.stop(false).await;
     }
 }
 
 impl<T: Transport + Clone> StateInner<T> {
+    /// Closes the state and stops its node, deleting the subscription or not.
+    async fn stop(&self, delete_subscription: bool) -> Result<(), Error> {
+        self.closed.store(true, Ordering::SeqCst);
+        let hub = lock(&self.hub).take();
+        match hub {
+            Some(hub) => hub.stop(delete_subscription).await,
+            None => Ok(()),
+        }
+    }
+
     /// The server's hub, started on first use with the server's id as node id.
     async fn hub(&self, uid: Uid) -> Result<Arc<Hub<T>>, Error> {
         let _starting = self.starting.lock().await;
@@ -275,7 +276,7 @@ impl<T: Transport + Clone> StateInner<T> {
                 Err(Error::SharedState)
             };
         }
-        let node_id = NodeId::new(&uid.to_string()).map_err(Error::NodeId)?;
+        let node_id = node_of(uid)?;
         let config = NodeConfig {
             node_id: Some(node_id.clone()),
             ..self.options.node.clone()
@@ -408,10 +409,6 @@ async fn dispatch<T: Transport>(hub: Weak<Hub<T>>, mut events: mpsc::Receiver<Re
 /// A server's node id is its socketioxide id.
 fn node_of(uid: Uid) -> Result<NodeId, Error> {
     NodeId::new(&uid.to_string()).map_err(Error::NodeId)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Reads an answer; a malformed one is dropped with a warning.
@@ -585,11 +582,7 @@ impl<E: SocketEmitter, T: Transport + Clone> CoreAdapter<E> for BackplaneAdapter
             handlers.is_empty()
         };
         if last {
-            AdapterState {
-                inner: self.state.clone(),
-            }
-            .shutdown()
-            .await?;
+            self.state.stop(true).await?;
         }
         Ok(())
     }

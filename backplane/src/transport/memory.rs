@@ -70,12 +70,7 @@ impl Transport for MemoryTransport {
         audience: Audience<'_>,
         payload: Vec<u8>,
     ) -> TransportResult<()> {
-        if payload.len() > MAX_MESSAGE_BYTES {
-            return Err(TransportError::TooLarge {
-                size: payload.len(),
-                limit: MAX_MESSAGE_BYTES,
-            });
-        }
+        self.check_size(payload.len())?;
         let mut inboxes = self.lock();
         for (node, inbox) in inboxes.iter_mut() {
             let wanted = match audience {

@@ -90,6 +90,15 @@ pub trait Transport: Send + Sync + 'static {
     /// The largest payload one message may carry.
     fn max_message_bytes(&self) -> usize;
 
+    /// [`TransportError::TooLarge`] when `size` bytes exceed [`Transport::max_message_bytes`].
+    fn check_size(&self, size: usize) -> TransportResult<()> {
+        let limit = self.max_message_bytes();
+        if size > limit {
+            return Err(TransportError::TooLarge { size, limit });
+        }
+        Ok(())
+    }
+
     /// Creates the node's place to receive (idempotent); an idle one is removed by the bus
     /// after `idle` (crash cleanup).
     fn open(

@@ -135,12 +135,7 @@ impl Transport for ServiceBusTransport {
         audience: Audience<'_>,
         payload: Vec<u8>,
     ) -> TransportResult<()> {
-        if payload.len() > self.max_message_bytes {
-            return Err(TransportError::TooLarge {
-                size: payload.len(),
-                limit: self.max_message_bytes,
-            });
-        }
+        self.check_size(payload.len())?;
         let mut m =
             Message::new(payload).with_property(ORIGIN, PropertyValue::String(origin.to_string()));
         m.content_type = Some("application/octet-stream".into());
