@@ -4,6 +4,7 @@
 
 mod codec;
 mod keys;
+mod wal;
 mod writer;
 
 use std::path::PathBuf;
@@ -13,7 +14,7 @@ use serde::de::DeserializeOwned;
 
 pub use keys::{EntityKey, Key};
 
-use writer::Writer;
+use writer::{Trees, Writer};
 
 /// Store failures. Every one is fail-stop for the request that hit it.
 #[derive(Debug, thiserror::Error)]
@@ -136,12 +137,16 @@ impl Store {
         let db = open_waiting_for_lock(&config)?;
         let entities = db.open_tree("entities")?;
         let messages = db.open_tree("messages")?;
-        let writer = Writer::start(
-            db.clone(),
-            entities.clone(),
-            messages.clone(),
-            options.durability,
-        );
+        let trees = Trees {
+            db: db.clone(),
+            entities: entities.clone(),
+            messages: messages.clone(),
+        };
+        let wal = match &options.location {
+            Location::Directory(dir) => Some(recover(&trees, &dir.join(WAL_FILE))?),
+            Location::InMemory => None,
+        };
+        let writer = Writer::start(trees, wal, options.durability).map_err(sled::Error::Io)?;
         Ok(Store {
             db,
             entities,
@@ -289,6 +294,23 @@ impl Store {
     }
 }
 
+/// The write-ahead log, inside sled's folder (sled ignores files it does not own).
+const WAL_FILE: &str = "emulator.wal";
+
+/// Opens the write-ahead log and replays it into sled (the writes since the last
+/// checkpoint, some of which sled may not have made durable), then checkpoints.
+fn recover(trees: &Trees, path: &std::path::Path) -> Result<wal::Wal> {
+    let (mut wal, records) = wal::Wal::open(path).map_err(sled::Error::Io)?;
+    if !records.is_empty() {
+        tracing::info!(records = records.len(), "replaying the write-ahead log");
+        for ops in &records {
+            trees.apply(ops)?;
+        }
+        trees.checkpoint(&mut wal)?;
+    }
+    Ok(wal)
+}
+
 /// How long [`Store::open`] waits for another handle of the same folder to let go.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -405,6 +427,71 @@ mod tests {
             t.await.unwrap().unwrap();
         }
         assert_eq!(store.count(Key::Messages(1)).unwrap(), 64);
+    }
+
+    #[tokio::test]
+    async fn later_writes_in_a_cycle_win() {
+        let store = memory();
+        store
+            .apply(vec![
+                Write::put(Key::Message(9, 1), &"before"),
+                Write::delete_prefix(Key::Messages(9)),
+                Write::put(Key::Message(9, 2), &"after"),
+                Write::put(Key::Message(9, 3), &"first"),
+                Write::put(Key::Message(9, 3), &"second"),
+                Write::put(Key::Message(9, 4), &"gone"),
+                Write::delete(Key::Message(9, 4)),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.scan::<String>(Key::Messages(9)).unwrap(),
+            ["after", "second"]
+        );
+    }
+
+    #[tokio::test]
+    async fn opening_replays_the_write_ahead_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("db");
+        let options = Options {
+            location: Location::Directory(folder.clone()),
+            cache_bytes: 1 << 20,
+            durability: Durability::Full,
+        };
+        let store = Store::open(&options).unwrap();
+        store
+            .apply(vec![
+                Write::put(Key::Message(1, 1), &"kept"),
+                Write::put(Key::Message(1, 2), &"removed by the log"),
+            ])
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+        drop(store);
+        // What a killed process leaves: records in the log that sled never made durable.
+        {
+            let (mut log, records) = wal::Wal::open(&folder.join(WAL_FILE)).unwrap();
+            assert!(records.is_empty(), "close checkpoints and empties the log");
+            let op = |key: Key, value: Option<Vec<u8>>| wal::Op {
+                messages: true,
+                key: key.to_bytes(),
+                value,
+            };
+            log.append(&[
+                op(Key::Message(1, 2), None),
+                op(Key::Message(1, 3), Some(codec::encode(&"replayed"))),
+            ])
+            .unwrap();
+            log.sync().unwrap();
+        }
+        let store = Store::open(&options).unwrap();
+        assert_eq!(
+            store.scan::<String>(Key::Messages(1)).unwrap(),
+            ["kept", "replayed"]
+        );
+        assert_eq!(std::fs::metadata(folder.join(WAL_FILE)).unwrap().len(), 0);
+        store.close().await.unwrap();
     }
 
     #[tokio::test]

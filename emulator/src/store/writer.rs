@@ -1,17 +1,27 @@
 //! The single writer: every write goes through one task that takes all pending batches,
-//! applies them together, fsyncs once (group commit) and then answers them all. One writer
-//! keeps sled away from heavy concurrent insert+remove (sled 0.34 issue #1412) and from
-//! concurrent flushes (issue #1308), and many writers share each fsync.
+//! resolves them to the final value of each key, appends that as one record to the
+//! write-ahead log, `fdatasync`s once (group commit), applies it to sled and then answers
+//! them all. One writer keeps sled away from heavy concurrent insert+remove (sled 0.34 issue
+//! #1412) and from concurrent flushes (issue #1308), and many writers share each sync. Why
+//! durability comes from a log of our own rather than sled's flush: see `wal.rs`.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
-use super::{Durability, Error, Key, Result, Write};
+use super::wal::{Op, Wal};
+use super::{Durability, Error, Result, Write};
 
-/// Most requests merged into one apply-and-flush cycle.
+/// Most requests merged into one cycle.
 const MAX_BATCH: usize = 1024;
+
+/// Operations from which a record is applied as one sled batch per tree.
+const BATCH_FROM: usize = 64;
+
+/// Log size past which the writer flushes sled and empties the log (a checkpoint). It bounds
+/// what a start after a crash replays.
+const CHECKPOINT_BYTES: u64 = 32 << 20;
 
 enum Request {
     /// Writes to apply; `true` forces an fsync even without full durability.
@@ -19,13 +29,13 @@ enum Request {
     Close(oneshot::Sender<Result<()>>),
 }
 
-/// Handle to the writer task (cheap to clone).
+/// Handle to the writer thread (cheap to clone).
 #[derive(Debug, Clone)]
 pub(super) struct Writer {
     requests: mpsc::UnboundedSender<Request>,
-    /// Taken by `close` to wait for the task (it holds the `Db`, and so sled's file lock).
+    /// Taken by `close` to wait for the thread (it holds the `Db`, and so sled's file lock).
     /// A std mutex: held only to take the handle.
-    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+    thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for Request {
@@ -38,75 +48,22 @@ impl std::fmt::Debug for Request {
 }
 
 impl Writer {
+    /// Starts the writer on a thread of its own: a cycle blocks on the log's sync, and a
+    /// dedicated thread wakes straight from the request queue, with no hop through the async
+    /// runtime (whose workers are busy serving requests exactly when the writer is needed).
     pub(super) fn start(
-        db: sled::Db,
-        entities: sled::Tree,
-        messages: sled::Tree,
+        trees: Trees,
+        wal: Option<Wal>,
         durability: Durability,
-    ) -> Self {
-        let (requests, mut inbox) = mpsc::unbounded_channel::<Request>();
-        let task = tokio::spawn(async move {
-            let mut failed: Option<Arc<sled::Error>> = None;
-            while let Some(first) = inbox.recv().await {
-                let mut pending = vec![first];
-                while pending.len() < MAX_BATCH {
-                    match inbox.try_recv() {
-                        Ok(r) => pending.push(r),
-                        Err(_) => break,
-                    }
-                }
-                let mut writes = Vec::new();
-                let mut replies = Vec::new();
-                let mut closing = None;
-                let mut forced = false;
-                for request in pending {
-                    match request {
-                        Request::Apply(w, force, reply) => {
-                            writes.push(w);
-                            replies.push(reply);
-                            forced |= force;
-                        }
-                        Request::Close(reply) => closing = Some(reply),
-                    }
-                }
-                let outcome = match &failed {
-                    // After a failed flush nothing more is acknowledged (fail-stop).
-                    Some(e) => Err(e.clone()),
-                    None => {
-                        let (db, entities, messages) =
-                            (db.clone(), entities.clone(), messages.clone());
-                        let flush = durability == Durability::Full || forced || closing.is_some();
-                        tokio::task::spawn_blocking(move || {
-                            apply(&db, &entities, &messages, writes, flush)
-                        })
-                        .await
-                        .unwrap_or_else(|e| {
-                            Err(sled::Error::ReportableBug(format!(
-                                "writer task failed: {e}"
-                            )))
-                        })
-                        .map_err(Arc::new)
-                    }
-                };
-                if let Err(e) = &outcome {
-                    if failed.is_none() {
-                        tracing::error!(error = %e, "store write failed; the store stops acknowledging writes");
-                    }
-                    failed = Some(e.clone());
-                }
-                for reply in replies {
-                    let _ = reply.send(outcome.clone().map_err(Error::Flush));
-                }
-                if let Some(reply) = closing {
-                    let _ = reply.send(outcome.map_err(Error::Flush));
-                    break;
-                }
-            }
-        });
-        Writer {
+    ) -> std::io::Result<Self> {
+        let (requests, inbox) = mpsc::unbounded_channel::<Request>();
+        let thread = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || run(inbox, trees, wal, durability))?;
+        Ok(Writer {
             requests,
-            task: Arc::new(Mutex::new(Some(task))),
-        }
+            thread: Arc::new(Mutex::new(Some(thread))),
+        })
     }
 
     /// Applies `writes` atomically per tree, after everything sent before; returns once they
@@ -137,77 +94,221 @@ impl Writer {
         } else {
             Ok(())
         };
-        let task = self
-            .task
+        let thread = self
+            .thread
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
-        if let Some(task) = task
-            && let Err(e) = task.await
-        {
-            tracing::error!(error = %e, "writer task failed");
+        if let Some(thread) = thread {
+            match tokio::task::spawn_blocking(move || thread.join()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => tracing::error!("writer thread panicked"),
+                Err(e) => tracing::error!(error = %e, "waiting for the writer thread failed"),
+            }
         }
         result
     }
 }
 
-fn apply(
-    db: &sled::Db,
-    entities: &sled::Tree,
-    messages: &sled::Tree,
-    requests: Vec<Vec<Write>>,
-    flush: bool,
-) -> std::result::Result<(), sled::Error> {
-    let mut entity_batch = sled::Batch::default();
-    let mut message_batch = sled::Batch::default();
-    // Counters raised in this batch, by key, kept in write order for determinism.
-    let mut raised: Vec<(Key, u64)> = Vec::new();
-    for write in requests.into_iter().flatten() {
-        let (key, bytes, prefix) = match write {
-            Write::Put(k, b) => (k, Some(b), false),
-            Write::Delete(k) => (k, None, false),
-            Write::DeletePrefix(k) => (k, None, true),
-            Write::Raise(k, value) => {
-                match raised.iter_mut().find(|(r, _)| *r == k) {
-                    Some((_, v)) => *v = (*v).max(value),
-                    None => raised.push((k, value)),
+/// The writer thread's loop: takes every pending request, runs one cycle for all of them,
+/// answers them, until `Close` (or every handle is gone).
+fn run(
+    mut inbox: mpsc::UnboundedReceiver<Request>,
+    trees: Trees,
+    mut wal: Option<Wal>,
+    durability: Durability,
+) {
+    let mut failed: Option<Arc<sled::Error>> = None;
+    while let Some(first) = inbox.blocking_recv() {
+        let mut pending = vec![first];
+        while pending.len() < MAX_BATCH {
+            match inbox.try_recv() {
+                Ok(r) => pending.push(r),
+                Err(_) => break,
+            }
+        }
+        let mut writes = Vec::new();
+        let mut replies = Vec::new();
+        let mut closing = None;
+        let mut forced = false;
+        for request in pending {
+            match request {
+                Request::Apply(w, force, reply) => {
+                    writes.push(w);
+                    replies.push(reply);
+                    forced |= force;
                 }
-                continue;
+                Request::Close(reply) => closing = Some(reply),
             }
-        };
-        let (batch, tree) = if key.is_entity() {
-            (&mut entity_batch, entities)
-        } else {
-            (&mut message_batch, messages)
-        };
-        if prefix {
-            for item in tree.scan_prefix(key.to_prefix_bytes()) {
-                batch.remove(item?.0);
+        }
+        let outcome = match &failed {
+            // After a failed write nothing more is acknowledged (fail-stop).
+            Some(e) => Err(e.clone()),
+            None => Cycle {
+                sync: durability == Durability::Full || forced || closing.is_some(),
+                checkpoint: closing.is_some(),
             }
-        } else if let Some(bytes) = bytes {
-            batch.insert(key.to_bytes(), bytes);
-        } else {
-            batch.remove(key.to_bytes());
+            .run(&trees, wal.as_mut(), writes)
+            .map_err(Arc::new),
+        };
+        if let Err(e) = &outcome {
+            if failed.is_none() {
+                tracing::error!(error = %e, "store write failed; the store stops acknowledging writes");
+            }
+            failed = Some(e.clone());
+        }
+        for reply in replies {
+            let _ = reply.send(outcome.clone().map_err(Error::Flush));
+        }
+        if let Some(reply) = closing {
+            // Let go of sled (and its file lock) before saying the store is closed.
+            drop((trees, wal));
+            let _ = reply.send(outcome.map_err(Error::Flush));
+            return;
         }
     }
-    for (key, value) in raised {
-        let (batch, tree) = if key.is_entity() {
-            (&mut entity_batch, entities)
+}
+
+/// The sled trees the writer applies to.
+#[derive(Debug)]
+pub(super) struct Trees {
+    pub(super) db: sled::Db,
+    pub(super) entities: sled::Tree,
+    pub(super) messages: sled::Tree,
+}
+
+impl Trees {
+    fn tree(&self, messages: bool) -> &sled::Tree {
+        if messages {
+            &self.messages
         } else {
-            (&mut message_batch, messages)
-        };
-        let bytes = key.to_bytes();
-        // An unreadable stored counter is replaced: the raised value is the newest fact.
-        let stored = tree
-            .get(&bytes)?
-            .and_then(|v| super::codec::decode::<u64>(&v).ok())
-            .unwrap_or(0);
-        batch.insert(bytes, super::codec::encode(&value.max(stored)));
+            &self.entities
+        }
     }
-    entities.apply_batch(entity_batch)?;
-    messages.apply_batch(message_batch)?;
-    if flush {
-        db.flush()?;
+
+    /// Applies one record's operations. Small records go in as plain inserts and removes:
+    /// each `apply_batch` seals an I/O buffer (see `wal.rs`), which only pays off when it
+    /// carries many writes. Atomicity comes from the log either way.
+    pub(super) fn apply(&self, ops: &[Op]) -> std::result::Result<(), sled::Error> {
+        if ops.len() >= BATCH_FROM {
+            for messages in [false, true] {
+                let mut batch = sled::Batch::default();
+                let mut any = false;
+                for op in ops.iter().filter(|o| o.messages == messages) {
+                    any = true;
+                    match &op.value {
+                        Some(v) => batch.insert(op.key.as_slice(), v.as_slice()),
+                        None => batch.remove(op.key.as_slice()),
+                    }
+                }
+                if any {
+                    self.tree(messages).apply_batch(batch)?;
+                }
+            }
+            return Ok(());
+        }
+        for op in ops {
+            let tree = self.tree(op.messages);
+            match &op.value {
+                Some(v) => tree.insert(op.key.as_slice(), v.as_slice()).map(drop)?,
+                None => tree.remove(op.key.as_slice()).map(drop)?,
+            }
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// Flushes sled, then empties the log: everything the log held is now in sled's own
+    /// durable state.
+    pub(super) fn checkpoint(&self, wal: &mut Wal) -> std::result::Result<(), sled::Error> {
+        self.db.flush()?;
+        wal.reset()?;
+        Ok(())
+    }
+}
+
+/// What one writer cycle must do besides applying.
+#[derive(Debug, Clone, Copy)]
+struct Cycle {
+    /// Sync the log before answering.
+    sync: bool,
+    /// Checkpoint whatever the log's size (on close).
+    checkpoint: bool,
+}
+
+impl Cycle {
+    fn run(
+        self,
+        trees: &Trees,
+        wal: Option<&mut Wal>,
+        requests: Vec<Vec<Write>>,
+    ) -> std::result::Result<(), sled::Error> {
+        let ops = resolve(trees, requests)?;
+        match wal {
+            Some(wal) => {
+                if !ops.is_empty() {
+                    wal.append(&ops)?;
+                }
+                if self.sync {
+                    wal.sync()?;
+                }
+                trees.apply(&ops)?;
+                if self.checkpoint || wal.len() > CHECKPOINT_BYTES {
+                    trees.checkpoint(wal)?;
+                }
+            }
+            // In memory: nothing outlives the process, so there is nothing to sync.
+            None => trees.apply(&ops)?,
+        }
+        Ok(())
+    }
+}
+
+/// The final state of every key the requests touch, in key order: later writes win,
+/// prefix deletes cover keys written earlier in the same cycle, and counters are raised
+/// over the stored value.
+fn resolve(trees: &Trees, requests: Vec<Vec<Write>>) -> std::result::Result<Vec<Op>, sled::Error> {
+    let mut overlay: BTreeMap<(bool, Vec<u8>), Option<Vec<u8>>> = BTreeMap::new();
+    for write in requests.into_iter().flatten() {
+        match write {
+            Write::Put(k, bytes) => {
+                overlay.insert((!k.is_entity(), k.to_bytes()), Some(bytes));
+            }
+            Write::Delete(k) => {
+                overlay.insert((!k.is_entity(), k.to_bytes()), None);
+            }
+            Write::DeletePrefix(k) => {
+                let messages = !k.is_entity();
+                let prefix = k.to_prefix_bytes();
+                for key in trees.tree(messages).scan_prefix(&prefix).keys() {
+                    overlay.insert((messages, key?.to_vec()), None);
+                }
+                for (_, value) in overlay
+                    .range_mut((messages, prefix.clone())..)
+                    .take_while(|((m, key), _)| *m == messages && key.starts_with(&prefix))
+                {
+                    *value = None;
+                }
+            }
+            Write::Raise(k, value) => {
+                let slot = (!k.is_entity(), k.to_bytes());
+                let current = match overlay.get(&slot) {
+                    Some(bytes) => bytes.clone(),
+                    None => trees.tree(slot.0).get(&slot.1)?.map(|v| v.to_vec()),
+                };
+                // An unreadable stored counter is replaced: the raised value is the newest fact.
+                let current = current
+                    .and_then(|v| super::codec::decode::<u64>(&v).ok())
+                    .unwrap_or(0);
+                overlay.insert(slot, Some(super::codec::encode(&value.max(current))));
+            }
+        }
+    }
+    Ok(overlay
+        .into_iter()
+        .map(|((messages, key), value)| Op {
+            messages,
+            key,
+            value,
+        })
+        .collect())
 }
