@@ -474,7 +474,7 @@ impl Broker {
                     }
                 }
             }
-            queue.notify.notify_waiters();
+            queue.wake_all();
         }
         writes
     }

@@ -462,7 +462,7 @@ impl Broker {
         entity.touch(self.clock.now());
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let notified = queue.notify.notified();
+            let notified = queue.notified(which);
             tokio::pin!(notified);
             notified.as_mut().enable();
             let description = entity.description();

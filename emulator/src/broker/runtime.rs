@@ -172,8 +172,11 @@ pub(crate) enum Effect {
 #[derive(Debug, Default)]
 pub(crate) struct Queue {
     state: Mutex<QueueState>,
-    /// Woken when something may have become receivable.
-    pub(crate) notify: Notify,
+    /// Woken when a message may have become receivable in the main subqueue: one waiter
+    /// per new message, everyone for other changes.
+    main_ready: Notify,
+    /// The same for the dead-letter subqueue.
+    dead_ready: Notify,
     /// Receives parked in a long poll right now.
     pub(crate) waiting: std::sync::atomic::AtomicUsize,
 }
@@ -242,16 +245,20 @@ impl QueueState {
         }
     }
 
-    fn insert(&mut self, entry: Entry, now: DateTime<Utc>) {
+    /// Files an entry; the subqueue in which it became receivable, if it did.
+    fn insert(&mut self, entry: Entry, now: DateTime<Utc>) -> Option<Sub> {
         if entry.delivery.dead_letter.is_some() {
             self.dead.ready.insert(entry.seq, entry);
+            Some(Sub::DeadLetter)
         } else if let Some(at) = entry.delivery.scheduled_at.filter(|at| *at > now) {
             self.scheduled.insert((at, entry.seq), entry);
+            None
         } else {
             if let Some(at) = entry.delivery.expires_at {
                 self.expiries.insert((at, entry.seq));
             }
             self.main.ready.insert(entry.seq, entry);
+            Some(Sub::Main)
         }
     }
 
@@ -377,13 +384,38 @@ pub enum Settle {
 }
 
 impl Queue {
+    /// Files new messages and wakes one parked receiver for each that became receivable
+    /// (waking every receiver would have all but one find nothing and park again).
     pub(crate) fn insert(&self, entries: Vec<Entry>, now: DateTime<Utc>) {
         let mut state = lock(&self.state);
-        for e in entries {
-            state.insert(e, now);
-        }
+        let ready: Vec<Sub> = entries
+            .into_iter()
+            .filter_map(|e| state.insert(e, now))
+            .collect();
         drop(state);
-        self.notify.notify_waiters();
+        for which in ready {
+            self.ready(which).notify_one();
+        }
+    }
+
+    fn ready(&self, which: Sub) -> &Notify {
+        match which {
+            Sub::Main => &self.main_ready,
+            Sub::DeadLetter => &self.dead_ready,
+        }
+    }
+
+    /// Completes when something may have become receivable in `which` (see
+    /// [`tokio::sync::Notify::notified`]; a notification for one waiter that is dropped
+    /// before it is taken passes to the next waiter).
+    pub(crate) fn notified(&self, which: Sub) -> tokio::sync::futures::Notified<'_> {
+        self.ready(which).notified()
+    }
+
+    /// Wakes every parked receiver (messages released, expired or moved; entity changed).
+    pub(crate) fn wake_all(&self) {
+        self.main_ready.notify_waiters();
+        self.dead_ready.notify_waiters();
     }
 
     /// Applies time, then takes the first ready message of `which`, if any.
@@ -464,7 +496,7 @@ impl Queue {
         }
         drop(state);
         if how == Settle::Unlock {
-            self.notify.notify_waiters();
+            self.wake_all();
         }
         Some(held)
     }
@@ -478,7 +510,7 @@ impl Queue {
     ) {
         let changed = lock(&self.state).reclaim(settings, now, effects);
         if changed {
-            self.notify.notify_waiters();
+            self.wake_all();
         }
     }
 
