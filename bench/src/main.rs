@@ -38,6 +38,9 @@ struct Args {
     /// Skip the emulator's own figures (T is always measured).
     #[arg(long)]
     skip_emulator: bool,
+    /// Of the emulator's figures, measure only the end-to-end latency (quick to repeat).
+    #[arg(long)]
+    latency_only: bool,
     /// Skip the backplane figures.
     #[arg(long)]
     skip_backplane: bool,
@@ -370,192 +373,10 @@ async fn main() -> anyhow::Result<()> {
     let (addr, stop, server) = start_emulator(&dir.path().join("main"), args.durability).await?;
     let c = Client::new(addr);
 
-    // Durable single send to a topic with 3 subscriptions being drained.
-    c.topic("fan3", 3).await?;
-    let draining = Arc::new(AtomicBool::new(true));
-    let drainers: Vec<_> = (0..3)
-        .flat_map(|s| (0..2).map(move |_| s))
-        .map(|s| {
-            let (c, draining) = (c.clone(), draining.clone());
-            tokio::spawn(async move {
-                while draining.load(Ordering::Relaxed) {
-                    c.take(&format!("fan3/Subscriptions/s{s}"), 1).await;
-                }
-            })
-        })
-        .collect();
-    let cs = c.clone();
-    let single = rate(args.concurrency, phase, move |_| {
-        let c = cs.clone();
-        async move { u64::from(c.send("fan3", payload()).await) }
-    })
-    .await;
-    draining.store(false, Ordering::Relaxed);
-    for d in drainers {
-        let _ = d.await;
+    if !args.latency_only {
+        throughput(&c, &args, t, phase, &mut report).await?;
     }
-    report.ratio(
-        &format!(
-            "durable single send, {} senders, 3 subscriptions draining",
-            args.concurrency
-        ),
-        single,
-        "msg/s",
-        t,
-        "T",
-        0.25,
-    );
-
-    // Batch send: 64 x 1 KB per request.
-    c.queue("batch").await?;
-    let body = Arc::new(batch_body(64));
-    let cb = c.clone();
-    let batch = rate(16, phase, move |_| {
-        let (c, body) = (cb.clone(), body.clone());
-        async move {
-            if c.send_batch("batch", (*body).clone()).await {
-                64
-            } else {
-                0
-            }
-        }
-    })
-    .await;
-    report.ratio(
-        "durable batch send, 64 x 1 KB per request, 16 senders",
-        batch,
-        "msg/s",
-        t,
-        "T",
-        1.0,
-    );
-
-    // Receive-and-delete and peek-lock + complete from prefilled queues, 16 receivers.
-    for (queue, name, target) in [
-        ("rd", "receive-and-delete, 16 receivers", 0.30),
-        ("pl", "peek-lock + complete, 16 receivers", 0.15),
-    ] {
-        c.queue(queue).await?;
-        let fill = ((t * args.seconds * target * 1.5) as usize).max(2_000) / 64 + 1;
-        let body = batch_body(64);
-        for chunk in 0..fill.div_ceil(16) {
-            let sends: Vec<_> = (0..16.min(fill - chunk * 16))
-                .map(|_| c.send_batch(queue, body.clone()))
-                .collect();
-            for s in sends {
-                if !s.await {
-                    bail!("prefill of {queue} failed");
-                }
-            }
-        }
-        let cr = c.clone();
-        let got = rate(16, phase, move |_| {
-            let c = cr.clone();
-            async move {
-                if queue == "rd" {
-                    u64::from(c.take(queue, 0).await.is_some())
-                } else {
-                    u64::from(c.lock_and_complete(queue).await)
-                }
-            }
-        })
-        .await;
-        report.ratio(name, got, "msg/s", t, "T", target);
-    }
-
-    // Fan-out cost: 10 subscriptions against 1.
-    c.topic("one", 1).await?;
-    c.topic("ten", 10).await?;
-    let mut fan = [0.0; 2];
-    for (i, topic) in ["one", "ten"].into_iter().enumerate() {
-        let cf = c.clone();
-        fan[i] = rate(args.concurrency, phase, move |_| {
-            let c = cf.clone();
-            async move { u64::from(c.send(topic, payload()).await) }
-        })
-        .await;
-    }
-    report.baseline("send to a topic with 1 subscription", fan[0], "msg/s");
-    report.ratio(
-        "send to a topic with 10 subscriptions",
-        fan[1],
-        "msg/s",
-        fan[0],
-        "1-subscription rate",
-        0.50,
-    );
-
-    // End-to-end latency at 1,000 msg/s to 3 subscriptions, durable.
-    c.topic("lat", 3).await?;
-    let origin = Instant::now();
-    let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let receiving = Arc::new(AtomicBool::new(true));
-    let receivers: Vec<_> = (0..3)
-        .flat_map(|s| (0..4).map(move |_| s))
-        .map(|s| {
-            let (c, latencies, receiving) = (c.clone(), latencies.clone(), receiving.clone());
-            tokio::spawn(async move {
-                while receiving.load(Ordering::Relaxed) {
-                    if let Some(body) = c.take(&format!("lat/Subscriptions/s{s}"), 1).await {
-                        let sent: u128 = String::from_utf8_lossy(&body).parse().unwrap_or(0);
-                        let now = origin.elapsed().as_micros();
-                        latencies
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .push(now.saturating_sub(sent) as u64);
-                    }
-                }
-            })
-        })
-        .collect();
-    let total = (1000.0 * args.seconds) as u64;
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    let mut sends = Vec::new();
-    for _ in 0..total {
-        tick.tick().await;
-        let c = c.clone();
-        sends.push(tokio::spawn(async move {
-            c.send("lat", origin.elapsed().as_micros().to_string().into_bytes())
-                .await
-        }));
-    }
-    for s in sends {
-        let _ = s.await;
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while latencies
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .len()
-        < (total * 3) as usize
-        && Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    receiving.store(false, Ordering::Relaxed);
-    for r in receivers {
-        let _ = r.await;
-    }
-    let mut l = latencies
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
-    l.sort_unstable();
-    let pct = |p: f64| percentile_ms(&l, p);
-    println!(
-        "{:<62} {:>12.2} ms  ({} of {} copies received)",
-        "end-to-end latency p50 at 1,000 msg/s to 3 subscriptions",
-        pct(0.50),
-        l.len(),
-        total * 3
-    );
-    report.limit(
-        "end-to-end latency p99 at 1,000 msg/s to 3 subscriptions",
-        pct(0.99),
-        "ms",
-        2.0,
-        ", durable",
-    );
+    end_to_end(&c, args.seconds, &mut report).await?;
 
     if args.stress_secs > 0 {
         stress(&c, args.stress_secs).await?;
@@ -993,4 +814,206 @@ async fn paced_trivial(addr: SocketAddr, seconds: f64) -> (f64, f64) {
 fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1));
     sorted.get(i).copied().unwrap_or(0) as f64 / 1000.0
+}
+
+/// The throughput figures: single and batch sends, both receive modes, fan-out.
+async fn throughput(
+    c: &Client,
+    args: &Args,
+    t: f64,
+    phase: Duration,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    // Durable single send to a topic with 3 subscriptions being drained.
+    c.topic("fan3", 3).await?;
+    let draining = Arc::new(AtomicBool::new(true));
+    let drainers: Vec<_> = (0..3)
+        .flat_map(|s| (0..2).map(move |_| s))
+        .map(|s| {
+            let (c, draining) = (c.clone(), draining.clone());
+            tokio::spawn(async move {
+                while draining.load(Ordering::Relaxed) {
+                    c.take(&format!("fan3/Subscriptions/s{s}"), 1).await;
+                }
+            })
+        })
+        .collect();
+    let cs = c.clone();
+    let single = rate(args.concurrency, phase, move |_| {
+        let c = cs.clone();
+        async move { u64::from(c.send("fan3", payload()).await) }
+    })
+    .await;
+    draining.store(false, Ordering::Relaxed);
+    for d in drainers {
+        let _ = d.await;
+    }
+    report.ratio(
+        &format!(
+            "durable single send, {} senders, 3 subscriptions draining",
+            args.concurrency
+        ),
+        single,
+        "msg/s",
+        t,
+        "T",
+        0.25,
+    );
+
+    // Batch send: 64 x 1 KB per request.
+    c.queue("batch").await?;
+    let body = Arc::new(batch_body(64));
+    let cb = c.clone();
+    let batch = rate(16, phase, move |_| {
+        let (c, body) = (cb.clone(), body.clone());
+        async move {
+            if c.send_batch("batch", (*body).clone()).await {
+                64
+            } else {
+                0
+            }
+        }
+    })
+    .await;
+    report.ratio(
+        "durable batch send, 64 x 1 KB per request, 16 senders",
+        batch,
+        "msg/s",
+        t,
+        "T",
+        1.0,
+    );
+
+    // Receive-and-delete and peek-lock + complete from prefilled queues, 16 receivers.
+    for (queue, name, target) in [
+        ("rd", "receive-and-delete, 16 receivers", 0.30),
+        ("pl", "peek-lock + complete, 16 receivers", 0.15),
+    ] {
+        c.queue(queue).await?;
+        let fill = ((t * args.seconds * target * 1.5) as usize).max(2_000) / 64 + 1;
+        let body = batch_body(64);
+        for chunk in 0..fill.div_ceil(16) {
+            let sends: Vec<_> = (0..16.min(fill - chunk * 16))
+                .map(|_| c.send_batch(queue, body.clone()))
+                .collect();
+            for s in sends {
+                if !s.await {
+                    bail!("prefill of {queue} failed");
+                }
+            }
+        }
+        let cr = c.clone();
+        let got = rate(16, phase, move |_| {
+            let c = cr.clone();
+            async move {
+                if queue == "rd" {
+                    u64::from(c.take(queue, 0).await.is_some())
+                } else {
+                    u64::from(c.lock_and_complete(queue).await)
+                }
+            }
+        })
+        .await;
+        report.ratio(name, got, "msg/s", t, "T", target);
+    }
+
+    // Fan-out cost: 10 subscriptions against 1.
+    c.topic("one", 1).await?;
+    c.topic("ten", 10).await?;
+    let mut fan = [0.0; 2];
+    for (i, topic) in ["one", "ten"].into_iter().enumerate() {
+        let cf = c.clone();
+        fan[i] = rate(args.concurrency, phase, move |_| {
+            let c = cf.clone();
+            async move { u64::from(c.send(topic, payload()).await) }
+        })
+        .await;
+    }
+    report.baseline("send to a topic with 1 subscription", fan[0], "msg/s");
+    report.ratio(
+        "send to a topic with 10 subscriptions",
+        fan[1],
+        "msg/s",
+        fan[0],
+        "1-subscription rate",
+        0.50,
+    );
+    Ok(())
+}
+
+/// End-to-end latency at 1,000 msg/s to 3 subscriptions, durable.
+async fn end_to_end(c: &Client, seconds: f64, report: &mut Report) -> anyhow::Result<()> {
+    // End-to-end latency at 1,000 msg/s to 3 subscriptions, durable.
+    c.topic("lat", 3).await?;
+    let origin = Instant::now();
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let receiving = Arc::new(AtomicBool::new(true));
+    let receivers: Vec<_> = (0..3)
+        .flat_map(|s| (0..4).map(move |_| s))
+        .map(|s| {
+            let (c, latencies, receiving) = (c.clone(), latencies.clone(), receiving.clone());
+            tokio::spawn(async move {
+                while receiving.load(Ordering::Relaxed) {
+                    if let Some(body) = c.take(&format!("lat/Subscriptions/s{s}"), 1).await {
+                        let sent: u128 = String::from_utf8_lossy(&body).parse().unwrap_or(0);
+                        let now = origin.elapsed().as_micros();
+                        latencies
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push(now.saturating_sub(sent) as u64);
+                    }
+                }
+            })
+        })
+        .collect();
+    let total = (1000.0 * seconds) as u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let mut sends = Vec::new();
+    for _ in 0..total {
+        tick.tick().await;
+        let c = c.clone();
+        sends.push(tokio::spawn(async move {
+            c.send("lat", origin.elapsed().as_micros().to_string().into_bytes())
+                .await
+        }));
+    }
+    for s in sends {
+        let _ = s.await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while latencies
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .len()
+        < (total * 3) as usize
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    receiving.store(false, Ordering::Relaxed);
+    for r in receivers {
+        let _ = r.await;
+    }
+    let mut l = latencies
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    l.sort_unstable();
+    let pct = |p: f64| percentile_ms(&l, p);
+    println!(
+        "{:<62} {:>12.2} ms  ({} of {} copies received)",
+        "end-to-end latency p50 at 1,000 msg/s to 3 subscriptions",
+        pct(0.50),
+        l.len(),
+        total * 3
+    );
+    report.limit(
+        "end-to-end latency p99 at 1,000 msg/s to 3 subscriptions",
+        pct(0.99),
+        "ms",
+        2.0,
+        ", durable",
+    );
+
+    Ok(())
 }
