@@ -17,6 +17,10 @@ use clap::Parser;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 /// Emulator benchmarks, each figure beside a baseline measured in the same run.
+/// The same allocator as the emulator binary (the emulator runs in this process).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 struct Args {
     /// Seconds each throughput phase runs.
