@@ -526,15 +526,24 @@ async fn terminate(child: &mut Child) -> anyhow::Result<()> {
 
 /// Start-up, RSS, disk and send rate with `args.stored` 1 KB messages stored.
 async fn stored(args: &Args, report: &mut Report, dir: &Path) -> anyhow::Result<()> {
-    let data = dir.join("stored");
-    let mut child = spawn(&args.emulator_binary, &data).await?;
+    // One start is at the mercy of the scheduler and a cold page cache: take the median
+    // of three, each on a folder of its own.
+    let mut starts = Vec::new();
+    for i in 0..3 {
+        let mut empty = spawn(&args.emulator_binary, &dir.join(format!("empty{i}"))).await?;
+        starts.push(empty.started_in.as_secs_f64() * 1000.0);
+        terminate(&mut empty).await?;
+    }
+    starts.sort_by(f64::total_cmp);
     report.limit(
-        "start-up, empty store (process start to listening)",
-        child.started_in.as_secs_f64() * 1000.0,
+        "start-up, empty store (process start to listening, median of 3)",
+        starts[1],
         "ms",
         50.0,
         "",
     );
+    let data = dir.join("stored");
+    let mut child = spawn(&args.emulator_binary, &data).await?;
     let c = Client::new(child.addr);
     c.queue("big").await?;
     c.queue("probe").await?;

@@ -648,72 +648,94 @@ impl Broker {
     /// entity owns any more.
     pub(super) async fn recover(&self, by_id: &HashMap<u64, Arc<Entity>>) -> Result<()> {
         let now = self.clock.now();
+        let started = std::time::Instant::now();
         let mut writes = Vec::new();
         let mut max_seq: HashMap<u64, u64> = HashMap::new();
-        let mut sizes: HashMap<(u64, u64), u64> = HashMap::new();
+        // Entries are filed in chunks while the deliveries stream by: holding all of them
+        // (or all their records) at once would double the peak memory of a large store.
+        const CHUNK: usize = 4096;
         let mut pending: HashMap<u64, Vec<Entry>> = HashMap::new();
-        for (key, delivery) in self.store.scan_with_keys::<Delivery>(Key::AllDeliveries)? {
-            let Some((_, receivable, seq)) = Key::parse_numbers(&key) else {
-                continue;
-            };
-            match by_id.get(&receivable) {
-                Some(e) if e.queue.is_some() && by_id.contains_key(&delivery.owner) => {
-                    // A delivery counted but never settled was locked at the crash: its lock
-                    // is released as an expired one would be, past the maximum to the DLQ.
-                    let mut delivery = delivery;
-                    let max = e.description().max_delivery_count;
-                    if delivery.dead_letter.is_none() && delivery.delivery_count >= max {
-                        delivery.dead_letter = Some(DeadLetter {
-                            reason: runtime::REASON_MAX_DELIVERY.into(),
-                            description: format!(
-                                "Message could not be consumed after {max} delivery attempts."
-                            ),
-                        });
-                        delivery.expires_at = None;
-                        writes.push(Write::put(Key::Delivery(receivable, seq), &delivery));
-                    }
-                    self.runtime.add_refs(delivery.owner, seq, 1);
-                    sizes.insert((delivery.owner, seq), delivery.size);
-                    pending
-                        .entry(receivable)
-                        .or_default()
-                        .push(Entry { seq, delivery });
-                }
-                _ => {
-                    writes.push(Write::delete(Key::Delivery(receivable, seq)));
-                    writes.push(Write::delete(Key::Override(receivable, seq)));
-                }
-            }
-        }
-        for (receivable, entries) in pending {
+        let file = |receivable: u64, entries: Vec<Entry>| {
             if let Some(queue) = by_id.get(&receivable).and_then(|e| e.queue.as_ref()) {
                 queue.insert(entries, now);
             }
+        };
+        self.store
+            .visit::<Delivery, Error>(Key::AllDeliveries, |key, delivery| {
+                let Some((_, receivable, seq)) = Key::parse_numbers(key) else {
+                    return Ok(());
+                };
+                self.runtime.ensure_ids_above(receivable);
+                match by_id.get(&receivable) {
+                    Some(e) if e.queue.is_some() && by_id.contains_key(&delivery.owner) => {
+                        // A delivery counted but never settled was locked at the crash: its
+                        // lock is released as an expired one would be, past the maximum to
+                        // the DLQ.
+                        let mut delivery = delivery;
+                        let max = e.description().max_delivery_count;
+                        if delivery.dead_letter.is_none() && delivery.delivery_count >= max {
+                            delivery.dead_letter = Some(DeadLetter {
+                                reason: runtime::REASON_MAX_DELIVERY.into(),
+                                description: format!(
+                                    "Message could not be consumed after {max} delivery attempts."
+                                ),
+                            });
+                            delivery.expires_at = None;
+                            writes.push(Write::put(Key::Delivery(receivable, seq), &delivery));
+                        }
+                        // A topic's message is stored once whatever its number of copies.
+                        if self.runtime.add_refs(delivery.owner, seq, 1)
+                            && let Some(owner) = by_id.get(&delivery.owner)
+                        {
+                            owner.add_stored(delivery.size);
+                        }
+                        let top = max_seq.entry(delivery.owner).or_default();
+                        *top = (*top).max(seq);
+                        let chunk = pending.entry(receivable).or_default();
+                        chunk.push(Entry { seq, delivery });
+                        if chunk.len() >= CHUNK {
+                            file(receivable, std::mem::take(chunk));
+                        }
+                    }
+                    _ => {
+                        writes.push(Write::delete(Key::Delivery(receivable, seq)));
+                        writes.push(Write::delete(Key::Override(receivable, seq)));
+                    }
+                }
+                Ok(())
+            })?;
+        for (receivable, entries) in pending {
+            file(receivable, entries);
         }
-        for key in self.store.keys(Key::AllMessages)? {
-            let Some((_, owner, seq)) = Key::parse_numbers(&key) else {
-                continue;
+        // Stored messages of entities deleted while their messages were being removed: a
+        // seek per owner finds them without reading every message (a message of a live
+        // owner is written and released in the same atomic write as its deliveries, so no
+        // per-message pass is needed).
+        let mut from = Key::Messages(0);
+        while let Some(key) = self.store.next_key(from, Key::AllMessages)? {
+            let Some((_, owner, _)) = Key::parse_numbers(&key) else {
+                break;
             };
-            let entry = max_seq.entry(owner).or_default();
-            *entry = (*entry).max(seq);
-            if !self.runtime.has_refs(owner, seq) {
-                writes.push(Write::delete(Key::Message(owner, seq)));
+            self.runtime.ensure_ids_above(owner);
+            if !by_id.contains_key(&owner) {
+                writes.push(Write::delete_prefix(Key::Messages(owner)));
             }
-        }
-        for ((owner, _), size) in sizes {
-            if let Some(e) = by_id.get(&owner) {
-                e.add_stored(size);
+            match owner.checked_add(1) {
+                Some(next) => from = Key::Messages(next),
+                None => break,
             }
         }
         for (key, next) in self.store.scan_with_keys::<u64>(Key::AllNextSequences)? {
             let Some((_, owner, _)) = Key::parse_numbers(&key) else {
                 continue;
             };
+            self.runtime.ensure_ids_above(owner);
             match by_id.get(&owner) {
                 Some(e) => e.raise_next_seq(max_seq.get(&owner).map_or(next, |m| next.max(m + 1))),
                 None => writes.push(Write::delete(Key::NextSequence(owner))),
             }
         }
+        tracing::info!(elapsed = ?started.elapsed(), "runtime index rebuilt");
         if !writes.is_empty() {
             tracing::info!(
                 records = writes.len(),

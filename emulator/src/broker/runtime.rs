@@ -643,8 +643,13 @@ impl Runtime {
     }
 
     /// Counts `n` new deliveries of a stored message.
-    pub(crate) fn add_refs(&self, owner: u64, seq: u64, n: u32) {
-        *lock(&self.refs).entry((owner, seq)).or_default() += n;
+    /// Counts `n` more deliveries of a stored message; true when it had none before.
+    pub(crate) fn add_refs(&self, owner: u64, seq: u64, n: u32) -> bool {
+        let mut refs = lock(&self.refs);
+        let count = refs.entry((owner, seq)).or_default();
+        let first = *count == 0;
+        *count += n;
+        first
     }
 
     /// Drops one delivery of a stored message; true when it was the last, so the stored
@@ -662,10 +667,6 @@ impl Runtime {
             }
             None => false,
         }
-    }
-
-    pub(crate) fn has_refs(&self, owner: u64, seq: u64) -> bool {
-        lock(&self.refs).contains_key(&(owner, seq))
     }
 
     /// Turns effects on `receivable` into store writes, releasing stored messages whose

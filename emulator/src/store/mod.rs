@@ -244,6 +244,47 @@ impl Store {
         Ok(out)
     }
 
+    /// The first key at or after `from` that still starts with `within`'s prefix: a seek,
+    /// for walking a layout's owners without reading their records.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Sled`].
+    pub fn next_key(
+        &self,
+        from: impl Into<Key>,
+        within: impl Into<Key>,
+    ) -> Result<Option<Vec<u8>>> {
+        let (from, within) = (from.into(), within.into());
+        let prefix = within.to_prefix_bytes();
+        match self.tree(&from).range(from.to_bytes()..).keys().next() {
+            Some(key) => {
+                let key = key?;
+                Ok(key.starts_with(&prefix).then(|| key.to_vec()))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Calls `visit` with every record below `prefix`, in key order, without holding them
+    /// all in memory at once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Sled`], [`Error::Decode`], or what `visit` returns.
+    pub fn visit<T: DeserializeOwned, E: From<Error>>(
+        &self,
+        prefix: impl Into<Key>,
+        mut visit: impl FnMut(&[u8], T) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        let prefix = prefix.into();
+        for item in self.tree(&prefix).scan_prefix(prefix.to_prefix_bytes()) {
+            let (key, bytes) = item.map_err(Error::from)?;
+            visit(&key, decode(&prefix, &bytes)?)?;
+        }
+        Ok(())
+    }
+
     /// Counts records below `prefix`.
     ///
     /// # Errors
