@@ -89,7 +89,13 @@ pub enum Write {
 impl Write {
     /// A `Put` of an encoded value.
     pub fn put<T: Serialize>(key: impl Into<Key>, value: &T) -> Self {
-        Write::Put(key.into(), codec::encode(value))
+        let key = key.into();
+        let bytes = if key.is_entity() {
+            codec::encode(value)
+        } else {
+            codec::encode_compact(value)
+        };
+        Write::Put(key, bytes)
     }
 
     /// A `Put` of a header and a raw body (see [`Store::get_with_body`]).

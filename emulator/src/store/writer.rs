@@ -299,7 +299,12 @@ fn resolve(trees: &Trees, requests: Vec<Vec<Write>>) -> std::result::Result<Vec<
                 let current = current
                     .and_then(|v| super::codec::decode::<u64>(&v).ok())
                     .unwrap_or(0);
-                overlay.insert(slot, Some(super::codec::encode(&value.max(current))));
+                let bytes = if slot.0 {
+                    super::codec::encode_compact(&value.max(current))
+                } else {
+                    super::codec::encode(&value.max(current))
+                };
+                overlay.insert(slot, Some(bytes));
             }
         }
     }
