@@ -780,11 +780,7 @@ async fn backplane_run<T: backplane::transport::Transport + Clone>(
     for r in receivers {
         r.abort();
     }
-    let mut l = latencies
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
-    l.sort_unstable();
+    let l = sorted(&latencies);
     let pct = |p: f64| percentile_ms(&l, p);
     let got = delivered.load(Ordering::Relaxed);
     if got < want {
@@ -824,6 +820,16 @@ async fn paced_trivial(addr: SocketAddr, seconds: f64) -> (f64, f64) {
 }
 
 /// The `p` quantile of sorted microsecond samples, in milliseconds (0 when empty).
+/// The latencies collected so far, sorted.
+fn sorted(latencies: &std::sync::Mutex<Vec<u64>>) -> Vec<u64> {
+    let mut l = latencies
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    l.sort_unstable();
+    l
+}
+
 fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1));
     sorted.get(i).copied().unwrap_or(0) as f64 / 1000.0
@@ -1007,11 +1013,7 @@ async fn end_to_end(c: &Client, seconds: f64, report: &mut Report) -> anyhow::Re
     for r in receivers {
         let _ = r.await;
     }
-    let mut l = latencies
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
-    l.sort_unstable();
+    let l = sorted(&latencies);
     let pct = |p: f64| percentile_ms(&l, p);
     println!(
         "{:<62} {:>12.2} ms  ({} of {} copies received)",
