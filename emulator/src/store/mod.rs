@@ -306,8 +306,8 @@ impl Store {
         Ok(n)
     }
 
-    /// Applies the writes (atomically within each tree, after every earlier call), then
-    /// waits until they are durable (unless durability is `None`).
+    /// Applies the writes (after every earlier call; all or none of them survive a crash),
+    /// then waits until they are durable (unless durability is `None`).
     ///
     /// # Errors
     ///

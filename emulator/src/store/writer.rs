@@ -1,4 +1,4 @@
-//! The single writer: every write goes through one task that takes all pending batches,
+//! The single writer: every write goes through one thread that takes all pending batches,
 //! resolves them to the final value of each key, appends that as one record to the
 //! write-ahead log, `fdatasync`s once (group commit), applies it to sled and then answers
 //! them all. One writer keeps sled away from heavy concurrent insert+remove (sled 0.34 issue
@@ -66,8 +66,8 @@ impl Writer {
         })
     }
 
-    /// Applies `writes` atomically per tree, after everything sent before; returns once they
-    /// are durable (or applied, with `Durability::None`).
+    /// Applies `writes` after everything sent before, atomically across a crash (one log
+    /// record); returns once they are durable (or applied, with `Durability::None`).
     pub(super) async fn apply(&self, writes: Vec<Write>) -> Result<()> {
         let (reply, done) = oneshot::channel();
         self.requests
