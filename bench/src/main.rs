@@ -621,6 +621,13 @@ async fn stored(args: &Args, report: &mut Report, dir: &Path) -> anyhow::Result<
         1000.0,
         "",
     );
+    // Beside the figure above (the process that filled the store): what a fresh start over
+    // the same store holds, to tell the index's share from what the fill left behind.
+    println!(
+        "{:<62} {:>12.2} MB",
+        "  RSS right after that start-up",
+        restarted.child.id().map_or(0.0, rss_mb)
+    );
     terminate(&mut restarted).await?;
     Ok(())
 }
