@@ -32,6 +32,15 @@ pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     out
 }
 
+/// The record stored under `key`: JSON for entities, MessagePack for message records.
+pub(super) fn encode_for<T: Serialize>(key: &super::Key, value: &T) -> Vec<u8> {
+    if key.is_entity() {
+        encode(value)
+    } else {
+        encode_compact(value)
+    }
+}
+
 /// A message record (see the module doc).
 pub(super) fn encode_compact<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = vec![COMPACT_VERSION];

@@ -90,11 +90,7 @@ impl Write {
     /// A `Put` of an encoded value.
     pub fn put<T: Serialize>(key: impl Into<Key>, value: &T) -> Self {
         let key = key.into();
-        let bytes = if key.is_entity() {
-            codec::encode(value)
-        } else {
-            codec::encode_compact(value)
-        };
+        let bytes = codec::encode_for(&key, value);
         Write::Put(key, bytes)
     }
 
@@ -122,14 +118,13 @@ impl Write {
 /// The store handle (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct Store {
-    db: sled::Db,
-    entities: sled::Tree,
-    messages: sled::Tree,
+    trees: Trees,
     writer: Writer,
 }
 
 impl Store {
-    /// Opens (or creates) the store and starts its writer on the current runtime.
+    /// Opens (or creates) the store, replays its write-ahead log and starts its writer
+    /// thread.
     ///
     /// # Errors
     ///
@@ -141,32 +136,22 @@ impl Store {
             Location::InMemory => config.temporary(true),
         };
         let db = open_waiting_for_lock(&config)?;
-        let entities = db.open_tree("entities")?;
-        let messages = db.open_tree("messages")?;
         let trees = Trees {
-            db: db.clone(),
-            entities: entities.clone(),
-            messages: messages.clone(),
+            entities: db.open_tree("entities")?,
+            messages: db.open_tree("messages")?,
+            db,
         };
         let wal = match &options.location {
             Location::Directory(dir) => Some(recover(&trees, &dir.join(WAL_FILE))?),
             Location::InMemory => None,
         };
-        let writer = Writer::start(trees, wal, options.durability).map_err(sled::Error::Io)?;
-        Ok(Store {
-            db,
-            entities,
-            messages,
-            writer,
-        })
+        let writer =
+            Writer::start(trees.clone(), wal, options.durability).map_err(sled::Error::Io)?;
+        Ok(Store { trees, writer })
     }
 
     fn tree(&self, key: &Key) -> &sled::Tree {
-        if key.is_entity() {
-            &self.entities
-        } else {
-            &self.messages
-        }
+        self.trees.tree(!key.is_entity())
     }
 
     /// Reads one record.
@@ -205,20 +190,6 @@ impl Store {
         }
     }
 
-    /// Keys (not values) below `prefix`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Sled`].
-    pub fn keys(&self, prefix: impl Into<Key>) -> Result<Vec<Vec<u8>>> {
-        let prefix = prefix.into();
-        self.tree(&prefix)
-            .scan_prefix(prefix.to_prefix_bytes())
-            .keys()
-            .map(|k| Ok(k?.to_vec()))
-            .collect()
-    }
-
     /// Reads every record below `prefix`, in key order.
     ///
     /// # Errors
@@ -241,12 +212,11 @@ impl Store {
         &self,
         prefix: impl Into<Key>,
     ) -> Result<Vec<(Vec<u8>, T)>> {
-        let prefix = prefix.into();
         let mut out = Vec::new();
-        for item in self.tree(&prefix).scan_prefix(prefix.to_prefix_bytes()) {
-            let (key, bytes) = item?;
-            out.push((key.to_vec(), decode(&prefix, &bytes)?));
-        }
+        self.visit(prefix, |key, value| {
+            out.push((key.to_vec(), value));
+            Ok::<_, Error>(())
+        })?;
         Ok(out)
     }
 
@@ -337,7 +307,7 @@ impl Store {
 
     /// Bytes sled reports on disk (0 in memory).
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.trees.db.size_on_disk().unwrap_or(0)
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 use super::wal::{Op, Wal};
-use super::{Durability, Error, Result, Write};
+use super::{Durability, Error, Key, Result, Write};
 
 /// Most requests merged into one cycle.
 const MAX_BATCH: usize = 1024;
@@ -169,8 +169,8 @@ fn run(
     }
 }
 
-/// The sled trees the writer applies to.
-#[derive(Debug)]
+/// The sled database and its two trees (handles: cloning is cheap).
+#[derive(Debug, Clone)]
 pub(super) struct Trees {
     pub(super) db: sled::Db,
     pub(super) entities: sled::Tree,
@@ -178,7 +178,8 @@ pub(super) struct Trees {
 }
 
 impl Trees {
-    fn tree(&self, messages: bool) -> &sled::Tree {
+    /// The `messages` tree, or the `entities` one.
+    pub(super) fn tree(&self, messages: bool) -> &sled::Tree {
         if messages {
             &self.messages
         } else {
@@ -263,6 +264,11 @@ impl Cycle {
     }
 }
 
+/// Where a key lives in a cycle's overlay: (in the `messages` tree, key bytes).
+fn slot(key: &Key) -> (bool, Vec<u8>) {
+    (!key.is_entity(), key.to_bytes())
+}
+
 /// The final state of every key the requests touch, in key order: later writes win,
 /// prefix deletes cover keys written earlier in the same cycle, and counters are raised
 /// over the stored value.
@@ -271,10 +277,10 @@ fn resolve(trees: &Trees, requests: Vec<Vec<Write>>) -> std::result::Result<Vec<
     for write in requests.into_iter().flatten() {
         match write {
             Write::Put(k, bytes) => {
-                overlay.insert((!k.is_entity(), k.to_bytes()), Some(bytes));
+                overlay.insert(slot(&k), Some(bytes));
             }
             Write::Delete(k) => {
-                overlay.insert((!k.is_entity(), k.to_bytes()), None);
+                overlay.insert(slot(&k), None);
             }
             Write::DeletePrefix(k) => {
                 let messages = !k.is_entity();
@@ -290,7 +296,7 @@ fn resolve(trees: &Trees, requests: Vec<Vec<Write>>) -> std::result::Result<Vec<
                 }
             }
             Write::Raise(k, value) => {
-                let slot = (!k.is_entity(), k.to_bytes());
+                let slot = slot(&k);
                 let current = match overlay.get(&slot) {
                     Some(bytes) => bytes.clone(),
                     None => trees.tree(slot.0).get(&slot.1)?.map(|v| v.to_vec()),
@@ -299,12 +305,10 @@ fn resolve(trees: &Trees, requests: Vec<Vec<Write>>) -> std::result::Result<Vec<
                 let current = current
                     .and_then(|v| super::codec::decode::<u64>(&v).ok())
                     .unwrap_or(0);
-                let bytes = if slot.0 {
-                    super::codec::encode_compact(&value.max(current))
-                } else {
-                    super::codec::encode(&value.max(current))
-                };
-                overlay.insert(slot, Some(bytes));
+                overlay.insert(
+                    slot,
+                    Some(super::codec::encode_for(&k, &value.max(current))),
+                );
             }
         }
     }
