@@ -327,11 +327,13 @@ impl Broker {
         self.store.apply(writes).await?;
         for (seq, copies, size) in deliveries {
             entity.add_stored(size);
-            self.runtime.add_refs(entity.id, seq, copies.len() as u32);
+            if entity.kind == EntityKind::Topic {
+                self.runtime.add_refs(entity.id, seq, copies.len() as u32);
+            }
             for copy in copies {
                 if let Some(queue) = &copy.to.queue {
                     queue.insert(
-                        vec![Entry {
+                        [Entry {
                             seq,
                             delivery: copy.delivery,
                         }],
@@ -469,7 +471,24 @@ impl Broker {
             allowed(&entity, &description, "receive")?;
             let settings = QueueSettings::of(&description);
             let mut effects = Vec::new();
-            let taken = queue.take(which, mode, &settings, self.clock.now(), &mut effects);
+            let load = |lo: u64, hi: u64| {
+                let records = self.store.range::<Delivery>(
+                    Key::Delivery(entity.id, lo),
+                    Key::Delivery(entity.id, hi),
+                )?;
+                Ok(records
+                    .into_iter()
+                    .filter_map(|(key, d)| Key::parse_numbers(&key).map(|(_, _, seq)| (seq, d)))
+                    .collect())
+            };
+            let taken = queue.take(
+                which,
+                mode,
+                &settings,
+                self.clock.now(),
+                &mut effects,
+                &load,
+            )?;
             if let Some(taken) = taken {
                 // Read before the writes: receive-and-delete may delete the stored message.
                 let received = self.read(&entity, &taken)?;
@@ -651,15 +670,8 @@ impl Broker {
         let started = std::time::Instant::now();
         let mut writes = Vec::new();
         let mut max_seq: HashMap<u64, u64> = HashMap::new();
-        // Entries are filed in chunks while the deliveries stream by: holding all of them
-        // (or all their records) at once would double the peak memory of a large store.
-        const CHUNK: usize = 4096;
-        let mut pending: HashMap<u64, Vec<Entry>> = HashMap::new();
-        let file = |receivable: u64, entries: Vec<Entry>| {
-            if let Some(queue) = by_id.get(&receivable).and_then(|e| e.queue.as_ref()) {
-                queue.insert(entries, now);
-            }
-        };
+        // Deliveries are filed as they stream by; past each subqueue's window only their
+        // sequence numbers stay in memory (as ranges), so a large backlog costs little.
         self.store
             .visit::<Delivery, Error>(Key::AllDeliveries, |key, delivery| {
                 let Some((_, receivable, seq)) = Key::parse_numbers(key) else {
@@ -683,18 +695,18 @@ impl Broker {
                             delivery.expires_at = None;
                             writes.push(Write::put(Key::Delivery(receivable, seq), &delivery));
                         }
-                        // A topic's message is stored once whatever its number of copies.
-                        if self.runtime.add_refs(delivery.owner, seq, 1)
+                        // A topic's message is stored once whatever its number of copies; a
+                        // queue's has one delivery, its own.
+                        if (delivery.owner == receivable
+                            || self.runtime.add_refs(delivery.owner, seq, 1))
                             && let Some(owner) = by_id.get(&delivery.owner)
                         {
                             owner.add_stored(delivery.size);
                         }
                         let top = max_seq.entry(delivery.owner).or_default();
                         *top = (*top).max(seq);
-                        let chunk = pending.entry(receivable).or_default();
-                        chunk.push(Entry { seq, delivery });
-                        if chunk.len() >= CHUNK {
-                            file(receivable, std::mem::take(chunk));
+                        if let Some(queue) = &e.queue {
+                            queue.insert([Entry { seq, delivery }], now);
                         }
                     }
                     _ => {
@@ -704,9 +716,6 @@ impl Broker {
                 }
                 Ok(())
             })?;
-        for (receivable, entries) in pending {
-            file(receivable, entries);
-        }
         // Stored messages of entities deleted while their messages were being removed: a
         // seek per owner finds them without reading every message (a message of a live
         // owner is written and released in the same atomic write as its deliveries, so no

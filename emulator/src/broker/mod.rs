@@ -104,11 +104,23 @@ impl Broker {
     ///
     /// [`Error::Store`] when the store cannot be read.
     pub async fn open(store: Store, clock: Clock) -> Result<Self> {
+        Self::open_with_window(store, clock, runtime::DEFAULT_WINDOW).await
+    }
+
+    /// As [`Broker::open`], keeping up to `window` receivable deliveries of each queue,
+    /// subscription and dead-letter subqueue in memory (1,024 by default); the rest stay
+    /// on disk, as sequence-number ranges in memory, and are read in as receivers reach
+    /// them. Small windows exercise that path in tests.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] when the store cannot be read.
+    pub async fn open_with_window(store: Store, clock: Clock, window: usize) -> Result<Self> {
         let broker = Broker {
             store,
             clock,
             management: Arc::default(),
-            runtime: Arc::default(),
+            runtime: Arc::new(runtime::Runtime::new(window)),
             sweeper: Arc::default(),
         };
         let by_id = broker.load_entities().await?;

@@ -3,11 +3,12 @@
 //!
 //! Locks in this module are std mutexes: none is held across an await.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use chrono::{DateTime, Duration, Utc};
+use rangemap::RangeSet;
 use servicebus_wire::{EntityDescription, EntityKind, TimeSpan};
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -144,19 +145,76 @@ pub(crate) struct Locked {
     pub(crate) until: DateTime<Utc>,
 }
 
+/// How many receivable deliveries a subqueue keeps in memory by default; the rest wait
+/// on disk as [`Cold`] sequence numbers and are read in as receivers take the head.
+pub(crate) const DEFAULT_WINDOW: usize = 1024;
+
+/// Most deliveries read in from disk at once (under the queue's lock).
+const LOAD_CHUNK: usize = 256;
+
+/// Reads a receivable's delivery records with sequence numbers in `lo..=hi`.
+pub(crate) type Loader<'a> = &'a dyn Fn(u64, u64) -> crate::store::Result<Vec<(u64, Delivery)>>;
+
+/// Deliveries of a subqueue that are on disk but not in memory: their sequence numbers (as
+/// ranges: a backlog of a million sends is one range) and the totals counts need.
+///
+/// Only deliveries whose record on disk is their current state are filed here (new sends,
+/// and everything at start-up); nothing changes them while they are cold, so reading them
+/// in later gives exactly what was filed.
+#[derive(Debug, Default)]
+struct Cold {
+    seqs: RangeSet<u64>,
+    count: u64,
+    bytes: u64,
+}
+
+impl Cold {
+    fn add(&mut self, seq: u64, size: u64) {
+        if !self.seqs.contains(&seq) {
+            self.seqs.insert(seq..seq.saturating_add(1));
+            self.count += 1;
+            self.bytes += size;
+        }
+    }
+
+    /// The smallest `n` sequence numbers.
+    fn first(&self, n: usize) -> Vec<u64> {
+        self.seqs.iter().flat_map(Clone::clone).take(n).collect()
+    }
+
+    fn all(&self) -> Vec<u64> {
+        self.seqs.iter().flat_map(Clone::clone).collect()
+    }
+}
+
 #[derive(Debug, Default)]
 struct SubQueue {
     ready: BTreeMap<u64, Entry>,
     locked: HashMap<Uuid, Locked>,
+    cold: Cold,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct QueueState {
     main: SubQueue,
     dead: SubQueue,
     scheduled: BTreeMap<(DateTime<Utc>, u64), Entry>,
     /// Expiry times of `main.ready` entries, for cheap TTL sweeps.
     expiries: BTreeSet<(DateTime<Utc>, u64)>,
+    /// Ready entries kept in memory per subqueue before new ones stay cold.
+    window: usize,
+}
+
+impl QueueState {
+    fn new(window: usize) -> Self {
+        QueueState {
+            main: SubQueue::default(),
+            dead: SubQueue::default(),
+            scheduled: BTreeMap::new(),
+            expiries: BTreeSet::new(),
+            window: window.max(1),
+        }
+    }
 }
 
 /// What a state change needs on disk.
@@ -169,7 +227,7 @@ pub(crate) enum Effect {
 }
 
 /// A queue's or subscription's delivery state and its waiters.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Queue {
     state: Mutex<QueueState>,
     /// Woken when a message may have become receivable in the main subqueue: one waiter
@@ -245,21 +303,74 @@ impl QueueState {
         }
     }
 
-    /// Files an entry; the subqueue in which it became receivable, if it did.
-    fn insert(&mut self, entry: Entry, now: DateTime<Utc>) -> Option<Sub> {
-        if entry.delivery.dead_letter.is_some() {
-            self.dead.ready.insert(entry.seq, entry);
-            Some(Sub::DeadLetter)
+    /// Files an entry; the subqueue in which it became receivable, if it did. An entry
+    /// whose record on disk is its current state (`on_disk`) stays cold when the subqueue
+    /// already has cold entries or a full window; scheduled entries are always in memory.
+    fn insert(&mut self, entry: Entry, now: DateTime<Utc>, on_disk: bool) -> Option<Sub> {
+        let which = if entry.delivery.dead_letter.is_some() {
+            Sub::DeadLetter
         } else if let Some(at) = entry.delivery.scheduled_at.filter(|at| *at > now) {
             self.scheduled.insert((at, entry.seq), entry);
-            None
+            return None;
         } else {
-            if let Some(at) = entry.delivery.expires_at {
-                self.expiries.insert((at, entry.seq));
-            }
-            self.main.ready.insert(entry.seq, entry);
-            Some(Sub::Main)
+            Sub::Main
+        };
+        let window = self.window;
+        let sub = self.sub(which);
+        if on_disk && (sub.cold.count > 0 || sub.ready.len() >= window) {
+            sub.cold.add(entry.seq, entry.delivery.size);
+            return Some(which);
         }
+        if let Some(at) = entry.delivery.expires_at.filter(|_| which == Sub::Main) {
+            self.expiries.insert((at, entry.seq));
+        }
+        self.sub(which).ready.insert(entry.seq, entry);
+        Some(which)
+    }
+
+    /// Reads cold entries in, smallest first, once fewer than half a window are ready.
+    fn refill(
+        &mut self,
+        which: Sub,
+        now: DateTime<Utc>,
+        load: Loader<'_>,
+    ) -> crate::store::Result<()> {
+        let window = self.window;
+        let sub = self.sub(which);
+        if sub.cold.count == 0 || sub.ready.len() >= window.div_ceil(2) {
+            return Ok(());
+        }
+        let seqs = sub
+            .cold
+            .first((window - sub.ready.len()).clamp(1, LOAD_CHUNK));
+        let (Some(&lo), Some(&hi)) = (seqs.first(), seqs.last()) else {
+            return Ok(());
+        };
+        let found = load(lo, hi)?;
+        let sub = self.sub(which);
+        let mut entries = Vec::with_capacity(seqs.len());
+        for (seq, delivery) in found {
+            if sub.cold.seqs.contains(&seq) {
+                sub.cold.bytes = sub.cold.bytes.saturating_sub(delivery.size);
+                entries.push(Entry { seq, delivery });
+            }
+        }
+        if entries.len() != seqs.len() {
+            tracing::warn!(
+                expected = seqs.len(),
+                found = entries.len(),
+                "delivery records missing on disk; skipped"
+            );
+        }
+        sub.cold.seqs.remove(lo..hi.saturating_add(1));
+        sub.cold.count = sub.cold.count.saturating_sub(seqs.len() as u64);
+        if sub.cold.count == 0 {
+            sub.cold = Cold::default();
+        }
+        for entry in entries {
+            self.insert(entry, now, false);
+        }
+        Ok(())
     }
 
     fn take_ready(&mut self, which: Sub) -> Option<Entry> {
@@ -291,7 +402,7 @@ impl QueueState {
             entry.delivery.expires_at = None;
             effects.push(Effect::Rewrite(entry.seq, entry.delivery.clone()));
         }
-        self.insert(entry, now);
+        self.insert(entry, now, false);
     }
 
     /// Applies time: expired locks are released, due scheduled messages become ready,
@@ -326,7 +437,7 @@ impl QueueState {
             let key = (*at, *seq);
             if let Some(mut entry) = self.scheduled.remove(&key) {
                 entry.delivery.scheduled_at = None;
-                self.insert(entry, now);
+                self.insert(entry, now, false);
                 changed = true;
             }
         }
@@ -384,13 +495,24 @@ pub enum Settle {
 }
 
 impl Queue {
-    /// Files new messages and wakes one parked receiver for each that became receivable
-    /// (waking every receiver would have all but one find nothing and park again).
-    pub(crate) fn insert(&self, entries: Vec<Entry>, now: DateTime<Utc>) {
+    /// An empty queue keeping up to `window` ready deliveries per subqueue in memory.
+    pub(crate) fn new(window: usize) -> Self {
+        Queue {
+            state: Mutex::new(QueueState::new(window)),
+            main_ready: Notify::new(),
+            dead_ready: Notify::new(),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Files deliveries whose records are on disk as given (new sends, and everything at
+    /// start-up) and wakes one parked receiver for each that became receivable (waking
+    /// every receiver would have all but one find nothing and park again).
+    pub(crate) fn insert(&self, entries: impl IntoIterator<Item = Entry>, now: DateTime<Utc>) {
         let mut state = lock(&self.state);
         let ready: Vec<Sub> = entries
             .into_iter()
-            .filter_map(|e| state.insert(e, now))
+            .filter_map(|e| state.insert(e, now, true))
             .collect();
         drop(state);
         for which in ready {
@@ -418,7 +540,12 @@ impl Queue {
         self.dead_ready.notify_waiters();
     }
 
-    /// Applies time, then takes the first ready message of `which`, if any.
+    /// Applies time, then takes the first ready message of `which`, if any, reading cold
+    /// deliveries in through `load` as the ready ones run low.
+    ///
+    /// # Errors
+    ///
+    /// What `load` returns; nothing is taken then.
     pub(crate) fn take(
         &self,
         which: Sub,
@@ -426,15 +553,25 @@ impl Queue {
         settings: &QueueSettings,
         now: DateTime<Utc>,
         effects: &mut Vec<Effect>,
-    ) -> Option<Taken> {
+        load: Loader<'_>,
+    ) -> crate::store::Result<Option<Taken>> {
         let mut state = lock(&self.state);
-        state.reclaim(settings, now, effects);
-        let mut entry = state.take_ready(which)?;
+        loop {
+            state.refill(which, now, load)?;
+            state.reclaim(settings, now, effects);
+            // Expiry may have emptied what was just read in: read on while any is cold.
+            if !state.sub(which).ready.is_empty() || state.sub(which).cold.count == 0 {
+                break;
+            }
+        }
+        let Some(mut entry) = state.take_ready(which) else {
+            return Ok(None);
+        };
         entry.delivery.delivery_count += 1;
         match mode {
             ReceiveMode::ReceiveAndDelete => {
                 effects.push(Effect::Remove(entry.seq, entry.delivery.clone()));
-                Some(Taken { entry, lock: None })
+                Ok(Some(Taken { entry, lock: None }))
             }
             ReceiveMode::PeekLock => {
                 let token = Uuid::new_v4();
@@ -447,10 +584,10 @@ impl Queue {
                         until,
                     },
                 );
-                Some(Taken {
+                Ok(Some(Taken {
                     entry,
                     lock: Some((token, until)),
-                })
+                }))
             }
         }
     }
@@ -514,10 +651,14 @@ impl Queue {
         }
     }
 
-    /// Every delivery, for deleting the queue or subscription.
-    pub(crate) fn drain(&self) -> Vec<Entry> {
+    /// Every delivery, for deleting the queue or subscription: those in memory, and the
+    /// sequence numbers of the cold ones.
+    pub(crate) fn drain(&self) -> (Vec<Entry>, Vec<u64>) {
         let mut state = lock(&self.state);
-        let state = std::mem::take(&mut *state);
+        let window = state.window;
+        let state = std::mem::replace(&mut *state, QueueState::new(window));
+        let mut cold = state.main.cold.all();
+        cold.extend(state.dead.cold.all());
         let mut out: Vec<Entry> = state
             .main
             .ready
@@ -533,7 +674,7 @@ impl Queue {
                 .map(|l| l.entry),
         );
         out.extend(state.scheduled.into_values());
-        out
+        (out, cold)
     }
 
     pub(crate) fn counts(&self) -> Counts {
@@ -542,10 +683,14 @@ impl Queue {
             entries.map(|e| e.delivery.size).sum::<u64>()
         };
         Counts {
-            active: (state.main.ready.len() + state.main.locked.len()) as u64,
-            dead_letter: (state.dead.ready.len() + state.dead.locked.len()) as u64,
+            active: (state.main.ready.len() + state.main.locked.len()) as u64
+                + state.main.cold.count,
+            dead_letter: (state.dead.ready.len() + state.dead.locked.len()) as u64
+                + state.dead.cold.count,
             scheduled: state.scheduled.len() as u64,
-            bytes: bytes(&mut state.main.ready.values())
+            bytes: state.main.cold.bytes
+                + state.dead.cold.bytes
+                + bytes(&mut state.main.ready.values())
                 + bytes(&mut state.dead.ready.values())
                 + bytes(&mut state.main.locked.values().map(|l| &l.entry))
                 + bytes(&mut state.dead.locked.values().map(|l| &l.entry))
@@ -554,19 +699,91 @@ impl Queue {
     }
 }
 
-/// Every entity by key, the reference counts of stored messages, and id allocation.
+/// How many deliveries point at each stored message of one topic, by sequence number from
+/// the oldest still referenced: sequence numbers are dense, so this is 4 bytes a message
+/// where a map would take ten times that.
 #[derive(Debug, Default)]
+struct RefCounts {
+    base: u64,
+    counts: VecDeque<u32>,
+}
+
+impl RefCounts {
+    /// Adds `n`; true when the message had none before.
+    fn add(&mut self, seq: u64, n: u32) -> bool {
+        if self.counts.is_empty() {
+            self.base = seq;
+        }
+        while seq < self.base {
+            self.counts.push_front(0);
+            self.base -= 1;
+        }
+        let i = usize::try_from(seq - self.base).unwrap_or(usize::MAX);
+        if i >= self.counts.len() {
+            self.counts.resize(i + 1, 0);
+        }
+        let first = self.counts[i] == 0;
+        self.counts[i] += n;
+        first
+    }
+
+    /// Drops one; true when it was the last.
+    fn release(&mut self, seq: u64) -> bool {
+        let Some(i) = seq
+            .checked_sub(self.base)
+            .and_then(|i| usize::try_from(i).ok())
+            .filter(|i| *i < self.counts.len())
+        else {
+            return false;
+        };
+        let last = match &mut self.counts[i] {
+            0 => return false,
+            n => {
+                *n -= 1;
+                *n == 0
+            }
+        };
+        while self.counts.front() == Some(&0) {
+            self.counts.pop_front();
+            self.base += 1;
+        }
+        last
+    }
+}
+
+/// Every entity by key, the reference counts of stored messages, and id allocation.
+#[derive(Debug)]
 pub(crate) struct Runtime {
     entities: RwLock<HashMap<Vec<u8>, Arc<Entity>>>,
-    /// How many deliveries point at each stored message `(owner, seq)`.
-    refs: Mutex<HashMap<(u64, u64), u32>>,
+    /// How many deliveries point at each stored message of a topic, by topic id. A queue's
+    /// message has exactly one delivery, its own, and no count.
+    refs: Mutex<HashMap<u64, RefCounts>>,
     /// The highest entity id given out.
     last_id: AtomicU64,
+    /// Ready deliveries each subqueue keeps in memory.
+    window: usize,
     /// Wakes the sweeper early (the clock moved).
     pub(crate) sweep: Notify,
 }
 
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime::new(DEFAULT_WINDOW)
+    }
+}
+
 impl Runtime {
+    /// An empty runtime whose subqueues keep up to `window` ready deliveries in memory.
+    pub(crate) fn new(window: usize) -> Self {
+        Runtime {
+            entities: RwLock::default(),
+            refs: Mutex::default(),
+            last_id: AtomicU64::new(0),
+            window,
+            sweep: Notify::new(),
+        }
+    }
+
     /// A new entity id; ids start at 1 (0 marks a record written before ids existed).
     pub(crate) fn allocate_id(&self) -> u64 {
         self.last_id.fetch_add(1, Ordering::Relaxed) + 1
@@ -607,7 +824,7 @@ impl Runtime {
             description: RwLock::new(description),
             next_seq: Mutex::new(1),
             stored_bytes: AtomicU64::new(0),
-            queue: (kind != EntityKind::Topic).then(Queue::default),
+            queue: (kind != EntityKind::Topic).then(|| Queue::new(self.window)),
             subscriptions: RwLock::default(),
             seen: Mutex::default(),
             last_used: Mutex::new(now),
@@ -642,31 +859,28 @@ impl Runtime {
         write(&topic.subscriptions).retain(|(s, _)| s.id != id);
     }
 
-    /// Counts `n` new deliveries of a stored message.
-    /// Counts `n` more deliveries of a stored message; true when it had none before.
+    /// Counts `n` more deliveries of a topic's stored message; true when it had none before.
     pub(crate) fn add_refs(&self, owner: u64, seq: u64, n: u32) -> bool {
-        let mut refs = lock(&self.refs);
-        let count = refs.entry((owner, seq)).or_default();
-        let first = *count == 0;
-        *count += n;
-        first
+        lock(&self.refs).entry(owner).or_default().add(seq, n)
     }
 
-    /// Drops one delivery of a stored message; true when it was the last, so the stored
-    /// message is to be deleted.
+    /// Drops one delivery of a topic's stored message; true when it was the last, so the
+    /// stored message is to be deleted.
     pub(crate) fn release_ref(&self, owner: u64, seq: u64) -> bool {
         let mut refs = lock(&self.refs);
-        match refs.get_mut(&(owner, seq)) {
-            Some(n) if *n > 1 => {
-                *n -= 1;
-                false
-            }
-            Some(_) => {
-                refs.remove(&(owner, seq));
-                true
-            }
-            None => false,
+        let Some(counts) = refs.get_mut(&owner) else {
+            return false;
+        };
+        let last = counts.release(seq);
+        if counts.counts.is_empty() {
+            refs.remove(&owner);
         }
+        last
+    }
+
+    /// Forgets the counts of a deleted topic.
+    pub(crate) fn forget_refs(&self, owner: u64) {
+        lock(&self.refs).remove(&owner);
     }
 
     /// Turns effects on `receivable` into store writes, releasing stored messages whose
@@ -683,7 +897,8 @@ impl Runtime {
                     if delivery.overridden {
                         writes.push(Write::delete(Key::Override(receivable, seq)));
                     }
-                    if self.release_ref(delivery.owner, seq) {
+                    // A queue's message goes with its one delivery.
+                    if delivery.owner == receivable || self.release_ref(delivery.owner, seq) {
                         writes.push(Write::delete(Key::Message(delivery.owner, seq)));
                         if let Some(owner) = self.by_id(delivery.owner) {
                             owner.remove_stored(delivery.size);
@@ -697,5 +912,110 @@ impl Runtime {
 
     pub(crate) fn by_id(&self, id: u64) -> Option<Arc<Entity>> {
         read(&self.entities).values().find(|e| e.id == id).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_counts_release_each_message_once() {
+        let mut refs = RefCounts::default();
+        assert!(refs.add(10, 2));
+        assert!(refs.add(12, 1));
+        assert!(!refs.add(10, 1));
+        assert!(refs.add(8, 1), "an older message extends the front");
+        assert!(!refs.release(10));
+        assert!(refs.release(8));
+        assert!(!refs.release(8), "released twice");
+        assert!(!refs.release(99), "never counted");
+        assert!(!refs.release(10));
+        assert!(refs.release(10));
+        assert_eq!(
+            (refs.base, refs.counts.len()),
+            (12, 1),
+            "zeros at the front go"
+        );
+        assert!(refs.release(12));
+        assert!(refs.counts.is_empty());
+    }
+
+    fn delivery(size: u64) -> Delivery {
+        Delivery {
+            owner: 1,
+            delivery_count: 0,
+            dead_letter: None,
+            expires_at: None,
+            scheduled_at: None,
+            overridden: false,
+            size,
+        }
+    }
+
+    #[test]
+    fn past_the_window_deliveries_wait_on_disk_and_come_back_in_order() {
+        let now = Utc::now();
+        let queue = Queue::new(2);
+        let disk: BTreeMap<u64, Delivery> = (1..=7).map(|s| (s, delivery(s))).collect();
+        queue.insert(
+            disk.iter().map(|(&seq, d)| Entry {
+                seq,
+                delivery: d.clone(),
+            }),
+            now,
+        );
+        let counts = queue.counts();
+        assert_eq!((counts.active, counts.bytes), (7, 28));
+        {
+            let state = lock(&queue.state);
+            assert_eq!(state.main.ready.len(), 2);
+            assert_eq!(state.main.cold.count, 5);
+        }
+        let reads = std::cell::Cell::new(0);
+        let load = |lo: u64, hi: u64| {
+            reads.set(reads.get() + 1);
+            Ok(disk.range(lo..=hi).map(|(&s, d)| (s, d.clone())).collect())
+        };
+        let settings = QueueSettings {
+            lock_duration: TimeSpan::from_secs(30),
+            max_delivery_count: 10,
+            dead_letter_on_expiry: false,
+        };
+        let mut taken = Vec::new();
+        let mut effects = Vec::new();
+        while let Some(t) = queue
+            .take(
+                Sub::Main,
+                ReceiveMode::ReceiveAndDelete,
+                &settings,
+                now,
+                &mut effects,
+                &load,
+            )
+            .unwrap()
+        {
+            taken.push(t.entry.seq);
+        }
+        assert_eq!(taken, vec![1, 2, 3, 4, 5, 6, 7]);
+        assert!(reads.get() >= 3, "read in a window at a time");
+        let counts = queue.counts();
+        assert_eq!((counts.active, counts.bytes), (0, 0));
+    }
+
+    #[test]
+    fn a_drain_names_the_cold_deliveries() {
+        let queue = Queue::new(1);
+        queue.insert(
+            (1..=4).map(|seq| Entry {
+                seq,
+                delivery: delivery(1),
+            }),
+            Utc::now(),
+        );
+        let (entries, cold) = queue.drain();
+        assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(cold, vec![2, 3, 4]);
+        assert_eq!(queue.counts().active, 0);
     }
 }

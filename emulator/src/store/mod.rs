@@ -261,6 +261,27 @@ impl Store {
         Ok(())
     }
 
+    /// The records from `from` to `to`, both included (keys of the same tree), in key
+    /// order, with each record's key bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Sled`] or [`Error::Decode`].
+    pub fn range<T: DeserializeOwned>(
+        &self,
+        from: impl Into<Key>,
+        to: impl Into<Key>,
+    ) -> Result<Vec<(Vec<u8>, T)>> {
+        let (from, to) = (from.into(), to.into());
+        self.tree(&from)
+            .range(from.to_bytes()..=to.to_bytes())
+            .map(|item| {
+                let (key, bytes) = item?;
+                Ok((key.to_vec(), decode(&from, &bytes)?))
+            })
+            .collect()
+    }
+
     /// Counts records below `prefix`.
     ///
     /// # Errors
