@@ -439,3 +439,39 @@ async fn deleting_a_subscription_with_cold_deliveries_releases_its_messages() {
     assert_eq!(size(&broker), 0);
     broker.close().await.unwrap();
 }
+
+/// A sender that goes away once its writes are submitted (hyper drops the handler when the
+/// client disconnects) still leaves a receivable message, not one stored but never filed.
+#[tokio::test]
+async fn a_send_abandoned_after_its_write_is_still_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap());
+    let broker = open(dir.path(), &clock, 1024).await;
+    broker
+        .put_entity("q", description(EntityKind::Queue), false)
+        .await
+        .unwrap();
+    // Polled once (the write is submitted on the first poll), then dropped.
+    {
+        let mut send = std::pin::pin!(broker.send("q", vec![outgoing(7)]));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(
+            send.as_mut().poll(&mut cx).is_pending(),
+            "the send waits for its write"
+        );
+    }
+    let target = ReceiveTarget {
+        key: EntityKey::Queue("q".into()),
+        dead_letter: false,
+    };
+    let got = broker
+        .receive(
+            &target,
+            ReceiveMode::ReceiveAndDelete,
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.map(|m| m.body), Some(vec![7]));
+    broker.close().await.unwrap();
+}

@@ -324,25 +324,39 @@ impl Broker {
             }
             deliveries.push((seq, copies, size));
         }
-        self.store.apply(writes).await?;
-        for (seq, copies, size) in deliveries {
-            entity.add_stored(size);
-            if entity.kind == EntityKind::Topic {
-                self.runtime.add_refs(entity.id, seq, copies.len() as u32);
-            }
-            for copy in copies {
-                if let Some(queue) = &copy.to.queue {
-                    queue.insert(
-                        [Entry {
-                            seq,
-                            delivery: copy.delivery,
-                        }],
-                        now,
-                    );
+        // Once submitted, the writes land whether or not the client waits: the deliveries
+        // are filed by a task of their own, so a sender that goes away (hyper then drops
+        // this future) cannot leave stored messages no receiver will ever see.
+        let (store, runtime) = (self.store.clone(), self.runtime.clone());
+        let in_flight = runtime::SendInFlight::new(&runtime);
+        let filed = tokio::spawn(async move {
+            let _in_flight = in_flight;
+            store.apply(writes).await?;
+            for (seq, copies, size) in deliveries {
+                entity.add_stored(size);
+                if entity.kind == EntityKind::Topic {
+                    runtime.add_refs(entity.id, seq, copies.len() as u32);
+                }
+                for copy in copies {
+                    if let Some(queue) = &copy.to.queue {
+                        queue.insert(
+                            [Entry {
+                                seq,
+                                delivery: copy.delivery,
+                            }],
+                            now,
+                        );
+                    }
                 }
             }
+            Ok(())
+        });
+        match filed.await {
+            Ok(outcome) => outcome,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down.
+            Err(_) => Err(Error::Store(crate::store::Error::ShutDown)),
         }
-        Ok(())
     }
 
     /// The copies of one message: the queue itself, or each matching subscription (one copy
@@ -662,12 +676,71 @@ impl Broker {
         Ok(now)
     }
 
+    /// A delivery found at start-up: it was locked at most (locks do not survive a
+    /// restart), so it is released as an expired lock would be, and past the maximum
+    /// delivery count it goes to the dead-letter subqueue (with the write that says so).
+    fn restarted(
+        max_delivery_count: u32,
+        receivable: u64,
+        seq: u64,
+        mut delivery: Delivery,
+        writes: &mut Vec<Write>,
+    ) -> Delivery {
+        if delivery.dead_letter.is_none() && delivery.delivery_count >= max_delivery_count {
+            delivery.dead_letter = Some(DeadLetter {
+                reason: runtime::REASON_MAX_DELIVERY.into(),
+                description: format!(
+                    "Message could not be consumed after {max_delivery_count} delivery attempts."
+                ),
+            });
+            delivery.expires_at = None;
+            writes.push(Write::put(Key::Delivery(receivable, seq), &delivery));
+        }
+        delivery
+    }
+
+    /// Restores the index a clean shutdown kept (see [`Broker::close`]); `false` when there
+    /// is none or it does not fit, and the index is to be rebuilt from the records.
+    pub(super) async fn restore(&self, by_id: &HashMap<u64, Arc<Entity>>) -> Result<bool> {
+        let Some(bytes) = self.store.take_snapshot() else {
+            return Ok(false);
+        };
+        let started = std::time::Instant::now();
+        let Ok(snapshot) = rmp_serde::from_slice::<runtime::IndexSnapshot>(&bytes) else {
+            tracing::warn!("index snapshot unreadable; rebuilding the index from the records");
+            return Ok(false);
+        };
+        let now = self.clock.now();
+        let mut writes = Vec::new();
+        let restored = self
+            .runtime
+            .restore(snapshot, by_id, |entity, seq, delivery| {
+                let max = entity.description().max_delivery_count;
+                let delivery = Self::restarted(max, entity.id, seq, delivery, &mut writes);
+                if let Some(queue) = &entity.queue {
+                    queue.insert([Entry { seq, delivery }], now);
+                }
+            });
+        if !restored {
+            tracing::warn!("index snapshot does not fit the entities; rebuilding the index");
+            return Ok(false);
+        }
+        tracing::info!(elapsed = ?started.elapsed(), "runtime index restored from the snapshot");
+        if !writes.is_empty() {
+            self.store.apply(writes).await?;
+        }
+        Ok(true)
+    }
+
     /// Rebuilds the runtime index from the store: deliveries back in their subqueues (locks
     /// released, delivery counts kept), sequence counters, and removal of records that no
     /// entity owns any more.
     pub(super) async fn recover(&self, by_id: &HashMap<u64, Arc<Entity>>) -> Result<()> {
         let now = self.clock.now();
         let started = std::time::Instant::now();
+        // The maximum delivery count of the receivable seen last (records come by
+        // receivable, so this reads each description once).
+        let mut max_of: Option<(u64, u32)> = None;
         let mut writes = Vec::new();
         let mut max_seq: HashMap<u64, u64> = HashMap::new();
         // Deliveries are filed as they stream by; past each subqueue's window only their
@@ -680,21 +753,15 @@ impl Broker {
                 self.runtime.ensure_ids_above(receivable);
                 match by_id.get(&receivable) {
                     Some(e) if e.queue.is_some() && by_id.contains_key(&delivery.owner) => {
-                        // A delivery counted but never settled was locked at the crash: its
-                        // lock is released as an expired one would be, past the maximum to
-                        // the DLQ.
-                        let mut delivery = delivery;
-                        let max = e.description().max_delivery_count;
-                        if delivery.dead_letter.is_none() && delivery.delivery_count >= max {
-                            delivery.dead_letter = Some(DeadLetter {
-                                reason: runtime::REASON_MAX_DELIVERY.into(),
-                                description: format!(
-                                    "Message could not be consumed after {max} delivery attempts."
-                                ),
-                            });
-                            delivery.expires_at = None;
-                            writes.push(Write::put(Key::Delivery(receivable, seq), &delivery));
-                        }
+                        let max = match max_of {
+                            Some((id, max)) if id == receivable => max,
+                            _ => {
+                                let max = e.description().max_delivery_count;
+                                max_of = Some((receivable, max));
+                                max
+                            }
+                        };
+                        let delivery = Self::restarted(max, receivable, seq, delivery, &mut writes);
                         // A topic's message is stored once whatever its number of copies; a
                         // queue's has one delivery, its own.
                         if (delivery.owner == receivable

@@ -124,7 +124,9 @@ impl Broker {
             sweeper: Arc::default(),
         };
         let by_id = broker.load_entities().await?;
-        broker.recover(&by_id).await?;
+        if !broker.restore(&by_id).await? {
+            broker.recover(&by_id).await?;
+        }
         broker.start_sweeper();
         Ok(broker)
     }
@@ -295,6 +297,20 @@ impl Broker {
         if let Some(task) = task {
             let _ = task.await;
         }
-        Ok(self.store.close().await?)
+        // Keep the index for a quick next start when nothing is moving: no management
+        // change (its lock), no send between its write and its filing (waited out, within
+        // reason), and, checked by the store, no write submitted after the index was taken.
+        let _management = self.management.lock().await;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while self.runtime.sends_in_flight() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        if self.runtime.sends_in_flight() > 0 {
+            return Ok(self.store.close().await?);
+        }
+        let mark = self.store.submitted();
+        let index = rmp_serde::to_vec(&self.runtime.snapshot())
+            .expect("invariant: the index serialises to MessagePack");
+        Ok(self.store.close_with_snapshot(mark, index).await?)
     }
 }

@@ -4,11 +4,12 @@
 //! Locks in this module are std mutexes: none is held across an await.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use chrono::{DateTime, Duration, Utc};
 use rangemap::RangeSet;
+use serde::{Deserialize, Serialize};
 use servicebus_wire::{EntityDescription, EntityKind, TimeSpan};
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -762,8 +763,27 @@ pub(crate) struct Runtime {
     last_id: AtomicU64,
     /// Ready deliveries each subqueue keeps in memory.
     window: usize,
+    /// Sends between submitting their writes and filing their deliveries.
+    sends_in_flight: AtomicUsize,
     /// Wakes the sweeper early (the clock moved).
     pub(crate) sweep: Notify,
+}
+
+/// Counts a send in flight while it lives (see [`Runtime::sends_in_flight`]).
+#[derive(Debug)]
+pub(crate) struct SendInFlight(Arc<Runtime>);
+
+impl SendInFlight {
+    pub(crate) fn new(runtime: &Arc<Runtime>) -> Self {
+        runtime.sends_in_flight.fetch_add(1, Ordering::SeqCst);
+        SendInFlight(runtime.clone())
+    }
+}
+
+impl Drop for SendInFlight {
+    fn drop(&mut self) {
+        self.0.sends_in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Default for Runtime {
@@ -780,6 +800,7 @@ impl Runtime {
             refs: Mutex::default(),
             last_id: AtomicU64::new(0),
             window,
+            sends_in_flight: AtomicUsize::new(0),
             sweep: Notify::new(),
         }
     }
@@ -912,6 +933,172 @@ impl Runtime {
 
     pub(crate) fn by_id(&self, id: u64) -> Option<Arc<Entity>> {
         read(&self.entities).values().find(|e| e.id == id).cloned()
+    }
+
+    /// Sends whose writes are submitted but whose deliveries are not filed yet.
+    pub(crate) fn sends_in_flight(&self) -> usize {
+        self.sends_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// What a restart needs to skip reading every delivery record: counters, reference
+    /// counts, and each subqueue's deliveries, all as cold ones but the held (locked or
+    /// scheduled). Valid only while nothing changes (taken at shutdown).
+    pub(crate) fn snapshot(&self) -> IndexSnapshot {
+        let mut out = IndexSnapshot {
+            last_id: self.last_id.load(Ordering::Relaxed),
+            owners: Vec::new(),
+            receivables: Vec::new(),
+        };
+        let refs = lock(&self.refs);
+        for entity in self.all() {
+            if entity.kind != EntityKind::Subscription {
+                let counts = refs.get(&entity.id);
+                out.owners.push(OwnerSnapshot {
+                    id: entity.id,
+                    next_seq: *lock(&entity.next_seq),
+                    stored_bytes: entity.stored_bytes(),
+                    refs_base: counts.map_or(0, |c| c.base),
+                    refs: counts.map_or_else(Vec::new, |c| c.counts.iter().copied().collect()),
+                });
+            }
+            if let Some(queue) = &entity.queue {
+                out.receivables.push(queue.snapshot(entity.id));
+            }
+        }
+        out
+    }
+
+    /// Restores a [`Runtime::snapshot`] over freshly registered entities (by id). Held
+    /// deliveries are handed to `held` (to be released as at any restart) rather than
+    /// filed. `false`, with nothing changed, when it does not fit the entities.
+    pub(crate) fn restore(
+        &self,
+        snapshot: IndexSnapshot,
+        by_id: &HashMap<u64, Arc<Entity>>,
+        mut held: impl FnMut(&Arc<Entity>, u64, Delivery),
+    ) -> bool {
+        let fits = snapshot.owners.iter().all(|o| {
+            by_id
+                .get(&o.id)
+                .is_some_and(|e| e.kind != EntityKind::Subscription)
+        }) && snapshot
+            .receivables
+            .iter()
+            .all(|r| by_id.get(&r.id).is_some_and(|e| e.queue.is_some()));
+        if !fits {
+            return false;
+        }
+        self.ensure_ids_above(snapshot.last_id);
+        let mut refs = lock(&self.refs);
+        for owner in snapshot.owners {
+            let entity = &by_id[&owner.id];
+            entity.raise_next_seq(owner.next_seq);
+            entity.add_stored(owner.stored_bytes);
+            if !owner.refs.is_empty() {
+                refs.insert(
+                    owner.id,
+                    RefCounts {
+                        base: owner.refs_base,
+                        counts: owner.refs.into(),
+                    },
+                );
+            }
+        }
+        drop(refs);
+        for r in snapshot.receivables {
+            let entity = &by_id[&r.id];
+            if let Some(queue) = &entity.queue {
+                let mut state = lock(&queue.state);
+                state.main.cold = r.main.into_cold();
+                state.dead.cold = r.dead.into_cold();
+            }
+            for (seq, delivery) in r.held {
+                held(entity, seq, delivery);
+            }
+        }
+        true
+    }
+}
+
+/// The runtime index as a clean shutdown leaves it for the next start.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct IndexSnapshot {
+    last_id: u64,
+    owners: Vec<OwnerSnapshot>,
+    receivables: Vec<ReceivableSnapshot>,
+}
+
+/// A queue's or topic's counters and reference counts.
+#[derive(Debug, Serialize, Deserialize)]
+struct OwnerSnapshot {
+    id: u64,
+    next_seq: u64,
+    stored_bytes: u64,
+    refs_base: u64,
+    refs: Vec<u32>,
+}
+
+/// A queue's or subscription's deliveries.
+#[derive(Debug, Serialize, Deserialize)]
+struct ReceivableSnapshot {
+    id: u64,
+    main: ColdSnapshot,
+    dead: ColdSnapshot,
+    /// Locked and scheduled deliveries, whole.
+    held: Vec<(u64, Delivery)>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ColdSnapshot {
+    ranges: Vec<(u64, u64)>,
+    count: u64,
+    bytes: u64,
+}
+
+impl ColdSnapshot {
+    /// A subqueue's ready and cold deliveries, all as cold.
+    fn of(sub: &SubQueue) -> Self {
+        let mut seqs = sub.cold.seqs.clone();
+        let mut bytes = sub.cold.bytes;
+        for (&seq, entry) in &sub.ready {
+            seqs.insert(seq..seq.saturating_add(1));
+            bytes += entry.delivery.size;
+        }
+        ColdSnapshot {
+            ranges: seqs.iter().map(|r| (r.start, r.end)).collect(),
+            count: sub.cold.count + sub.ready.len() as u64,
+            bytes,
+        }
+    }
+
+    fn into_cold(self) -> Cold {
+        let mut seqs = RangeSet::new();
+        for (start, end) in self.ranges.into_iter().filter(|(s, e)| s < e) {
+            seqs.insert(start..end);
+        }
+        Cold {
+            seqs,
+            count: self.count,
+            bytes: self.bytes,
+        }
+    }
+}
+
+impl Queue {
+    fn snapshot(&self, id: u64) -> ReceivableSnapshot {
+        let state = lock(&self.state);
+        let held = [&state.main, &state.dead]
+            .into_iter()
+            .flat_map(|sub| sub.locked.values().map(|l| &l.entry))
+            .chain(state.scheduled.values())
+            .map(|e| (e.seq, e.delivery.clone()))
+            .collect();
+        ReceivableSnapshot {
+            id,
+            main: ColdSnapshot::of(&state.main),
+            dead: ColdSnapshot::of(&state.dead),
+            held,
+        }
     }
 }
 

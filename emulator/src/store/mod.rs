@@ -4,10 +4,12 @@
 
 mod codec;
 mod keys;
+mod snapshot;
 mod wal;
 mod writer;
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -120,6 +122,10 @@ impl Write {
 pub struct Store {
     trees: Trees,
     writer: Writer,
+    /// The folder (none in memory).
+    dir: Option<PathBuf>,
+    /// The index snapshot found at open, until the runtime takes it.
+    snapshot: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
 impl Store {
@@ -141,13 +147,60 @@ impl Store {
             messages: db.open_tree("messages")?,
             db,
         };
-        let wal = match &options.location {
-            Location::Directory(dir) => Some(recover(&trees, &dir.join(WAL_FILE))?),
-            Location::InMemory => None,
+        let (wal, snapshot, dir) = match &options.location {
+            Location::Directory(dir) => {
+                // Taken (and deleted) before any write; trusted only when the log had
+                // nothing to replay, so sled is exactly as the shutdown that wrote it left it.
+                let snapshot = snapshot::take(dir).map_err(sled::Error::Io)?;
+                let (wal, replayed) = recover(&trees, &dir.join(WAL_FILE))?;
+                (Some(wal), snapshot.filter(|_| !replayed), Some(dir.clone()))
+            }
+            Location::InMemory => (None, None, None),
         };
         let writer =
             Writer::start(trees.clone(), wal, options.durability).map_err(sled::Error::Io)?;
-        Ok(Store { trees, writer })
+        Ok(Store {
+            trees,
+            writer,
+            dir,
+            snapshot: Arc::new(Mutex::new(snapshot)),
+        })
+    }
+
+    /// The index snapshot the last clean shutdown left (see [`Store::close_with_snapshot`]),
+    /// once; `None` when there was none, it was damaged, or the store changed since.
+    pub fn take_snapshot(&self) -> Option<Vec<u8>> {
+        self.snapshot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    /// How many write requests were ever submitted: equal at two moments means no write
+    /// was submitted in between.
+    pub fn submitted(&self) -> u64 {
+        self.writer.submitted()
+    }
+
+    /// As [`Store::close`], then keeps `index` for the next open, provided no write was
+    /// submitted since [`Store::submitted`] returned `mark` (else the index may not match
+    /// what is stored, and the next open rebuilds it from the records). In memory it is
+    /// dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Flush`] when the last flush fails; writing the snapshot only logs (the next
+    /// start then rebuilds the index).
+    pub async fn close_with_snapshot(&self, mark: u64, index: Vec<u8>) -> Result<()> {
+        self.close().await?;
+        if let Some(dir) = &self.dir {
+            if self.writer.submitted() != mark {
+                tracing::info!("writes after the index was taken; no snapshot kept");
+            } else if let Err(e) = snapshot::write(dir, &index) {
+                tracing::warn!(error = %e, "index snapshot not written");
+            }
+        }
+        Ok(())
     }
 
     fn tree(&self, key: &Key) -> &sled::Tree {
@@ -337,7 +390,8 @@ const WAL_FILE: &str = "emulator.wal";
 
 /// Opens the write-ahead log and replays it into sled (the writes since the last
 /// checkpoint, some of which sled may not have made durable), then checkpoints.
-fn recover(trees: &Trees, path: &std::path::Path) -> Result<wal::Wal> {
+/// True beside the log when it had records to replay.
+fn recover(trees: &Trees, path: &std::path::Path) -> Result<(wal::Wal, bool)> {
     let (mut wal, records) = wal::Wal::open(path).map_err(sled::Error::Io)?;
     if !records.is_empty() {
         tracing::info!(records = records.len(), "replaying the write-ahead log");
@@ -346,7 +400,7 @@ fn recover(trees: &Trees, path: &std::path::Path) -> Result<wal::Wal> {
         }
         trees.checkpoint(&mut wal)?;
     }
-    Ok(wal)
+    Ok((wal, !records.is_empty()))
 }
 
 /// How long [`Store::open`] waits for another handle of the same folder to let go.
@@ -529,6 +583,52 @@ mod tests {
             ["kept", "replayed"]
         );
         assert_eq!(std::fs::metadata(folder.join(WAL_FILE)).unwrap().len(), 0);
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_index_snapshot_is_kept_only_by_a_quiet_close_and_read_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            location: Location::Directory(dir.path().join("db")),
+            cache_bytes: 1 << 20,
+            durability: Durability::Full,
+        };
+        let reopen = |store: Store| {
+            drop(store);
+            Store::open(&options).unwrap()
+        };
+        // A write after the mark: the index may not match, so none is kept.
+        let store = Store::open(&options).unwrap();
+        let mark = store.submitted();
+        store
+            .apply(vec![Write::put(Key::Message(1, 1), &"late")])
+            .await
+            .unwrap();
+        store
+            .close_with_snapshot(mark, b"stale".to_vec())
+            .await
+            .unwrap();
+        let store = reopen(store);
+        assert_eq!(store.take_snapshot(), None);
+        // A quiet close keeps it for exactly one open.
+        let mark = store.submitted();
+        store
+            .close_with_snapshot(mark, b"index".to_vec())
+            .await
+            .unwrap();
+        let store = reopen(store);
+        assert_eq!(store.take_snapshot().as_deref(), Some(&b"index"[..]));
+        assert_eq!(store.take_snapshot(), None);
+        store.close().await.unwrap();
+        let store = reopen(store);
+        assert_eq!(store.take_snapshot(), None, "deleted as the store opened");
+        // In memory there is nowhere to keep one.
+        let memory = memory();
+        memory
+            .close_with_snapshot(memory.submitted(), b"x".to_vec())
+            .await
+            .unwrap();
         store.close().await.unwrap();
     }
 

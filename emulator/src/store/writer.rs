@@ -6,6 +6,7 @@
 //! durability comes from a log of our own rather than sled's flush: see `wal.rs`.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
@@ -36,6 +37,8 @@ pub(super) struct Writer {
     /// Taken by `close` to wait for the thread (it holds the `Db`, and so sled's file lock).
     /// A std mutex: held only to take the handle.
     thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    /// Write requests submitted so far.
+    submitted: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Request {
@@ -63,13 +66,20 @@ impl Writer {
         Ok(Writer {
             requests,
             thread: Arc::new(Mutex::new(Some(thread))),
+            submitted: Arc::default(),
         })
+    }
+
+    /// Write requests submitted so far.
+    pub(super) fn submitted(&self) -> u64 {
+        self.submitted.load(Ordering::SeqCst)
     }
 
     /// Applies `writes` after everything sent before, atomically across a crash (one log
     /// record); returns once they are durable (or applied, with `Durability::None`).
     pub(super) async fn apply(&self, writes: Vec<Write>) -> Result<()> {
         let (reply, done) = oneshot::channel();
+        self.submitted.fetch_add(1, Ordering::SeqCst);
         self.requests
             .send(Request::Apply(writes, false, reply))
             .map_err(|_| Error::ShutDown)?;
