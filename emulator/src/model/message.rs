@@ -6,6 +6,9 @@ use servicebus_wire::message::{BrokerProperties, PropertyValue, parse_property};
 
 /// What a sender set: the client-settable broker properties and the custom properties as
 /// their header text (kept verbatim so receivers get back exactly what was sent).
+///
+/// Message records store fields by position: add fields only at the end, with
+/// `#[serde(default)]` (see `store/codec.rs`); the same holds for every struct below.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[allow(missing_docs)] // each field is the broker property of the same name
 pub struct MessageProps {
