@@ -343,6 +343,9 @@ async fn trivial_server() -> anyhow::Result<SocketAddr> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // As the emulator binary does (see its main): no transparent huge pages.
+    #[cfg(target_os = "linux")]
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
     let args = Args::parse();
     let phase = Duration::from_secs_f64(args.seconds);
     let mut report = Report { misses: 0 };

@@ -16,6 +16,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Transparent huge pages fault memory in 2 MiB at a time: with mimalloc's arenas they
+    // held a quarter of the RSS over a large store (134 MB against 99 MB without) for no
+    // measured speed. Redis advises against them for the same reason. Best effort: a
+    // kernel without the flag just keeps its default.
+    #[cfg(target_os = "linux")]
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
