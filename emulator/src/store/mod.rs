@@ -136,7 +136,11 @@ impl Store {
     ///
     /// [`Error::Sled`] when sled cannot open the folder.
     pub fn open(options: &Options) -> Result<Self> {
-        let config = sled::Config::new().cache_capacity(options.cache_bytes);
+        // No periodic flush: durability comes from the write-ahead log, and sled is flushed
+        // at checkpoints (a flush every 500 ms, the default, wakes all of sled's I/O threads).
+        let config = sled::Config::new()
+            .cache_capacity(options.cache_bytes)
+            .flush_every_ms(None);
         let config = match &options.location {
             Location::Directory(dir) => config.path(dir),
             Location::InMemory => config.temporary(true),
