@@ -85,6 +85,11 @@ pub struct Cli {
     /// When writes are acknowledged: full (after fsync, group commit) or none.
     #[arg(long, env = "EMULATOR_DURABILITY", value_enum, default_value = "full")]
     pub durability: Durability,
+    /// Ready messages each queue, subscription and dead-letter subqueue keeps in memory; the
+    /// rest wait on disk (only their sequence numbers in memory) until receivers reach them.
+    #[arg(long, env = "EMULATOR_INDEX_WINDOW", default_value_t = DEFAULT_INDEX_WINDOW,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub index_window: u64,
     /// What GET of a missing entity answers: empty-feed (as Azure) or not-found (404).
     #[arg(
         long,
@@ -97,6 +102,9 @@ pub struct Cli {
     #[arg(long, env = "EMULATOR_CLOCK", value_enum, default_value = "system")]
     pub clock: ClockMode,
 }
+
+/// Default of [`Cli::index_window`].
+pub const DEFAULT_INDEX_WINDOW: u64 = 1024;
 
 /// Everything the emulator needs to start, independent of how it was given.
 #[derive(Debug, Clone)]
@@ -111,6 +119,8 @@ pub struct Settings {
     pub cache_bytes: u64,
     /// Write acknowledgement policy.
     pub durability: Durability,
+    /// Ready deliveries each subqueue keeps in memory (see [`Cli::index_window`]).
+    pub index_window: usize,
     /// Missing-entity GET behaviour.
     pub missing_entity_get: MissingEntityGet,
     /// Entities declared by a Config.json.
@@ -132,6 +142,7 @@ impl Settings {
             location: Location::InMemory,
             cache_bytes: 64 << 20,
             durability: Durability::Full,
+            index_window: DEFAULT_INDEX_WINDOW as usize,
             missing_entity_get: MissingEntityGet::EmptyFeed,
             entities: None,
             clock: ClockMode::System,
@@ -163,6 +174,7 @@ impl Cli {
             },
             cache_bytes: self.cache_mb.saturating_mul(1 << 20),
             durability: self.durability,
+            index_window: usize::try_from(self.index_window).unwrap_or(usize::MAX),
             missing_entity_get: self.missing_entity_get,
             entities,
             clock: self.clock,

@@ -90,7 +90,7 @@ impl Emulator {
             cache_bytes: settings.cache_bytes,
             durability: settings.durability,
         })?;
-        let broker = Broker::open(store, clock.clone()).await?;
+        let broker = Broker::open_with_window(store, clock.clone(), settings.index_window).await?;
         if let Some(file) = &settings.entities {
             declare(&broker, file).await.map_err(Error::Config)?;
         }
