@@ -166,6 +166,14 @@ async fn open(dir: &Path, clock: &Clock, window: usize) -> Broker {
         .unwrap()
 }
 
+/// A broker over a new folder with a manual clock.
+async fn fresh(window: usize) -> (tempfile::TempDir, Clock, Broker) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap());
+    let broker = open(dir.path(), &clock, window).await;
+    (dir, clock, broker)
+}
+
 fn outgoing(n: u8) -> Outgoing {
     Outgoing {
         props: MessageProps {
@@ -202,10 +210,7 @@ fn check_counts(broker: &Broker, model: &Model, step: usize) -> Result<(), TestC
 /// `window`: ready deliveries each subqueue keeps in memory; small ones make most sends
 /// and every restart go through the cold path (sequence numbers only, read in later).
 async fn run(ops: Vec<Op>, window: usize) -> Result<(), TestCaseError> {
-    let dir = tempfile::tempdir().unwrap();
-    let start = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-    let clock = Clock::manual(start);
-    let mut broker = open(dir.path(), &clock, window).await;
+    let (dir, clock, mut broker) = fresh(window).await;
     broker
         .put_entity("q", description(EntityKind::Queue), false)
         .await
@@ -400,9 +405,7 @@ proptest! {
 /// every body, and the topic's size falls to zero once both are gone.
 #[tokio::test]
 async fn deleting_a_subscription_with_cold_deliveries_releases_its_messages() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Clock::manual(chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap());
-    let broker = open(dir.path(), &clock, 1).await;
+    let (_dir, _clock, broker) = fresh(1).await;
     broker
         .put_entity("t", description(EntityKind::Topic), false)
         .await
@@ -444,9 +447,7 @@ async fn deleting_a_subscription_with_cold_deliveries_releases_its_messages() {
 /// client disconnects) still leaves a receivable message, not one stored but never filed.
 #[tokio::test]
 async fn a_send_abandoned_after_its_write_is_still_delivered() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Clock::manual(chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap());
-    let broker = open(dir.path(), &clock, 1024).await;
+    let (_dir, _clock, broker) = fresh(1024).await;
     broker
         .put_entity("q", description(EntityKind::Queue), false)
         .await

@@ -439,6 +439,14 @@ fn decode<T: DeserializeOwned>(key: &Key, bytes: &[u8]) -> Result<T> {
 mod tests {
     use super::*;
 
+    fn on_disk(folder: PathBuf, durability: Durability) -> Options {
+        Options {
+            location: Location::Directory(folder),
+            cache_bytes: 1 << 20,
+            durability,
+        }
+    }
+
     fn memory() -> Store {
         Store::open(&Options {
             location: Location::InMemory,
@@ -550,11 +558,7 @@ mod tests {
     async fn opening_replays_the_write_ahead_log() {
         let dir = tempfile::tempdir().unwrap();
         let folder = dir.path().join("db");
-        let options = Options {
-            location: Location::Directory(folder.clone()),
-            cache_bytes: 1 << 20,
-            durability: Durability::Full,
-        };
+        let options = on_disk(folder.clone(), Durability::Full);
         let store = Store::open(&options).unwrap();
         store
             .apply(vec![
@@ -593,11 +597,7 @@ mod tests {
     #[tokio::test]
     async fn an_index_snapshot_is_kept_only_by_a_quiet_close_and_read_once() {
         let dir = tempfile::tempdir().unwrap();
-        let options = Options {
-            location: Location::Directory(dir.path().join("db")),
-            cache_bytes: 1 << 20,
-            durability: Durability::Full,
-        };
+        let options = on_disk(dir.path().join("db"), Durability::Full);
         let reopen = |store: Store| {
             drop(store);
             Store::open(&options).unwrap()
@@ -639,11 +639,7 @@ mod tests {
     #[tokio::test]
     async fn reopen_keeps_records_and_close_refuses_later_writes() {
         let dir = tempfile::tempdir().unwrap();
-        let options = Options {
-            location: Location::Directory(dir.path().join("db")),
-            cache_bytes: 1 << 20,
-            durability: Durability::None,
-        };
+        let options = on_disk(dir.path().join("db"), Durability::None);
         {
             let store = Store::open(&options).unwrap();
             store
