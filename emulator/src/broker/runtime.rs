@@ -752,10 +752,17 @@ impl RefCounts {
     }
 }
 
+/// Every entity, by key and by id (the same entities in both).
+#[derive(Debug, Default)]
+struct Entities {
+    by_key: HashMap<Vec<u8>, Arc<Entity>>,
+    by_id: HashMap<u64, Arc<Entity>>,
+}
+
 /// Every entity by key, the reference counts of stored messages, and id allocation.
 #[derive(Debug)]
 pub(crate) struct Runtime {
-    entities: RwLock<HashMap<Vec<u8>, Arc<Entity>>>,
+    entities: RwLock<Entities>,
     /// How many deliveries point at each stored message of a topic, by topic id. A queue's
     /// message has exactly one delivery, its own, and no count.
     refs: Mutex<HashMap<u64, RefCounts>>,
@@ -815,11 +822,11 @@ impl Runtime {
     }
 
     pub(crate) fn get(&self, key: &[u8]) -> Option<Arc<Entity>> {
-        read(&self.entities).get(key).cloned()
+        read(&self.entities).by_key.get(key).cloned()
     }
 
     pub(crate) fn all(&self) -> Vec<Arc<Entity>> {
-        read(&self.entities).values().cloned().collect()
+        read(&self.entities).by_key.values().cloned().collect()
     }
 
     /// Adds (or replaces the description of) an entity.
@@ -850,7 +857,10 @@ impl Runtime {
             seen: Mutex::default(),
             last_used: Mutex::new(now),
         });
-        write(&self.entities).insert(key, entity.clone());
+        let mut entities = write(&self.entities);
+        entities.by_id.insert(id, entity.clone());
+        entities.by_key.insert(key, entity.clone());
+        drop(entities);
         entity
     }
 
@@ -873,7 +883,10 @@ impl Runtime {
     }
 
     pub(crate) fn unregister(&self, key: &[u8]) -> Option<Arc<Entity>> {
-        write(&self.entities).remove(key)
+        let mut entities = write(&self.entities);
+        let entity = entities.by_key.remove(key)?;
+        entities.by_id.remove(&entity.id);
+        Some(entity)
     }
 
     pub(crate) fn remove_subscription(&self, topic: &Entity, id: u64) {
@@ -932,7 +945,7 @@ impl Runtime {
     }
 
     pub(crate) fn by_id(&self, id: u64) -> Option<Arc<Entity>> {
-        read(&self.entities).values().find(|e| e.id == id).cloned()
+        read(&self.entities).by_id.get(&id).cloned()
     }
 
     /// Sends whose writes are submitted but whose deliveries are not filed yet.
