@@ -447,32 +447,51 @@ async fn deleting_a_subscription_with_cold_deliveries_releases_its_messages() {
 /// client disconnects) still leaves a receivable message, not one stored but never filed.
 #[tokio::test]
 async fn a_send_abandoned_after_its_write_is_still_delivered() {
-    let (_dir, _clock, broker) = fresh(1024).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Durable writes: each send waits for a sync, so its first poll finds it waiting.
+    let store = Store::open(&Options {
+        location: Location::Directory(dir.path().to_path_buf()),
+        cache_bytes: 1 << 20,
+        durability: Durability::Full,
+    })
+    .unwrap();
+    let clock = Clock::manual(chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap());
+    let broker = Broker::open(store, clock).await.unwrap();
     broker
         .put_entity("q", description(EntityKind::Queue), false)
         .await
         .unwrap();
-    // Polled once (the write is submitted on the first poll), then dropped.
-    {
-        let mut send = std::pin::pin!(broker.send("q", vec![outgoing(7)]));
+    // Each send is polled once (its write is submitted on the first poll), then dropped.
+    const SENDS: u8 = 20;
+    let mut abandoned = 0;
+    for n in 0..SENDS {
+        let mut send = std::pin::pin!(broker.send("q", vec![outgoing(n)]));
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        assert!(
-            send.as_mut().poll(&mut cx).is_pending(),
-            "the send waits for its write"
-        );
+        if send.as_mut().poll(&mut cx).is_pending() {
+            abandoned += 1;
+        }
     }
+    assert!(abandoned > 0, "no send was still waiting for its write when dropped");
     let target = ReceiveTarget {
         key: EntityKey::Queue("q".into()),
         dead_letter: false,
     };
-    let got = broker
-        .receive(
-            &target,
-            ReceiveMode::ReceiveAndDelete,
-            std::time::Duration::from_secs(30),
-        )
-        .await
-        .unwrap();
-    assert_eq!(got.map(|m| m.body), Some(vec![7]));
+    let mut bodies = Vec::new();
+    while bodies.len() < usize::from(SENDS) {
+        let got = broker
+            .receive(
+                &target,
+                ReceiveMode::ReceiveAndDelete,
+                std::time::Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+        match got {
+            Some(m) => bodies.push(m.body[0]),
+            None => break,
+        }
+    }
+    bodies.sort_unstable();
+    assert_eq!(bodies, (0..SENDS).collect::<Vec<_>>());
     broker.close().await.unwrap();
 }
