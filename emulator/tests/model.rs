@@ -471,7 +471,10 @@ async fn a_send_abandoned_after_its_write_is_still_delivered() {
             abandoned += 1;
         }
     }
-    assert!(abandoned > 0, "no send was still waiting for its write when dropped");
+    assert!(
+        abandoned > 0,
+        "no send was still waiting for its write when dropped"
+    );
     let target = ReceiveTarget {
         key: EntityKey::Queue("q".into()),
         dead_letter: false,
