@@ -1204,6 +1204,63 @@ mod tests {
     }
 
     #[test]
+    fn cold_deliveries_expire_when_read_in_and_the_take_reads_on() {
+        let now = Utc::now();
+        let queue = Queue::new(1);
+        let expired = |seq| Entry {
+            seq,
+            delivery: Delivery {
+                expires_at: Some(now - Duration::seconds(1)),
+                ..delivery(1)
+            },
+        };
+        let mut disk: BTreeMap<u64, Delivery> = BTreeMap::new();
+        let mut entries: Vec<Entry> = (1..=3).map(expired).collect();
+        entries.push(Entry {
+            seq: 4,
+            delivery: delivery(1),
+        });
+        for e in &entries {
+            disk.insert(e.seq, e.delivery.clone());
+        }
+        queue.insert(entries, now);
+        // Counted until a receiver reaches them, as the service does.
+        assert_eq!(queue.counts().active, 4);
+        let load =
+            |lo: u64, hi: u64| Ok(disk.range(lo..=hi).map(|(&s, d)| (s, d.clone())).collect());
+        let settings = QueueSettings {
+            lock_duration: TimeSpan::from_secs(30),
+            max_delivery_count: 10,
+            dead_letter_on_expiry: false,
+        };
+        let mut effects = Vec::new();
+        let taken = queue
+            .take(
+                Sub::Main,
+                ReceiveMode::ReceiveAndDelete,
+                &settings,
+                now,
+                &mut effects,
+                &load,
+            )
+            .unwrap();
+        assert_eq!(
+            taken.map(|t| t.entry.seq),
+            Some(4),
+            "past three expired ones"
+        );
+        let removed: Vec<u64> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Remove(seq, _) => Some(*seq),
+                Effect::Rewrite(..) => None,
+            })
+            .collect();
+        assert_eq!(removed, vec![1, 2, 3, 4]);
+        assert_eq!(queue.counts().active, 0);
+    }
+
+    #[test]
     fn a_drain_names_the_cold_deliveries() {
         let queue = Queue::new(1);
         queue.insert(
