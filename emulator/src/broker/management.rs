@@ -469,38 +469,35 @@ impl Broker {
         if entity.kind == EntityKind::Topic {
             self.runtime.forget_refs(entity.id);
         }
-        // A subscription's deliveries hold references to its topic's messages; a queue's
-        // messages go with the prefix deletes above.
-        if let (Some(queue), EntityKey::Subscription(topic, _)) = (&entity.queue, key) {
-            let (entries, cold) = queue.drain();
-            let topic = self
-                .runtime
-                .get(&EntityKey::Topic(topic.clone()).to_bytes());
-            let mut release = |seq: u64, size: &dyn Fn() -> u64| {
-                if let Some(topic) = &topic
-                    && self.runtime.release_ref(topic.id, seq)
-                {
-                    writes.push(Write::delete(Key::Message(topic.id, seq)));
-                    topic.remove_stored(size());
-                }
-            };
-            for entry in entries {
-                release(entry.seq, &|| entry.delivery.size);
-            }
-            for seq in cold {
-                // Cold deliveries are read only for the size of a message they release.
-                release(seq, &|| {
-                    self.store
-                        .get::<Delivery>(Key::Delivery(entity.id, seq))
-                        .ok()
-                        .flatten()
-                        .map_or(0, |d| d.size)
-                });
-            }
-        }
         if let Some(queue) = &entity.queue {
-            if entity.kind == EntityKind::Queue {
-                queue.drain();
+            let (entries, cold) = queue.drain();
+            // A subscription's deliveries hold references to its topic's messages; a queue's
+            // messages go with the prefix deletes above.
+            if let EntityKey::Subscription(topic, _) = key {
+                let topic = self
+                    .runtime
+                    .get(&EntityKey::Topic(topic.clone()).to_bytes());
+                let mut release = |seq: u64, size: &dyn Fn() -> u64| {
+                    if let Some(topic) = &topic
+                        && self.runtime.release_ref(topic.id, seq)
+                    {
+                        writes.push(Write::delete(Key::Message(topic.id, seq)));
+                        topic.remove_stored(size());
+                    }
+                };
+                for entry in entries {
+                    release(entry.seq, &|| entry.delivery.size);
+                }
+                for seq in cold {
+                    // Cold deliveries are read only for the size of a message they release.
+                    release(seq, &|| {
+                        self.store
+                            .get::<Delivery>(Key::Delivery(entity.id, seq))
+                            .ok()
+                            .flatten()
+                            .map_or(0, |d| d.size)
+                    });
+                }
             }
             queue.wake_all();
         }

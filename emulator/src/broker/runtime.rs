@@ -162,7 +162,7 @@ pub(crate) type Loader<'a> = &'a dyn Fn(u64, u64) -> crate::store::Result<Vec<(u
 /// Only deliveries whose record on disk is their current state are filed here (new sends,
 /// and everything at start-up); nothing changes them while they are cold, so reading them
 /// in later gives exactly what was filed.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Cold {
     seqs: RangeSet<u64>,
     count: u64,
@@ -184,7 +184,7 @@ impl Cold {
     }
 
     fn all(&self) -> Vec<u64> {
-        self.seqs.iter().flat_map(Clone::clone).collect()
+        self.first(usize::MAX)
     }
 }
 
@@ -1071,16 +1071,14 @@ struct ColdSnapshot {
 impl ColdSnapshot {
     /// A subqueue's ready and cold deliveries, all as cold.
     fn of(sub: &SubQueue) -> Self {
-        let mut seqs = sub.cold.seqs.clone();
-        let mut bytes = sub.cold.bytes;
+        let mut cold = sub.cold.clone();
         for (&seq, entry) in &sub.ready {
-            seqs.insert(seq..seq.saturating_add(1));
-            bytes += entry.delivery.size;
+            cold.add(seq, entry.delivery.size);
         }
         ColdSnapshot {
-            ranges: seqs.iter().map(|r| (r.start, r.end)).collect(),
-            count: sub.cold.count + sub.ready.len() as u64,
-            bytes,
+            ranges: cold.seqs.iter().map(|r| (r.start, r.end)).collect(),
+            count: cold.count,
+            bytes: cold.bytes,
         }
     }
 
@@ -1153,6 +1151,40 @@ mod tests {
         }
     }
 
+    fn settings() -> QueueSettings {
+        QueueSettings {
+            lock_duration: TimeSpan::from_secs(30),
+            max_delivery_count: 10,
+            dead_letter_on_expiry: false,
+        }
+    }
+
+    /// Reads `lo..=hi` of `disk`, as the store would.
+    fn read(disk: &BTreeMap<u64, Delivery>, lo: u64, hi: u64) -> Vec<(u64, Delivery)> {
+        disk.range(lo..=hi).map(|(&s, d)| (s, d.clone())).collect()
+    }
+
+    /// Receives-and-deletes the head of the main subqueue, reading cold deliveries through
+    /// `load`; the sequence number taken.
+    fn take(
+        queue: &Queue,
+        now: DateTime<Utc>,
+        load: Loader<'_>,
+        effects: &mut Vec<Effect>,
+    ) -> Option<u64> {
+        queue
+            .take(
+                Sub::Main,
+                ReceiveMode::ReceiveAndDelete,
+                &settings(),
+                now,
+                effects,
+                load,
+            )
+            .unwrap()
+            .map(|t| t.entry.seq)
+    }
+
     #[test]
     fn past_the_window_deliveries_wait_on_disk_and_come_back_in_order() {
         let now = Utc::now();
@@ -1175,27 +1207,12 @@ mod tests {
         let reads = std::cell::Cell::new(0);
         let load = |lo: u64, hi: u64| {
             reads.set(reads.get() + 1);
-            Ok(disk.range(lo..=hi).map(|(&s, d)| (s, d.clone())).collect())
-        };
-        let settings = QueueSettings {
-            lock_duration: TimeSpan::from_secs(30),
-            max_delivery_count: 10,
-            dead_letter_on_expiry: false,
+            Ok(read(&disk, lo, hi))
         };
         let mut taken = Vec::new();
         let mut effects = Vec::new();
-        while let Some(t) = queue
-            .take(
-                Sub::Main,
-                ReceiveMode::ReceiveAndDelete,
-                &settings,
-                now,
-                &mut effects,
-                &load,
-            )
-            .unwrap()
-        {
-            taken.push(t.entry.seq);
+        while let Some(seq) = take(&queue, now, &load, &mut effects) {
+            taken.push(seq);
         }
         assert_eq!(taken, vec![1, 2, 3, 4, 5, 6, 7]);
         assert!(reads.get() >= 3, "read in a window at a time");
@@ -1226,26 +1243,10 @@ mod tests {
         queue.insert(entries, now);
         // Counted until a receiver reaches them, as the service does.
         assert_eq!(queue.counts().active, 4);
-        let load =
-            |lo: u64, hi: u64| Ok(disk.range(lo..=hi).map(|(&s, d)| (s, d.clone())).collect());
-        let settings = QueueSettings {
-            lock_duration: TimeSpan::from_secs(30),
-            max_delivery_count: 10,
-            dead_letter_on_expiry: false,
-        };
+        let load = |lo: u64, hi: u64| Ok(read(&disk, lo, hi));
         let mut effects = Vec::new();
-        let taken = queue
-            .take(
-                Sub::Main,
-                ReceiveMode::ReceiveAndDelete,
-                &settings,
-                now,
-                &mut effects,
-                &load,
-            )
-            .unwrap();
         assert_eq!(
-            taken.map(|t| t.entry.seq),
+            take(&queue, now, &load, &mut effects),
             Some(4),
             "past three expired ones"
         );

@@ -311,11 +311,11 @@ impl Store {
         mut visit: impl FnMut(&[u8], T) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), E> {
         let prefix = prefix.into();
-        for item in self.tree(&prefix).scan_prefix(prefix.to_prefix_bytes()) {
-            let (key, bytes) = item.map_err(Error::from)?;
-            visit(&key, decode(&prefix, &bytes)?)?;
-        }
-        Ok(())
+        walk(
+            &prefix,
+            self.tree(&prefix).scan_prefix(prefix.to_prefix_bytes()),
+            &mut visit,
+        )
     }
 
     /// The records from `from` to `to`, both included (keys of the same tree), in key
@@ -330,13 +330,16 @@ impl Store {
         to: impl Into<Key>,
     ) -> Result<Vec<(Vec<u8>, T)>> {
         let (from, to) = (from.into(), to.into());
-        self.tree(&from)
-            .range(from.to_bytes()..=to.to_bytes())
-            .map(|item| {
-                let (key, bytes) = item?;
-                Ok((key.to_vec(), decode(&from, &bytes)?))
-            })
-            .collect()
+        let mut out = Vec::new();
+        walk(
+            &from,
+            self.tree(&from).range(from.to_bytes()..=to.to_bytes()),
+            &mut |key: &[u8], value| {
+                out.push((key.to_vec(), value));
+                Ok::<_, Error>(())
+            },
+        )?;
+        Ok(out)
     }
 
     /// Counts records below `prefix`.
@@ -426,6 +429,19 @@ fn open_waiting_for_lock(config: &sled::Config) -> std::result::Result<sled::Db,
             other => return other,
         }
     }
+}
+
+/// Decodes each record of `records` (of the tree and layout of `key`) and hands it on.
+fn walk<T: DeserializeOwned, E: From<Error>>(
+    key: &Key,
+    records: sled::Iter,
+    visit: &mut impl FnMut(&[u8], T) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    for item in records {
+        let (k, bytes) = item.map_err(Error::from)?;
+        visit(&k, decode(key, &bytes)?)?;
+    }
+    Ok(())
 }
 
 fn decode<T: DeserializeOwned>(key: &Key, bytes: &[u8]) -> Result<T> {
