@@ -329,7 +329,10 @@ impl QueueState {
         Some(which)
     }
 
-    /// Reads cold entries in, smallest first, once fewer than half a window are ready.
+    /// Reads cold entries in, smallest first, once fewer than half a window are ready, or
+    /// when the smallest cold one comes before every ready one (a message released, or
+    /// restored from a snapshot, after larger ones went cold), so that the head is always
+    /// the smallest sequence number.
     fn refill(
         &mut self,
         which: Sub,
@@ -338,12 +341,17 @@ impl QueueState {
     ) -> crate::store::Result<()> {
         let window = self.window;
         let sub = self.sub(which);
-        if sub.cold.count == 0 || sub.ready.len() >= window.div_ceil(2) {
+        let cold_first = sub.cold.seqs.iter().next().map(|r| r.start);
+        let behind = matches!(
+            (cold_first, sub.ready.first_key_value()),
+            (Some(cold), Some((&ready, _))) if cold < ready
+        );
+        if sub.cold.count == 0 || (sub.ready.len() >= window.div_ceil(2) && !behind) {
             return Ok(());
         }
         let seqs = sub
             .cold
-            .first((window - sub.ready.len()).clamp(1, LOAD_CHUNK));
+            .first(window.saturating_sub(sub.ready.len()).clamp(1, LOAD_CHUNK));
         let (Some(&lo), Some(&hi)) = (seqs.first(), seqs.last()) else {
             return Ok(());
         };
@@ -1218,6 +1226,29 @@ mod tests {
         assert!(reads.get() >= 3, "read in a window at a time");
         let counts = queue.counts();
         assert_eq!((counts.active, counts.bytes), (0, 0));
+    }
+
+    #[test]
+    fn a_cold_delivery_below_the_ready_ones_is_taken_first() {
+        // A restart from a snapshot files the held deliveries in no set order: with a
+        // full window, a smaller one goes cold behind a larger ready one.
+        let now = Utc::now();
+        let queue = Queue::new(1);
+        let disk: BTreeMap<u64, Delivery> = [3, 5].map(|s| (s, delivery(s))).into();
+        for seq in [5, 3] {
+            queue.insert(
+                [Entry {
+                    seq,
+                    delivery: disk[&seq].clone(),
+                }],
+                now,
+            );
+        }
+        assert_eq!(lock(&queue.state).main.cold.count, 1);
+        let load = |lo: u64, hi: u64| Ok(read(&disk, lo, hi));
+        let mut effects = Vec::new();
+        assert_eq!(take(&queue, now, &load, &mut effects), Some(3));
+        assert_eq!(take(&queue, now, &load, &mut effects), Some(5));
     }
 
     #[test]
