@@ -53,7 +53,7 @@ impl Recv {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 enum Op {
     SendQueue(u8),
     SendTopic(u8),
@@ -64,6 +64,9 @@ enum Op {
     Renew(usize),
     Advance(i64),
     Restart,
+    /// A restart that finds no index snapshot (as after a crash): the index is rebuilt
+    /// from the records.
+    Rebuild,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -78,6 +81,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::Renew),
         2 => prop::sample::select(vec![10i64, 31]).prop_map(Op::Advance),
         1 => Just(Op::Restart),
+        1 => Just(Op::Rebuild),
     ]
 }
 
@@ -361,10 +365,18 @@ async fn run(ops: Vec<Op>, window: usize) -> Result<(), TestCaseError> {
                 model.now += secs;
                 model.expire_locks();
             }
-            Op::Restart => {
+            Op::Restart | Op::Rebuild => {
                 broker.close().await.unwrap();
                 // The old handle holds sled's file lock until it is dropped.
                 drop(broker);
+                if op == Op::Rebuild {
+                    let snapshot = dir.path().join("index.snapshot");
+                    prop_assert!(
+                        snapshot.exists(),
+                        "step {step}: a clean close keeps the index"
+                    );
+                    std::fs::remove_file(snapshot).unwrap();
+                }
                 broker = open(dir.path(), &clock, window).await;
                 for msgs in model.messages.values_mut() {
                     for m in msgs.values_mut() {

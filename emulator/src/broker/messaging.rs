@@ -303,6 +303,10 @@ impl Broker {
             if copies.is_empty() {
                 continue;
             }
+            // A queue's one delivery rides in its stored message (see `queue_deliveries`).
+            let queue_delivery = (entity.kind == EntityKind::Queue)
+                .then(|| copies.first().map(|c| c.delivery.clone()))
+                .flatten();
             let stored = StoredMessage {
                 sequence_number: seq,
                 enqueued_at: now,
@@ -310,13 +314,14 @@ impl Broker {
                 scheduled_at: message.scheduled_at,
                 props: message.props,
                 body_len: message.body.len() as u64,
+                queue_delivery,
             };
             writes.push(Write::put_with_body(
                 Key::Message(entity.id, seq),
                 &stored,
                 &message.body,
             ));
-            for copy in &copies {
+            for copy in copies.iter().filter(|_| entity.kind != EntityKind::Queue) {
                 writes.push(Write::put(Key::Delivery(copy.to.id, seq), &copy.delivery));
                 if let Some(o) = &copy.overrides {
                     writes.push(Write::put(Key::Override(copy.to.id, seq), o));
@@ -485,15 +490,24 @@ impl Broker {
             allowed(&entity, &description, "receive")?;
             let settings = QueueSettings::of(&description);
             let mut effects = Vec::new();
-            let load = |lo: u64, hi: u64| {
-                let records = self.store.range::<Delivery>(
-                    Key::Delivery(entity.id, lo),
-                    Key::Delivery(entity.id, hi),
-                )?;
-                Ok(records
-                    .into_iter()
-                    .filter_map(|(key, d)| Key::parse_numbers(&key).map(|(_, _, seq)| (seq, d)))
-                    .collect())
+            let load = |sub: Sub, lo: u64, hi: u64| {
+                let mut found = Vec::new();
+                if entity.kind == EntityKind::Queue && sub == Sub::Main {
+                    self.queue_deliveries(entity.id, lo, hi, |seq, d| {
+                        found.push((seq, d));
+                        Ok(())
+                    })?;
+                    return Ok(found);
+                }
+                // A dead-lettered delivery, or a subscription's, always has its record.
+                for record in self
+                    .store
+                    .iter::<Delivery>(Key::Delivery(entity.id, lo), Key::Delivery(entity.id, hi))
+                {
+                    let (key, d) = record?;
+                    found.extend(Key::parse_numbers(&key).map(|(_, _, seq)| (seq, d)));
+                }
+                Ok(found)
             };
             let taken = queue.take(
                 which,
@@ -556,6 +570,48 @@ impl Broker {
             props,
             body,
         })
+    }
+
+    /// A queue's deliveries with sequence numbers in `lo..=hi`, in order: the `D` record
+    /// where one was written (the delivery changed since it was sent), else the delivery
+    /// its stored message was sent with. Both are walked together, one record at a time.
+    fn queue_deliveries(
+        &self,
+        queue: u64,
+        lo: u64,
+        hi: u64,
+        mut each: impl FnMut(u64, Delivery) -> crate::store::Result<()>,
+    ) -> crate::store::Result<()> {
+        let seq_of = |key: &[u8]| Key::parse_numbers(key).map_or(0, |(_, _, seq)| seq);
+        let mut written = self
+            .store
+            .iter::<Delivery>(Key::Delivery(queue, lo), Key::Delivery(queue, hi));
+        let mut next = written.next().transpose()?;
+        for record in self
+            .store
+            .iter::<StoredMessage>(Key::Message(queue, lo), Key::Message(queue, hi))
+        {
+            let (key, stored) = record?;
+            let seq = seq_of(&key);
+            // A delivery record without its message cannot be written (both go in one
+            // atomic write); one would be skipped.
+            while let Some((k, _)) = &next
+                && seq_of(k) < seq
+            {
+                next = written.next().transpose()?;
+            }
+            let delivery = match next.take_if(|(k, _)| seq_of(k) == seq) {
+                Some((_, d)) => {
+                    next = written.next().transpose()?;
+                    Some(d)
+                }
+                None => stored.queue_delivery,
+            };
+            if let Some(delivery) = delivery {
+                each(seq, delivery)?;
+            }
+        }
+        Ok(())
     }
 
     async fn persist(&self, receivable: u64, effects: Vec<Effect>) -> Result<()> {
@@ -752,6 +808,8 @@ impl Broker {
                 };
                 self.runtime.ensure_ids_above(receivable);
                 match by_id.get(&receivable) {
+                    // A queue's deliveries are read with its messages, below.
+                    Some(e) if e.kind == EntityKind::Queue => {}
                     Some(e) if e.queue.is_some() && by_id.contains_key(&delivery.owner) => {
                         let max = match max_of {
                             Some((id, max)) if id == receivable => max,
@@ -783,6 +841,23 @@ impl Broker {
                 }
                 Ok(())
             })?;
+        for queue in by_id.values().filter(|e| e.kind == EntityKind::Queue) {
+            let max = queue.description().max_delivery_count;
+            let mut top = None;
+            self.queue_deliveries(queue.id, 0, u64::MAX, |seq, delivery| {
+                let delivery = Self::restarted(max, queue.id, seq, delivery, &mut writes);
+                queue.add_stored(delivery.size);
+                top = Some(seq);
+                if let Some(q) = &queue.queue {
+                    q.insert([Entry { seq, delivery }], now);
+                }
+                Ok(())
+            })?;
+            if let Some(top) = top {
+                let known = max_seq.entry(queue.id).or_default();
+                *known = (*known).max(top);
+            }
+        }
         // Stored messages of entities deleted while their messages were being removed: a
         // seek per owner finds them without reading every message (a message of a live
         // owner is written and released in the same atomic write as its deliveries, so no

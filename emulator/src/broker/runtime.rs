@@ -153,8 +153,10 @@ pub(crate) const DEFAULT_WINDOW: usize = crate::config::DEFAULT_INDEX_WINDOW as 
 /// Most deliveries read in from disk at once (under the queue's lock).
 const LOAD_CHUNK: usize = 256;
 
-/// Reads a receivable's delivery records with sequence numbers in `lo..=hi`.
-pub(crate) type Loader<'a> = &'a dyn Fn(u64, u64) -> crate::store::Result<Vec<(u64, Delivery)>>;
+/// Reads the deliveries of a receivable's subqueue with sequence numbers in `lo..=hi` (it
+/// may return others of the receivable too; they are ignored).
+pub(crate) type Loader<'a> =
+    &'a dyn Fn(Sub, u64, u64) -> crate::store::Result<Vec<(u64, Delivery)>>;
 
 /// Deliveries of a subqueue that are on disk but not in memory: their sequence numbers (as
 /// ranges: a backlog of a million sends is one range) and the totals counts need.
@@ -355,7 +357,7 @@ impl QueueState {
         let (Some(&lo), Some(&hi)) = (seqs.first(), seqs.last()) else {
             return Ok(());
         };
-        let found = load(lo, hi)?;
+        let found = load(which, lo, hi)?;
         let sub = self.sub(which);
         let mut entries = Vec::with_capacity(seqs.len());
         for (seq, delivery) in found {
@@ -1213,7 +1215,7 @@ mod tests {
             assert_eq!(state.main.cold.count, 5);
         }
         let reads = std::cell::Cell::new(0);
-        let load = |lo: u64, hi: u64| {
+        let load = |_: Sub, lo: u64, hi: u64| {
             reads.set(reads.get() + 1);
             Ok(read(&disk, lo, hi))
         };
@@ -1245,7 +1247,7 @@ mod tests {
             );
         }
         assert_eq!(lock(&queue.state).main.cold.count, 1);
-        let load = |lo: u64, hi: u64| Ok(read(&disk, lo, hi));
+        let load = |_: Sub, lo: u64, hi: u64| Ok(read(&disk, lo, hi));
         let mut effects = Vec::new();
         assert_eq!(take(&queue, now, &load, &mut effects), Some(3));
         assert_eq!(take(&queue, now, &load, &mut effects), Some(5));
@@ -1274,7 +1276,7 @@ mod tests {
         queue.insert(entries, now);
         // Counted until a receiver reaches them, as the service does.
         assert_eq!(queue.counts().active, 4);
-        let load = |lo: u64, hi: u64| Ok(read(&disk, lo, hi));
+        let load = |_: Sub, lo: u64, hi: u64| Ok(read(&disk, lo, hi));
         let mut effects = Vec::new();
         assert_eq!(
             take(&queue, now, &load, &mut effects),

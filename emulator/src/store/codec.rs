@@ -54,11 +54,12 @@ pub(super) fn encode_compact<T: Serialize>(value: &T) -> Vec<u8> {
     out
 }
 
+/// A record; of a record with a body (see [`encode_with_body`]), the header alone.
 pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     match bytes.split_first() {
         Some((&FORMAT_VERSION, body)) => Ok(serde_json::from_slice(body)?),
         Some((&(NAMED_VERSION | COMPACT_VERSION), body)) => Ok(rmp_serde::from_slice(body)?),
-        other => Err(DecodeError::Version(other.map(|(v, _)| *v))),
+        _ => split_body(bytes).map(|(header, _)| header),
     }
 }
 
@@ -88,6 +89,12 @@ pub(super) fn encode_with_body<T: Serialize>(header: &T, body: &[u8]) -> Vec<u8>
 pub(super) fn decode_with_body<T: DeserializeOwned>(
     bytes: &[u8],
 ) -> Result<(T, Vec<u8>), DecodeError> {
+    let (header, body) = split_body(bytes)?;
+    Ok((header, bytes[body..].to_vec()))
+}
+
+/// The header of a record with a body, and where its body starts.
+fn split_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), DecodeError> {
     match bytes.split_first() {
         Some((&version, rest))
             if rest.len() >= 4
@@ -107,7 +114,7 @@ pub(super) fn decode_with_body<T: DeserializeOwned>(
             } else {
                 rmp_serde::from_slice(header)?
             };
-            Ok((header, rest[4 + len..].to_vec()))
+            Ok((header, 1 + 4 + len))
         }
         other => Err(DecodeError::Version(other.map(|(v, _)| *v))),
     }
@@ -167,6 +174,9 @@ mod tests {
             decode_with_body::<Record>(&new).unwrap(),
             (Record { a: 1, b: None }, b"raw".to_vec())
         );
+        // Read as a plain record, a record with a body is its header.
+        assert_eq!(decode::<Record>(&new).unwrap(), Record { a: 1, b: None });
+        assert_eq!(decode::<Record>(&old).unwrap().a, 7);
         assert!(decode::<Record>(&[9, 1, 2]).is_err());
         assert!(decode_with_body::<Record>(&[COMPACT_BODY_VERSION, 0, 0, 0, 9]).is_err());
     }

@@ -329,17 +329,23 @@ impl Store {
         from: impl Into<Key>,
         to: impl Into<Key>,
     ) -> Result<Vec<(Vec<u8>, T)>> {
+        self.iter(from, to).collect()
+    }
+
+    /// As [`Store::range`], read as the caller walks it, so a long range is never all in
+    /// memory. A record with a body (a stored message) yields its header alone.
+    pub fn iter<T: DeserializeOwned>(
+        &self,
+        from: impl Into<Key>,
+        to: impl Into<Key>,
+    ) -> impl Iterator<Item = Result<(Vec<u8>, T)>> {
         let (from, to) = (from.into(), to.into());
-        let mut out = Vec::new();
-        walk(
-            &from,
-            self.tree(&from).range(from.to_bytes()..=to.to_bytes()),
-            &mut |key: &[u8], value| {
-                out.push((key.to_vec(), value));
-                Ok::<_, Error>(())
-            },
-        )?;
-        Ok(out)
+        self.tree(&from)
+            .range(from.to_bytes()..=to.to_bytes())
+            .map(move |item| {
+                let (key, bytes) = item?;
+                Ok((key.to_vec(), decode(&from, &bytes)?))
+            })
     }
 
     /// Counts records below `prefix`.
