@@ -6,7 +6,7 @@ use servicebus_wire::{CountDetails, EntityKind, RuleDescription};
 
 use super::{Broker, Error, Result};
 use crate::filter;
-use crate::model::message::Delivery;
+use crate::model::message::{Delivery, StoredMessage};
 use crate::model::{EntityRecord, RuleRecord};
 use crate::store::{EntityKey, Key, Write};
 
@@ -477,25 +477,35 @@ impl Broker {
                 let topic = self
                     .runtime
                     .get(&EntityKey::Topic(topic.clone()).to_bytes());
-                let mut release = |seq: u64, size: &dyn Fn() -> u64| {
+                let mut release = |seq: u64, size: &dyn Fn(u64) -> u64| {
                     if let Some(topic) = &topic
                         && self.runtime.release_ref(topic.id, seq)
                     {
-                        writes.push(Write::delete(Key::Message(topic.id, seq)));
-                        topic.remove_stored(size());
+                        self.runtime
+                            .release_message(topic.id, seq, size(topic.id), &mut writes);
                     }
                 };
                 for entry in entries {
-                    release(entry.seq, &|| entry.delivery.size);
+                    release(entry.seq, &|_| entry.delivery.size);
                 }
                 for seq in cold {
-                    // Cold deliveries are read only for the size of a message they release.
-                    release(seq, &|| {
-                        self.store
-                            .get::<Delivery>(Key::Delivery(entity.id, seq))
+                    // Cold deliveries are read only for the size of a message they release:
+                    // from the delivery record, else from the stored message's list.
+                    release(seq, &|topic| {
+                        let record = self.store.get::<Delivery>(Key::Delivery(entity.id, seq));
+                        let listed = || {
+                            let stored = self.store.get::<StoredMessage>(Key::Message(topic, seq));
+                            stored
+                                .ok()
+                                .flatten()
+                                .and_then(|m| m.initial_delivery(topic, entity.id).map(|d| d.size))
+                        };
+                        record
                             .ok()
                             .flatten()
-                            .map_or(0, |d| d.size)
+                            .map(|d| d.size)
+                            .or_else(listed)
+                            .unwrap_or(0)
                     });
                 }
             }

@@ -303,10 +303,16 @@ impl Broker {
             if copies.is_empty() {
                 continue;
             }
-            // A queue's one delivery rides in its stored message (see `queue_deliveries`).
+            // A queue's one delivery, and a topic's plain copies, ride in the stored message
+            // (see `deliveries`): one record for the send, not one per copy.
             let queue_delivery = (entity.kind == EntityKind::Queue)
                 .then(|| copies.first().map(|c| c.delivery.clone()))
                 .flatten();
+            let listed = copies
+                .iter()
+                .filter(|c| c.delivery.listed)
+                .map(|c| (c.to.id, c.delivery.clone()))
+                .collect();
             let stored = StoredMessage {
                 sequence_number: seq,
                 enqueued_at: now,
@@ -315,13 +321,17 @@ impl Broker {
                 props: message.props,
                 body_len: message.body.len() as u64,
                 queue_delivery,
+                copies: listed,
             };
             writes.push(Write::put_with_body(
                 Key::Message(entity.id, seq),
                 &stored,
                 &message.body,
             ));
-            for copy in copies.iter().filter(|_| entity.kind != EntityKind::Queue) {
+            for copy in copies
+                .iter()
+                .filter(|c| entity.kind != EntityKind::Queue && !c.delivery.listed)
+            {
                 writes.push(Write::put(Key::Delivery(copy.to.id, seq), &copy.delivery));
                 if let Some(o) = &copy.overrides {
                     writes.push(Write::put(Key::Override(copy.to.id, seq), o));
@@ -373,7 +383,9 @@ impl Broker {
         candidate: &Candidate,
         size: u64,
     ) -> Result<Vec<Copy>> {
-        let delivery = |expires_at, dead_letter: Option<DeadLetter>, overridden| Delivery {
+        let delivery = |expires_at, dead_letter: Option<DeadLetter>, overridden: bool| Delivery {
+            // A topic's plain copies ride in the stored message (see `send`).
+            listed: entity.kind == EntityKind::Topic && !overridden && dead_letter.is_none(),
             owner: entity.id,
             delivery_count: 0,
             expires_at: if dead_letter.is_some() {
@@ -385,6 +397,7 @@ impl Broker {
             scheduled_at: candidate.scheduled_at,
             overridden,
             size,
+            settled: false,
         };
         let message_ttl = message_ttl(candidate.time_to_live);
         // A scheduled message is enqueued when it activates: its time to live starts then.
@@ -482,6 +495,13 @@ impl Broker {
         let queue = queue_of(&entity)?;
         entity.touch(self.clock.now());
         let deadline = tokio::time::Instant::now() + timeout;
+        // Who stores the messages: the queue itself, or the subscription's topic.
+        let owner = match &target.key {
+            EntityKey::Subscription(topic, _) => {
+                self.entity(&EntityKey::Topic(topic.clone())).map(|t| t.id)
+            }
+            _ => Some(entity.id),
+        };
         loop {
             let notified = queue.notified(which);
             tokio::pin!(notified);
@@ -492,20 +512,22 @@ impl Broker {
             let mut effects = Vec::new();
             let load = |sub: Sub, lo: u64, hi: u64| {
                 let mut found = Vec::new();
-                if entity.kind == EntityKind::Queue && sub == Sub::Main {
-                    self.queue_deliveries(entity.id, lo, hi, |seq, d| {
+                if let (Some(owner), Sub::Main) = (owner, sub) {
+                    self.deliveries(owner, &[entity.id], lo, hi, |_, seq, d| {
                         found.push((seq, d));
                         Ok(())
                     })?;
                     return Ok(found);
                 }
-                // A dead-lettered delivery, or a subscription's, always has its record.
+                // A dead-lettered delivery always has its record.
                 for record in self
                     .store
                     .iter::<Delivery>(Key::Delivery(entity.id, lo), Key::Delivery(entity.id, hi))
                 {
                     let (key, d) = record?;
-                    found.extend(Key::parse_numbers(&key).map(|(_, _, seq)| (seq, d)));
+                    if !d.settled {
+                        found.extend(Key::parse_numbers(&key).map(|(_, _, seq)| (seq, d)));
+                    }
                 }
                 Ok(found)
             };
@@ -572,43 +594,52 @@ impl Broker {
         })
     }
 
-    /// A queue's deliveries with sequence numbers in `lo..=hi`, in order: the `D` record
-    /// where one was written (the delivery changed since it was sent), else the delivery
-    /// its stored message was sent with. Both are walked together, one record at a time.
-    fn queue_deliveries(
+    /// The deliveries of `receivers` (a queue itself, or subscriptions of one topic) of the
+    /// messages `owner` stores with sequence numbers in `lo..=hi`, in sequence order: a
+    /// receiver's `D` record where one was written (a settled one drops the copy), else the
+    /// delivery the stored message carries for it. Every record stream is walked at once,
+    /// one record at a time.
+    pub(super) fn deliveries(
         &self,
-        queue: u64,
+        owner: u64,
+        receivers: &[u64],
         lo: u64,
         hi: u64,
-        mut each: impl FnMut(u64, Delivery) -> crate::store::Result<()>,
+        mut each: impl FnMut(u64, u64, Delivery) -> crate::store::Result<()>,
     ) -> crate::store::Result<()> {
         let seq_of = |key: &[u8]| Key::parse_numbers(key).map_or(0, |(_, _, seq)| seq);
-        let mut written = self
-            .store
-            .iter::<Delivery>(Key::Delivery(queue, lo), Key::Delivery(queue, hi));
-        let mut next = written.next().transpose()?;
+        let mut written = Vec::with_capacity(receivers.len());
+        for &receiver in receivers {
+            let mut records = self
+                .store
+                .iter::<Delivery>(Key::Delivery(receiver, lo), Key::Delivery(receiver, hi));
+            let next = records.next().transpose()?;
+            written.push((receiver, records, next));
+        }
         for record in self
             .store
-            .iter::<StoredMessage>(Key::Message(queue, lo), Key::Message(queue, hi))
+            .iter::<StoredMessage>(Key::Message(owner, lo), Key::Message(owner, hi))
         {
             let (key, stored) = record?;
             let seq = seq_of(&key);
-            // A delivery record without its message cannot be written (both go in one
-            // atomic write); one would be skipped.
-            while let Some((k, _)) = &next
-                && seq_of(k) < seq
-            {
-                next = written.next().transpose()?;
-            }
-            let delivery = match next.take_if(|(k, _)| seq_of(k) == seq) {
-                Some((_, d)) => {
-                    next = written.next().transpose()?;
-                    Some(d)
+            for (receiver, records, next) in &mut written {
+                // A delivery record without its message cannot be written (both go in one
+                // atomic write); one would be skipped.
+                while let Some((k, _)) = next.as_ref()
+                    && seq_of(k) < seq
+                {
+                    *next = records.next().transpose()?;
                 }
-                None => stored.queue_delivery,
-            };
-            if let Some(delivery) = delivery {
-                each(seq, delivery)?;
+                let delivery = match next.take_if(|(k, _)| seq_of(k) == seq) {
+                    Some((_, d)) => {
+                        *next = records.next().transpose()?;
+                        (!d.settled).then_some(d)
+                    }
+                    None => stored.initial_delivery(owner, *receiver).cloned(),
+                };
+                if let Some(delivery) = delivery {
+                    each(*receiver, seq, delivery)?;
+                }
             }
         }
         Ok(())
@@ -794,9 +825,6 @@ impl Broker {
     pub(super) async fn recover(&self, by_id: &HashMap<u64, Arc<Entity>>) -> Result<()> {
         let now = self.clock.now();
         let started = std::time::Instant::now();
-        // The maximum delivery count of the receivable seen last (records come by
-        // receivable, so this reads each description once).
-        let mut max_of: Option<(u64, u32)> = None;
         let mut writes = Vec::new();
         let mut max_seq: HashMap<u64, u64> = HashMap::new();
         // Deliveries are filed as they stream by; past each subqueue's window only their
@@ -808,32 +836,8 @@ impl Broker {
                 };
                 self.runtime.ensure_ids_above(receivable);
                 match by_id.get(&receivable) {
-                    // A queue's deliveries are read with its messages, below.
-                    Some(e) if e.kind == EntityKind::Queue => {}
-                    Some(e) if e.queue.is_some() && by_id.contains_key(&delivery.owner) => {
-                        let max = match max_of {
-                            Some((id, max)) if id == receivable => max,
-                            _ => {
-                                let max = e.description().max_delivery_count;
-                                max_of = Some((receivable, max));
-                                max
-                            }
-                        };
-                        let delivery = Self::restarted(max, receivable, seq, delivery, &mut writes);
-                        // A topic's message is stored once whatever its number of copies; a
-                        // queue's has one delivery, its own.
-                        if (delivery.owner == receivable
-                            || self.runtime.add_refs(delivery.owner, seq, 1))
-                            && let Some(owner) = by_id.get(&delivery.owner)
-                        {
-                            owner.add_stored(delivery.size);
-                        }
-                        let top = max_seq.entry(delivery.owner).or_default();
-                        *top = (*top).max(seq);
-                        if let Some(queue) = &e.queue {
-                            queue.insert([Entry { seq, delivery }], now);
-                        }
-                    }
+                    // Read with their stored messages, below.
+                    Some(e) if e.queue.is_some() && by_id.contains_key(&delivery.owner) => {}
                     _ => {
                         writes.push(Write::delete(Key::Delivery(receivable, seq)));
                         writes.push(Write::delete(Key::Override(receivable, seq)));
@@ -841,20 +845,40 @@ impl Broker {
                 }
                 Ok(())
             })?;
-        for queue in by_id.values().filter(|e| e.kind == EntityKind::Queue) {
-            let max = queue.description().max_delivery_count;
+        // Each queue's and each topic's messages with the deliveries of its receivers, in
+        // sequence order (what a window of cold ranges wants).
+        for owner in by_id
+            .values()
+            .filter(|e| matches!(e.kind, EntityKind::Queue | EntityKind::Topic))
+        {
+            let receivers: Vec<Arc<Entity>> = match owner.kind {
+                EntityKind::Queue => vec![owner.clone()],
+                _ => owner.subscriptions().into_iter().map(|(s, _)| s).collect(),
+            };
+            let ids: Vec<u64> = receivers.iter().map(|r| r.id).collect();
+            let max: HashMap<u64, u32> = receivers
+                .iter()
+                .map(|r| (r.id, r.description().max_delivery_count))
+                .collect();
             let mut top = None;
-            self.queue_deliveries(queue.id, 0, u64::MAX, |seq, delivery| {
-                let delivery = Self::restarted(max, queue.id, seq, delivery, &mut writes);
-                queue.add_stored(delivery.size);
+            self.deliveries(owner.id, &ids, 0, u64::MAX, |receiver, seq, delivery| {
+                let Some(to) = by_id.get(&receiver) else {
+                    return Ok(());
+                };
+                let delivery =
+                    Self::restarted(max[&receiver], receiver, seq, delivery, &mut writes);
+                // A topic's message is stored once whatever its number of copies.
+                if owner.kind == EntityKind::Queue || self.runtime.add_refs(owner.id, seq, 1) {
+                    owner.add_stored(delivery.size);
+                }
                 top = Some(seq);
-                if let Some(q) = &queue.queue {
+                if let Some(q) = &to.queue {
                     q.insert([Entry { seq, delivery }], now);
                 }
                 Ok(())
             })?;
             if let Some(top) = top {
-                let known = max_seq.entry(queue.id).or_default();
+                let known = max_seq.entry(owner.id).or_default();
                 *known = (*known).max(top);
             }
         }

@@ -937,21 +937,40 @@ impl Runtime {
                     writes.push(Write::put(Key::Delivery(receivable, seq), &delivery))
                 }
                 Effect::Remove(seq, delivery) => {
-                    writes.push(Write::delete(Key::Delivery(receivable, seq)));
                     if delivery.overridden {
                         writes.push(Write::delete(Key::Override(receivable, seq)));
                     }
                     // A queue's message goes with its one delivery.
                     if delivery.owner == receivable || self.release_ref(delivery.owner, seq) {
-                        writes.push(Write::delete(Key::Message(delivery.owner, seq)));
-                        if let Some(owner) = self.by_id(delivery.owner) {
-                            owner.remove_stored(delivery.size);
-                        }
+                        writes.push(Write::delete(Key::Delivery(receivable, seq)));
+                        self.release_message(delivery.owner, seq, delivery.size, &mut writes);
+                    } else if delivery.listed {
+                        // Its stored message still lists it: a restart must not bring it back.
+                        let settled = Delivery {
+                            settled: true,
+                            ..delivery
+                        };
+                        writes.push(Write::put(Key::Delivery(receivable, seq), &settled));
+                    } else {
+                        writes.push(Write::delete(Key::Delivery(receivable, seq)));
                     }
                 }
             }
         }
         writes
+    }
+
+    /// The writes that delete a stored message whose last delivery went: the message, and
+    /// the delivery records its topic's subscriptions may still have of it (settled copies,
+    /// copies whose state changed).
+    pub(crate) fn release_message(&self, owner: u64, seq: u64, size: u64, writes: &mut Vec<Write>) {
+        writes.push(Write::delete(Key::Message(owner, seq)));
+        if let Some(owner) = self.by_id(owner) {
+            owner.remove_stored(size);
+            for (subscription, _) in owner.subscriptions() {
+                writes.push(Write::delete(Key::Delivery(subscription.id, seq)));
+            }
+        }
     }
 
     pub(crate) fn by_id(&self, id: u64) -> Option<Arc<Entity>> {
@@ -1158,6 +1177,8 @@ mod tests {
             scheduled_at: None,
             overridden: false,
             size,
+            listed: false,
+            settled: false,
         }
     }
 

@@ -111,6 +111,27 @@ pub struct StoredMessage {
     /// in records written before this field (their queue messages have `D` records).
     #[serde(default)]
     pub queue_delivery: Option<Delivery>,
+    /// A topic's message: the copies it was sent with that have no `D` record of their own
+    /// (by subscription id), each the copy's state until a change writes its `D` record. A
+    /// copy settled while others still hold the message leaves a settled `D` record (a
+    /// tombstone). Copies with rule-action overrides, or dead-lettered at send, always have
+    /// a `D` record and are not listed.
+    #[serde(default)]
+    pub copies: Vec<(u64, Delivery)>,
+}
+
+impl StoredMessage {
+    /// The delivery `receiver` got at send, when it rides in this record (no `D` record
+    /// was written for it then).
+    pub fn initial_delivery(&self, owner: u64, receiver: u64) -> Option<&Delivery> {
+        if receiver == owner {
+            return self.queue_delivery.as_ref();
+        }
+        self.copies
+            .iter()
+            .find(|(to, _)| *to == receiver)
+            .map(|(_, d)| d)
+    }
 }
 
 /// Why a message is in the dead-letter subqueue.
@@ -140,4 +161,12 @@ pub struct Delivery {
     pub overridden: bool,
     /// Bytes of body and properties, for counts.
     pub size: u64,
+    /// This topic copy is listed in its stored message's `copies`: settled while other
+    /// copies remain, it leaves a tombstone (`settled`) so that a restart does not bring
+    /// it back from the list.
+    #[serde(default)]
+    pub listed: bool,
+    /// A tombstone: the copy was settled (see `listed`).
+    #[serde(default)]
+    pub settled: bool,
 }

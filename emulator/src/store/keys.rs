@@ -67,8 +67,8 @@ impl EntityKey {
 /// Any record's key, in either tree.
 ///
 /// The `messages` tree holds `M|owner|seq` (a message as sent, stored once for a queue or
-/// topic), `D|receivable|seq` (one receivable's delivery state of it; for a queue, written
-/// only once it differs from the delivery the `M` record was sent with) and `N|owner` (the
+/// topic), `D|receivable|seq` (one receivable's delivery state of it, written only once it
+/// differs from the delivery the `M` record carries for it) and `N|owner` (the
 /// next sequence number); ids and sequence numbers are big-endian so byte order is numeric.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Key {
