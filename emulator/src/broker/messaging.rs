@@ -827,8 +827,8 @@ impl Broker {
         let started = std::time::Instant::now();
         let mut writes = Vec::new();
         let mut max_seq: HashMap<u64, u64> = HashMap::new();
-        // Deliveries are filed as they stream by; past each subqueue's window only their
-        // sequence numbers stay in memory (as ranges), so a large backlog costs little.
+        // Delivery records no live entity owns go; the others are read below, with their
+        // stored messages.
         self.store
             .visit::<Delivery, Error>(Key::AllDeliveries, |key, delivery| {
                 let Some((_, receivable, seq)) = Key::parse_numbers(key) else {
@@ -845,8 +845,9 @@ impl Broker {
                 }
                 Ok(())
             })?;
-        // Each queue's and each topic's messages with the deliveries of its receivers, in
-        // sequence order (what a window of cold ranges wants).
+        // Each queue's and each topic's messages with the deliveries of its receivers, filed
+        // in sequence order as they stream by; past each subqueue's window only their
+        // sequence numbers stay in memory (as ranges), so a large backlog costs little.
         for owner in by_id
             .values()
             .filter(|e| matches!(e.kind, EntityKind::Queue | EntityKind::Topic))
@@ -865,8 +866,8 @@ impl Broker {
                 let Some(to) = by_id.get(&receiver) else {
                     return Ok(());
                 };
-                let delivery =
-                    Self::restarted(max[&receiver], receiver, seq, delivery, &mut writes);
+                let max = max.get(&receiver).copied().unwrap_or(u32::MAX);
+                let delivery = Self::restarted(max, receiver, seq, delivery, &mut writes);
                 // A topic's message is stored once whatever its number of copies.
                 if owner.kind == EntityKind::Queue || self.runtime.add_refs(owner.id, seq, 1) {
                     owner.add_stored(delivery.size);

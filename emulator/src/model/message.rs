@@ -106,9 +106,9 @@ pub struct StoredMessage {
     /// Body length in bytes.
     pub body_len: u64,
     /// A queue's message: the delivery it was sent with. It is the delivery's state until a
-    /// change writes a `D` record, so a queue's send writes one record, not two. Always
-    /// `None` for a topic's message (each subscription's copy has its own `D` record) and
-    /// in records written before this field (their queue messages have `D` records).
+    /// change writes a `D` record, so a queue's send writes one record, not two. `None` for
+    /// a topic's message (see `copies`) and in records written before this field (their
+    /// deliveries all have `D` records).
     #[serde(default)]
     pub queue_delivery: Option<Delivery>,
     /// A topic's message: the copies it was sent with that have no `D` record of their own
