@@ -170,11 +170,7 @@ impl SasToken {
     /// Whether the token's scope covers `path` (a request path, with or without leading `/`):
     /// equal to the scope, or below it.
     pub fn covers(&self, path: &str) -> bool {
-        let scope = self.scope_path();
-        let path = path.trim_matches('/').to_lowercase();
-        scope.is_empty()
-            || path == scope
-            || (path.starts_with(&scope) && path.as_bytes().get(scope.len()) == Some(&b'/'))
+        scope_covers(&self.scope_path(), path)
     }
 
     /// Full verification against a key, a clock reading and a request path.
@@ -198,6 +194,15 @@ impl SasToken {
         }
         Ok(())
     }
+}
+
+/// Whether a token scoped to `scope` (as [`SasToken::scope_path`] gives it) covers `path` (a
+/// request path, with or without leading `/`): equal to the scope, or below it.
+pub fn scope_covers(scope: &str, path: &str) -> bool {
+    let path = path.trim_matches('/').to_lowercase();
+    scope.is_empty()
+        || path == scope
+        || (path.starts_with(scope) && path.as_bytes().get(scope.len()) == Some(&b'/'))
 }
 
 /// Signs a token for `resource_uri`, valid until `expiry_unix`, and returns the whole

@@ -1,9 +1,12 @@
 //! Who may do what: SAS verification (in `servicebus_wire::sas`) plus the rights each
 //! operation needs (contract 2.4, 2.7).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 
+use servicebus_wire::sas::scope_covers;
 use servicebus_wire::{SasError, SasToken};
 
 use crate::clock::Clock;
@@ -168,12 +171,69 @@ pub enum AuthError {
 pub struct Authenticator {
     keys: Vec<SharedAccessKey>,
     clock: Clock,
+    /// Tokens whose signature checked out, by header value. A client sends the same token
+    /// for its whole lifetime, so only its first request pays for parsing and the HMAC;
+    /// expiry and scope are still checked on every request. Keys never change while the
+    /// emulator runs, so an entry stays true.
+    signed: Arc<Mutex<HashMap<String, Signed>>>,
 }
+
+/// What a token with a good signature grants, whatever the request.
+#[derive(Debug, Clone)]
+struct Signed {
+    /// Index of its key in `keys`.
+    key: usize,
+    expiry: i64,
+    scope: String,
+}
+
+/// Most tokens remembered; past it the memory starts again (tokens are few in practice).
+const SIGNED_TOKENS: usize = 1024;
 
 impl Authenticator {
     /// An authenticator for these keys.
     pub fn new(keys: Vec<SharedAccessKey>, clock: Clock) -> Self {
-        Authenticator { keys, clock }
+        Authenticator {
+            keys,
+            clock,
+            signed: Arc::default(),
+        }
+    }
+
+    /// The token's key and claims once its signature is checked (remembered after that).
+    fn signed(&self, header: &str) -> Result<Signed, SasError> {
+        let remembered = self
+            .signed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(header)
+            .cloned();
+        if let Some(signed) = remembered {
+            return Ok(signed);
+        }
+        let token = SasToken::parse(header)?;
+        let key = self
+            .keys
+            .iter()
+            .position(|k| k.name.eq_ignore_ascii_case(token.key_name()))
+            .ok_or_else(|| SasError::UnknownKeyName(token.key_name().to_string()))?;
+        if !token.signature_matches(&self.keys[key].key) {
+            return Err(SasError::InvalidSignature);
+        }
+        let signed = Signed {
+            key,
+            expiry: token.expiry(),
+            scope: token.scope_path(),
+        };
+        let mut remembered = self
+            .signed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if remembered.len() >= SIGNED_TOKENS {
+            remembered.clear();
+        }
+        remembered.insert(header.to_string(), signed.clone());
+        Ok(signed)
     }
 
     /// Checks an `Authorization` header for a request on `path` that needs `need`.
@@ -184,13 +244,19 @@ impl Authenticator {
     /// expired or out-of-scope token; [`AuthError::MissingClaim`] when the key lacks the
     /// right.
     pub fn authorize(&self, header: Option<&str>, path: &str, need: Need) -> Result<(), AuthError> {
-        let token = SasToken::parse(header.ok_or(SasError::Missing)?)?;
-        let key = self
-            .keys
-            .iter()
-            .find(|k| k.name.eq_ignore_ascii_case(token.key_name()))
-            .ok_or_else(|| SasError::UnknownKeyName(token.key_name().to_string()))?;
-        token.verify(&key.key, self.clock.now().timestamp(), path)?;
+        // Checked in the order `SasToken::verify` checks: signature, expiry, scope.
+        let signed = self.signed(header.ok_or(SasError::Missing)?)?;
+        if signed.expiry <= self.clock.now().timestamp() {
+            return Err(SasError::Expired(signed.expiry).into());
+        }
+        if !scope_covers(&signed.scope, path) {
+            return Err(SasError::InvalidAudience {
+                audience: signed.scope,
+                path: path.to_string(),
+            }
+            .into());
+        }
+        let key = &self.keys[signed.key];
         let granted = match need {
             Need::AnyValidToken => true,
             Need::Right(r) => key.rights.grants(r),
@@ -264,6 +330,34 @@ mod tests {
         assert_eq!(
             a.authorize(Some(&listener), "/", Need::AnyValidToken),
             Ok(())
+        );
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires_and_keeps_its_scope() {
+        let a = auth();
+        let need = Need::Right(Right::Send);
+        let sender = sign("http://h/q", "sender", "k2", 2_000);
+        assert_eq!(a.authorize(Some(&sender), "/q/messages", need), Ok(()));
+        // Remembered now: the scope and the rights are still those of the token.
+        assert!(matches!(
+            a.authorize(Some(&sender), "/other/messages", need),
+            Err(AuthError::Unauthenticated(SasError::InvalidAudience { .. }))
+        ));
+        assert_eq!(
+            a.authorize(Some(&sender), "/q", Need::Right(Right::Manage)),
+            Err(AuthError::MissingClaim { claim: "Manage" })
+        );
+        // The same claims signed with another key are a different header: checked afresh.
+        let forged = sign("http://h/q", "sender", "not-k2", 2_000);
+        assert_eq!(
+            a.authorize(Some(&forged), "/q/messages", need),
+            Err(AuthError::Unauthenticated(SasError::InvalidSignature))
+        );
+        a.clock.advance(chrono::Duration::seconds(1_000));
+        assert_eq!(
+            a.authorize(Some(&sender), "/q/messages", need),
+            Err(AuthError::Unauthenticated(SasError::Expired(2_000)))
         );
     }
 
