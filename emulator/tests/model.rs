@@ -178,6 +178,20 @@ async fn fresh(window: usize) -> (tempfile::TempDir, Clock, Broker) {
     (dir, clock, broker)
 }
 
+/// Creates topic `t` with these subscriptions (each with the default rule).
+async fn topic_with(broker: &Broker, subscriptions: &[&str]) {
+    broker
+        .put_entity("t", description(EntityKind::Topic), false)
+        .await
+        .unwrap();
+    for sub in subscriptions {
+        broker
+            .put_subscription("t", sub, description(EntityKind::Subscription), false)
+            .await
+            .unwrap();
+    }
+}
+
 fn outgoing(n: u8) -> Outgoing {
     Outgoing {
         props: MessageProps {
@@ -219,18 +233,7 @@ async fn run(ops: Vec<Op>, window: usize) -> Result<(), TestCaseError> {
         .put_entity("q", description(EntityKind::Queue), false)
         .await
         .unwrap();
-    broker
-        .put_entity("t", description(EntityKind::Topic), false)
-        .await
-        .unwrap();
-    broker
-        .put_subscription("t", "all", description(EntityKind::Subscription), false)
-        .await
-        .unwrap();
-    broker
-        .put_subscription("t", "even", description(EntityKind::Subscription), false)
-        .await
-        .unwrap();
+    topic_with(&broker, &["all", "even"]).await;
     broker.delete_rule("t", "even", "$Default").await.unwrap();
     let even = RuleDescription {
         filter: Filter::Sql {
@@ -418,16 +421,7 @@ proptest! {
 #[tokio::test]
 async fn deleting_a_subscription_with_cold_deliveries_releases_its_messages() {
     let (_dir, _clock, broker) = fresh(1).await;
-    broker
-        .put_entity("t", description(EntityKind::Topic), false)
-        .await
-        .unwrap();
-    for sub in ["a", "b"] {
-        broker
-            .put_subscription("t", sub, description(EntityKind::Subscription), false)
-            .await
-            .unwrap();
-    }
+    topic_with(&broker, &["a", "b"]).await;
     for n in 0..4 {
         broker.send("t", vec![outgoing(n)]).await.unwrap();
     }
@@ -518,16 +512,7 @@ async fn a_send_abandoned_after_its_write_is_still_delivered() {
 #[tokio::test]
 async fn settled_and_action_copies_survive_a_rebuild_as_they_were() {
     let (dir, clock, broker) = fresh(1024).await;
-    broker
-        .put_entity("t", description(EntityKind::Topic), false)
-        .await
-        .unwrap();
-    for sub in ["plain", "tagged"] {
-        broker
-            .put_subscription("t", sub, description(EntityKind::Subscription), false)
-            .await
-            .unwrap();
-    }
+    topic_with(&broker, &["plain", "tagged"]).await;
     broker.delete_rule("t", "tagged", "$Default").await.unwrap();
     let tag = RuleDescription {
         filter: Filter::True,

@@ -6,7 +6,6 @@ use servicebus_wire::{CountDetails, EntityKind, RuleDescription};
 
 use super::{Broker, Error, Result};
 use crate::filter;
-use crate::model::message::{Delivery, StoredMessage};
 use crate::model::{EntityRecord, RuleRecord};
 use crate::store::{EntityKey, Key, Write};
 
@@ -489,23 +488,17 @@ impl Broker {
                     release(entry.seq, &|_| entry.delivery.size);
                 }
                 for seq in cold {
-                    // Cold deliveries are read only for the size of a message they release:
-                    // from the delivery record, else from the stored message's list.
+                    // Cold deliveries are read only for the size of a message they release.
                     release(seq, &|topic| {
-                        let record = self.store.get::<Delivery>(Key::Delivery(entity.id, seq));
-                        let listed = || {
-                            let stored = self.store.get::<StoredMessage>(Key::Message(topic, seq));
-                            stored
-                                .ok()
-                                .flatten()
-                                .and_then(|m| m.initial_delivery(topic, entity.id).map(|d| d.size))
-                        };
-                        record
-                            .ok()
-                            .flatten()
-                            .map(|d| d.size)
-                            .or_else(listed)
-                            .unwrap_or(0)
+                        let mut size = 0;
+                        let read = self.deliveries(topic, &[entity.id], seq, seq, |_, _, d| {
+                            size = d.size;
+                            Ok(())
+                        });
+                        if let Err(e) = read {
+                            tracing::warn!(error = %e, seq, "size of a released message unread");
+                        }
+                        size
                     });
                 }
             }

@@ -319,21 +319,13 @@ impl Store {
     }
 
     /// The records from `from` to `to`, both included (keys of the same tree), in key
-    /// order, with each record's key bytes.
+    /// order, with each record's key bytes, read as the caller walks them, so a long range
+    /// is never all in memory. A record with a body (a stored message) yields its header
+    /// alone.
     ///
     /// # Errors
     ///
-    /// [`Error::Sled`] or [`Error::Decode`].
-    pub fn range<T: DeserializeOwned>(
-        &self,
-        from: impl Into<Key>,
-        to: impl Into<Key>,
-    ) -> Result<Vec<(Vec<u8>, T)>> {
-        self.iter(from, to).collect()
-    }
-
-    /// As [`Store::range`], read as the caller walks it, so a long range is never all in
-    /// memory. A record with a body (a stored message) yields its header alone.
+    /// Each item: [`Error::Sled`] or [`Error::Decode`].
     pub fn iter<T: DeserializeOwned>(
         &self,
         from: impl Into<Key>,
