@@ -15,7 +15,7 @@ use tracing_subscriber::EnvFilter;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The allocator setting [`main`] starts the process with, and its value in milliseconds.
-const PURGE_DELAY: (&str, &str) = ("MIMALLOC_PURGE_DELAY", "100");
+const PURGE_DELAY: (&str, &str) = ("MIMALLOC_PURGE_DELAY", "10");
 
 fn main() -> ExitCode {
     #[cfg(unix)]
@@ -24,10 +24,11 @@ fn main() -> ExitCode {
 }
 
 /// mimalloc gives memory freed by a thread back to the OS only once it has been unused for
-/// its purge delay (1,000 ms by default), and only when that thread calls into it again; so
-/// threads that go idle after a burst kept up to ~20 MB that was no longer used (the
-/// bench's RSS over a 1M store: 129 MB at the default, 123 MB at 100 ms, 107 MB at 0, the
-/// last at a third less fill throughput). mimalloc reads its options from the environment
+/// its purge delay (1,000 ms by default in mimalloc 3; 10 ms was mimalloc 2's default), and
+/// only when that thread calls into it again; so threads that go idle after a burst kept
+/// up to ~20 MB that was no longer used. The bench's RSS over a 1M store: 128-132 MB at
+/// 1,000 ms, 122-128 MB at 100 ms, ~120 MB at 10 ms, 107 MB at 0 (the last at a third less
+/// fill throughput; 10 ms showed no loss). mimalloc reads its options from the environment
 /// when the process starts, and setting one at run time needs `unsafe` FFI, which this
 /// workspace forbids; so, unless the variable is set already, the binary runs itself
 /// again (same pid, arguments and environment) with it set. If that fails it goes on with
