@@ -13,7 +13,7 @@ use super::runtime::{
 };
 use super::{Broker, Error, Result};
 use crate::filter::value::{Properties, PropertiesMut, SystemProperty, Value};
-use crate::model::message::{DeadLetter, Delivery, MessageProps, StoredMessage};
+use crate::model::message::{DeadLetter, Delivery, MessageProps, StoredDeliveries, StoredMessage};
 use crate::store::{EntityKey, Key, Write};
 
 /// A message to send.
@@ -618,7 +618,7 @@ impl Broker {
         }
         for record in self
             .store
-            .iter::<StoredMessage>(Key::Message(owner, lo), Key::Message(owner, hi))
+            .iter::<StoredDeliveries>(Key::Message(owner, lo), Key::Message(owner, hi))
         {
             let (key, stored) = record?;
             let seq = seq_of(&key);

@@ -1,6 +1,7 @@
 //! Messages as the broker keeps them.
 
 use chrono::{DateTime, Utc};
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use servicebus_wire::message::{BrokerProperties, PropertyValue, parse_property};
 
@@ -120,7 +121,33 @@ pub struct StoredMessage {
     pub copies: Vec<(u64, Delivery)>,
 }
 
-impl StoredMessage {
+/// Of a [`StoredMessage`] record, only the deliveries that ride in it: what a walk over a
+/// queue's or subscription's deliveries needs (recovery, the cold path). The other fields
+/// are skipped without being parsed (no dates, no properties); they keep their names and
+/// order, so every record version reads as this too.
+#[derive(Debug, Deserialize)]
+pub struct StoredDeliveries {
+    #[serde(rename = "sequence_number")]
+    _sequence_number: IgnoredAny,
+    #[serde(rename = "enqueued_at")]
+    _enqueued_at: IgnoredAny,
+    #[serde(rename = "time_to_live")]
+    _time_to_live: IgnoredAny,
+    #[serde(rename = "scheduled_at")]
+    _scheduled_at: IgnoredAny,
+    #[serde(rename = "props")]
+    _props: IgnoredAny,
+    #[serde(rename = "body_len")]
+    _body_len: IgnoredAny,
+    /// See [`StoredMessage::queue_delivery`].
+    #[serde(default)]
+    queue_delivery: Option<Delivery>,
+    /// See [`StoredMessage::copies`].
+    #[serde(default)]
+    copies: Vec<(u64, Delivery)>,
+}
+
+impl StoredDeliveries {
     /// The delivery `receiver` got at send, when it rides in this record (no `D` record
     /// was written for it then).
     pub fn initial_delivery(&self, owner: u64, receiver: u64) -> Option<&Delivery> {

@@ -180,4 +180,73 @@ mod tests {
         assert!(decode::<Record>(&[9, 1, 2]).is_err());
         assert!(decode_with_body::<Record>(&[COMPACT_BODY_VERSION, 0, 0, 0, 9]).is_err());
     }
+
+    /// A message record read for its deliveries only gives the deliveries the full read
+    /// gives, in every layout a message record has had.
+    #[test]
+    fn a_message_record_reads_as_its_deliveries_in_every_layout() {
+        use crate::model::message::{Delivery, MessageProps, StoredDeliveries, StoredMessage};
+        let delivery = |owner, size| Delivery {
+            owner,
+            delivery_count: 2,
+            dead_letter: None,
+            expires_at: Some(chrono::Utc::now()),
+            scheduled_at: None,
+            overridden: false,
+            size,
+            listed: owner != 5,
+            settled: false,
+        };
+        let stored = StoredMessage {
+            sequence_number: 9,
+            enqueued_at: chrono::Utc::now(),
+            time_to_live: Some(60.0),
+            scheduled_at: Some(chrono::Utc::now()),
+            props: MessageProps {
+                message_id: Some("m".into()),
+                ..MessageProps::default()
+            },
+            body_len: 4,
+            queue_delivery: Some(delivery(5, 10)),
+            copies: vec![(6, delivery(4, 11)), (7, delivery(4, 12))],
+        };
+        let with_header = |version: u8, header: Vec<u8>| {
+            let mut record = vec![version];
+            record.extend((header.len() as u32).to_be_bytes());
+            record.extend(header);
+            record.extend(b"body");
+            record
+        };
+        let layouts = [
+            encode_with_body(&stored, b"body"),
+            with_header(
+                NAMED_BODY_VERSION,
+                rmp_serde::to_vec_named(&stored).unwrap(),
+            ),
+            with_header(BODY_FORMAT_VERSION, serde_json::to_vec(&stored).unwrap()),
+        ];
+        for record in layouts {
+            let full = decode::<StoredMessage>(&record).unwrap();
+            assert_eq!(full, stored);
+            let slim = decode::<StoredDeliveries>(&record).unwrap();
+            assert_eq!(slim.initial_delivery(5, 5), stored.queue_delivery.as_ref());
+            assert_eq!(slim.initial_delivery(4, 6), Some(&stored.copies[0].1));
+            assert_eq!(slim.initial_delivery(4, 7), Some(&stored.copies[1].1));
+            assert_eq!(slim.initial_delivery(4, 8), None);
+        }
+        // A record from before deliveries rode in it (6 fields): none ride in it.
+        let mut before = rmp_serde::to_vec(&(
+            9u64,
+            stored.enqueued_at,
+            Some(60.0),
+            None::<chrono::DateTime<chrono::Utc>>,
+            MessageProps::default(),
+            4u64,
+        ))
+        .unwrap();
+        before = with_header(COMPACT_BODY_VERSION, before);
+        let slim = decode::<StoredDeliveries>(&before).unwrap();
+        assert_eq!(slim.initial_delivery(5, 5), None);
+        assert_eq!(decode::<StoredMessage>(&before).unwrap().sequence_number, 9);
+    }
 }
