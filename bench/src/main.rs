@@ -1024,7 +1024,6 @@ async fn end_to_end(
     floor: f64,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    // End-to-end latency at 1,000 msg/s to 3 subscriptions, durable.
     c.topic("lat", 3).await?;
     let origin = Instant::now();
     let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));

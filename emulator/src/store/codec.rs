@@ -130,6 +130,15 @@ mod tests {
         b: Option<String>,
     }
 
+    /// A record of a layout with a body: `version`, `header`'s length, `header`, "body".
+    fn with_header(version: u8, header: Vec<u8>) -> Vec<u8> {
+        let mut record = vec![version];
+        record.extend((header.len() as u32).to_be_bytes());
+        record.extend(header);
+        record.extend(b"body");
+        record
+    }
+
     #[test]
     fn every_version_reads_back() {
         let r = Record {
@@ -144,11 +153,7 @@ mod tests {
         named.extend(rmp_serde::to_vec_named(&r).unwrap());
         assert!(encode_compact(&r).len() < named.len());
         assert_eq!(decode::<Record>(&named).unwrap(), r);
-        let header = rmp_serde::to_vec_named(&r).unwrap();
-        let mut named = vec![NAMED_BODY_VERSION];
-        named.extend((header.len() as u32).to_be_bytes());
-        named.extend(header);
-        named.extend(b"body");
+        let named = with_header(NAMED_BODY_VERSION, rmp_serde::to_vec_named(&r).unwrap());
         assert_eq!(
             decode_with_body::<Record>(&named).unwrap(),
             (
@@ -160,11 +165,7 @@ mod tests {
             )
         );
         // A record written by the JSON format of the earlier layout.
-        let mut old = vec![BODY_FORMAT_VERSION];
-        let json = serde_json::to_vec(&r).unwrap();
-        old.extend((json.len() as u32).to_be_bytes());
-        old.extend(json);
-        old.extend(b"body");
+        let old = with_header(BODY_FORMAT_VERSION, serde_json::to_vec(&r).unwrap());
         assert_eq!(
             decode_with_body::<Record>(&old).unwrap(),
             (r, b"body".to_vec())
@@ -209,13 +210,6 @@ mod tests {
             body_len: 4,
             queue_delivery: Some(delivery(5, 10)),
             copies: vec![(6, delivery(4, 11)), (7, delivery(4, 12))],
-        };
-        let with_header = |version: u8, header: Vec<u8>| {
-            let mut record = vec![version];
-            record.extend((header.len() as u32).to_be_bytes());
-            record.extend(header);
-            record.extend(b"body");
-            record
         };
         let layouts = [
             encode_with_body(&stored, b"body"),
