@@ -189,3 +189,57 @@ async fn config_file_keys_and_namespace() {
     );
     assert_eq!(p.terminate().await, Ok(Some(0)));
 }
+
+/// The binary starts again (same pid, same arguments) with mimalloc's purge delay set to
+/// 10 ms, so memory freed after a burst goes back to the OS; a value set by the user stays.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn starts_with_a_short_allocator_purge_delay_unless_one_is_set() {
+    use tokio::io::AsyncBufReadExt as _;
+    const VAR: &str = "MIMALLOC_PURGE_DELAY";
+    for (preset, expected) in [(None, "10"), (Some("250"), "250")] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_emulator"));
+        command
+            .args(["--bind", "127.0.0.1:0", "--in-memory"])
+            .current_dir(dir.path())
+            .env_remove("RUST_LOG")
+            .env_remove(VAR)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        if let Some(value) = preset {
+            command.env(VAR, value);
+        }
+        let mut child = command.spawn().unwrap();
+        let pid = child.id().unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let listening = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if line.starts_with("Service Bus emulator listening on") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .unwrap();
+        assert!(listening, "the emulator printed its address");
+        // Read from the process the test started: the same pid serves.
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+        let wanted = format!("{VAR}={expected}");
+        assert!(
+            vars.contains(&wanted.as_bytes()),
+            "{wanted} in the environment of pid {pid}"
+        );
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).skip(1).collect();
+        assert_eq!(
+            args,
+            [&b"--bind"[..], b"127.0.0.1:0", b"--in-memory", b""],
+            "the same arguments (the last NUL-terminated)"
+        );
+        child.kill().await.unwrap();
+    }
+}
