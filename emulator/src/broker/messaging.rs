@@ -16,6 +16,23 @@ use crate::filter::value::{Properties, PropertiesMut, SystemProperty, Value};
 use crate::model::message::{DeadLetter, Delivery, MessageProps, StoredDeliveries, StoredMessage};
 use crate::store::{EntityKey, Key, Write};
 
+/// Sequence numbers an owner's stored messages must span before recovery walks its two
+/// halves on two threads (a thread per small owner would cost more than it saves).
+const SPLIT_WALK_FROM: u64 = 1 << 16;
+
+/// How recovery splits an owner's messages.
+enum Halves {
+    /// Lower and upper half, as inclusive sequence ranges, and the span between the first
+    /// and the last stored sequence number.
+    Two {
+        lower: (u64, u64),
+        upper: (u64, u64),
+        span: u64,
+    },
+    /// Fewer than two messages: one walk over everything.
+    One,
+}
+
 /// A message to send.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
@@ -819,6 +836,32 @@ impl Broker {
         Ok(true)
     }
 
+    /// The lower and upper half of `owner`'s stored sequence numbers (two seeks), or
+    /// `Halves::One` when it holds fewer than two messages.
+    fn halves(&self, owner: u64) -> Result<Halves> {
+        let seq = |key: Option<Vec<u8>>| {
+            key.and_then(|k| Key::parse_numbers(&k))
+                .map(|(_, _, seq)| seq)
+        };
+        let first = seq(self
+            .store
+            .next_key(Key::Message(owner, 0), Key::Messages(owner))?);
+        let last = seq(self
+            .store
+            .last_key(Key::Message(owner, 0), Key::Message(owner, u64::MAX))?);
+        Ok(match (first, last) {
+            (Some(first), Some(last)) if last > first => {
+                let mid = first + (last - first) / 2;
+                Halves::Two {
+                    lower: (0, mid),
+                    upper: (mid + 1, u64::MAX),
+                    span: last - first,
+                }
+            }
+            _ => Halves::One,
+        })
+    }
+
     /// Rebuilds the runtime index from the store: deliveries back in their subqueues (locks
     /// released, delivery counts kept), sequence counters, and removal of records that no
     /// entity owns any more.
@@ -861,26 +904,63 @@ impl Broker {
                 .iter()
                 .map(|r| (r.id, r.description().max_delivery_count))
                 .collect();
-            let mut top = None;
-            self.deliveries(owner.id, &ids, 0, u64::MAX, |receiver, seq, delivery| {
-                let Some(to) = by_id.get(&receiver) else {
-                    return Ok(());
-                };
-                let max = max.get(&receiver).copied().unwrap_or(u32::MAX);
-                let delivery = Self::restarted(max, receiver, seq, delivery, &mut writes);
-                // A topic's message is stored once whatever its number of copies.
-                if owner.kind == EntityKind::Queue || self.runtime.add_refs(owner.id, seq, 1) {
-                    owner.add_stored(delivery.size);
+            // Reading every message record is most of a start after a crash: the lower
+            // and the upper half of the owner's sequence numbers are walked apart, on two
+            // threads when there are many. The upper half is filed cold, so the window fills
+            // from the smallest whichever half files first; small owners walk the upper
+            // half first, the order that leaves the most to the cold path (and so the one
+            // the tests exercise).
+            let halves = self.halves(owner.id)?;
+            let walk = |(lo, hi): (u64, u64), cold: bool| {
+                let mut writes = Vec::new();
+                let mut top = None;
+                self.deliveries(owner.id, &ids, lo, hi, |receiver, seq, delivery| {
+                    let Some(to) = by_id.get(&receiver) else {
+                        return Ok(());
+                    };
+                    let max = max.get(&receiver).copied().unwrap_or(u32::MAX);
+                    let delivery = Self::restarted(max, receiver, seq, delivery, &mut writes);
+                    // A topic's message is stored once whatever its number of copies.
+                    if owner.kind == EntityKind::Queue || self.runtime.add_refs(owner.id, seq, 1) {
+                        owner.add_stored(delivery.size);
+                    }
+                    top = Some(seq);
+                    if let Some(q) = &to.queue {
+                        let entry = [Entry { seq, delivery }];
+                        if cold {
+                            q.insert_cold(entry, now);
+                        } else {
+                            q.insert(entry, now);
+                        }
+                    }
+                    Ok(())
+                })
+                .map(|()| (writes, top))
+            };
+            let walked = match halves {
+                Halves::Two { lower, upper, span } if span >= SPLIT_WALK_FROM => {
+                    std::thread::scope(|scope| {
+                        let upper = scope.spawn(|| walk(upper, true));
+                        let lower = walk(lower, false);
+                        let upper = upper
+                            .join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                        [lower, upper]
+                    })
                 }
-                top = Some(seq);
-                if let Some(q) = &to.queue {
-                    q.insert([Entry { seq, delivery }], now);
+                Halves::Two { lower, upper, .. } => {
+                    let upper = walk(upper, true);
+                    [walk(lower, false), upper]
                 }
-                Ok(())
-            })?;
-            if let Some(top) = top {
-                let known = max_seq.entry(owner.id).or_default();
-                *known = (*known).max(top);
+                Halves::One => [walk((0, u64::MAX), false), Ok((Vec::new(), None))],
+            };
+            for half in walked {
+                let (half_writes, top) = half?;
+                writes.extend(half_writes);
+                if let Some(top) = top {
+                    let known = max_seq.entry(owner.id).or_default();
+                    *known = (*known).max(top);
+                }
             }
         }
         // Stored messages of entities deleted while their messages were being removed: a

@@ -298,6 +298,17 @@ pub(crate) fn lock_until(now: DateTime<Utc>, settings: &QueueSettings) -> DateTi
     add(now, settings.lock_duration)
 }
 
+/// Where [`QueueState::insert`] files an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Filing {
+    /// Its state is only in memory (its record is not current): it must be ready.
+    Memory,
+    /// Its record is current: cold once the window is full or anything is cold.
+    OnDisk,
+    /// Its record is current, and it goes cold.
+    Cold,
+}
+
 impl QueueState {
     fn sub(&mut self, which: Sub) -> &mut SubQueue {
         match which {
@@ -307,9 +318,10 @@ impl QueueState {
     }
 
     /// Files an entry; the subqueue in which it became receivable, if it did. An entry
-    /// whose record on disk is its current state (`on_disk`) stays cold when the subqueue
-    /// already has cold entries or a full window; scheduled entries are always in memory.
-    fn insert(&mut self, entry: Entry, now: DateTime<Utc>, on_disk: bool) -> Option<Sub> {
+    /// whose record on disk is its current state (`Filing::OnDisk`) stays cold when the
+    /// subqueue already has cold entries or a full window, and always with `Filing::Cold`;
+    /// scheduled entries are always in memory.
+    fn insert(&mut self, entry: Entry, now: DateTime<Utc>, filing: Filing) -> Option<Sub> {
         let which = if entry.delivery.dead_letter.is_some() {
             Sub::DeadLetter
         } else if let Some(at) = entry.delivery.scheduled_at.filter(|at| *at > now) {
@@ -320,7 +332,12 @@ impl QueueState {
         };
         let window = self.window;
         let sub = self.sub(which);
-        if on_disk && (sub.cold.count > 0 || sub.ready.len() >= window) {
+        let cold = match filing {
+            Filing::Memory => false,
+            Filing::OnDisk => sub.cold.count > 0 || sub.ready.len() >= window,
+            Filing::Cold => true,
+        };
+        if cold {
             sub.cold.add(entry.seq, entry.delivery.size);
             return Some(which);
         }
@@ -379,7 +396,7 @@ impl QueueState {
             sub.cold = Cold::default();
         }
         for entry in entries {
-            self.insert(entry, now, false);
+            self.insert(entry, now, Filing::Memory);
         }
         Ok(())
     }
@@ -413,7 +430,7 @@ impl QueueState {
             entry.delivery.expires_at = None;
             effects.push(Effect::Rewrite(entry.seq, entry.delivery.clone()));
         }
-        self.insert(entry, now, false);
+        self.insert(entry, now, Filing::Memory);
     }
 
     /// Applies time: expired locks are released, due scheduled messages become ready,
@@ -448,7 +465,7 @@ impl QueueState {
             let key = (*at, *seq);
             if let Some(mut entry) = self.scheduled.remove(&key) {
                 entry.delivery.scheduled_at = None;
-                self.insert(entry, now, false);
+                self.insert(entry, now, Filing::Memory);
                 changed = true;
             }
         }
@@ -520,10 +537,22 @@ impl Queue {
     /// start-up) and wakes one parked receiver for each that became receivable (waking
     /// every receiver would have all but one find nothing and park again).
     pub(crate) fn insert(&self, entries: impl IntoIterator<Item = Entry>, now: DateTime<Utc>) {
+        self.file(entries, now, Filing::OnDisk);
+    }
+
+    /// As [`Queue::insert`], but the entries go cold whatever the window holds (scheduled
+    /// ones excepted): for a start-up that files the upper part of the sequence numbers
+    /// while another thread files the lower part, so that the window fills from the
+    /// smallest and the head stays the smallest sequence number.
+    pub(crate) fn insert_cold(&self, entries: impl IntoIterator<Item = Entry>, now: DateTime<Utc>) {
+        self.file(entries, now, Filing::Cold);
+    }
+
+    fn file(&self, entries: impl IntoIterator<Item = Entry>, now: DateTime<Utc>, filing: Filing) {
         let mut state = lock(&self.state);
         let ready: Vec<Sub> = entries
             .into_iter()
-            .filter_map(|e| state.insert(e, now, true))
+            .filter_map(|e| state.insert(e, now, filing))
             .collect();
         drop(state);
         for which in ready {

@@ -299,6 +299,24 @@ impl Store {
         }
     }
 
+    /// The last key from `from` to `to` (both included), if any: a seek.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Sled`].
+    pub fn last_key(&self, from: impl Into<Key>, to: impl Into<Key>) -> Result<Option<Vec<u8>>> {
+        let (from, to) = (from.into(), to.into());
+        match self
+            .tree(&from)
+            .range(from.to_bytes()..=to.to_bytes())
+            .keys()
+            .next_back()
+        {
+            Some(key) => Ok(Some(key?.to_vec())),
+            None => Ok(None),
+        }
+    }
+
     /// Calls `visit` with every record below `prefix`, in key order, without holding them
     /// all in memory at once.
     ///
