@@ -192,6 +192,23 @@ async fn topic_with(broker: &Broker, subscriptions: &[&str]) {
     }
 }
 
+/// Replaces subscription `sub`'s default rule (of topic `t`) with one SQL filter rule,
+/// named after the subscription.
+async fn sql_rule_only(broker: &Broker, sub: &str, expression: &str) {
+    broker.delete_rule("t", sub, "$Default").await.unwrap();
+    let rule = RuleDescription {
+        filter: Filter::Sql {
+            expression: expression.into(),
+            compatibility_level: 20,
+            parameters: vec![],
+            requires_preprocessing: None,
+        },
+        action: RuleAction::Empty,
+        name: None,
+    };
+    broker.put_rule("t", sub, sub, rule, false).await.unwrap();
+}
+
 fn outgoing(n: u8) -> Outgoing {
     Outgoing {
         props: MessageProps {
@@ -234,21 +251,7 @@ async fn run(ops: Vec<Op>, window: usize) -> Result<(), TestCaseError> {
         .await
         .unwrap();
     topic_with(&broker, &["all", "even"]).await;
-    broker.delete_rule("t", "even", "$Default").await.unwrap();
-    let even = RuleDescription {
-        filter: Filter::Sql {
-            expression: "n % 2 = 0".into(),
-            compatibility_level: 20,
-            parameters: vec![],
-            requires_preprocessing: None,
-        },
-        action: RuleAction::Empty,
-        name: None,
-    };
-    broker
-        .put_rule("t", "even", "even", even, false)
-        .await
-        .unwrap();
+    sql_rule_only(&broker, "even", "n % 2 = 0").await;
 
     let mut model = Model::default();
     // Locks handed out: (receivable, token, sequence number).
@@ -583,21 +586,7 @@ async fn settled_and_action_copies_survive_a_rebuild_as_they_were() {
 async fn a_rebuild_over_a_wide_span_of_sequence_numbers_keeps_their_order() {
     let (dir, clock, broker) = fresh(2).await;
     topic_with(&broker, &["kept"]).await;
-    broker.delete_rule("t", "kept", "$Default").await.unwrap();
-    let rule = RuleDescription {
-        filter: Filter::Sql {
-            expression: "n IS NOT NULL".into(),
-            compatibility_level: 20,
-            parameters: vec![],
-            requires_preprocessing: None,
-        },
-        action: RuleAction::Empty,
-        name: None,
-    };
-    broker
-        .put_rule("t", "kept", "only", rule, false)
-        .await
-        .unwrap();
+    sql_rule_only(&broker, "kept", "n IS NOT NULL").await;
     // Messages no rule matches are not stored, but take their sequence numbers.
     let filler = || Outgoing {
         props: MessageProps {
