@@ -18,16 +18,7 @@ async fn client() -> (InProcessEmulator, Client) {
 }
 
 fn sql(expression: &str) -> RuleDescription {
-    RuleDescription {
-        filter: Filter::Sql {
-            expression: expression.into(),
-            compatibility_level: 20,
-            parameters: vec![],
-            requires_preprocessing: None,
-        },
-        action: RuleAction::Empty,
-        name: None,
-    }
+    RuleDescription::sql(expression)
 }
 
 #[tokio::test]

@@ -196,17 +196,29 @@ async fn topic_with(broker: &Broker, subscriptions: &[&str]) {
 /// named after the subscription.
 async fn sql_rule_only(broker: &Broker, sub: &str, expression: &str) {
     broker.delete_rule("t", sub, "$Default").await.unwrap();
-    let rule = RuleDescription {
-        filter: Filter::Sql {
-            expression: expression.into(),
-            compatibility_level: 20,
-            parameters: vec![],
-            requires_preprocessing: None,
-        },
-        action: RuleAction::Empty,
-        name: None,
-    };
+    let rule = RuleDescription::sql(expression);
     broker.put_rule("t", sub, sub, rule, false).await.unwrap();
+}
+
+/// Receives and deletes, in order, everything subscription `sub` of topic `t` holds.
+async fn drain(broker: &Broker, sub: &str) -> Vec<Received> {
+    let target = ReceiveTarget {
+        key: EntityKey::Subscription("t".into(), sub.into()),
+        dead_letter: false,
+    };
+    let mut out = Vec::new();
+    while let Some(m) = broker
+        .receive(
+            &target,
+            ReceiveMode::ReceiveAndDelete,
+            std::time::Duration::ZERO,
+        )
+        .await
+        .unwrap()
+    {
+        out.push(m);
+    }
+    out
 }
 
 fn outgoing(n: u8) -> Outgoing {
@@ -431,22 +443,11 @@ async fn deleting_a_subscription_with_cold_deliveries_releases_its_messages() {
     let size = |b: &Broker| b.get_entity("t").unwrap().unwrap().runtime.size_in_bytes;
     assert!(size(&broker) > 0);
     broker.delete_subscription("t", "a").await.unwrap();
-    let target = ReceiveTarget {
-        key: EntityKey::Subscription("t".into(), "b".into()),
-        dead_letter: false,
-    };
-    let mut bodies = Vec::new();
-    while let Some(m) = broker
-        .receive(
-            &target,
-            ReceiveMode::ReceiveAndDelete,
-            std::time::Duration::ZERO,
-        )
+    let bodies: Vec<u8> = drain(&broker, "b")
         .await
-        .unwrap()
-    {
-        bodies.push(m.body[0]);
-    }
+        .iter()
+        .map(|m| m.body[0])
+        .collect();
     assert_eq!(bodies, vec![0, 1, 2, 3]);
     assert_eq!(size(&broker), 0);
     broker.close().await.unwrap();
@@ -615,22 +616,11 @@ async fn a_rebuild_over_a_wide_span_of_sequence_numbers_keeps_their_order() {
     drop(broker);
     std::fs::remove_file(dir.path().join("index.snapshot")).unwrap();
     let broker = open(dir.path(), &clock, 2).await;
-    let target = ReceiveTarget {
-        key: EntityKey::Subscription("t".into(), "kept".into()),
-        dead_letter: false,
-    };
-    let mut got = Vec::new();
-    while let Some(m) = broker
-        .receive(
-            &target,
-            ReceiveMode::ReceiveAndDelete,
-            std::time::Duration::ZERO,
-        )
+    let got: Vec<(u8, u64)> = drain(&broker, "kept")
         .await
-        .unwrap()
-    {
-        got.push((m.body[0], m.sequence_number));
-    }
+        .iter()
+        .map(|m| (m.body[0], m.sequence_number))
+        .collect();
     let bodies: Vec<u8> = got.iter().map(|(b, _)| *b).collect();
     assert_eq!(bodies, vec![0, 1, 2, 3, 4, 5]);
     assert!(

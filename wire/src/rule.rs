@@ -225,6 +225,20 @@ impl Default for RuleDescription {
 }
 
 impl RuleDescription {
+    /// A rule with this SQL filter (compatibility level 20, no parameters) and no action.
+    pub fn sql(expression: impl Into<String>) -> Self {
+        RuleDescription {
+            filter: Filter::Sql {
+                expression: expression.into(),
+                compatibility_level: 20,
+                parameters: vec![],
+                requires_preprocessing: None,
+            },
+            action: RuleAction::Empty,
+            name: None,
+        }
+    }
+
     /// Reads a `RuleDescription` (or `DefaultRuleDescription`) element, leniently: any
     /// prefix for `type`, legacy action type names, missing filter or action.
     ///

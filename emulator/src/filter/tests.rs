@@ -53,16 +53,7 @@ impl PropertiesMut for Msg {
 }
 
 fn sql(expression: &str) -> RuleDescription {
-    RuleDescription {
-        filter: Filter::Sql {
-            expression: expression.into(),
-            compatibility_level: 20,
-            parameters: vec![],
-            requires_preprocessing: None,
-        },
-        action: RuleAction::Empty,
-        name: None,
-    }
+    RuleDescription::sql(expression)
 }
 
 fn matches(expression: &str, msg: &Msg) -> bool {
