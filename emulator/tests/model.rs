@@ -554,20 +554,16 @@ async fn settled_and_action_copies_survive_a_rebuild_as_they_were() {
     let bodies = |sub: &'static str| {
         let broker = &broker;
         async move {
-            let mut out = Vec::new();
-            while let Some(m) = broker
-                .receive(&target(sub), ReceiveMode::ReceiveAndDelete, zero)
-                .await
-                .unwrap()
-            {
-                let tagged = m
-                    .props
+            let tagged = |m: &Received| {
+                m.props
                     .user
                     .iter()
-                    .any(|(n, v)| n == "tag" && v == "\"yes\"");
-                out.push((m.body[0], tagged));
-            }
-            out
+                    .any(|(n, v)| n == "tag" && v == "\"yes\"")
+            };
+            let got = drain(broker, sub).await;
+            got.iter()
+                .map(|m| (m.body[0], tagged(m)))
+                .collect::<Vec<_>>()
         }
     };
     assert_eq!(bodies("plain").await, vec![(8, false)], "7 stays settled");

@@ -183,17 +183,28 @@ impl SasToken {
         if !self.signature_matches(key) {
             return Err(SasError::InvalidSignature);
         }
-        if self.expiry <= now_unix {
-            return Err(SasError::Expired(self.expiry));
-        }
-        if !self.covers(path) {
-            return Err(SasError::InvalidAudience {
-                audience: self.scope_path(),
-                path: path.to_string(),
-            });
-        }
-        Ok(())
+        check_claims(self.expiry, &self.scope_path(), now_unix, path)
     }
+}
+
+/// The checks of [`SasToken::verify`] after the signature, on claims read from a token
+/// whose signature was checked before: expiry against `now_unix`, then `scope` (as
+/// [`SasToken::scope_path`] gives it) against the request `path`.
+///
+/// # Errors
+///
+/// [`SasError::Expired`], [`SasError::InvalidAudience`].
+pub fn check_claims(expiry: i64, scope: &str, now_unix: i64, path: &str) -> Result<(), SasError> {
+    if expiry <= now_unix {
+        return Err(SasError::Expired(expiry));
+    }
+    if !scope_covers(scope, path) {
+        return Err(SasError::InvalidAudience {
+            audience: scope.to_string(),
+            path: path.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// Whether a token scoped to `scope` (as [`SasToken::scope_path`] gives it) covers `path` (a

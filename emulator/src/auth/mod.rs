@@ -6,7 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
-use servicebus_wire::sas::scope_covers;
+use servicebus_wire::sas::check_claims;
 use servicebus_wire::{SasError, SasToken};
 
 use crate::clock::Clock;
@@ -246,16 +246,12 @@ impl Authenticator {
     pub fn authorize(&self, header: Option<&str>, path: &str, need: Need) -> Result<(), AuthError> {
         // Checked in the order `SasToken::verify` checks: signature, expiry, scope.
         let signed = self.signed(header.ok_or(SasError::Missing)?)?;
-        if signed.expiry <= self.clock.now().timestamp() {
-            return Err(SasError::Expired(signed.expiry).into());
-        }
-        if !scope_covers(&signed.scope, path) {
-            return Err(SasError::InvalidAudience {
-                audience: signed.scope,
-                path: path.to_string(),
-            }
-            .into());
-        }
+        check_claims(
+            signed.expiry,
+            &signed.scope,
+            self.clock.now().timestamp(),
+            path,
+        )?;
         let key = &self.keys[signed.key];
         let granted = match need {
             Need::AnyValidToken => true,

@@ -20,19 +20,6 @@ use crate::store::{EntityKey, Key, Write};
 /// halves on two threads (a thread per small owner would cost more than it saves).
 const SPLIT_WALK_FROM: u64 = 1 << 16;
 
-/// How recovery splits an owner's messages.
-enum Halves {
-    /// Lower and upper half, as inclusive sequence ranges, and the span between the first
-    /// and the last stored sequence number.
-    Two {
-        lower: (u64, u64),
-        upper: (u64, u64),
-        span: u64,
-    },
-    /// Fewer than two messages: one walk over everything.
-    One,
-}
-
 /// A message to send.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
@@ -836,9 +823,10 @@ impl Broker {
         Ok(true)
     }
 
-    /// The lower and upper half of `owner`'s stored sequence numbers (two seeks), or
-    /// `Halves::One` when it holds fewer than two messages.
-    fn halves(&self, owner: u64) -> Result<Halves> {
+    /// Where recovery splits `owner`'s stored sequence numbers (the lower half ends at the
+    /// first number), and how many lie between its first and last message (two seeks);
+    /// `None` when it holds fewer than two messages.
+    fn split(&self, owner: u64) -> Result<Option<(u64, u64)>> {
         let seq = |key: Option<Vec<u8>>| {
             key.and_then(|k| Key::parse_numbers(&k))
                 .map(|(_, _, seq)| seq)
@@ -851,14 +839,9 @@ impl Broker {
             .last_key(Key::Message(owner, 0), Key::Message(owner, u64::MAX))?);
         Ok(match (first, last) {
             (Some(first), Some(last)) if last > first => {
-                let mid = first + (last - first) / 2;
-                Halves::Two {
-                    lower: (0, mid),
-                    upper: (mid + 1, u64::MAX),
-                    span: last - first,
-                }
+                Some((first + (last - first) / 2, last - first))
             }
-            _ => Halves::One,
+            _ => None,
         })
     }
 
@@ -910,7 +893,7 @@ impl Broker {
             // from the smallest whichever half files first; small owners walk the upper
             // half first, the order that leaves the most to the cold path (and so the one
             // the tests exercise).
-            let halves = self.halves(owner.id)?;
+
             let walk = |(lo, hi): (u64, u64), cold: bool| {
                 let mut writes = Vec::new();
                 let mut top = None;
@@ -937,22 +920,20 @@ impl Broker {
                 })
                 .map(|()| (writes, top))
             };
-            let walked = match halves {
-                Halves::Two { lower, upper, span } if span >= SPLIT_WALK_FROM => {
-                    std::thread::scope(|scope| {
-                        let upper = scope.spawn(|| walk(upper, true));
-                        let lower = walk(lower, false);
-                        let upper = upper
-                            .join()
-                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                        [lower, upper]
-                    })
+            let walked = match self.split(owner.id)? {
+                Some((mid, span)) if span >= SPLIT_WALK_FROM => std::thread::scope(|scope| {
+                    let upper = scope.spawn(|| walk((mid + 1, u64::MAX), true));
+                    let lower = walk((0, mid), false);
+                    let upper = upper
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                    vec![lower, upper]
+                }),
+                Some((mid, _)) => {
+                    let upper = walk((mid + 1, u64::MAX), true);
+                    vec![walk((0, mid), false), upper]
                 }
-                Halves::Two { lower, upper, .. } => {
-                    let upper = walk(upper, true);
-                    [walk(lower, false), upper]
-                }
-                Halves::One => [walk((0, u64::MAX), false), Ok((Vec::new(), None))],
+                None => vec![walk((0, u64::MAX), false)],
             };
             for half in walked {
                 let (half_writes, top) = half?;
