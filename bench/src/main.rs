@@ -383,6 +383,12 @@ async fn main() -> anyhow::Result<()> {
         "T paced at 4,000 req/s (the end-to-end phase's request rate)"
     );
 
+    let (slow, slowest) = tokio::task::spawn_blocking(move || steadiness(phase)).await?;
+    println!(
+        "{:<62} {slow:>12.1} %  of 50 ms windows ran >= 2x slower than the median (slowest {slowest:.1}x)",
+        "machine steadiness: fixed arithmetic on one thread"
+    );
+
     let dir = tempfile::tempdir()?;
     if !args.skip_backplane {
         report.misses += backplane_figures(&args, dir.path(), trivial).await?;
@@ -879,7 +885,38 @@ async fn paced_trivial(addr: SocketAddr, seconds: f64, per_ms: usize) -> (f64, f
     (pct(0.50), pct(0.99))
 }
 
-/// The `p` quantile of sorted microsecond samples, in milliseconds (0 when empty).
+/// How steady the machine's CPU is: a fixed piece of arithmetic counted per 50 ms window
+/// for `length`, on one thread while the bench runs nothing else. Returns the share of
+/// windows (%) that did at most half the median window's work, and how many times slower
+/// than the median the slowest one ran. When such windows are more than 1% of the time, a
+/// p99 latency lands in them whatever the code under test does.
+fn steadiness(length: Duration) -> (f64, f64) {
+    const WINDOW: Duration = Duration::from_millis(50);
+    let windows = (length.as_millis() / WINDOW.as_millis()).max(1) as u32;
+    let start = Instant::now();
+    let mut acc = 1.0_f64;
+    let mut done: Vec<u64> = (1..=windows)
+        .map(|i| {
+            let end = start + WINDOW * i;
+            let mut units = 0;
+            while Instant::now() < end {
+                for _ in 0..2000 {
+                    acc = std::hint::black_box(acc * 1.000_000_1 + 1e-7);
+                }
+                units += 1;
+            }
+            units
+        })
+        .collect();
+    done.sort_unstable();
+    let median = done[done.len() / 2] as f64;
+    let slow = done.iter().filter(|&&u| u as f64 * 2.0 <= median).count();
+    (
+        100.0 * slow as f64 / done.len() as f64,
+        median / done[0].max(1) as f64,
+    )
+}
+
 /// The latencies collected so far, sorted.
 fn sorted(latencies: &std::sync::Mutex<Vec<u64>>) -> Vec<u64> {
     let mut l = latencies
@@ -890,6 +927,7 @@ fn sorted(latencies: &std::sync::Mutex<Vec<u64>>) -> Vec<u64> {
     l
 }
 
+/// The `p` quantile of sorted microsecond samples, in milliseconds (0 when empty).
 fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1));
     sorted.get(i).copied().unwrap_or(0) as f64 / 1000.0
