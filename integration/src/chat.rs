@@ -147,7 +147,7 @@ impl ChatNode {
         let listener = tokio::net::TcpListener::bind(options.bind).await?;
         let addr = listener.local_addr()?;
         let server = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
+            if let Err(e) = axum::serve(crate::no_delay(listener), app).await {
                 tracing::error!(error = %e, "chat server stopped");
             }
         });

@@ -26,6 +26,14 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Serve with `TCP_NODELAY` on accepted connections (with axum:
+//! `axum::serve(listener.tap_io(|tcp| { let _ = tcp.set_nodelay(true); }), app)`, from
+//! `axum::serve::ListenerExt`; axum does not set it). Each WebSocket frame is a small write;
+//! with Nagle's algorithm on, a frame waits for the acknowledgement of the one before,
+//! which the client may delay up to 40 ms. This holds with any adapter: on one server with
+//! socketioxide's own, room broadcasts paced at 500/s had a p99 of 35 ms with Nagle and
+//! 3-4 ms without.
+//!
 //! How it works. Each server runs one backplane [`Node`] whose id is the server's
 //! socketioxide id, shared by all its namespaces. An operation that concerns other servers
 //! (broadcast, broadcast with acknowledgements, `fetch_sockets`, `rooms`, join, leave,
