@@ -356,19 +356,7 @@ async fn main() -> anyhow::Result<()> {
 
     // T: the trivial handler with the same client and concurrency.
     let trivial = trivial_server().await?;
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(256)
-        .build()?;
-    let t_url = format!("http://{trivial}/t");
-    let t = rate(args.concurrency, phase, move |_| {
-        let (http, url) = (http.clone(), t_url.clone());
-        async move {
-            u64::from(
-                matches!(http.post(url).body(payload()).send().await, Ok(r) if r.status() == 201),
-            )
-        }
-    })
-    .await;
+    let t = t_rate(trivial, args.concurrency, phase).await?;
     report.baseline("T: trivial axum POST 1 KB -> 201", t, "req/s");
     let (p50, p99) = paced_trivial(trivial, args.seconds, 1).await;
     println!(
@@ -412,7 +400,13 @@ async fn main() -> anyhow::Result<()> {
     let c = Client::new(addr);
 
     if !args.latency_only {
-        throughput(&c, &args, t, phase, &mut report).await?;
+        let beside = Beside {
+            trivial,
+            concurrency: args.concurrency,
+            phase,
+            last: t,
+        };
+        throughput(&c, &args, beside, &mut report).await?;
     }
     end_to_end(&c, args.seconds, e2e_floor, &mut report).await?;
 
@@ -947,14 +941,55 @@ fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
     sorted.get(i).copied().unwrap_or(0) as f64 / 1000.0
 }
 
+/// T's rate over `phase`: the trivial handler at `trivial` with the same client and
+/// concurrency as the figures it is read beside.
+async fn t_rate(trivial: SocketAddr, concurrency: usize, phase: Duration) -> anyhow::Result<f64> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let url = format!("http://{trivial}/t");
+    Ok(rate(concurrency, phase, move |_| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            u64::from(
+                matches!(http.post(url).body(payload()).send().await, Ok(r) if r.status() == 201),
+            )
+        }
+    })
+    .await)
+}
+
+/// T measured again after each throughput figure: the figure is read beside the mean of
+/// T just before and just after it, since the machine's speed drifts over a run (T alone
+/// moves by tens of percent between phases of a few seconds here).
+struct Beside {
+    trivial: SocketAddr,
+    concurrency: usize,
+    phase: Duration,
+    /// The last T measured.
+    last: f64,
+}
+
+impl Beside {
+    /// Measures T again and returns the mean of it and the T before.
+    async fn t(&mut self) -> anyhow::Result<f64> {
+        let after = t_rate(self.trivial, self.concurrency, self.phase).await?;
+        let mean = (self.last + after) / 2.0;
+        self.last = after;
+        Ok(mean)
+    }
+}
+
 /// The throughput figures: single and batch sends, both receive modes, fan-out.
 async fn throughput(
     c: &Client,
     args: &Args,
-    t: f64,
-    phase: Duration,
+    mut beside: Beside,
     report: &mut Report,
 ) -> anyhow::Result<()> {
+    let phase = beside.phase;
+    // Sizes the receive phases' prefill.
+    let t = beside.last;
     // Durable single send to a topic with 3 subscriptions being drained.
     c.topic("fan3", 3).await?;
     let draining = Arc::new(AtomicBool::new(true));
@@ -979,6 +1014,7 @@ async fn throughput(
     for d in drainers {
         let _ = d.await;
     }
+    let t_single = beside.t().await?;
     report.ratio(
         &format!(
             "durable single send, {} senders, 3 subscriptions draining",
@@ -986,8 +1022,8 @@ async fn throughput(
         ),
         single,
         "msg/s",
-        t,
-        "T",
+        t_single,
+        &format!("T beside it, {t_single:.0} req/s"),
         0.25,
     );
 
@@ -1006,12 +1042,13 @@ async fn throughput(
         }
     })
     .await;
+    let t_batch = beside.t().await?;
     report.ratio(
         "durable batch send, 64 x 1 KB per request, 16 senders",
         batch,
         "msg/s",
-        t,
-        "T",
+        t_batch,
+        &format!("T beside it, {t_batch:.0} req/s"),
         1.0,
     );
 
@@ -1045,7 +1082,15 @@ async fn throughput(
             }
         })
         .await;
-        report.ratio(name, got, "msg/s", t, "T", target);
+        let t_beside = beside.t().await?;
+        report.ratio(
+            name,
+            got,
+            "msg/s",
+            t_beside,
+            &format!("T beside it, {t_beside:.0} req/s"),
+            target,
+        );
     }
 
     // Fan-out cost: 10 subscriptions against 1.
