@@ -67,6 +67,8 @@ async fn serve_main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal, not into a log file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -95,21 +97,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;
     let addr = listener.local_addr()?;
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "Service Bus emulator listening on http://{addr} ({location})"
-    )?;
-    writeln!(
-        out,
-        "Connection string: {}",
-        connection_string(addr, &primary.name, &primary.key)
-    )?;
-    out.flush()?;
-    drop(out);
+    let banner = [
+        format!("Service Bus emulator listening on http://{addr} ({location})"),
+        format!(
+            "Connection string: {}",
+            connection_string(addr, &primary.name, &primary.key)
+        ),
+    ];
+    // Whoever started us may stop reading once it has the address (a closed pipe): that
+    // is no reason to stop serving.
+    if let Err(e) = print_lines(&banner) {
+        tracing::warn!(error = %e, "cannot write the address to standard output; serving anyway");
+    }
     tracing::info!(%addr, "ready");
     emulator.serve(listener, shutdown_signal()).await?;
     Ok(())
+}
+
+/// Writes `lines` to standard output and flushes it.
+fn print_lines(lines: &[String]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        writeln!(out, "{line}")?;
+    }
+    out.flush()
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

@@ -243,3 +243,41 @@ async fn starts_with_a_short_allocator_purge_delay_unless_one_is_set() {
         child.kill().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn keeps_serving_when_nobody_reads_its_standard_output() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    // Standard output is a pipe whose reading end is already closed: every write to it
+    // fails (EPIPE), as when a launcher stops reading once it has the address.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_emulator"))
+        .args(["--bind", "127.0.0.1:0", "--in-memory"])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let (warned, addr) = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        let mut warned = false;
+        while let Some(line) = lines.next_line().await.unwrap() {
+            warned |= line.contains("cannot write the address to standard output");
+            if let Some(addr) = line.split(" ready addr=").nth(1) {
+                return (warned, Some(addr.trim().to_string()));
+            }
+        }
+        (warned, None)
+    })
+    .await
+    .unwrap();
+    let addr = addr.expect("the emulator logged its address and went on");
+    assert!(warned, "the failed write is logged");
+    let health = reqwest::get(format!("http://{addr}/health")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    child.kill().await.unwrap();
+}
