@@ -504,6 +504,8 @@ async fn spawn(binary: &Path, data: &Path) -> anyhow::Result<Child> {
     {
         if let Some(rest) = line.strip_prefix("Service Bus emulator listening on http://") {
             let addr = rest.split_whitespace().next().context("address")?.parse()?;
+            // Keep reading: the emulator still writes its connection string.
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
             return Ok(Child {
                 child,
                 addr,
