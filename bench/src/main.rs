@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use tokio::io::{AsyncBufReadExt as _, BufReader};
+use integration::process::ChildEmulator;
 
 /// Emulator benchmarks, each figure beside a baseline measured in the same run.
 /// The same allocator as the emulator binary (the emulator runs in this process).
@@ -477,43 +477,34 @@ async fn stress(c: &Client, seconds: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An emulator binary the bench started, and how long it took to print its address.
 struct Child {
-    child: tokio::process::Child,
-    addr: SocketAddr,
+    emulator: ChildEmulator,
     started_in: Duration,
 }
 
 async fn spawn(binary: &Path, data: &Path) -> anyhow::Result<Child> {
     let start = Instant::now();
-    let mut child = tokio::process::Command::new(binary)
-        .args(["--bind", "127.0.0.1:0", "--cache-mb", "64", "--data-dir"])
-        .arg(data)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| {
-            format!(
-                "cannot start {} (build it with cargo build --release -p emulator)",
-                binary.display()
-            )
-        })?;
-    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-    while let Some(line) =
-        tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await??
-    {
-        if let Some(rest) = line.strip_prefix("Service Bus emulator listening on http://") {
-            let addr = rest.split_whitespace().next().context("address")?.parse()?;
-            // Keep reading: the emulator still writes its connection string.
-            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            return Ok(Child {
-                child,
-                addr,
-                started_in: start.elapsed(),
-            });
-        }
-    }
-    bail!("the emulator exited before listening")
+    let data_dir = data.to_str().context("data folder path is not UTF-8")?;
+    let emulator = ChildEmulator::start_on(
+        binary,
+        // The bench's own folder, so that a relative `binary` resolves as given.
+        Path::new("."),
+        "127.0.0.1:0",
+        &["--cache-mb", "64", "--data-dir", data_dir],
+    )
+    .await
+    .map_err(anyhow::Error::msg)
+    .with_context(|| {
+        format!(
+            "cannot start {} (build it with cargo build --release -p emulator)",
+            binary.display()
+        )
+    })?;
+    Ok(Child {
+        emulator,
+        started_in: start.elapsed(),
+    })
 }
 
 fn rss_mb(pid: u32) -> f64 {
@@ -544,13 +535,12 @@ fn disk_bytes(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-async fn terminate(child: &mut Child) -> anyhow::Result<()> {
-    if let Some(pid) = child.child.id() {
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()?;
-    }
-    tokio::time::timeout(Duration::from_secs(60), child.child.wait()).await??;
+async fn terminate(child: Child) -> anyhow::Result<()> {
+    child
+        .emulator
+        .terminate()
+        .await
+        .map_err(anyhow::Error::msg)?;
     Ok(())
 }
 
@@ -560,9 +550,9 @@ async fn stored(args: &Args, report: &mut Report, dir: &Path) -> anyhow::Result<
     // of three, each on a folder of its own.
     let mut starts = Vec::new();
     for i in 0..3 {
-        let mut empty = spawn(&args.emulator_binary, &dir.join(format!("empty{i}"))).await?;
+        let empty = spawn(&args.emulator_binary, &dir.join(format!("empty{i}"))).await?;
         starts.push(empty.started_in.as_secs_f64() * 1000.0);
-        terminate(&mut empty).await?;
+        terminate(empty).await?;
     }
     starts.sort_by(f64::total_cmp);
     report.limit(
@@ -573,8 +563,8 @@ async fn stored(args: &Args, report: &mut Report, dir: &Path) -> anyhow::Result<
         "",
     );
     let data = dir.join("stored");
-    let mut child = spawn(&args.emulator_binary, &data).await?;
-    let c = Client::new(child.addr);
+    let child = spawn(&args.emulator_binary, &data).await?;
+    let c = Client::new(child.emulator.addr);
     c.queue("big").await?;
     c.queue("probe").await?;
     let phase = Duration::from_secs_f64(args.seconds);
@@ -617,15 +607,15 @@ async fn stored(args: &Args, report: &mut Report, dir: &Path) -> anyhow::Result<
     // The rates wander by tens of percent between phases of a few seconds on this kind of
     // machine: compare the stored store with an empty one (a second process) in
     // alternating probes, two each, over the same minute.
-    let mut empty = spawn(&args.emulator_binary, &dir.join("empty-probe")).await?;
-    let e = Client::new(empty.addr);
+    let empty = spawn(&args.emulator_binary, &dir.join("empty-probe")).await?;
+    let e = Client::new(empty.emulator.addr);
     e.queue("probe").await?;
     let (mut empty_rate, mut full_rate) = (0.0, 0.0);
     for _ in 0..2 {
         empty_rate += probe(e.clone()).await / 2.0;
         full_rate += probe(c.clone()).await / 2.0;
     }
-    terminate(&mut empty).await?;
+    terminate(empty).await?;
     report.baseline(
         "send rate, empty store (mean of 2 probes)",
         empty_rate,
@@ -641,7 +631,7 @@ async fn stored(args: &Args, report: &mut Report, dir: &Path) -> anyhow::Result<
     );
     // The probes' messages stay stored too: they count as payload.
     let held = c.message_count("big").await? + c.message_count("probe").await?;
-    let rss = child.child.id().map_or(0.0, rss_mb);
+    let rss = child.emulator.child.id().map_or(0.0, rss_mb);
     report.limit(
         &format!("RSS with {stored} x 1 KB stored (cache 64 MB)"),
         rss,
@@ -649,7 +639,7 @@ async fn stored(args: &Args, report: &mut Report, dir: &Path) -> anyhow::Result<
         128.0,
         ", 64 MB + the cache",
     );
-    terminate(&mut child).await?;
+    terminate(child).await?;
     let payload_bytes = held * KB as u64;
     let disk = disk_bytes(&data);
     report.limit(
@@ -672,17 +662,21 @@ async fn stored(args: &Args, report: &mut Report, dir: &Path) -> anyhow::Result<
     println!(
         "{:<62} {:>12.2} MB",
         "  RSS right after that start-up",
-        restarted.child.id().map_or(0.0, rss_mb)
+        restarted.emulator.child.id().map_or(0.0, rss_mb)
     );
     // After a crash there is no index snapshot: the index is rebuilt from the records.
-    restarted.child.kill().await?;
-    let mut rebuilt = spawn(&args.emulator_binary, &data).await?;
+    restarted
+        .emulator
+        .kill()
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let rebuilt = spawn(&args.emulator_binary, &data).await?;
     println!(
         "{:<62} {:>12.2} ms",
         "  start-up after a SIGKILL (index rebuilt from the records)",
         rebuilt.started_in.as_secs_f64() * 1000.0
     );
-    terminate(&mut rebuilt).await?;
+    terminate(rebuilt).await?;
     Ok(())
 }
 
