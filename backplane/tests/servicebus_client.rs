@@ -287,6 +287,33 @@ async fn retries_transient_failures_only() {
         .unwrap();
     assert_eq!(hits.load(Ordering::SeqCst), 3);
 
+    // Retry-After as an HTTP date (here in the past: retry at once). Without it the client
+    // would wait its backoff of an hour, and the deadline would fail the test.
+    let (addr, hits) = stub(vec![
+        (503, Some("Thu, 01 Jan 1970 00:00:00 GMT")),
+        (201, None),
+    ])
+    .await;
+    let patient = Client::new(
+        &ConnectionString::parse(&format!(
+            "Endpoint=sb://{addr};SharedAccessKeyName=k;SharedAccessKey=v;UseDevelopmentEmulator=true"
+        ))
+        .unwrap(),
+        RetryPolicy {
+            max_retries: 1,
+            base_delay: Duration::from_secs(3600),
+            max_delay: Duration::from_secs(3600),
+        },
+    );
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        patient.send("q", &Message::new("x")),
+    )
+    .await
+    .expect("a Retry-After date in the past means: retry now")
+    .unwrap();
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+
     // Still busy after the retries: a transient error.
     let (addr, hits) = stub(vec![(503, Some("0"))]).await;
     let e = stub_client(addr, 2)

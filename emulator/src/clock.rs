@@ -15,6 +15,14 @@ pub enum Clock {
 }
 
 impl Clock {
+    /// The latest time a manual clock may show: a month before the end of year 9999, the
+    /// last the service's dates (and RFC 1123 dates) can carry, leaving room for the lock
+    /// expiries and schedules computed from it.
+    pub const LATEST: DateTime<Utc> = match DateTime::from_timestamp(253_399_622_400, 0) {
+        Some(t) => t,
+        None => DateTime::<Utc>::MAX_UTC,
+    };
+
     /// A manual clock starting at `start`.
     pub fn manual(start: DateTime<Utc>) -> Self {
         Clock::Manual(Arc::new(Mutex::new(start)))
@@ -28,14 +36,19 @@ impl Clock {
         }
     }
 
-    /// Moves a manual clock forward (no effect on the system clock); returns the new time.
-    pub fn advance(&self, by: Duration) -> DateTime<Utc> {
+    /// Moves a manual clock forward (no effect on the system clock); returns the new time,
+    /// or `None`, the clock unmoved, when that would be before the current time or after
+    /// [`Clock::LATEST`].
+    pub fn advance(&self, by: Duration) -> Option<DateTime<Utc>> {
         match self {
-            Clock::System => Utc::now(),
+            Clock::System => Some(Utc::now()),
             Clock::Manual(t) => {
                 let mut t = t.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                *t += by;
-                *t
+                let next = t
+                    .checked_add_signed(by)
+                    .filter(|next| *next >= *t && *next <= Self::LATEST)?;
+                *t = next;
+                Some(next)
             }
         }
     }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Parser;
 use serde::Deserialize;
@@ -13,6 +14,7 @@ use servicebus_wire::{
 };
 
 use crate::auth::{Rights, SharedAccessKey};
+use crate::model::limits::Quotas;
 use crate::store::{Durability, Location};
 
 /// The official emulator's namespace name, used by default.
@@ -40,8 +42,8 @@ pub enum ClockMode {
     Manual,
 }
 
-/// An Azure Service Bus REST emulator: ATOM management and (soon) HTTP messaging, with SAS
-/// auth, persisted on sled.
+/// An Azure Service Bus REST emulator: ATOM management and HTTP messaging, with SAS auth,
+/// persisted on sled.
 #[derive(Debug, Parser)]
 #[command(name = "emulator", version, about, long_about = None)]
 pub struct Cli {
@@ -101,7 +103,36 @@ pub struct Cli {
     /// Broker time: system, or manual (moved only by POST /$emulator/clock/advance?seconds=N, for tests).
     #[arg(long, env = "EMULATOR_CLOCK", value_enum, default_value = "system")]
     pub clock: ClockMode,
+    /// Most connections served at once; past it a connection is answered 503 ServerBusy.
+    #[arg(long, env = "EMULATOR_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+    /// Seconds a client may take to send a request's headers or body, and a keep-alive
+    /// connection may stay idle, before it is closed.
+    #[arg(long, env = "EMULATOR_IDLE_TIMEOUT", default_value_t = DEFAULT_IDLE_TIMEOUT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub idle_timeout: u64,
+    /// Most queues and topics together (the Standard tier's quota).
+    #[arg(long, env = "EMULATOR_MAX_ENTITIES", default_value_t = Quotas::STANDARD.entities)]
+    pub max_entities: usize,
+    /// Most subscriptions of one topic (the Standard tier's quota).
+    #[arg(long, env = "EMULATOR_MAX_SUBSCRIPTIONS_PER_TOPIC",
+          default_value_t = Quotas::STANDARD.subscriptions_per_topic)]
+    pub max_subscriptions_per_topic: usize,
+    /// Most SQL filters across one topic's subscriptions (the Standard tier's quota).
+    #[arg(long, env = "EMULATOR_MAX_SQL_FILTERS_PER_TOPIC",
+          default_value_t = Quotas::STANDARD.sql_filters_per_topic)]
+    pub max_sql_filters_per_topic: usize,
+    /// Most correlation filters across one topic's subscriptions (the Standard tier's quota).
+    #[arg(long, env = "EMULATOR_MAX_CORRELATION_FILTERS_PER_TOPIC",
+          default_value_t = Quotas::STANDARD.correlation_filters_per_topic)]
+    pub max_correlation_filters_per_topic: usize,
 }
+
+/// Default of [`Cli::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: u64 = 1024;
+/// Default of [`Cli::idle_timeout`], in seconds.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 30;
 
 /// Default of [`Cli::index_window`].
 pub const DEFAULT_INDEX_WINDOW: u64 = 1024;
@@ -127,6 +158,12 @@ pub struct Settings {
     pub entities: Option<ConfigFile>,
     /// Where broker time comes from.
     pub clock: ClockMode,
+    /// Most connections served at once (see [`Cli::max_connections`]).
+    pub max_connections: usize,
+    /// Header, body and keep-alive idle timeout (see [`Cli::idle_timeout`]).
+    pub idle_timeout: Duration,
+    /// Entity quotas.
+    pub quotas: Quotas,
 }
 
 impl Settings {
@@ -146,6 +183,9 @@ impl Settings {
             missing_entity_get: MissingEntityGet::EmptyFeed,
             entities: None,
             clock: ClockMode::System,
+            max_connections: DEFAULT_MAX_CONNECTIONS as usize,
+            idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
+            quotas: Quotas::STANDARD,
         }
     }
 }
@@ -178,6 +218,14 @@ impl Cli {
             missing_entity_get: self.missing_entity_get,
             entities,
             clock: self.clock,
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            idle_timeout: Duration::from_secs(self.idle_timeout),
+            quotas: Quotas {
+                entities: self.max_entities,
+                subscriptions_per_topic: self.max_subscriptions_per_topic,
+                sql_filters_per_topic: self.max_sql_filters_per_topic,
+                correlation_filters_per_topic: self.max_correlation_filters_per_topic,
+            },
         })
     }
 }

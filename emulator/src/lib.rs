@@ -1,6 +1,6 @@
 //! An Azure Service Bus REST emulator: the ATOM management surface (queues, topics,
-//! subscriptions, rules) with SAS auth, persisted on sled, in one small binary that starts
-//! at once. The messaging runtime is being added next.
+//! subscriptions, rules) and the HTTP messaging runtime (send, peek-lock, settle, receive
+//! and delete), with SAS auth, persisted on sled, in one small binary that starts at once.
 //!
 //! Layers, one a folder; data flows down, never up:
 //!
@@ -58,10 +58,18 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
+/// Largest request head (request line and headers) accepted; `431` above it. The service
+/// caps a message's properties, which travel as headers, at 64 KB (its quotas page); this
+/// leaves room for the token and the other headers beside them.
+pub const MAX_HEADER_BYTES: usize = 80 * 1024;
+/// How long a stop waits for in-flight requests before it drops their connections.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A ready emulator: store open, declared entities created.
 #[derive(Debug)]
 pub struct Emulator {
     state: Arc<http::AppState>,
+    limits: http::ConnectionLimits,
 }
 
 impl Emulator {
@@ -90,20 +98,35 @@ impl Emulator {
             cache_bytes: settings.cache_bytes,
             durability: settings.durability,
         })?;
-        let broker = Broker::open_with_window(store, clock.clone(), settings.index_window).await?;
+        let broker = Broker::open_with(
+            store,
+            clock.clone(),
+            broker::Options {
+                window: settings.index_window,
+                quotas: settings.quotas,
+            },
+        )
+        .await?;
         if let Some(file) = &settings.entities {
             declare(&broker, file).await.map_err(Error::Config)?;
         }
-        let state = http::AppState {
+        let state = http::AppState::new(
             broker,
             // Token expiry is wall-clock time even with a manual broker clock: clients sign
             // tokens with the real time.
-            auth: auth::Authenticator::new(settings.keys.clone(), Clock::System),
-            namespace: settings.namespace.clone(),
-            missing_get: settings.missing_entity_get,
-        };
+            auth::Authenticator::new(settings.keys.clone(), Clock::System),
+            settings.namespace.clone(),
+            settings.missing_entity_get,
+            settings.idle_timeout,
+        );
         Ok(Emulator {
             state: Arc::new(state),
+            limits: http::ConnectionLimits {
+                max_connections: settings.max_connections,
+                header_read_timeout: settings.idle_timeout,
+                max_header_bytes: MAX_HEADER_BYTES,
+                shutdown_grace: SHUTDOWN_GRACE,
+            },
         })
     }
 
@@ -117,7 +140,8 @@ impl Emulator {
         http::router(self.state.clone())
     }
 
-    /// Serves until `shutdown` completes, then finishes in-flight requests and flushes.
+    /// Serves until `shutdown` completes, then answers parked long polls, finishes
+    /// in-flight requests (for up to [`SHUTDOWN_GRACE`]) and flushes.
     ///
     /// # Errors
     ///
@@ -127,9 +151,16 @@ impl Emulator {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        let broker = self.state.broker.clone();
+        http::serve(
+            listener,
+            self.router(),
+            self.limits,
+            self.state.namespace.clone(),
+            shutdown,
+            move || broker.stop_waiting(),
+        )
+        .await?;
         self.state.broker.close().await?;
         tracing::info!("stopped; store flushed");
         Ok(())

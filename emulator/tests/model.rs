@@ -627,3 +627,55 @@ async fn a_rebuild_over_a_wide_span_of_sequence_numbers_keeps_their_order() {
     assert_eq!(topic.runtime.size_in_bytes, 0, "everything released");
     broker.close().await.unwrap();
 }
+
+/// A receive whose answer cannot be built takes nothing (issue 15, item 3): after a render
+/// that fails or panics, in either mode, the message is still there, unlocked, with the
+/// delivery count it had, and a restart finds it too.
+#[tokio::test]
+async fn a_receive_whose_answer_fails_takes_nothing() {
+    let (dir, clock, broker) = fresh(1024).await;
+    broker
+        .put_entity("q", description(EntityKind::Queue), false)
+        .await
+        .unwrap();
+    broker.send("q", vec![outgoing(7)]).await.unwrap();
+    let target = ReceiveTarget {
+        key: EntityKey::Queue("q".into()),
+        dead_letter: false,
+    };
+    let now = std::time::Duration::ZERO;
+    for mode in [ReceiveMode::PeekLock, ReceiveMode::ReceiveAndDelete] {
+        let failed = broker
+            .receive_with(&target, mode, now, |_| {
+                Err::<(), _>(emulator::broker::Error::Invalid("no answer".into()))
+            })
+            .await;
+        assert!(failed.is_err(), "{mode:?}");
+        let (b, t) = (broker.clone(), target.clone());
+        let panicked = tokio::spawn(async move {
+            b.receive_with(&t, mode, now, |_| -> emulator::broker::Result<()> {
+                panic!("a bug while answering")
+            })
+            .await
+        })
+        .await;
+        assert!(panicked.unwrap_err().is_panic(), "{mode:?}");
+    }
+    let got = broker
+        .receive(&target, ReceiveMode::PeekLock, now)
+        .await
+        .unwrap()
+        .expect("the message is still there");
+    assert_eq!((got.body.clone(), got.delivery_count), (vec![7], 1));
+    broker.close().await.unwrap();
+    // The old handle holds sled's file lock until it is dropped.
+    drop(broker);
+    let broker = open(dir.path(), &clock, 1024).await;
+    let got = broker
+        .receive(&target, ReceiveMode::ReceiveAndDelete, now)
+        .await
+        .unwrap()
+        .expect("and after a restart");
+    assert_eq!(got.body, vec![7]);
+    broker.close().await.unwrap();
+}

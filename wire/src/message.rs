@@ -7,7 +7,7 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::WireError;
+use crate::{TimeSpan, WireError};
 
 /// `Content-Type` that selects a batch send (parameters ignored).
 pub const BATCH_CONTENT_TYPE: &str = "application/vnd.microsoft.servicebus.json";
@@ -145,13 +145,15 @@ impl BrokerProperties {
                     }
                     .filter(|s| s.is_finite() && *s > 0.0)
                     .ok_or_else(|| field_error(key, v, "expected a positive number of seconds"))?;
-                    p.time_to_live = Some(secs);
+                    // Longer than TimeSpan.MaxValue means "never expires", as the service
+                    // reads it.
+                    p.time_to_live = Some(secs.min(MAX_TIME_TO_LIVE_SECS));
                 }
                 "TimeToLiveTimeSpan" => {
                     let t = text_of(key, v)?;
-                    p.time_to_live = Some(parse_dotnet_timespan(&t).ok_or_else(|| {
-                        field_error(key, v, "expected a TimeSpan such as 0.00:00:40")
-                    })?);
+                    let secs =
+                        parse_dotnet_timespan(&t).map_err(|reason| field_error(key, v, reason))?;
+                    p.time_to_live = Some(secs);
                 }
                 "ScheduledEnqueueTimeUtc" => {
                     let t = text_of(key, v)?;
@@ -224,21 +226,53 @@ impl BrokerProperties {
     }
 }
 
-/// A .NET TimeSpan string (`[d.]hh:mm:ss[.fffffff]`) in seconds.
-fn parse_dotnet_timespan(text: &str) -> Option<f64> {
+/// `TimeSpan.MaxValue` in seconds: the longest time to live, which means "never".
+pub const MAX_TIME_TO_LIVE_SECS: f64 = TimeSpan::MAX.ticks() as f64 / 10_000_000.0;
+
+/// A positive .NET TimeSpan string (`[d.]hh:mm:ss[.fffffff]`, digits only) in seconds.
+///
+/// As .NET's `TimeSpan.Parse`: hours 0-23, minutes and seconds 0-59, at most seven
+/// fraction digits, and nothing past `TimeSpan.MaxValue`.
+fn parse_dotnet_timespan(text: &str) -> Result<f64, &'static str> {
+    const FORM: &str = "expected a TimeSpan such as 0.00:00:40 ([d.]hh:mm:ss[.fffffff])";
+    let digits = |s: &str, max_len: usize| -> Result<i64, &'static str> {
+        if s.is_empty() || s.len() > max_len || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(FORM);
+        }
+        s.parse::<i64>().map_err(|_| FORM)
+    };
+    let text = text.trim();
     let (days, rest) = match text.split_once('.') {
-        Some((d, r)) if r.contains(':') && !d.contains(':') => (d.parse::<f64>().ok()?, r),
-        _ => (0.0, text),
+        Some((d, r)) if r.contains(':') && !d.contains(':') => (digits(d, 8)?, r),
+        _ => (0, text),
     };
     let parts: Vec<&str> = rest.split(':').collect();
     let [h, m, s] = parts.as_slice() else {
-        return None;
+        return Err(FORM);
     };
-    let secs = days * 86_400.0
-        + h.parse::<f64>().ok()? * 3600.0
-        + m.parse::<f64>().ok()? * 60.0
-        + s.parse::<f64>().ok()?;
-    (secs > 0.0).then_some(secs)
+    let (s, fraction) = match s.split_once('.') {
+        Some((s, f)) => (s, f),
+        None => (*s, ""),
+    };
+    let (h, m, s) = (digits(h, 2)?, digits(m, 2)?, digits(s, 2)?);
+    if h > 23 || m > 59 || s > 59 {
+        return Err("hours must be 0-23, and minutes and seconds 0-59");
+    }
+    let fraction_ticks = if fraction.is_empty() {
+        0
+    } else {
+        let f = digits(fraction, 7)?;
+        f * 10_i64.pow(7 - fraction.len() as u32)
+    };
+    let ticks =
+        i128::from(((days * 24 + h) * 60 + m) * 60 + s) * 10_000_000 + i128::from(fraction_ticks);
+    if ticks > i128::from(TimeSpan::MAX.ticks()) {
+        return Err("longer than TimeSpan.MaxValue (10675199.02:48:05.4775807)");
+    }
+    if ticks == 0 {
+        return Err("expected a positive TimeSpan");
+    }
+    Ok(ticks as f64 / 10_000_000.0)
 }
 
 /// Reads an RFC 1123 date, with or without the `+0000` that legacy Node appends.
@@ -249,9 +283,16 @@ pub fn parse_http_date(text: &str) -> Option<DateTime<Utc>> {
     Some(DateTime::<Utc>::from(system))
 }
 
-/// Writes an RFC 1123 date (whole seconds), as the service does.
+/// Latest instant an RFC 1123 date can carry: 9999-12-31T23:59:59Z (a four-digit year, as
+/// .NET's `DateTime.MaxValue`).
+const LAST_HTTP_DATE_SECS: u64 = 253_402_300_799;
+
+/// Writes an RFC 1123 date (whole seconds), as the service does. Instants before 1970 or
+/// after year 9999 are written as the nearest one that can be (never a panic).
 pub fn format_http_date(t: DateTime<Utc>) -> String {
-    let secs = u64::try_from(t.timestamp()).unwrap_or(0);
+    let secs = u64::try_from(t.timestamp())
+        .unwrap_or(0)
+        .min(LAST_HTTP_DATE_SECS);
     httpdate::fmt_http_date(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
@@ -410,11 +451,18 @@ pub fn write_batch(messages: &[BatchMessage]) -> String {
     Value::Array(items).to_string()
 }
 
-/// Reads a batch body: a JSON array of `{Body, BrokerProperties, UserProperties}`.
+/// Most messages in one batch send. The service refuses larger batches (with a generic
+/// error): 4,500 on Basic and Standard, as found by the SDK teams and capped client-side by
+/// the JS SDK's `tryAddMessage` (Azure/azure-service-bus#397, azure-sdk-for-js#12041,
+/// azure-sdk-for-net#16450).
+pub const MAX_BATCH_MESSAGES: usize = 4500;
+
+/// Reads a batch body: a JSON array of `{Body, BrokerProperties, UserProperties}` of at most
+/// [`MAX_BATCH_MESSAGES`] messages.
 ///
 /// # Errors
 ///
-/// [`WireError::Value`] naming the message index and field at fault.
+/// [`WireError::Value`] naming the message index and field at fault, or the count.
 pub fn parse_batch(json: &[u8]) -> Result<Vec<BatchMessage>, WireError> {
     let bad = |reason: String| WireError::Value {
         element: "batch",
@@ -426,6 +474,12 @@ pub fn parse_batch(json: &[u8]) -> Result<Vec<BatchMessage>, WireError> {
     let Value::Array(items) = value else {
         return Err(bad("the body must be a JSON array of messages".into()));
     };
+    if items.len() > MAX_BATCH_MESSAGES {
+        return Err(bad(format!(
+            "the batch holds {} messages; at most {MAX_BATCH_MESSAGES} may be sent at once",
+            items.len()
+        )));
+    }
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let Value::Object(m) = item else {
@@ -521,6 +575,50 @@ mod tests {
             let e = BrokerProperties::parse_client(bad).unwrap_err().to_string();
             assert!(e.contains("BrokerProperties"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn time_to_live_past_the_maximum_means_never_and_bad_spans_are_refused() {
+        let ttl = |json: &str| BrokerProperties::parse_client(json).map(|p| p.time_to_live);
+        for never in [
+            r#"{"TimeToLive":1e20}"#,
+            r#"{"TimeToLive":"1e20"}"#,
+            r#"{"TimeToLive":1.8e19}"#,
+            r#"{"TimeToLiveTimeSpan":"10675199.02:48:05.4775807"}"#,
+        ] {
+            assert_eq!(ttl(never), Ok(Some(MAX_TIME_TO_LIVE_SECS)), "{never}");
+        }
+        assert_eq!(
+            ttl(r#"{"TimeToLiveTimeSpan":"1.02:03:04.5"}"#),
+            Ok(Some(93_784.5))
+        );
+        assert_eq!(ttl(r#"{"TimeToLiveTimeSpan":"00:00:40"}"#), Ok(Some(40.0)));
+        for bad in [
+            r#"{"TimeToLive":"inf"}"#,
+            r#"{"TimeToLive":"NaN"}"#,
+            r#"{"TimeToLive":"1e400"}"#,
+            r#"{"TimeToLive":0}"#,
+            r#"{"TimeToLiveTimeSpan":"inf.00:00:00"}"#,
+            r#"{"TimeToLiveTimeSpan":"00:00:1e300"}"#,
+            r#"{"TimeToLiveTimeSpan":"1e400.00:00:00"}"#,
+            r#"{"TimeToLiveTimeSpan":"99999999.00:00:00"}"#,
+            r#"{"TimeToLiveTimeSpan":"10675199.02:48:05.4775808"}"#,
+            r#"{"TimeToLiveTimeSpan":"-1.00:00:00"}"#,
+            r#"{"TimeToLiveTimeSpan":"00:61:00"}"#,
+            r#"{"TimeToLiveTimeSpan":"00:00:00"}"#,
+            r#"{"TimeToLiveTimeSpan":"00:00:01.12345678"}"#,
+        ] {
+            let e = ttl(bad).unwrap_err().to_string();
+            assert!(e.contains("TimeToLive"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn http_dates_are_written_for_any_instant() {
+        let far = chrono::DateTime::<Utc>::MAX_UTC;
+        assert_eq!(format_http_date(far), "Fri, 31 Dec 9999 23:59:59 GMT");
+        let early = chrono::DateTime::<Utc>::MIN_UTC;
+        assert_eq!(format_http_date(early), "Thu, 01 Jan 1970 00:00:00 GMT");
     }
 
     #[test]
@@ -633,6 +731,7 @@ mod tests {
             br#"[{"Body":1}]"#,
             br#"[{"BrokerProperties":{"TimeToLive":"x"}}]"#,
             br#"[{"UserProperties":{"a":[1]}}]"#,
+            format!("[{}{{}}]", "{},".repeat(MAX_BATCH_MESSAGES)).as_bytes(),
         ] {
             let e = parse_batch(bad).unwrap_err().to_string();
             assert!(e.contains("batch"), "{e}");

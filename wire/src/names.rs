@@ -28,11 +28,21 @@ impl NameKind {
     }
 }
 
+/// A name as it compares: names are case-insensitive in ASCII only, so `Orders` and
+/// `orders` are one entity while `\u{c9}q` and `\u{e9}q` are two, and the Kelvin sign is not
+/// `k`. Entity keys and SAS scopes both fold with this, so a token covers exactly the
+/// entities its audience names.
+pub fn fold(name: &str) -> String {
+    name.to_ascii_lowercase()
+}
+
 /// Checks a name against the service's rules.
 ///
 /// Queue and topic paths: 1 to 260 characters, `/`-separated segments of letters, digits,
 /// `.`, `-`, `_` (no `/` first or last, no empty segment). Subscriptions and rules: 1 to 50
-/// characters of letters, digits, `.`, `-`, `_`, and `$` for rules (`$Default`).
+/// characters of letters, digits, `.`, `-`, `_`, and `$` for rules (`$Default`). Each
+/// segment starts and ends with a letter or digit (Azure's naming rules for Service Bus
+/// entities), so `.`, `..` and `x/../y` are refused: no name reads as a relative path.
 ///
 /// # Errors
 ///
@@ -76,6 +86,15 @@ pub fn validate(kind: NameKind, name: &str) -> Result<(), WireError> {
         if kind == NameKind::Entity && segment.starts_with('$') {
             return Err(bad("a segment may not start with '$'".into()));
         }
+        if segment == "$Default" && kind == NameKind::Rule {
+            continue;
+        }
+        let edge = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+        if !edge(segment.chars().next()) || !edge(segment.chars().last()) {
+            return Err(bad(format!(
+                "'{segment}' must start and end with a letter or digit"
+            )));
+        }
     }
     Ok(())
 }
@@ -110,6 +129,16 @@ mod tests {
             (NameKind::Subscription, "a\\b"),
             (NameKind::Subscription, "$x"),
             (NameKind::Rule, "r*"),
+            (NameKind::Entity, "."),
+            (NameKind::Entity, ".."),
+            (NameKind::Entity, "..."),
+            (NameKind::Entity, "x/../y"),
+            (NameKind::Entity, "../z"),
+            (NameKind::Entity, "a."),
+            (NameKind::Entity, "-a"),
+            (NameKind::Subscription, ".."),
+            (NameKind::Subscription, "_s"),
+            (NameKind::Rule, "$Other"),
         ] {
             assert!(validate(kind, name).is_err(), "{kind:?} {name:?}");
         }

@@ -64,7 +64,9 @@ impl SasError {
 }
 
 /// A parsed token, with `sr` and `se` kept exactly as sent (they are what was signed).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Equality and hashing cover what the token means (its four fields), not the header's
+/// bytes: fields it ignores, their order and the scheme word's case do not count.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SasToken {
     raw_resource: String,
     raw_expiry: String,
@@ -145,6 +147,11 @@ impl SasToken {
         self.expiry
     }
 
+    /// `sr` exactly as sent.
+    pub fn raw_resource(&self) -> &str {
+        &self.raw_resource
+    }
+
     /// Whether the signature matches `key`, compared in constant time.
     pub fn signature_matches(&self, key: &str) -> bool {
         let expected = hmac(key, &string_to_sign(&self.raw_resource, &self.raw_expiry));
@@ -152,25 +159,34 @@ impl SasToken {
     }
 
     /// The path the token is scoped to: `sr` decoded, without scheme, authority, query or
-    /// trailing `/`, lower-cased. Empty means the namespace root.
-    pub fn scope_path(&self) -> String {
+    /// trailing `/`, ASCII-lower-cased (names compare as [`crate::names::fold`] does). Empty
+    /// means the namespace root. `None` when `sr` is not an absolute URL (a scheme such as
+    /// `https` or `sb`, `://` and a host): such an audience names nothing under the
+    /// namespace and grants nothing.
+    pub fn scope_path(&self) -> Option<String> {
         let decoded = percent_decode_str(&self.raw_resource).decode_utf8_lossy();
-        let without_scheme = match decoded.find("://") {
-            Some(i) => &decoded[i + 3..],
-            None => &decoded[..],
+        let (scheme, without_scheme) = decoded.split_once("://")?;
+        let known = ["http", "https", "sb", "amqp", "amqps", "ws", "wss"];
+        if !known.iter().any(|k| scheme.eq_ignore_ascii_case(k)) {
+            return None;
+        }
+        let (host, path) = match without_scheme.find(['/', '?', '#']) {
+            Some(i) => without_scheme.split_at(i),
+            None => (without_scheme, ""),
         };
-        let path = match without_scheme.find('/') {
-            Some(i) => &without_scheme[i + 1..],
-            None => "",
-        };
+        if host.is_empty() {
+            return None;
+        }
+        let path = path.strip_prefix('/').unwrap_or(path);
         let path = path.split(['?', '#']).next().unwrap_or("");
-        path.trim_matches('/').to_lowercase()
+        Some(crate::names::fold(path.trim_matches('/')))
     }
 
     /// Whether the token's scope covers `path` (a request path, with or without leading `/`):
     /// equal to the scope, or below it.
     pub fn covers(&self, path: &str) -> bool {
-        scope_covers(&self.scope_path(), path)
+        self.scope_path()
+            .is_some_and(|scope| scope_covers(&scope, path))
     }
 
     /// Full verification against a key, a clock reading and a request path.
@@ -183,24 +199,29 @@ impl SasToken {
         if !self.signature_matches(key) {
             return Err(SasError::InvalidSignature);
         }
-        check_claims(self.expiry, &self.scope_path(), now_unix, path)
+        check_claims(self.expiry, self.scope_path().as_deref(), now_unix, path)
     }
 }
 
 /// The checks of [`SasToken::verify`] after the signature, on claims read from a token
 /// whose signature was checked before: expiry against `now_unix`, then `scope` (as
-/// [`SasToken::scope_path`] gives it) against the request `path`.
+/// [`SasToken::scope_path`] gives it; `None` covers nothing) against the request `path`.
 ///
 /// # Errors
 ///
 /// [`SasError::Expired`], [`SasError::InvalidAudience`].
-pub fn check_claims(expiry: i64, scope: &str, now_unix: i64, path: &str) -> Result<(), SasError> {
+pub fn check_claims(
+    expiry: i64,
+    scope: Option<&str>,
+    now_unix: i64,
+    path: &str,
+) -> Result<(), SasError> {
     if expiry <= now_unix {
         return Err(SasError::Expired(expiry));
     }
-    if !scope_covers(scope, path) {
+    if !scope.is_some_and(|scope| scope_covers(scope, path)) {
         return Err(SasError::InvalidAudience {
-            audience: scope.to_string(),
+            audience: scope.unwrap_or("(not an absolute URL)").to_string(),
             path: path.to_string(),
         });
     }
@@ -208,9 +229,10 @@ pub fn check_claims(expiry: i64, scope: &str, now_unix: i64, path: &str) -> Resu
 }
 
 /// Whether a token scoped to `scope` (as [`SasToken::scope_path`] gives it) covers `path` (a
-/// request path, with or without leading `/`): equal to the scope, or below it.
+/// request path, with or without leading `/`): equal to the scope, or below it. Names
+/// compare case-insensitively in ASCII only, as entity names do ([`crate::names::fold`]).
 pub fn scope_covers(scope: &str, path: &str) -> bool {
-    let path = path.trim_matches('/').to_lowercase();
+    let path = crate::names::fold(path.trim_matches('/'));
     scope.is_empty()
         || path == scope
         || (path.starts_with(scope) && path.as_bytes().get(scope.len()) == Some(&b'/'))
@@ -269,7 +291,7 @@ mod tests {
             string_to_sign(sr, "1735689600"),
             "https%3A%2F%2Fcontoso.servicebus.windows.net%2Fsocketio-backplane\n1735689600"
         );
-        assert_eq!(t.scope_path(), "socketio-backplane");
+        assert_eq!(t.scope_path().as_deref(), Some("socketio-backplane"));
     }
 
     #[test]
@@ -325,7 +347,7 @@ mod tests {
         ))
         .unwrap();
         assert!(t.signature_matches("SAS_KEY_VALUE"));
-        assert_eq!(t.scope_path(), "");
+        assert_eq!(t.scope_path().as_deref(), Some(""));
         assert!(t.covers("/anything/at/all"));
     }
 
@@ -356,20 +378,31 @@ mod tests {
     #[test]
     fn scope_rules() {
         let token = |resource: &str| SasToken::parse(&sign(resource, "k", "v", 1)).unwrap();
+        let scope = |resource: &str| token(resource).scope_path();
         assert_eq!(
-            token("http://127.0.0.1:10100:80/captopic?api-version=2016-07").scope_path(),
-            "captopic"
+            scope("http://127.0.0.1:10100:80/captopic?api-version=2016-07").as_deref(),
+            Some("captopic")
         );
-        assert_eq!(token("https://127.0.0.1:10100").scope_path(), "");
+        assert_eq!(scope("https://127.0.0.1:10100").as_deref(), Some(""));
+        assert_eq!(scope("https://127.0.0.1:10100?x=1").as_deref(), Some(""));
         assert_eq!(
-            token("sb://ns.servicebus.windows.net/Target/").scope_path(),
-            "target"
+            scope("sb://ns.servicebus.windows.net/Target/").as_deref(),
+            Some("target")
         );
         let t = token("http://h/CapTopic");
         assert!(t.covers("/captopic/Subscriptions/x"));
         assert!(t.covers("captopic"));
         assert!(!t.covers("/captopic2"));
         assert!(!t.covers("/other"));
+        // An audience that is not an absolute URL under the namespace grants nothing.
+        for relative in ["q2", "/q2", "://h/q", "ftp://h/q", "http:///q", "h/q"] {
+            assert_eq!(scope(relative), None, "{relative}");
+            assert!(!token(relative).covers("/q2"), "{relative}");
+        }
+        // One case rule for scopes and entity names: ASCII only.
+        assert!(!token("http://h/\u{e9}q").covers("/\u{c9}q"));
+        assert!(token("http://h/\u{e9}Q").covers("/\u{e9}q"));
+        assert!(!token("http://h/k").covers("/\u{212a}"));
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! `ns0:` prefixes, `i:type`, `p4:type` or `xsi:type`), so everything here is matched by
 //! namespace URI and local name, never by prefix.
 
+use std::sync::Arc;
+
 use quick_xml::NsReader;
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
@@ -14,6 +16,66 @@ use crate::WireError;
 pub const XSI_NS: &str = "http://www.w3.org/2001/XMLSchema-instance";
 /// The XML Schema namespace used for typed values (`d6p1:string`).
 pub const XSD_NS: &str = "http://www.w3.org/2001/XMLSchema";
+
+/// Deepest element nesting accepted. Service Bus documents nest about ten deep; the bound
+/// keeps a hostile document from costing more than its size (and the tree's drop, which
+/// recurses, from overflowing a thread's stack).
+pub const MAX_DEPTH: usize = 64;
+/// Most namespace declarations accepted in one document (the captured clients use up to 6).
+pub const MAX_NAMESPACE_DECLARATIONS: usize = 256;
+
+/// The prefix-to-namespace bindings in scope at an element: a chain shared with its parent
+/// and siblings, so a declaration costs once however many elements it covers.
+#[derive(Debug, Clone, Default)]
+pub struct Scope(Option<Arc<Binding>>);
+
+#[derive(Debug)]
+struct Binding {
+    prefix: String,
+    uri: String,
+    parent: Option<Arc<Binding>>,
+}
+
+impl Scope {
+    /// The namespace URI bound to `prefix` (empty for the default namespace), innermost first.
+    pub fn resolve(&self, prefix: &str) -> Option<&str> {
+        let mut at = self.0.as_deref();
+        while let Some(binding) = at {
+            if binding.prefix == prefix {
+                return Some(&binding.uri);
+            }
+            at = binding.parent.as_deref();
+        }
+        None
+    }
+
+    fn bind(&mut self, prefix: String, uri: String) {
+        let parent = self.0.take();
+        self.0 = Some(Arc::new(Binding {
+            prefix,
+            uri,
+            parent,
+        }));
+    }
+}
+
+impl PartialEq for Scope {
+    /// Scopes are equal when they hold the same bindings in the same order.
+    fn eq(&self, other: &Self) -> bool {
+        let (mut a, mut b) = (self.0.as_deref(), other.0.as_deref());
+        loop {
+            match (a, b) {
+                (None, None) => return true,
+                (Some(x), Some(y)) if std::ptr::eq(x, y) => return true,
+                (Some(x), Some(y)) if x.prefix == y.prefix && x.uri == y.uri => {
+                    a = x.parent.as_deref();
+                    b = y.parent.as_deref();
+                }
+                _ => return false,
+            }
+        }
+    }
+}
 
 /// One element: its namespace and local name, attributes, children and direct text.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -30,7 +92,7 @@ pub struct Element {
     pub text: String,
     /// Prefix-to-namespace bindings in scope here, used to resolve QName attribute values
     /// such as `i:type="d6p1:string"`.
-    pub scope: Vec<(String, String)>,
+    pub scope: Scope,
 }
 
 impl Element {
@@ -70,6 +132,7 @@ pub fn parse(input: &str) -> Result<Element, WireError> {
     reader.config_mut().trim_text(false);
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
+    let mut declarations = 0usize;
     loop {
         let position = reader.buffer_position();
         let (ns, event) = reader
@@ -79,6 +142,11 @@ pub fn parse(input: &str) -> Result<Element, WireError> {
         match event {
             Event::Start(ref start) | Event::Empty(ref start) => {
                 let is_empty = matches!(event, Event::Empty(_));
+                if stack.len() >= MAX_DEPTH {
+                    return Err(WireError::Xml(format!(
+                        "elements nest deeper than {MAX_DEPTH} levels"
+                    )));
+                }
                 let mut element = Element {
                     ns,
                     name: String::from_utf8_lossy(start.local_name().as_ref()).into_owned(),
@@ -99,8 +167,13 @@ pub fn parse(input: &str) -> Result<Element, WireError> {
                                 String::from_utf8_lossy(p).into_owned()
                             }
                         };
-                        element.scope.retain(|(p, _)| *p != prefix);
-                        element.scope.push((prefix, value));
+                        declarations += 1;
+                        if declarations > MAX_NAMESPACE_DECLARATIONS {
+                            return Err(WireError::Xml(format!(
+                                "more than {MAX_NAMESPACE_DECLARATIONS} namespace declarations"
+                            )));
+                        }
+                        element.scope.bind(prefix, value);
                         continue;
                     }
                     let (attr_ns, local) = reader.resolve_attribute(key);
@@ -167,13 +240,7 @@ pub fn resolve_qname<'a>(element: &'a Element, qname: &'a str) -> (Option<&'a st
         Some((p, l)) => (p, l),
         None => ("", qname),
     };
-    let ns = element
-        .scope
-        .iter()
-        .rev()
-        .find(|(p, _)| p == prefix)
-        .map(|(_, u)| u.as_str());
-    (ns, local)
+    (element.scope.resolve(prefix), local)
 }
 
 fn resolved(ns: &ResolveResult<'_>) -> String {
@@ -243,6 +310,38 @@ mod tests {
         assert!(parse("").is_err());
         assert!(parse("<a/><b/>").is_err());
         assert!(parse("<a>&bogus;</a>").is_err());
+    }
+
+    #[test]
+    fn nesting_and_declarations_are_bounded() {
+        let deep = |n: usize| format!("{}{}", "<a>".repeat(n), "</a>".repeat(n));
+        assert!(parse(&deep(MAX_DEPTH)).is_ok());
+        assert!(
+            parse(&deep(MAX_DEPTH + 1))
+                .unwrap_err()
+                .to_string()
+                .contains("deeper")
+        );
+        assert!(parse(&deep(100_000)).is_err());
+        let decls = |n: usize| {
+            let attrs: String = (0..n).map(|i| format!(" xmlns:p{i}=\"urn:{i}\"")).collect();
+            format!("<r{attrs}/>")
+        };
+        assert!(parse(&decls(MAX_NAMESPACE_DECLARATIONS)).is_ok());
+        assert!(parse(&decls(MAX_NAMESPACE_DECLARATIONS + 1)).is_err());
+    }
+
+    #[test]
+    fn siblings_share_their_parent_scope() {
+        let children = "<c/>".repeat(1000);
+        let doc = format!(r#"<r xmlns:a="urn:a" xmlns:b="urn:b">{children}</r>"#);
+        let root = parse(&doc).unwrap();
+        let first = root.children[0].scope.0.as_ref().unwrap();
+        for c in &root.children {
+            assert!(Arc::ptr_eq(c.scope.0.as_ref().unwrap(), first));
+        }
+        assert_eq!(root.children[999].scope.resolve("a"), Some("urn:a"));
+        assert_eq!(root.children[999].scope.resolve("z"), None);
     }
 
     #[test]

@@ -197,8 +197,7 @@ impl Client {
                     a.headers
                         .get("retry-after")
                         .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs),
+                        .and_then(|v| retry::parse_retry_after(v, chrono::Utc::now())),
                 ),
                 Ok(_) => return outcome,
                 Err(e) if e.is_transient() => Some(None),

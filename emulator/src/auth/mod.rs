@@ -11,6 +11,12 @@ use servicebus_wire::{SasError, SasToken};
 
 use crate::clock::Clock;
 
+/// A std mutex: nothing awaits under it; a panic while holding it leaves a map that is
+/// still consistent.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A claim a policy grants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Right {
@@ -171,11 +177,12 @@ pub enum AuthError {
 pub struct Authenticator {
     keys: Vec<SharedAccessKey>,
     clock: Clock,
-    /// Tokens whose signature checked out, by header value. A client sends the same token
-    /// for its whole lifetime, so only its first request pays for parsing and the HMAC;
+    /// Tokens whose signature checked out, by what they mean (not by header bytes, so
+    /// variants of one token padded with ignored fields share an entry). A client sends the
+    /// same token for its whole lifetime, so only its first request pays for the HMAC;
     /// expiry and scope are still checked on every request. Keys never change while the
     /// emulator runs, so an entry stays true.
-    signed: Arc<Mutex<HashMap<String, Signed>>>,
+    signed: Arc<Mutex<HashMap<SasToken, Signed>>>,
 }
 
 /// What a token with a good signature grants, whatever the request.
@@ -184,11 +191,15 @@ struct Signed {
     /// Index of its key in `keys`.
     key: usize,
     expiry: i64,
-    scope: String,
+    /// `None` when the audience is not an absolute URL: it covers nothing.
+    scope: Option<String>,
 }
 
 /// Most tokens remembered; past it the memory starts again (tokens are few in practice).
 const SIGNED_TOKENS: usize = 1024;
+/// Longest `sr` remembered: with [`SIGNED_TOKENS`], the memory stays a few megabytes whatever
+/// tokens arrive (longer ones are verified on every request).
+const REMEMBERED_RESOURCE_BYTES: usize = 1024;
 
 impl Authenticator {
     /// An authenticator for these keys.
@@ -202,16 +213,11 @@ impl Authenticator {
 
     /// The token's key and claims once its signature is checked (remembered after that).
     fn signed(&self, header: &str) -> Result<Signed, SasError> {
-        let remembered = self
-            .signed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(header)
-            .cloned();
+        let token = SasToken::parse(header)?;
+        let remembered = lock(&self.signed).get(&token).cloned();
         if let Some(signed) = remembered {
             return Ok(signed);
         }
-        let token = SasToken::parse(header)?;
         let key = self
             .keys
             .iter()
@@ -225,14 +231,13 @@ impl Authenticator {
             expiry: token.expiry(),
             scope: token.scope_path(),
         };
-        let mut remembered = self
-            .signed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if remembered.len() >= SIGNED_TOKENS {
-            remembered.clear();
+        if token.raw_resource().len() <= REMEMBERED_RESOURCE_BYTES {
+            let mut remembered = lock(&self.signed);
+            if remembered.len() >= SIGNED_TOKENS {
+                remembered.clear();
+            }
+            remembered.insert(token, signed.clone());
         }
-        remembered.insert(header.to_string(), signed.clone());
         Ok(signed)
     }
 
@@ -248,7 +253,7 @@ impl Authenticator {
         let signed = self.signed(header.ok_or(SasError::Missing)?)?;
         check_claims(
             signed.expiry,
-            &signed.scope,
+            signed.scope.as_deref(),
             self.clock.now().timestamp(),
             path,
         )?;
@@ -350,7 +355,7 @@ mod tests {
             a.authorize(Some(&forged), "/q/messages", need),
             Err(AuthError::Unauthenticated(SasError::InvalidSignature))
         );
-        a.clock.advance(chrono::Duration::seconds(1_000));
+        a.clock.advance(chrono::Duration::seconds(1_000)).unwrap();
         assert_eq!(
             a.authorize(Some(&sender), "/q/messages", need),
             Err(AuthError::Unauthenticated(SasError::Expired(2_000)))

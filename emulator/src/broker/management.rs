@@ -153,14 +153,17 @@ impl Broker {
                     path: path.to_string(),
                 });
             }
-            (None, false) => EntityRecord {
-                id: self.runtime.allocate_id(),
-                name: path.to_string(),
-                description: parsed.description,
-                created_at: now,
-                updated_at: now,
-                accessed_at: None,
-            },
+            (None, false) => {
+                self.check_entity_quota()?;
+                EntityRecord {
+                    id: self.runtime.allocate_id(),
+                    name: path.to_string(),
+                    description: parsed.description,
+                    created_at: now,
+                    updated_at: now,
+                    accessed_at: None,
+                }
+            }
             (Some(e), true) => {
                 if e.description.kind != kind {
                     return Err(Error::Invalid(format!(
@@ -223,8 +226,19 @@ impl Broker {
             }
             (Some(e), true) => updated(e, parsed, now)?,
             (None, false) => {
+                let subscriptions = self
+                    .store
+                    .count(EntityKey::Subscription(topic.to_string(), String::new()))?;
+                if subscriptions >= self.quotas.subscriptions_per_topic as u64 {
+                    return Err(Error::QuotaExceeded {
+                        what: format!("the topic '{topic}' has {subscriptions} subscriptions"),
+                        limit: self.quotas.subscriptions_per_topic,
+                        sub_code: 40503,
+                    });
+                }
                 let rule = parsed.default_rule.clone().unwrap_or_default();
-                filter::compile(&rule).map_err(|e| Error::Invalid(e.to_string()))?;
+                let compiled = filter::compile(&rule).map_err(|e| Error::Invalid(e.to_string()))?;
+                self.check_filter_quota(topic, &compiled)?;
                 let rule_name = rule
                     .name
                     .clone()
@@ -272,7 +286,7 @@ impl Broker {
         update: bool,
     ) -> Result<(PutOutcome, RuleRecord)> {
         names::validate(NameKind::Rule, name).map_err(invalid_name)?;
-        filter::compile(&rule).map_err(|e| Error::Invalid(e.to_string()))?;
+        let compiled = filter::compile(&rule).map_err(|e| Error::Invalid(e.to_string()))?;
         let _guard = self.management.lock().await;
         self.require_subscription(topic, subscription)?;
         let key = EntityKey::Rule(
@@ -290,16 +304,72 @@ impl Broker {
                 rule,
                 created_at: e.created_at,
             },
-            (None, false) => RuleRecord {
-                name: name.to_string(),
-                rule,
-                created_at: self.clock.now(),
-            },
+            (None, false) => {
+                self.check_filter_quota(topic, &compiled)?;
+                RuleRecord {
+                    name: name.to_string(),
+                    rule,
+                    created_at: self.clock.now(),
+                }
+            }
         };
         self.store.apply(vec![Write::put(key, &record)]).await?;
         self.refresh_rules(topic, subscription)?;
         let outcome = PutOutcome::from_update(update);
         Ok((outcome, record))
+    }
+
+    /// Refuses a new queue or topic when the namespace holds its quota of them.
+    fn check_entity_quota(&self) -> Result<()> {
+        let count = self.store.count(EntityKey::Queue(String::new()))?
+            + self.store.count(EntityKey::Topic(String::new()))?;
+        if count >= self.quotas.entities as u64 {
+            return Err(Error::QuotaExceeded {
+                what: format!("the namespace has {count} queues and topics"),
+                limit: self.quotas.entities,
+                sub_code: 40300,
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses one more filter like `rule`'s on `topic` when its subscriptions hold their
+    /// quota of that kind (SQL filters, true and false included; correlation filters).
+    fn check_filter_quota(&self, topic: &str, rule: &filter::CompiledRule) -> Result<()> {
+        let Some(t) = self
+            .runtime
+            .get(&EntityKey::Topic(topic.to_string()).to_bytes())
+        else {
+            return Ok(());
+        };
+        let correlation = rule.is_correlation();
+        let count: usize = t
+            .subscriptions()
+            .iter()
+            .map(|(_, rules)| {
+                rules
+                    .iter()
+                    .filter(|(_, r)| r.is_correlation() == correlation)
+                    .count()
+            })
+            .sum();
+        let (limit, kind, sub_code) = if correlation {
+            (
+                self.quotas.correlation_filters_per_topic,
+                "correlation",
+                40502,
+            )
+        } else {
+            (self.quotas.sql_filters_per_topic, "SQL", 40501)
+        };
+        if count >= limit {
+            return Err(Error::QuotaExceeded {
+                what: format!("the subscriptions of topic '{topic}' have {count} {kind} filters"),
+                limit,
+                sub_code,
+            });
+        }
+        Ok(())
     }
 
     fn require_topic(&self, topic: &str) -> Result<EntityRecord> {
@@ -464,6 +534,7 @@ impl Broker {
             Write::delete_prefix(Key::Overrides(entity.id)),
             Write::delete_prefix(Key::Messages(entity.id)),
             Write::delete(Key::NextSequence(entity.id)),
+            Write::delete_prefix(Key::SeenOf(entity.id)),
         ];
         if entity.kind == EntityKind::Topic {
             self.runtime.forget_refs(entity.id);

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use servicebus_wire::message::{PropertyValue, format_http_date, format_property};
+use servicebus_wire::message::{
+    MAX_TIME_TO_LIVE_SECS, PropertyValue, format_http_date, format_property,
+};
 use servicebus_wire::{EntityKind, EntityStatus, TimeSpan};
 use uuid::Uuid;
 
@@ -13,8 +15,14 @@ use super::runtime::{
 };
 use super::{Broker, Error, Result};
 use crate::filter::value::{Properties, PropertiesMut, SystemProperty, Value};
+use crate::model::limits::{MAX_PROPERTIES_BYTES, MAX_PROPERTY_BYTES, MESSAGE_OVERHEAD_BYTES};
 use crate::model::message::{DeadLetter, Delivery, MessageProps, StoredDeliveries, StoredMessage};
 use crate::store::{EntityKey, Key, Write};
+
+/// Rule evaluation work (SQL rules times property bytes) above which a send's routing runs
+/// on a blocking thread rather than on the runtime thread serving it. A backplane send (a
+/// rule or two over a few hundred bytes) stays far below it.
+const INLINE_ROUTING_WORK: usize = 256 * 1024;
 
 /// Sequence numbers an owner's stored messages must span before recovery walks its two
 /// halves on two threads (a thread per small owner would cost more than it saves).
@@ -49,9 +57,39 @@ impl Outgoing {
         }
     }
 
-    /// Bytes counted against the entity's message size limit.
+    /// Bytes counted against the entity's message size limit: body, properties, and the
+    /// fixed overhead every message has (so that a batch of empty messages is not free).
     pub fn size(&self) -> usize {
-        self.body.len() + self.props.size()
+        self.body.len() + self.props.size() + MESSAGE_OVERHEAD_BYTES
+    }
+
+    /// Refuses properties over the service's limits: 32 KB for one custom property (name
+    /// and value), 64 KB for all of them with the system properties.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] naming the property or the total.
+    pub fn check_properties(&self) -> Result<()> {
+        if let Some((name, value)) = self
+            .props
+            .user
+            .iter()
+            .find(|(n, v)| n.len() + v.len() > MAX_PROPERTY_BYTES)
+        {
+            return Err(Error::Invalid(format!(
+                "the property '{}' is {} bytes; one property may hold at most {MAX_PROPERTY_BYTES}",
+                name.chars().take(64).collect::<String>(),
+                name.len() + value.len()
+            )));
+        }
+        let total = self.props.size();
+        if total > MAX_PROPERTIES_BYTES {
+            return Err(Error::Invalid(format!(
+                "the message's properties are {total} bytes; all of them together may hold at \
+                 most {MAX_PROPERTIES_BYTES}"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -119,9 +157,7 @@ impl Properties for Candidate {
             SystemProperty::SequenceNumber => i64::try_from(self.seq).ok().map(Value::Int),
             SystemProperty::EnqueuedTimeUtc => Some(Value::DateTime(self.enqueued_at)),
             SystemProperty::ScheduledEnqueueTimeUtc => self.scheduled_at.map(Value::DateTime),
-            SystemProperty::TimeToLive => self.time_to_live.map(|s| {
-                Value::Duration(TimeSpan::from_std(std::time::Duration::from_secs_f64(s)))
-            }),
+            SystemProperty::TimeToLive => self.time_to_live.map(|s| Value::Duration(ttl_span(s))),
             SystemProperty::DeliveryCount => Some(Value::Int(0)),
             SystemProperty::Size => i64::try_from(self.size).ok().map(Value::Int),
         }
@@ -179,10 +215,22 @@ fn expiry(enqueued: DateTime<Utc>, ttls: &[TimeSpan]) -> Option<DateTime<Utc>> {
         .and_then(|d| enqueued.checked_add_signed(d))
 }
 
+/// A time to live in seconds as a span: `TimeSpan::MAX` (never) from its maximum up, and
+/// never a panic whatever the number (the wire refuses non-finite and non-positive ones).
+fn ttl_span(seconds: f64) -> TimeSpan {
+    if seconds >= MAX_TIME_TO_LIVE_SECS {
+        return TimeSpan::MAX;
+    }
+    std::time::Duration::try_from_secs_f64(seconds).map_or(TimeSpan::ZERO, TimeSpan::from_std)
+}
+
 fn message_ttl(seconds: Option<f64>) -> TimeSpan {
-    seconds.map_or(TimeSpan::MAX, |s| {
-        TimeSpan::from_std(std::time::Duration::from_secs_f64(s))
-    })
+    seconds.map_or(TimeSpan::MAX, ttl_span)
+}
+
+/// Seconds of a span, as `TimeToLive` is written.
+fn span_seconds(span: TimeSpan) -> f64 {
+    span.ticks() as f64 / 10_000_000.0
 }
 
 /// Refuses `operation` (`send` or `receive`) when the entity's status forbids it.
@@ -245,13 +293,28 @@ impl Broker {
         ))
     }
 
+    /// The largest message the queue or topic at `path` takes, in bytes (body, properties
+    /// and overhead); `None` when there is none.
+    pub fn message_size_limit(&self, path: &str) -> Option<u64> {
+        let entity = self
+            .entity(&EntityKey::Queue(path.to_string()))
+            .or_else(|| self.entity(&EntityKey::Topic(path.to_string())))?;
+        Some(u64::from(entity.description().max_message_size_in_kilobytes) * 1024)
+    }
+
+    /// Answers every parked receive now, empty, and every later one at once: the emulator
+    /// is stopping, and a long poll must not hold its stop up.
+    pub fn stop_waiting(&self) {
+        self.runtime.close_receives();
+    }
+
     /// Sends messages to a queue or topic; a topic copies each to every subscription whose
     /// rules match (evaluated now). Answers once every copy is durable.
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`], [`Error::Disabled`], [`Error::TooLarge`] (nothing is enqueued),
-    /// [`Error::Store`].
+    /// [`Error::NotFound`], [`Error::Disabled`], [`Error::TooLarge`] and [`Error::Invalid`]
+    /// (nothing is enqueued), [`Error::Store`].
     pub async fn send(&self, path: &str, messages: Vec<Outgoing>) -> Result<()> {
         let entity = self
             .entity(&EntityKey::Queue(path.to_string()))
@@ -263,86 +326,169 @@ impl Broker {
         let description = entity.description();
         allowed(&entity, &description, "send")?;
         let limit = u64::from(description.max_message_size_in_kilobytes) * 1024;
-        if let Some(too_big) = messages.iter().find(|m| m.size() as u64 > limit) {
-            return Err(Error::TooLarge {
-                size: too_big.size() as u64,
-                limit,
-            });
+        for message in &messages {
+            message.check_properties()?;
+            if message.size() as u64 > limit {
+                return Err(Error::TooLarge {
+                    size: message.size() as u64,
+                    limit,
+                });
+            }
         }
         let now = self.clock.now();
         entity.touch(now);
-        // Duplicates within the window are accepted and dropped, as the service does.
-        let messages: Vec<Outgoing> = if description.requires_duplicate_detection {
-            let window = description.duplicate_detection_history_time_window;
-            messages
-                .into_iter()
-                .filter(|m| {
-                    m.props
-                        .message_id
-                        .as_deref()
-                        .is_none_or(|id| !entity.is_duplicate(id, window, now))
-                })
-                .collect()
-        } else {
-            messages
-        };
+        let mut writes = Vec::new();
+        let messages = Self::without_duplicates(&entity, &description, messages, now, &mut writes);
         if messages.is_empty() {
+            if !writes.is_empty() {
+                self.store.apply(writes).await?;
+            }
             return Ok(());
         }
         let (first, next) = entity.reserve(messages.len() as u64);
-        let mut writes = vec![Write::raise(Key::NextSequence(entity.id), next)];
-        let mut deliveries: Vec<(u64, Vec<Copy>, u64)> = Vec::new();
-        for (i, message) in messages.into_iter().enumerate() {
-            let seq = first + i as u64;
-            let size = message.size() as u64;
-            let candidate = Candidate {
-                props: message.props.clone(),
-                seq,
-                enqueued_at: now,
-                scheduled_at: message.scheduled_at,
-                time_to_live: message.time_to_live,
-                size,
-            };
-            let copies = self.fan_out(&entity, &description, &candidate, size)?;
+        writes.push(Write::raise(Key::NextSequence(entity.id), next));
+        let candidates: Vec<(Candidate, Outgoing)> = messages
+            .into_iter()
+            .zip(first..)
+            .map(|(message, seq)| {
+                let candidate = Candidate {
+                    props: message.props.clone(),
+                    seq,
+                    enqueued_at: now,
+                    scheduled_at: message.scheduled_at,
+                    time_to_live: message.time_to_live,
+                    size: message.size() as u64,
+                };
+                (candidate, message)
+            })
+            .collect();
+        let routed = self.route(&entity, &description, candidates).await?;
+        let mut deliveries = Vec::new();
+        for (candidate, message, copies) in routed {
             if copies.is_empty() {
                 continue;
             }
-            // A queue's one delivery, and a topic's plain copies, ride in the stored message
-            // (see `deliveries`): one record for the send, not one per copy.
-            let queue_delivery = (entity.kind == EntityKind::Queue)
-                .then(|| copies.first().map(|c| c.delivery.clone()))
-                .flatten();
-            let listed = copies
-                .iter()
-                .filter(|c| c.delivery.listed)
-                .map(|c| (c.to.id, c.delivery.clone()))
-                .collect();
-            let stored = StoredMessage {
-                sequence_number: seq,
-                enqueued_at: now,
-                time_to_live: message.time_to_live,
-                scheduled_at: message.scheduled_at,
-                props: message.props,
-                body_len: message.body.len() as u64,
-                queue_delivery,
-                copies: listed,
-            };
-            writes.push(Write::put_with_body(
-                Key::Message(entity.id, seq),
-                &stored,
-                &message.body,
-            ));
-            for copy in copies
-                .iter()
-                .filter(|c| entity.kind != EntityKind::Queue && !c.delivery.listed)
-            {
-                writes.push(Write::put(Key::Delivery(copy.to.id, seq), &copy.delivery));
-                if let Some(o) = &copy.overrides {
-                    writes.push(Write::put(Key::Override(copy.to.id, seq), o));
-                }
-            }
-            deliveries.push((seq, copies, size));
+            Self::message_writes(&entity, &candidate, message, &copies, &mut writes);
+            deliveries.push((candidate.seq, copies, candidate.size));
         }
+        self.file(entity, writes, deliveries, now).await
+    }
+
+    /// The messages that are not duplicates of one sent within the window (those are
+    /// accepted and dropped, as the service does); the history's writes go in `writes`.
+    fn without_duplicates(
+        entity: &Entity,
+        description: &servicebus_wire::EntityDescription,
+        messages: Vec<Outgoing>,
+        now: DateTime<Utc>,
+        writes: &mut Vec<Write>,
+    ) -> Vec<Outgoing> {
+        if !description.requires_duplicate_detection {
+            return messages;
+        }
+        let window = description.duplicate_detection_history_time_window;
+        let mut seen = runtime::lock(&entity.seen);
+        messages
+            .into_iter()
+            .filter(|m| {
+                m.props
+                    .message_id
+                    .as_deref()
+                    .is_none_or(|id| !seen.check(entity.id, id, window, now, writes))
+            })
+            .collect()
+    }
+
+    /// Each message with its copies. Rules that read SQL over large properties, or many of
+    /// them, are evaluated on a blocking thread, so that no send can hold a runtime thread
+    /// (and every other request behind it) for long.
+    async fn route(
+        &self,
+        entity: &Arc<Entity>,
+        description: &servicebus_wire::EntityDescription,
+        candidates: Vec<(Candidate, Outgoing)>,
+    ) -> Result<Vec<(Candidate, Outgoing, Vec<Copy>)>> {
+        let sql_rules: usize = entity
+            .subscriptions()
+            .iter()
+            .map(|(_, rules)| rules.iter().filter(|(_, r)| r.is_sql()).count())
+            .sum();
+        let property_bytes: usize = candidates.iter().map(|(c, _)| c.props.size() + 64).sum();
+        let route = {
+            let (broker, entity, description) = (self.clone(), entity.clone(), description.clone());
+            move || {
+                candidates
+                    .into_iter()
+                    .map(|(candidate, message)| {
+                        let copies = broker.fan_out(&entity, &description, &candidate)?;
+                        Ok((candidate, message, copies))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            }
+        };
+        if sql_rules.saturating_mul(property_bytes) <= INLINE_ROUTING_WORK {
+            return route();
+        }
+        match tokio::task::spawn_blocking(route).await {
+            Ok(routed) => routed,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(Error::Store(crate::store::Error::ShutDown)),
+        }
+    }
+
+    /// The writes of one sent message: its record (carrying a queue's delivery and a topic's
+    /// plain copies: one record for the send, not one per copy), plus a record for each copy
+    /// that differs (rule actions, dead-lettered by a filter error).
+    fn message_writes(
+        entity: &Entity,
+        candidate: &Candidate,
+        message: Outgoing,
+        copies: &[Copy],
+        writes: &mut Vec<Write>,
+    ) {
+        let seq = candidate.seq;
+        let queue_delivery = (entity.kind == EntityKind::Queue)
+            .then(|| copies.first().map(|c| c.delivery.clone()))
+            .flatten();
+        let listed = copies
+            .iter()
+            .filter(|c| c.delivery.listed)
+            .map(|c| (c.to.id, c.delivery.clone()))
+            .collect();
+        let stored = StoredMessage {
+            sequence_number: seq,
+            enqueued_at: candidate.enqueued_at,
+            time_to_live: message.time_to_live,
+            scheduled_at: message.scheduled_at,
+            props: message.props,
+            body_len: message.body.len() as u64,
+            queue_delivery,
+            copies: listed,
+        };
+        writes.push(Write::put_with_body(
+            Key::Message(entity.id, seq),
+            &stored,
+            &message.body,
+        ));
+        for copy in copies
+            .iter()
+            .filter(|c| entity.kind != EntityKind::Queue && !c.delivery.listed)
+        {
+            writes.push(Write::put(Key::Delivery(copy.to.id, seq), &copy.delivery));
+            if let Some(o) = &copy.overrides {
+                writes.push(Write::put(Key::Override(copy.to.id, seq), o));
+            }
+        }
+    }
+
+    /// Makes the writes durable, then files the deliveries where receivers find them.
+    async fn file(
+        &self,
+        entity: Arc<Entity>,
+        writes: Vec<Write>,
+        deliveries: Vec<(u64, Vec<Copy>, u64)>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         // Once submitted, the writes land whether or not the client waits: the deliveries
         // are filed by a task of their own, so a sender that goes away (hyper then drops
         // this future) cannot leave stored messages no receiver will ever see.
@@ -385,8 +531,8 @@ impl Broker {
         entity: &Arc<Entity>,
         description: &servicebus_wire::EntityDescription,
         candidate: &Candidate,
-        size: u64,
     ) -> Result<Vec<Copy>> {
+        let size = candidate.size;
         let delivery = |expires_at, dead_letter: Option<DeadLetter>, overridden: bool| Delivery {
             // A topic's plain copies ride in the stored message (see `send`).
             listed: entity.kind == EntityKind::Topic && !overridden && dead_letter.is_none(),
@@ -495,6 +641,28 @@ impl Broker {
         mode: ReceiveMode,
         timeout: std::time::Duration,
     ) -> Result<Option<Received>> {
+        self.receive_with(target, mode, timeout, Ok).await
+    }
+
+    /// As [`Broker::receive`], with the answer built by `render` before the take is
+    /// committed: when reading the message or `render` fails (or panics), the message stays
+    /// where it was, unlocked and with its delivery count, and the failure is returned.
+    /// Only after the answer exists is the lock or the removal made durable.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Broker::receive`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Broker::receive`], and what `render` returns.
+    pub async fn receive_with<R>(
+        &self,
+        target: &ReceiveTarget,
+        mode: ReceiveMode,
+        timeout: std::time::Duration,
+        render: impl FnOnce(Received) -> Result<R>,
+    ) -> Result<Option<R>> {
         let (entity, which) = self.receivable(target)?;
         let queue = queue_of(&entity)?;
         entity.touch(self.clock.now());
@@ -506,53 +674,108 @@ impl Broker {
             }
             _ => Some(entity.id),
         };
+        let mut render = Some(render);
         loop {
             let notified = queue.notified(which);
-            tokio::pin!(notified);
+            let closed = self.runtime.closed();
+            tokio::pin!(notified, closed);
             notified.as_mut().enable();
+            closed.as_mut().enable();
             let description = entity.description();
             allowed(&entity, &description, "receive")?;
             let settings = QueueSettings::of(&description);
             let mut effects = Vec::new();
-            let load = |sub: Sub, lo: u64, hi: u64| {
-                let mut found = Vec::new();
-                if let (Some(owner), Sub::Main) = (owner, sub) {
-                    self.deliveries(owner, &[entity.id], lo, hi, |_, seq, d| {
-                        found.push((seq, d));
-                        Ok(())
-                    })?;
-                    return Ok(found);
-                }
-                // A dead-lettered delivery always has its record.
-                for record in self
-                    .store
-                    .iter::<Delivery>(Key::Delivery(entity.id, lo), Key::Delivery(entity.id, hi))
-                {
-                    let (key, d) = record?;
-                    if !d.settled {
-                        found.extend(Key::parse_numbers(&key).map(|(_, _, seq)| (seq, d)));
-                    }
-                }
-                Ok(found)
-            };
-            let taken = queue.take(
-                which,
-                mode,
-                &settings,
-                self.clock.now(),
-                &mut effects,
-                &load,
-            )?;
+            let load = |sub: Sub, lo: u64, hi: u64| self.load(&entity, owner, sub, lo, hi);
+            let now = self.clock.now();
+            let taken = queue.take(which, mode, &settings, now, &mut effects, &load)?;
             if let Some(taken) = taken {
-                // Read before the writes: receive-and-delete may delete the stored message.
-                let received = self.read(&entity, &taken)?;
-                self.persist(entity.id, effects).await?;
-                return Ok(Some(received));
+                let Some(render) = render.take() else {
+                    return Ok(None);
+                };
+                return self
+                    .commit(&entity, queue, which, taken, effects, render, now)
+                    .await
+                    .map(Some);
             }
             self.persist(entity.id, effects).await?;
-            let _waiting = runtime::Waiting::new(queue);
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            if self.runtime.is_closing() {
                 return Ok(None);
+            }
+            let _waiting = runtime::Waiting::new(queue);
+            tokio::select! {
+                () = &mut notified => {}
+                () = &mut closed => return Ok(None),
+                () = tokio::time::sleep_until(deadline) => return Ok(None),
+            }
+        }
+    }
+
+    /// Reads cold deliveries `lo..=hi` of `entity`'s subqueue `sub` back from the store.
+    fn load(
+        &self,
+        entity: &Entity,
+        owner: Option<u64>,
+        sub: Sub,
+        lo: u64,
+        hi: u64,
+    ) -> crate::store::Result<Vec<(u64, Delivery)>> {
+        let mut found = Vec::new();
+        if let (Some(owner), Sub::Main) = (owner, sub) {
+            self.deliveries(owner, &[entity.id], lo, hi, |_, seq, d| {
+                found.push((seq, d));
+                Ok(())
+            })?;
+            return Ok(found);
+        }
+        // A dead-lettered delivery always has its record.
+        for record in self
+            .store
+            .iter::<Delivery>(Key::Delivery(entity.id, lo), Key::Delivery(entity.id, hi))
+        {
+            let (key, d) = record?;
+            if !d.settled {
+                found.extend(Key::parse_numbers(&key).map(|(_, _, seq)| (seq, d)));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Builds the answer for what a receive took, then makes the take durable. If the answer
+    /// cannot be built, the take is undone (and what else the take applied, expiries say,
+    /// is still written).
+    #[allow(clippy::too_many_arguments)] // the pieces of one take, kept apart for the undo
+    async fn commit<R>(
+        &self,
+        entity: &Entity,
+        queue: &Queue,
+        which: Sub,
+        taken: Taken,
+        mut effects: Vec<Effect>,
+        render: impl FnOnce(Received) -> Result<R>,
+        now: DateTime<Utc>,
+    ) -> Result<R> {
+        // Read before the writes: receive-and-delete may delete the stored message.
+        let answer = self.read(entity, &taken).and_then(|received| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| render(received)))
+                .unwrap_or_else(|panic| {
+                    queue.untake(which, taken.clone(), now);
+                    std::panic::resume_unwind(panic)
+                })
+        });
+        match answer {
+            Ok(answer) => match self.persist(entity.id, effects).await {
+                Ok(()) => Ok(answer),
+                Err(e) => {
+                    queue.untake(which, taken, now);
+                    Err(e)
+                }
+            },
+            Err(e) => {
+                // The take's own effect is the last one `take` added.
+                effects.pop();
+                queue.untake(which, taken, now);
+                self.persist(entity.id, effects).await?;
+                Err(e)
             }
         }
     }
@@ -591,11 +814,25 @@ impl Broker {
             sequence_number: entry.seq,
             delivery_count: entry.delivery.delivery_count,
             enqueued_at: stored.enqueued_at,
-            time_to_live: stored.time_to_live,
+            time_to_live: stored
+                .time_to_live
+                .map(|sent| self.effective_ttl(entity, owner, sent)),
             lock: *lock,
             props,
             body,
         })
+    }
+
+    /// The time to live a receiver sees: the service lowers a message's to its entity's
+    /// `DefaultMessageTimeToLive` (and, through a subscription, to its topic's) silently.
+    fn effective_ttl(&self, receivable: &Entity, owner: u64, sent: f64) -> f64 {
+        let mut ttl = ttl_span(sent).min(receivable.description().default_message_time_to_live);
+        if owner != receivable.id
+            && let Some(topic) = self.runtime.by_id(owner)
+        {
+            ttl = ttl.min(topic.description().default_message_time_to_live);
+        }
+        span_seconds(ttl).min(sent)
     }
 
     /// The deliveries of `receivers` (a queue itself, or subscriptions of one topic) of the
@@ -722,6 +959,19 @@ impl Broker {
         let now = self.clock.now();
         self.delete_idle(now).await?;
         for entity in self.runtime.all() {
+            let description = entity.description();
+            if description.requires_duplicate_detection {
+                let mut writes = Vec::new();
+                runtime::lock(&entity.seen).expire(
+                    entity.id,
+                    description.duplicate_detection_history_time_window,
+                    now,
+                    &mut writes,
+                );
+                if !writes.is_empty() {
+                    self.store.apply(writes).await?;
+                }
+            }
             if let Some(queue) = &entity.queue {
                 let mut effects = Vec::new();
                 queue.sweep(&QueueSettings::of(&entity.description()), now, &mut effects);
@@ -754,7 +1004,8 @@ impl Broker {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] with the system clock; [`Error::Store`].
+    /// [`Error::Invalid`] with the system clock, or for a move backwards or past
+    /// [`crate::Clock::LATEST`] (the clock stays); [`Error::Store`].
     pub async fn advance_clock(&self, by: chrono::Duration) -> Result<DateTime<Utc>> {
         if !matches!(self.clock, crate::clock::Clock::Manual(_)) {
             return Err(Error::Invalid(
@@ -762,7 +1013,13 @@ impl Broker {
                     .into(),
             ));
         }
-        let now = self.clock.advance(by);
+        let now = self.clock.advance(by).ok_or_else(|| {
+            Error::Invalid(format!(
+                "the clock moves only forward and not past {}; it stays at {}",
+                crate::Clock::LATEST.to_rfc3339(),
+                self.clock.now().to_rfc3339()
+            ))
+        })?;
         self.sweep().await?;
         Ok(now)
     }

@@ -1,6 +1,7 @@
 //! The behaviour: entities, rules and messages. It knows nothing of HTTP; the store is its
 //! only way to disk.
 
+mod duplicates;
 mod management;
 mod messaging;
 mod runtime;
@@ -13,8 +14,9 @@ use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 use crate::filter;
+use crate::model::limits::Quotas;
 use crate::model::{EntityRecord, RuleRecord};
-use crate::store::{self, EntityKey, Store, Write};
+use crate::store::{self, EntityKey, Key, Store, Write};
 
 pub use management::{DEFAULT_RULE_NAME, EntityView, Page, PutOutcome};
 pub use messaging::{Outgoing, ReceiveTarget, Received};
@@ -58,6 +60,17 @@ pub enum Error {
         /// `send` or `receive`.
         operation: &'static str,
     },
+    /// A quota of the namespace or topic is reached (`403`).
+    #[error("{what}: the quota is {limit}")]
+    QuotaExceeded {
+        /// What would go past the quota.
+        what: String,
+        /// The quota.
+        limit: usize,
+        /// The service's sub-code (40501 SQL filters, 40502 correlation filters, 40503
+        /// subscriptions, 40300 otherwise).
+        sub_code: u32,
+    },
     /// A message over the entity's size limit.
     #[error("the message is {size} bytes, over the entity's limit of {limit} bytes")]
     TooLarge {
@@ -74,11 +87,31 @@ pub enum Error {
 /// Broker result.
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// How the broker runs: its memory window and the quotas it enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Receivable deliveries each queue, subscription and dead-letter subqueue keeps in
+    /// memory (see [`Broker::open_with_window`]).
+    pub window: usize,
+    /// Entity quotas.
+    pub quotas: Quotas,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            window: runtime::DEFAULT_WINDOW,
+            quotas: Quotas::STANDARD,
+        }
+    }
+}
+
 /// The broker (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct Broker {
     store: Store,
     clock: Clock,
+    quotas: Quotas,
     /// Serialises management writes so check-then-write (exists? conflict?) is atomic.
     /// The message path does not take this lock.
     management: Arc<tokio::sync::Mutex<()>>,
@@ -104,7 +137,7 @@ impl Broker {
     ///
     /// [`Error::Store`] when the store cannot be read.
     pub async fn open(store: Store, clock: Clock) -> Result<Self> {
-        Self::open_with_window(store, clock, runtime::DEFAULT_WINDOW).await
+        Self::open_with(store, clock, Options::default()).await
     }
 
     /// As [`Broker::open`], keeping up to `window` receivable deliveries of each queue,
@@ -116,17 +149,32 @@ impl Broker {
     ///
     /// [`Error::Store`] when the store cannot be read.
     pub async fn open_with_window(store: Store, clock: Clock, window: usize) -> Result<Self> {
+        let options = Options {
+            window,
+            ..Options::default()
+        };
+        Self::open_with(store, clock, options).await
+    }
+
+    /// As [`Broker::open`], with the given [`Options`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] when the store cannot be read.
+    pub async fn open_with(store: Store, clock: Clock, options: Options) -> Result<Self> {
         let broker = Broker {
             store,
             clock,
+            quotas: options.quotas,
             management: Arc::default(),
-            runtime: Arc::new(runtime::Runtime::new(window)),
+            runtime: Arc::new(runtime::Runtime::new(options.window)),
             sweeper: Arc::default(),
         };
         let by_id = broker.load_entities().await?;
         if !broker.restore(&by_id).await? {
             broker.recover(&by_id).await?;
         }
+        broker.load_history(&by_id).await?;
         broker.start_sweeper();
         Ok(broker)
     }
@@ -184,6 +232,43 @@ impl Broker {
             }
         }
         Ok(by_id)
+    }
+
+    /// Reads duplicate detection's history back: the ids each queue and topic saw within its
+    /// window. Ids of deleted entities, and ids that left their window while the emulator
+    /// was down, are deleted.
+    async fn load_history(&self, by_id: &HashMap<u64, Arc<runtime::Entity>>) -> Result<()> {
+        let now = self.clock.now();
+        let mut writes = Vec::new();
+        let mut seen: HashMap<u64, Vec<(chrono::DateTime<chrono::Utc>, String)>> = HashMap::new();
+        self.store
+            .visit::<chrono::DateTime<chrono::Utc>, Error>(Key::AllSeen, |key, at| {
+                let Some((owner, id)) = Key::parse_seen(key) else {
+                    return Ok(());
+                };
+                let live = by_id.get(&owner).map(|e| e.description()).filter(|d| {
+                    d.requires_duplicate_detection
+                        && runtime::add(at, d.duplicate_detection_history_time_window) > now
+                });
+                match live {
+                    Some(_) => seen.entry(owner).or_default().push((at, id)),
+                    None => writes.push(Write::delete(Key::Seen(owner, id))),
+                }
+                Ok(())
+            })?;
+        for (owner, mut ids) in seen {
+            ids.sort();
+            if let Some(entity) = by_id.get(&owner) {
+                let mut history = runtime::lock(&entity.seen);
+                for (at, id) in ids {
+                    history.remember(id, at);
+                }
+            }
+        }
+        if !writes.is_empty() {
+            self.store.apply(writes).await?;
+        }
+        Ok(())
     }
 
     fn register(&self, key: &EntityKey, record: &EntityRecord) -> Arc<runtime::Entity> {

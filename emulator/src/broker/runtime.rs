@@ -14,6 +14,7 @@ use servicebus_wire::{EntityDescription, EntityKind, TimeSpan};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use super::duplicates::History;
 use crate::filter::CompiledRule;
 use crate::model::message::{DeadLetter, Delivery};
 use crate::store::{Key, Write};
@@ -21,7 +22,7 @@ use crate::store::{Key, Write};
 pub(crate) const REASON_MAX_DELIVERY: &str = "MaxDeliveryCountExceeded";
 pub(crate) const REASON_TTL: &str = "TTLExpiredException";
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -52,8 +53,8 @@ pub(crate) struct Entity {
     pub(crate) queue: Option<Queue>,
     /// Subscriptions and their compiled rules (topics), in name order.
     subscriptions: RwLock<Vec<RoutedSubscription>>,
-    /// Message ids seen within the duplicate-detection window, with when (queues, topics).
-    seen: Mutex<HashMap<String, DateTime<Utc>>>,
+    /// Message ids seen within the duplicate-detection window (queues, topics).
+    pub(crate) seen: Mutex<History>,
     /// Last send, receive or update, for `AutoDeleteOnIdle`.
     last_used: Mutex<DateTime<Utc>>,
 }
@@ -85,22 +86,6 @@ impl Entity {
     pub(crate) fn is_idle(&self, now: DateTime<Utc>) -> bool {
         let idle = read(&self.description).auto_delete_on_idle;
         !idle.is_infinite() && add(*lock(&self.last_used), idle) <= now
-    }
-
-    /// Whether `message_id` was sent within `window` before `now`; records it if not.
-    pub(crate) fn is_duplicate(
-        &self,
-        message_id: &str,
-        window: TimeSpan,
-        now: DateTime<Utc>,
-    ) -> bool {
-        let mut seen = lock(&self.seen);
-        seen.retain(|_, at| add(*at, window) > now);
-        if seen.contains_key(message_id) {
-            return true;
-        }
-        seen.insert(message_id.to_string(), now);
-        false
     }
 
     /// Makes the next sequence number at least `n` (recovery).
@@ -287,7 +272,8 @@ impl QueueSettings {
     }
 }
 
-fn add(t: DateTime<Utc>, span: TimeSpan) -> DateTime<Utc> {
+/// `t + span`, saturating at the latest instant.
+pub(crate) fn add(t: DateTime<Utc>, span: TimeSpan) -> DateTime<Utc> {
     Duration::from_std(span.to_std())
         .ok()
         .and_then(|d| t.checked_add_signed(d))
@@ -632,6 +618,23 @@ impl Queue {
         }
     }
 
+    /// Puts back what [`Queue::take`] took when the receive's answer could not be made:
+    /// the lock (if any) is dropped and the delivery is receivable again with the count it
+    /// had before, as if it had never been taken. Its record on disk was not rewritten.
+    pub(crate) fn untake(&self, which: Sub, taken: Taken, now: DateTime<Utc>) {
+        let mut state = lock(&self.state);
+        if let Some((token, _)) = taken.lock {
+            state.sub(which).locked.remove(&token);
+        }
+        let mut entry = taken.entry;
+        entry.delivery.delivery_count = entry.delivery.delivery_count.saturating_sub(1);
+        let ready = state.insert(entry, now, Filing::Memory);
+        drop(state);
+        if let Some(which) = ready {
+            self.ready(which).notify_one();
+        }
+    }
+
     /// The locked entry for `token`, if its lock is still held at `now`.
     pub(crate) fn locked(&self, which: Sub, token: Uuid, now: DateTime<Utc>) -> Option<Locked> {
         let mut state = lock(&self.state);
@@ -813,6 +816,10 @@ pub(crate) struct Runtime {
     sends_in_flight: AtomicUsize,
     /// Wakes the sweeper early (the clock moved).
     pub(crate) sweep: Notify,
+    /// Set when the emulator stops: parked receives answer at once, empty.
+    closing: std::sync::atomic::AtomicBool,
+    /// Wakes parked receives when `closing` is set.
+    closed: Notify,
 }
 
 /// Counts a send in flight while it lives (see [`Runtime::sends_in_flight`]).
@@ -848,7 +855,25 @@ impl Runtime {
             window,
             sends_in_flight: AtomicUsize::new(0),
             sweep: Notify::new(),
+            closing: std::sync::atomic::AtomicBool::new(false),
+            closed: Notify::new(),
         }
+    }
+
+    /// Answers every parked receive (empty) and every later one at once: the emulator stops.
+    pub(crate) fn close_receives(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        self.closed.notify_waiters();
+    }
+
+    /// Whether [`Runtime::close_receives`] was called.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
+    /// Completes once [`Runtime::close_receives`] is called after it was enabled.
+    pub(crate) fn closed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.closed.notified()
     }
 
     /// A new entity id; ids start at 1 (0 marks a record written before ids existed).

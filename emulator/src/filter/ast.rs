@@ -113,6 +113,24 @@ pub enum Expr {
     PropertyOf(Box<Expr>),
 }
 
+impl Expr {
+    /// The expressions directly inside this one.
+    pub fn children(&self) -> Vec<&Expr> {
+        match self {
+            Expr::Literal(_)
+            | Expr::Property(_)
+            | Expr::Parameter(_)
+            | Expr::Exists(_)
+            | Expr::NewId => Vec::new(),
+            Expr::Negate(e) | Expr::Not(e) | Expr::PropertyOf(e) => vec![e],
+            Expr::IsNull { expr, .. } => vec![expr],
+            Expr::Binary(_, l, r) => vec![l, r],
+            Expr::In { expr, list, .. } => std::iter::once(expr.as_ref()).chain(list).collect(),
+            Expr::Like { expr, pattern, .. } => vec![expr, pattern],
+        }
+    }
+}
+
 /// One statement of a rule action.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Statement {

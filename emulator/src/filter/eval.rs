@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use super::EvalError;
 use super::ast::{BinaryOp, Expr, Property, Scope};
+use super::like::Patterns;
 use super::value::{Properties, SystemProperty, Value};
 
 /// Bound parameters by lower-cased name without `@`.
@@ -16,8 +17,9 @@ pub(super) fn evaluate<P: Properties + ?Sized>(
     expr: &Expr,
     msg: &P,
     params: &Parameters,
+    patterns: &Patterns,
 ) -> Result<Value, EvalError> {
-    let eval = |e: &Expr| evaluate(e, msg, params);
+    let eval = |e: &Expr| evaluate(e, msg, params, patterns);
     Ok(match expr {
         Expr::Literal(v) => v.clone(),
         Expr::Property(p) => read(p, msg),
@@ -97,7 +99,9 @@ pub(super) fn evaluate<P: Properties + ?Sized>(
             escape,
             negated,
         } => match (eval(expr)?, eval(pattern)?) {
-            (Value::String(s), Value::String(p)) => Value::Bool(like(&s, &p, *escape) != *negated),
+            (Value::String(s), Value::String(p)) => {
+                Value::Bool(patterns.matches(&s, &p, *escape) != *negated)
+            }
             _ => Value::Null,
         },
         Expr::Exists(p) => Value::Bool(match p.scope {
@@ -208,52 +212,7 @@ fn arithmetic(op: BinaryOp, left: &Value, right: &Value) -> Result<Value, EvalEr
 }
 
 /// SQL `LIKE`: `%` any run, `_` any one character, `escape` makes the next one literal.
+#[cfg(test)]
 pub(super) fn like(text: &str, pattern: &str, escape: Option<char>) -> bool {
-    enum Part {
-        Char(char),
-        One,
-        Run,
-    }
-    let mut parts = Vec::new();
-    let mut chars = pattern.chars();
-    while let Some(c) = chars.next() {
-        parts.push(if Some(c) == escape {
-            Part::Char(chars.next().unwrap_or(c))
-        } else if c == '%' {
-            Part::Run
-        } else if c == '_' {
-            Part::One
-        } else {
-            Part::Char(c)
-        });
-    }
-    let text: Vec<char> = text.chars().collect();
-    // Greedy match with backtracking to the last `%`: linear in practice, no recursion.
-    let (mut t, mut p) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match parts.get(p) {
-            Some(Part::Char(c)) if *c == text[t] => {
-                t += 1;
-                p += 1;
-            }
-            Some(Part::One) => {
-                t += 1;
-                p += 1;
-            }
-            Some(Part::Run) => {
-                star = Some((p, t));
-                p += 1;
-            }
-            _ => match star {
-                Some((sp, st)) => {
-                    p = sp + 1;
-                    t = st + 1;
-                    star = Some((sp, st + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    parts[p..].iter().all(|part| matches!(part, Part::Run))
+    Patterns::default().matches(text, pattern, escape)
 }

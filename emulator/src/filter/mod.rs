@@ -7,6 +7,7 @@
 pub mod ast;
 mod eval;
 mod lexer;
+mod like;
 mod parser;
 pub mod value;
 
@@ -20,6 +21,7 @@ use servicebus_wire::{CorrelationFilter, Filter, RuleAction, RuleDescription, Ty
 
 use ast::{Expr, Property, Scope, Statement};
 use eval::{Parameters, compare, evaluate};
+use like::Patterns;
 pub use parser::MAX_ACTION_STATEMENTS;
 use value::{Properties, PropertiesMut, SystemProperty, Value};
 
@@ -86,7 +88,7 @@ pub fn parse_statements(text: &str) -> Result<Vec<Statement>, ParseError> {
 enum CompiledFilter {
     True,
     False,
-    Sql(Expr, Parameters),
+    Sql(Expr, Parameters, Patterns),
     Correlation(Box<CorrelationFilter>, Vec<(String, Value)>),
 }
 
@@ -94,7 +96,21 @@ enum CompiledFilter {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompiledRule {
     filter: CompiledFilter,
-    action: Option<(Vec<Statement>, Parameters)>,
+    action: Option<(Vec<Statement>, Parameters, Patterns)>,
+}
+
+/// Longest SQL filter or action text, in characters (the service's quota: "Maximum length
+/// of filter condition string: 1,024", and the same for actions).
+pub const MAX_SQL_LENGTH: usize = 1024;
+
+fn check_length(expression: &str, what: &str) -> Result<(), FilterError> {
+    let length = expression.chars().count();
+    if length > MAX_SQL_LENGTH {
+        return Err(FilterError::Invalid(format!(
+            "the SQL {what} is {length} characters long; at most {MAX_SQL_LENGTH} are allowed"
+        )));
+    }
+    Ok(())
 }
 
 /// Compiles a rule: parses its SQL, binds parameters, checks system property names.
@@ -111,10 +127,12 @@ pub fn compile(rule: &RuleDescription) -> Result<CompiledRule, FilterError> {
             parameters,
             ..
         } => {
+            check_length(expression, "filter")?;
             let expr = parser::parse_filter(expression).map_err(FilterError::Filter)?;
             let params = bind(parameters)?;
             check_expr(&expr, &params)?;
-            CompiledFilter::Sql(expr, params)
+            let patterns = Patterns::of([&expr], &params);
+            CompiledFilter::Sql(expr, params, patterns)
         }
         Filter::Correlation(c) => {
             let properties = c
@@ -132,6 +150,7 @@ pub fn compile(rule: &RuleDescription) -> Result<CompiledRule, FilterError> {
             parameters,
             ..
         } => {
+            check_length(expression, "action")?;
             let statements = parser::parse_action(expression).map_err(FilterError::Action)?;
             let params = bind(parameters)?;
             for s in &statements {
@@ -143,7 +162,8 @@ pub fn compile(rule: &RuleDescription) -> Result<CompiledRule, FilterError> {
                     Statement::Remove(p) => check_settable(p)?,
                 }
             }
-            Some((statements, params))
+            let patterns = Patterns::of_statements(&statements, &params);
+            Some((statements, params, patterns))
         }
     };
     Ok(CompiledRule { filter, action })
@@ -229,9 +249,23 @@ impl CompiledRule {
         Ok(match &self.filter {
             CompiledFilter::True => true,
             CompiledFilter::False => false,
-            CompiledFilter::Sql(expr, params) => evaluate(expr, msg, params)?.truth() == Some(true),
+            CompiledFilter::Sql(expr, params, patterns) => {
+                evaluate(expr, msg, params, patterns)?.truth() == Some(true)
+            }
             CompiledFilter::Correlation(c, properties) => correlation_matches(c, properties, msg),
         })
+    }
+
+    /// Whether its filter is a correlation filter (which counts against its own quota; SQL,
+    /// true and false filters count as SQL filters).
+    pub fn is_correlation(&self) -> bool {
+        matches!(self.filter, CompiledFilter::Correlation(..))
+    }
+
+    /// Whether evaluating it reads SQL (which can cost in proportion to the message's
+    /// properties); true, false and correlation filters without action are cheap.
+    pub fn is_sql(&self) -> bool {
+        matches!(self.filter, CompiledFilter::Sql(..)) || self.action.is_some()
     }
 
     /// Whether the rule has an action (each matching rule with an action makes its own copy).
@@ -245,13 +279,13 @@ impl CompiledRule {
     ///
     /// [`EvalError`] when a statement's expression cannot be evaluated.
     pub fn apply<P: PropertiesMut + ?Sized>(&self, msg: &mut P) -> Result<(), EvalError> {
-        let Some((statements, params)) = &self.action else {
+        let Some((statements, params, patterns)) = &self.action else {
             return Ok(());
         };
         for statement in statements {
             match statement {
                 Statement::Set(p, e) => {
-                    let value = evaluate(e, msg, params)?;
+                    let value = evaluate(e, msg, params, patterns)?;
                     set(msg, p, value);
                 }
                 Statement::Remove(p) => set(msg, p, Value::Null),

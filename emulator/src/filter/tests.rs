@@ -584,7 +584,7 @@ proptest! {
     fn evaluation_matches_the_reference(p in pred(), g in generated()) {
         let source = text(&p);
         let expr = parse_expression(&source).map_err(|e| TestCaseError::fail(format!("{source}: {e}")))?;
-        let got = match eval::evaluate(&expr, &g.msg(), &HashMap::new()).unwrap().truth() {
+        let got = match eval::evaluate(&expr, &g.msg(), &HashMap::new(), &like::Patterns::default()).unwrap().truth() {
             Some(true) => 2,
             Some(false) => 0,
             None => 1,
@@ -596,8 +596,41 @@ proptest! {
 
     /// LIKE agrees with a recursive reference matcher.
     #[test]
-    fn like_matches_the_reference(s in "[ab%_]{0,6}", p in "[ab%_]{0,6}") {
+    fn like_matches_the_reference(s in "[ab%_é]{0,12}", p in "[ab%_é]{0,10}") {
         let want = reference_like(&s.chars().collect::<Vec<_>>(), &p.chars().collect::<Vec<_>>());
         prop_assert_eq!(eval::like(&s, &p, None), want);
     }
+
+    /// With an escape character, `!%` and `!_` are literal; the reference reads them so.
+    #[test]
+    fn like_with_an_escape_matches_the_reference(s in "[ab%_!]{0,10}", p in "[ab%_!]{0,10}") {
+        let mut literal = Vec::new();
+        let mut chars = p.chars();
+        while let Some(c) = chars.next() {
+            literal.push(if c == '!' { Some(chars.next().unwrap_or('!')) } else { None }.map_or(c, |l| match l {
+                '%' => '\u{1}',
+                '_' => '\u{2}',
+                other => other,
+            }));
+        }
+        let text: Vec<char> = s.chars().map(|c| match c { '%' => '\u{1}', '_' => '\u{2}', o => o }).collect();
+        prop_assert_eq!(eval::like(&s, &p, Some('!')), reference_like(&text, &literal));
+    }
+}
+
+/// A text and a pattern of tens of thousands of characters, a backtracking matcher's worst
+/// case (each start fails only at the last character), match at once.
+#[test]
+fn long_like_patterns_cost_about_their_length() {
+    let x = "a".repeat(32_000);
+    for pattern in [
+        format!("%{}b", "a".repeat(15_000)),
+        format!("%{}b%", "a".repeat(15_000)),
+        format!("%{}_b%", "a_".repeat(7_500)),
+        format!("{}%b", "a".repeat(15_000)),
+    ] {
+        assert!(!eval::like(&x, &pattern, None), "{}", &pattern[..20]);
+    }
+    assert!(eval::like(&x, &format!("%{}", "a".repeat(15_000)), None));
+    assert!(eval::like(&x, &format!("%{}%", "a_".repeat(7_500)), None));
 }

@@ -45,6 +45,11 @@ impl ApiError {
 
     /// The response, with the tracking fields the service appends to every detail.
     pub(crate) fn into_response(self, ctx: &RequestContext) -> Response {
+        self.render(&ctx.namespace, &ctx.decoded_path)
+    }
+
+    /// As [`ApiError::into_response`], for a request known only by its path.
+    pub(crate) fn render(self, namespace: &str, path: &str) -> Response {
         if self.status.is_server_error() {
             tracing::error!(status = %self.status, detail = %self.detail, "request failed");
         } else {
@@ -58,8 +63,8 @@ impl ApiError {
             "{sub}{}. TrackingId:{}_G0, SystemTracker:{}.servicebus.windows.net:{}, Timestamp:{}",
             self.detail.trim_end_matches('.'),
             uuid::Uuid::new_v4(),
-            ctx.namespace,
-            ctx.decoded_path.trim_start_matches('/'),
+            namespace,
+            path.trim_start_matches('/'),
             chrono::Utc::now().format("%m/%d/%Y %H:%M:%S")
         );
         let mut response = (self.status, error_body(self.status.as_u16(), &detail)).into_response();
@@ -87,6 +92,11 @@ impl From<broker::Error> for ApiError {
             broker::Error::Disabled { .. } => {
                 ApiError::new(StatusCode::FORBIDDEN, 40301, e.to_string())
             }
+            broker::Error::QuotaExceeded { sub_code, .. } => ApiError::new(
+                StatusCode::FORBIDDEN,
+                sub_code,
+                format!("Quota exceeded. {e}"),
+            ),
             broker::Error::TooLarge { .. } => ApiError::new(
                 StatusCode::FORBIDDEN,
                 40300,

@@ -76,7 +76,8 @@ pub(super) async fn handle(
                 &page,
                 skip,
                 top,
-                |v| format!("{}/{topic}/Subscriptions/{}", ctx.base(), v.record.name),
+                // The service writes lower-case segments here; clients derive names from them.
+                |v| format!("{}/{topic}/subscriptions/{}", ctx.base(), v.record.name),
             ))
         }
         (&Method::GET, Target::Rules(topic, sub)) => {
@@ -89,8 +90,9 @@ pub(super) async fn handle(
                     rule_entry(
                         ctx,
                         r,
+                        // Lower-case segments, as the service writes them.
                         &format!(
-                            "{}/{topic}/Subscriptions/{sub}/Rules/{}",
+                            "{}/{topic}/subscriptions/{sub}/rules/{}",
                             ctx.base(),
                             r.name
                         ),

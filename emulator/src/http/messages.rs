@@ -21,8 +21,10 @@ use crate::store::EntityKey;
 const DEFAULT_TIMEOUT_SECS: f64 = 60.0;
 /// Longest long-poll wait.
 const MAX_TIMEOUT_SECS: f64 = 230.0;
+/// Largest single move of the manual clock; the clock itself stops at `Clock::LATEST`.
+const MAX_CLOCK_STEP_SECS: f64 = 2.5e11;
 /// Largest batch request.
-const MAX_BATCH_BYTES: usize = 1024 * 1024;
+pub(super) const MAX_BATCH_BYTES: usize = 1024 * 1024;
 
 /// The rights a messaging request needs.
 pub(super) fn need(target: &Target) -> Need {
@@ -60,11 +62,14 @@ pub(super) async fn handle(
                 ReceiveMode::ReceiveAndDelete
             };
             let timeout = timeout(ctx)?;
+            // The answer is built before the lock or removal is committed (see
+            // `Broker::receive_with`): a message is never taken without its answer.
+            let render = |received| Ok(message_response(ctx, receivable, mode, received));
             match broker
-                .receive(&receive_target(receivable), mode, timeout)
+                .receive_with(&receive_target(receivable), mode, timeout, render)
                 .await?
             {
-                Some(received) => Ok(message_response(ctx, receivable, mode, received)),
+                Some(response) => Ok(response),
                 None => Ok(StatusCode::NO_CONTENT.into_response()),
             }
         }
@@ -83,6 +88,13 @@ pub(super) async fn handle(
             let seconds = seconds_param(ctx, "seconds")?.ok_or_else(|| {
                 ApiError::bad_request("the query parameter seconds must be a non-negative number")
             })?;
+            if seconds > MAX_CLOCK_STEP_SECS {
+                return Err(ApiError::bad_request(format!(
+                    "the query parameter seconds is {seconds}; the clock moves at most \
+                     {MAX_CLOCK_STEP_SECS} seconds (about 8,000 years) at a time"
+                )));
+            }
+            // Within the bound above, milliseconds fit an i64 with room to spare.
             let by = chrono::Duration::milliseconds((seconds * 1000.0).round() as i64);
             let now = broker.advance_clock(by).await?;
             Ok((
@@ -129,7 +141,26 @@ fn seconds_param(ctx: &RequestContext, name: &str) -> Result<Option<f64>, ApiErr
     }
 }
 
-fn is_batch(headers: &HeaderMap) -> bool {
+/// `403` (SubCode 40300) for a batch body over [`MAX_BATCH_BYTES`].
+pub(super) fn batch_too_large(size: u64, limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        40300,
+        format!("The batch is too large: {size} bytes, over the limit of {limit} bytes"),
+    )
+}
+
+/// `403` (SubCode 40300) for a message body over the entity's size limit, as the broker
+/// answers a message too large with its properties.
+pub(super) fn message_too_large(size: u64, limit: usize) -> ApiError {
+    ApiError::from(crate::broker::Error::TooLarge {
+        size,
+        limit: limit as u64,
+    })
+}
+
+/// Whether the request is a batch send (by its media type, parameters ignored).
+pub(super) fn is_batch(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -178,14 +209,7 @@ fn single(headers: &HeaderMap, body: Bytes) -> Result<Outgoing, ApiError> {
 
 fn batch(body: &Bytes) -> Result<Vec<Outgoing>, ApiError> {
     if body.len() > MAX_BATCH_BYTES {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            40300,
-            format!(
-                "The batch is too large: {} bytes, over the limit of {MAX_BATCH_BYTES} bytes",
-                body.len()
-            ),
-        ));
+        return Err(batch_too_large(body.len() as u64, MAX_BATCH_BYTES));
     }
     Ok(parse_batch(body)?
         .into_iter()

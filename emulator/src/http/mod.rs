@@ -5,16 +5,20 @@
 mod error;
 mod management;
 mod messages;
+mod serve;
 mod target;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use percent_encoding::percent_decode_str;
+use tokio::sync::Semaphore;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Instrument as _;
 
@@ -22,10 +26,19 @@ use crate::auth::Authenticator;
 use crate::broker::Broker;
 use crate::config::MissingEntityGet;
 pub(crate) use error::ApiError;
+pub(crate) use serve::{ConnectionLimits, serve};
 use target::Target;
 
-/// Largest request body (a 1 MiB batch, or a Premium-size message, fits).
-const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Largest request body of any kind (a Premium-size message).
+pub(crate) const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Largest entity or rule description (`PUT`); the service's own are a few kilobytes.
+pub(crate) const MAX_DESCRIPTION_BYTES: usize = 256 * 1024;
+/// Largest body of a request that takes none (receive, settle, `GET`, `DELETE`): ignored.
+const MAX_OTHER_BODY_BYTES: usize = 64 * 1024;
+/// Bytes of request bodies read at once, across all connections: a request whose body
+/// would go past it waits for others to finish (so many slow senders of large bodies cannot
+/// grow memory without bound).
+pub(crate) const BODY_BUDGET_BYTES: usize = 64 * 1024 * 1024;
 
 /// What every handler shares.
 #[derive(Debug)]
@@ -34,6 +47,30 @@ pub(crate) struct AppState {
     pub(crate) auth: Authenticator,
     pub(crate) namespace: String,
     pub(crate) missing_get: MissingEntityGet,
+    /// [`BODY_BUDGET_BYTES`] in KiB permits.
+    pub(crate) bodies: Semaphore,
+    /// How long a body may take to arrive once its headers have.
+    pub(crate) body_timeout: Duration,
+}
+
+impl AppState {
+    /// State over a broker and its authenticator, with the body budget.
+    pub(crate) fn new(
+        broker: Broker,
+        auth: Authenticator,
+        namespace: String,
+        missing_get: MissingEntityGet,
+        body_timeout: Duration,
+    ) -> Self {
+        AppState {
+            broker,
+            auth,
+            namespace,
+            missing_get,
+            bodies: Semaphore::new(BODY_BUDGET_BYTES / 1024),
+            body_timeout,
+        }
+    }
 }
 
 /// The parts of a request that responses echo: host, path, query.
@@ -120,22 +157,37 @@ impl RequestContext {
     }
 }
 
-/// Builds the router over shared state.
+/// Builds the router over shared state. A handler that panics is answered `500` (and
+/// logged) rather than dropping the connection; no client input should ever get there.
 pub(crate) fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .fallback(dispatch)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+    with_layers(Router::new().fallback(dispatch)).with_state(state)
 }
 
-async fn dispatch(
-    State(state): State<Arc<AppState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+/// The layers every route is served through: panics caught, requests traced.
+fn with_layers<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    router
+        .layer(CatchPanicLayer::custom(panicked))
+        .layer(TraceLayer::new_for_http())
+}
+
+fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into());
+    tracing::error!(panic = %what, "a request handler panicked; answered 500");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        50000,
+        "Internal server error (the emulator's log has the cause)",
+    )
+    .render("", "")
+}
+
+async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
     let ctx = RequestContext::new(&uri, &headers, &state.namespace);
     let target = match Target::parse(&ctx.raw_path) {
         Ok(t) => t,
@@ -158,12 +210,17 @@ async fn dispatch(
     } else {
         management::need(&target, &method)
     };
+    // The token first: nobody without one makes the emulator read a body.
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok());
     if let Err(e) = state.auth.authorize(authorization, &ctx.decoded_path, need) {
         return ApiError::from(e).into_response(&ctx);
     }
+    let body = match read_body(&state, &method, &target, &headers, body).await {
+        Ok(body) => body,
+        Err(e) => return e.into_response(&ctx),
+    };
     let result = if messaging {
         messages::handle(&state, &ctx, &method, &target, &headers, body)
             .instrument(span)
@@ -176,6 +233,82 @@ async fn dispatch(
     result.unwrap_or_else(|e| e.into_response(&ctx))
 }
 
+/// Reads the body once the request is authorized: refused at once when `Content-Length`
+/// is over the operation's limit, cut off when a body without one grows past it, and
+/// bounded in time and (with every other body being read) in memory.
+async fn read_body(
+    state: &AppState,
+    method: &Method,
+    target: &Target,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, ApiError> {
+    let (limit, too_large): (usize, fn(u64, usize) -> ApiError) = match (method, target) {
+        (&Method::POST, Target::Send(path)) => {
+            if messages::is_batch(headers) {
+                (messages::MAX_BATCH_BYTES, messages::batch_too_large)
+            } else {
+                let entity_limit = state.broker.message_size_limit(path).unwrap_or(u64::MAX);
+                let limit =
+                    usize::try_from(entity_limit).map_or(MAX_BODY_BYTES, |l| l.min(MAX_BODY_BYTES));
+                (limit, messages::message_too_large)
+            }
+        }
+        (&Method::PUT, _) => (MAX_DESCRIPTION_BYTES, body_too_large),
+        _ => (MAX_OTHER_BODY_BYTES, body_too_large),
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(length) = declared.filter(|l| *l > limit as u64) {
+        return Err(too_large(length, limit));
+    }
+    let expected = declared.map_or(limit, |l| usize::try_from(l).unwrap_or(limit));
+    if expected == 0 {
+        return Ok(Bytes::new());
+    }
+    // `limit` is at most MAX_BODY_BYTES, so the permits always fit the budget.
+    let permits = u32::try_from(expected.div_ceil(1024)).unwrap_or(u32::MAX);
+    let _budget = state
+        .bodies
+        .acquire_many(permits)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, 50004, "shutting down"))?;
+    match tokio::time::timeout(state.body_timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => {
+            let length_limit = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if length_limit {
+                Err(too_large(limit as u64 + 1, limit))
+            } else {
+                Err(ApiError::bad_request(format!(
+                    "the request body could not be read: {e}"
+                )))
+            }
+        }
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            40800,
+            format!(
+                "the request body did not arrive within {} seconds",
+                state.body_timeout.as_secs()
+            ),
+        )),
+    }
+}
+
+fn body_too_large(size: u64, limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        41300,
+        format!(
+            "the request body of {size} bytes is over the limit of {limit} bytes for this operation"
+        ),
+    )
+}
+
 /// `GET /health`: answers once the emulator serves (the store is open before the listener
 /// accepts), as the official emulator does.
 fn health() -> Response {
@@ -185,4 +318,37 @@ fn health() -> Response {
         r#"{"status":"healthy"}"#,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    /// A handler that panics is answered 500 with a Service Bus error body, and the next
+    /// request is served: the connection is not dropped with the panic.
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500() {
+        async fn bug() -> StatusCode {
+            panic!("a bug")
+        }
+        let app = with_layers(Router::new().fallback(bug));
+        let response = app
+            .clone()
+            .oneshot(Request::get("/q").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            text.contains("<Code>500</Code>") && text.contains("50000"),
+            "{text}"
+        );
+    }
 }

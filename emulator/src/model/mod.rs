@@ -1,5 +1,6 @@
 //! Plain data the broker keeps, with no I/O.
 
+pub mod limits;
 pub mod message;
 
 use chrono::{DateTime, Utc};

@@ -46,7 +46,7 @@ impl EntityKey {
             if i > 0 {
                 out.push(0);
             }
-            out.extend(part.to_ascii_lowercase().as_bytes());
+            out.extend(servicebus_wire::names::fold(part).as_bytes());
         }
         out
     }
@@ -57,7 +57,7 @@ impl EntityKey {
         let (tag, parts) = self.parts();
         let mut out = vec![tag];
         for part in parts.iter().take_while(|p| !p.is_empty()) {
-            out.extend(part.to_ascii_lowercase().as_bytes());
+            out.extend(servicebus_wire::names::fold(part).as_bytes());
             out.push(0);
         }
         out
@@ -69,7 +69,8 @@ impl EntityKey {
 /// The `messages` tree holds `M|owner|seq` (a message as sent, stored once for a queue or
 /// topic), `D|receivable|seq` (one receivable's delivery state of it, written only once it
 /// differs from the delivery the `M` record carries for it) and `N|owner` (the
-/// next sequence number); ids and sequence numbers are big-endian so byte order is numeric.
+/// next sequence number), and `X|owner|message id` (a message id seen by duplicate detection,
+/// with when); ids and sequence numbers are big-endian so byte order is numeric.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Key {
     /// An entity or rule record (`entities` tree).
@@ -94,6 +95,12 @@ pub enum Key {
     AllNextSequences,
     /// An owner's next sequence number.
     NextSequence(u64),
+    /// A message id a queue or topic with duplicate detection has seen, and when.
+    Seen(u64, String),
+    /// Every seen message id of an owner (a prefix).
+    SeenOf(u64),
+    /// Every seen message id of every owner (start-up).
+    AllSeen,
 }
 
 impl From<EntityKey> for Key {
@@ -131,6 +138,13 @@ impl Key {
             Key::AllDeliveries => vec![b'D'],
             Key::AllMessages => vec![b'M'],
             Key::AllNextSequences => vec![b'N'],
+            Key::Seen(o, id) => {
+                let mut out = Self::numbers(b'X', &[*o]);
+                out.extend(id.as_bytes());
+                out
+            }
+            Key::SeenOf(o) => Self::numbers(b'X', &[*o]),
+            Key::AllSeen => vec![b'X'],
         }
     }
 
@@ -140,6 +154,14 @@ impl Key {
             Key::Entity(k) => k.to_prefix_bytes(),
             other => other.to_bytes(),
         }
+    }
+
+    /// Reads an `X` (seen message id) key: its owner and the message id.
+    pub fn parse_seen(bytes: &[u8]) -> Option<(u64, String)> {
+        let rest = bytes.strip_prefix(b"X")?;
+        let owner = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+        let id = std::str::from_utf8(rest.get(8..)?).ok()?;
+        Some((owner, id.to_string()))
     }
 
     /// Reads the numbers of an `M`, `D`, `O` (two) or `N` (one, second 0) key.

@@ -244,6 +244,7 @@ pub fn text(e: &Element, name: &str) -> String {
         .clone()
 }
 
+pub mod hostile;
 pub mod process;
 
 impl Client {

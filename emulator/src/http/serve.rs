@@ -1,0 +1,145 @@
+//! The connection loop: hyper's HTTP/1 server with the limits axum's `serve` does not set.
+//!
+//! - At most `max_connections` connections are served at once. Past that, a connection is
+//!   answered `503` ServerBusy with `Retry-After` and closed (a few at a time; beyond those
+//!   it is closed at once), so a client sees why rather than hanging in the backlog.
+//! - Headers must arrive within `header_read_timeout`, which hyper also applies while a
+//!   keep-alive connection waits for its next request: an idle or half-open connection is
+//!   closed after it.
+//! - Request headers are capped at `max_header_bytes` (`431` above it).
+//! - On shutdown, nothing more is accepted, parked long polls are answered at once, in-flight
+//!   requests finish, and connections still open after `shutdown_grace` are dropped.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tower::ServiceExt as _;
+
+use super::ApiError;
+
+/// Connections over the limit that are answered `503` at once; past these, a connection
+/// over the limit is closed without an answer (a flood must not cost a task each).
+const BUSY_ANSWERS: usize = 64;
+
+/// The limits of the connection loop (see the module docs).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnectionLimits {
+    pub(crate) max_connections: usize,
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) max_header_bytes: usize,
+    pub(crate) shutdown_grace: Duration,
+}
+
+/// Serves `router` on `listener` until `shutdown` completes; `on_shutdown` runs once it has,
+/// before in-flight requests are waited for (the broker answers parked long polls there).
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    namespace: String,
+    shutdown: impl Future<Output = ()> + Send,
+    on_shutdown: impl FnOnce(),
+) -> std::io::Result<()> {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(limits.max_header_bytes)
+        // The read buffer holds the head while it is parsed: a little more than the cap,
+        // so that the cap, not the buffer, decides (and answers 431).
+        .max_buf_size(limits.max_header_bytes.saturating_add(16 * 1024).max(8192))
+        .keep_alive(true);
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let busy = Arc::new(Semaphore::new(BUSY_ANSWERS));
+    let graceful = GracefulShutdown::new();
+    let mut tasks = JoinSet::new();
+    let namespace: Arc<str> = namespace.into();
+    tokio::pin!(shutdown);
+    loop {
+        // Reap finished connections so the set holds only live ones.
+        while tasks.try_join_next().is_some() {}
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors and the like: wait a moment rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Small answers (most of ours) go out at once rather than after the peer's delayed
+        // acknowledgement of the previous segment.
+        let _ = stream.set_nodelay(true);
+        let io = TokioIo::new(stream);
+        if let Ok(permit) = connections.clone().try_acquire_owned() {
+            let service = TowerToHyperService::new(
+                router
+                    .clone()
+                    .map_request(|req: Request<Incoming>| req.map(Body::new)),
+            );
+            let conn = graceful.watch(http.serve_connection(io, service));
+            tasks.spawn(async move {
+                let _permit = permit;
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            });
+        } else if let Ok(permit) = busy.clone().try_acquire_owned() {
+            let (max, namespace) = (limits.max_connections, namespace.clone());
+            let mut http = http.clone();
+            http.keep_alive(false);
+            let answer = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let response = busy_response(max, &namespace, req.uri().path());
+                async move { Ok::<_, Infallible>(response) }
+            });
+            tasks.spawn(async move {
+                let _permit = permit;
+                let _ = http.serve_connection(io, answer).await;
+            });
+        }
+    }
+    drop(listener);
+    on_shutdown();
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace = ?limits.shutdown_grace,
+            "connections still open after the shutdown grace; dropping them"
+        );
+    }
+    tasks.shutdown().await;
+    Ok(())
+}
+
+/// `503` ServerBusy for a connection over the limit.
+fn busy_response(max: usize, namespace: &str, path: &str) -> Response<Body> {
+    let mut response = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        50004,
+        format!(
+            "The server is busy: {max} connections are open, the most it serves at once \
+             (--max-connections); retry after a moment"
+        ),
+    )
+    .render(namespace, path);
+    let headers = response.headers_mut();
+    headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
