@@ -168,6 +168,42 @@ impl fmt::Display for Property {
     }
 }
 
+impl BinaryOp {
+    /// The precedence level of the operators the parser chains left to right (`OR`, `AND`,
+    /// `+ -`, `* / %`); comparisons are not chained.
+    fn chain_level(self) -> Option<u8> {
+        match self {
+            BinaryOp::Or => Some(1),
+            BinaryOp::And => Some(2),
+            BinaryOp::Add | BinaryOp::Subtract => Some(3),
+            BinaryOp::Multiply | BinaryOp::Divide | BinaryOp::Modulo => Some(4),
+            _ => None,
+        }
+    }
+}
+
+/// Writes a binary expression with a left operand of the same chained level unbracketed
+/// (`(a + b - c)`, not `((a + b) - c)`), which parses back the same; walking the left
+/// spine in a loop keeps long chains from nesting deeply when printed and re-parsed.
+fn write_chain(f: &mut fmt::Formatter<'_>, expr: &Expr) -> fmt::Result {
+    let mut rights = Vec::new();
+    let mut at = expr;
+    while let Expr::Binary(op, l, r) = at {
+        let continues = matches!(l.as_ref(), Expr::Binary(lop, ..)
+            if lop.chain_level().is_some() && lop.chain_level() == op.chain_level());
+        rights.push((*op, r));
+        at = l;
+        if !continues {
+            break;
+        }
+    }
+    write!(f, "({at}")?;
+    for (op, r) in rights.iter().rev() {
+        write!(f, " {} {r}", op.symbol())?;
+    }
+    f.write_str(")")
+}
+
 impl fmt::Display for Expr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -176,7 +212,7 @@ impl fmt::Display for Expr {
             Expr::Parameter(name) => write!(f, "@{name}"),
             Expr::Negate(e) => write!(f, "(-{e})"),
             Expr::Not(e) => write!(f, "(NOT {e})"),
-            Expr::Binary(op, l, r) => write!(f, "({l} {} {r})", op.symbol()),
+            Expr::Binary(..) => write_chain(f, self),
             Expr::IsNull { expr, negated } => {
                 write!(f, "({expr} IS {}NULL)", if *negated { "NOT " } else { "" })
             }

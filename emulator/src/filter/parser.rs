@@ -9,18 +9,60 @@ use super::value::Value;
 
 /// Most statements in one action.
 pub const MAX_ACTION_STATEMENTS: usize = 32;
+/// Most tokens in one filter or action: twice what the service's 1,024-character limit can
+/// hold, so that the canonical printer's form of any accepted text (which adds brackets)
+/// parses too. It bounds the tree, hence the depth of every walk over it (evaluation,
+/// printing, dropping), whatever the caller checked before.
+pub(super) const MAX_TOKENS: usize = 2048;
+/// Deepest nesting of parentheses, `NOT`s and signs. The parser recurses through nine
+/// functions a parenthesis: 509 of them (1,021 characters) overflowed a runtime thread's
+/// 2 MiB stack in a debug build and aborted the emulator; 128 stays far from that.
+pub(super) const MAX_NESTING: usize = 128;
 
 struct Parser {
     tokens: Vec<Token>,
     at: usize,
+    /// Current nesting (see [`MAX_NESTING`]).
+    depth: usize,
+}
+
+impl Parser {
+    fn new(text: &str) -> Result<Self, ParseError> {
+        let tokens = tokenize(text)?;
+        // The last token is the end marker.
+        if tokens.len() > MAX_TOKENS + 1 {
+            return Err(ParseError {
+                position: tokens[MAX_TOKENS].pos,
+                message: format!("the text has more than {MAX_TOKENS} tokens"),
+            });
+        }
+        Ok(Parser {
+            tokens,
+            at: 0,
+            depth: 0,
+        })
+    }
+
+    /// Runs `f` one nesting level deeper, refusing past [`MAX_NESTING`].
+    fn nested<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, ParseError>,
+    ) -> Result<T, ParseError> {
+        if self.depth >= MAX_NESTING {
+            return Err(self.error(&format!(
+                "expressions nest more than {MAX_NESTING} levels deep"
+            )));
+        }
+        self.depth += 1;
+        let result = f(self);
+        self.depth -= 1;
+        result
+    }
 }
 
 /// Parses a filter expression.
 pub(super) fn parse_filter(text: &str) -> Result<Expr, ParseError> {
-    let mut p = Parser {
-        tokens: tokenize(text)?,
-        at: 0,
-    };
+    let mut p = Parser::new(text)?;
     if p.peek() == &Tok::Eof {
         return Err(p.error("the expression is empty"));
     }
@@ -31,10 +73,7 @@ pub(super) fn parse_filter(text: &str) -> Result<Expr, ParseError> {
 
 /// Parses an action: `SET` and `REMOVE` statements, each optionally ended by `;`.
 pub(super) fn parse_action(text: &str) -> Result<Vec<Statement>, ParseError> {
-    let mut p = Parser {
-        tokens: tokenize(text)?,
-        at: 0,
-    };
+    let mut p = Parser::new(text)?;
     let mut statements = Vec::new();
     loop {
         while p.eat_sym(";") {}
@@ -125,12 +164,14 @@ impl Parser {
     }
 
     fn or(&mut self) -> Result<Expr, ParseError> {
-        let mut left = self.and()?;
-        while self.eat_keyword("OR") {
-            let right = self.and()?;
-            left = Expr::Binary(BinaryOp::Or, Box::new(left), Box::new(right));
-        }
-        Ok(left)
+        self.nested(|p| {
+            let mut left = p.and()?;
+            while p.eat_keyword("OR") {
+                let right = p.and()?;
+                left = Expr::Binary(BinaryOp::Or, Box::new(left), Box::new(right));
+            }
+            Ok(left)
+        })
     }
 
     fn and(&mut self) -> Result<Expr, ParseError> {
@@ -144,7 +185,7 @@ impl Parser {
 
     fn not(&mut self) -> Result<Expr, ParseError> {
         if self.eat_keyword("NOT") {
-            return Ok(Expr::Not(Box::new(self.not()?)));
+            return Ok(Expr::Not(Box::new(self.nested(Self::not)?)));
         }
         self.comparison()
     }
@@ -253,7 +294,7 @@ impl Parser {
 
     fn unary(&mut self) -> Result<Expr, ParseError> {
         if self.eat_sym("+") {
-            return self.unary();
+            return self.nested(Self::unary);
         }
         if matches!(self.peek(), Tok::Sym("-")) {
             let pos = self.tokens[self.at].pos;
@@ -263,7 +304,7 @@ impl Parser {
                 self.bump();
                 return number(&format!("-{text}"), pos);
             }
-            return Ok(match self.unary()? {
+            return Ok(match self.nested(Self::unary)? {
                 Expr::Literal(Value::Int(i)) if i != i64::MIN => Expr::Literal(Value::Int(-i)),
                 Expr::Literal(Value::Double(d)) => Expr::Literal(Value::Double(-d)),
                 e => Expr::Negate(Box::new(e)),

@@ -634,3 +634,42 @@ fn long_like_patterns_cost_about_their_length() {
     assert!(eval::like(&x, &format!("%{}", "a".repeat(15_000)), None));
     assert!(eval::like(&x, &format!("%{}%", "a_".repeat(7_500)), None));
 }
+
+/// Deep or long input is refused before it can exhaust a stack, and the longest accepted
+/// tree is walked (evaluated, printed, dropped) on a test thread's 2 MiB stack.
+#[test]
+fn nesting_and_size_are_bounded() {
+    for deep in [
+        format!("{}1=1{}", "(".repeat(129), ")".repeat(129)),
+        format!("{}a", "NOT ".repeat(129)),
+        format!("{}1 = 1", "- ".repeat(129)),
+        format!("{}1 = 1", "+".repeat(100_000)),
+        format!("{}1=1{}", "(".repeat(100_000), ")".repeat(100_000)),
+    ] {
+        let e = parse_expression(&deep).unwrap_err();
+        assert!(
+            e.message.contains("128 levels") || e.message.contains("tokens"),
+            "{}",
+            e.message
+        );
+    }
+    let long = format!("{}1 = 1", "1 + ".repeat(1100));
+    // The deepest nesting allowed parses, prints and parses back.
+    let deep = format!("{}1=1{}", "(".repeat(127), ")".repeat(127));
+    let expr = parse_expression(&deep).unwrap();
+    assert_eq!(parse_expression(&expr.to_string()).unwrap(), expr);
+    assert!(
+        parse_expression(&long)
+            .unwrap_err()
+            .message
+            .contains("tokens")
+    );
+    // The largest tree allowed: a left-deep chain of about 1,000 nodes.
+    let widest = format!("{}1 > 0", "1+".repeat(509));
+    assert!(widest.len() <= 1024);
+    let expr = parse_expression(&widest).unwrap();
+    let printed = expr.to_string();
+    assert_eq!(parse_expression(&printed).unwrap(), expr);
+    let rule = compile(&sql(&widest)).unwrap();
+    assert!(rule.matches(&Msg::default()).unwrap());
+}
