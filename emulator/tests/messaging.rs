@@ -437,20 +437,8 @@ async fn long_poll_wakes_on_send() {
             .await
         })
     };
-    // Wait (deadline, no fixed sleep) until the receive is parked, then send.
-    let target = emulator::broker::ReceiveTarget {
-        key: emulator::store::EntityKey::Queue("q".into()),
-        dead_letter: false,
-    };
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while server.broker.waiting_receivers(&target).unwrap() == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the long poll never parked"
-        );
-        tokio::task::yield_now().await;
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    // Wait until the receive is parked, then send.
+    server.parked("q").await;
     assert_eq!(c.post_message("/q/messages", "wake", &[]).await.status, 201);
     let r = tokio::time::timeout(std::time::Duration::from_secs(60), waiter)
         .await

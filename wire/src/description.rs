@@ -158,6 +158,22 @@ pub struct RuntimeInfo {
     pub detailed: bool,
 }
 
+impl RuntimeInfo {
+    /// An entity created and updated at `now`, never accessed, holding nothing.
+    pub fn empty(now: DateTime<Utc>) -> Self {
+        RuntimeInfo {
+            created_at: now,
+            updated_at: now,
+            accessed_at: None,
+            size_in_bytes: 0,
+            message_count: 0,
+            counts: CountDetails::default(),
+            subscription_count: 0,
+            detailed: true,
+        }
+    }
+}
+
 /// `CountDetails`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[allow(missing_docs)] // each field is the element of the same name

@@ -122,17 +122,7 @@ fn every_captured_management_body_parses_and_round_trips() {
         match content {
             EntryContent::Entity(p) => {
                 // Response form re-parses to the same settings.
-                let now = chrono::Utc::now();
-                let runtime = RuntimeInfo {
-                    created_at: now,
-                    updated_at: now,
-                    accessed_at: None,
-                    size_in_bytes: 0,
-                    message_count: 0,
-                    counts: Default::default(),
-                    subscription_count: 0,
-                    detailed: true,
-                };
+                let runtime = RuntimeInfo::empty(chrono::Utc::now());
                 let response = p.description.to_response_xml(&runtime);
                 let again =
                     EntityDescription::parse(p.description.kind, &xml::parse(&response).unwrap())

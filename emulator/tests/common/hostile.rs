@@ -29,9 +29,18 @@ impl Emulator {
         Self::start_in(dir, args).await
     }
 
-    /// Started in `dir` (its data folder persists there across restarts).
+    /// Started in `dir` (its data folder persists there across restarts). With
+    /// `HOSTILE_EMULATOR_BINARY` set, that binary is probed instead of this build's (how the
+    /// tests were shown to fail on an older commit).
     pub async fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Emulator {
-        let child = Process::start(dir.path(), args).await;
+        let child = match std::env::var_os("HOSTILE_EMULATOR_BINARY") {
+            Some(binary) => {
+                ChildEmulator::start_on(Path::new(&binary), dir.path(), "127.0.0.1:0", args)
+                    .await
+                    .expect("the given emulator binary starts")
+            }
+            None => Process::start(dir.path(), args).await,
+        };
         let client = Client::new(child.addr, KEY_NAME, KEY);
         Emulator {
             child,

@@ -57,6 +57,25 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Waits (with a deadline, never a fixed sleep) until a receive is parked in a long
+    /// poll on queue `queue`.
+    pub async fn parked(&self, queue: &str) {
+        let target = emulator::broker::ReceiveTarget {
+            key: emulator::store::EntityKey::Queue(queue.into()),
+            dead_letter: false,
+        };
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.broker.waiting_receivers(&target).unwrap() == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the long poll never parked"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(tx) = self.stop.take() {
