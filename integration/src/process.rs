@@ -36,13 +36,35 @@ impl ChildEmulator {
         bind: &str,
         args: &[&str],
     ) -> Result<ChildEmulator, String> {
+        Self::start_logged(binary, cwd, bind, args, None).await
+    }
+
+    /// As [`ChildEmulator::start_on`], with the emulator's log (its standard error) written
+    /// to `log` when given (else discarded).
+    ///
+    /// # Errors
+    ///
+    /// As [`ChildEmulator::start_on`], and when the log file cannot be created.
+    pub async fn start_logged(
+        binary: &Path,
+        cwd: &Path,
+        bind: &str,
+        args: &[&str],
+        log: Option<&Path>,
+    ) -> Result<ChildEmulator, String> {
+        let stderr = match log {
+            Some(path) => Stdio::from(
+                std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?,
+            ),
+            None => Stdio::null(),
+        };
         let mut child = Command::new(binary)
             .args(["--bind", bind])
             .args(args)
             .current_dir(cwd)
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("{}: {e}", binary.display()))?;
