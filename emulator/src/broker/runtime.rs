@@ -593,7 +593,7 @@ impl Queue {
         let Some(mut entry) = state.take_ready(which) else {
             return Ok(None);
         };
-        entry.delivery.delivery_count += 1;
+        entry.delivery.delivery_count = entry.delivery.delivery_count.saturating_add(1);
         match mode {
             ReceiveMode::ReceiveAndDelete => {
                 effects.push(Effect::Remove(entry.seq, entry.delivery.clone()));
