@@ -38,7 +38,7 @@ struct Args {
     /// Write acknowledgement of the in-process emulator: full (fsync, the targets' setting)
     /// or none (to see what the fsyncs cost).
     #[arg(long, value_enum, default_value = "full")]
-    durability: emulator::store::Durability,
+    durability: emulator::config::DurabilityFlag,
     /// Skip the emulator's own figures (T is always measured).
     #[arg(long)]
     skip_emulator: bool,
@@ -303,7 +303,7 @@ impl Report {
 
 async fn start_emulator(
     dir: &Path,
-    durability: emulator::store::Durability,
+    durability: emulator::config::DurabilityFlag,
 ) -> anyhow::Result<(
     SocketAddr,
     tokio::sync::oneshot::Sender<()>,
@@ -311,7 +311,7 @@ async fn start_emulator(
 )> {
     let settings = emulator::Settings {
         location: emulator::store::Location::Directory(dir.to_path_buf()),
-        durability,
+        durability: durability.into(),
         ..emulator::Settings::in_memory()
     };
     let emulator = emulator::Emulator::open(settings).await?;

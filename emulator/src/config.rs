@@ -33,6 +33,25 @@ pub enum MissingEntityGet {
     NotFound,
 }
 
+/// `--durability`: the command line's spelling of [`Durability`] (the store knows nothing
+/// of flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DurabilityFlag {
+    /// A write is acknowledged after an fsync that started after it (group commit).
+    Full,
+    /// At once; a crash may lose recent writes.
+    None,
+}
+
+impl From<DurabilityFlag> for Durability {
+    fn from(flag: DurabilityFlag) -> Self {
+        match flag {
+            DurabilityFlag::Full => Durability::Full,
+            DurabilityFlag::None => Durability::None,
+        }
+    }
+}
+
 /// Where broker time comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ClockMode {
@@ -86,7 +105,7 @@ pub struct Cli {
     pub cache_mb: u64,
     /// When writes are acknowledged: full (after fsync, group commit) or none.
     #[arg(long, env = "EMULATOR_DURABILITY", value_enum, default_value = "full")]
-    pub durability: Durability,
+    pub durability: DurabilityFlag,
     /// Ready messages each queue, subscription and dead-letter subqueue keeps in memory; the
     /// rest wait on disk (only their sequence numbers in memory) until receivers reach them.
     #[arg(long, env = "EMULATOR_INDEX_WINDOW", default_value_t = DEFAULT_INDEX_WINDOW,
@@ -134,8 +153,8 @@ pub const DEFAULT_MAX_CONNECTIONS: u64 = 1024;
 /// Default of [`Cli::idle_timeout`], in seconds.
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 30;
 
-/// Default of [`Cli::index_window`].
-pub const DEFAULT_INDEX_WINDOW: u64 = 1024;
+/// Default of [`Cli::index_window`] (the broker's own default window).
+pub const DEFAULT_INDEX_WINDOW: u64 = crate::broker::DEFAULT_WINDOW as u64;
 
 /// Everything the emulator needs to start, independent of how it was given.
 #[derive(Debug, Clone)]
@@ -213,7 +232,7 @@ impl Cli {
                 Location::Directory(self.data_dir)
             },
             cache_bytes: self.cache_mb.saturating_mul(1 << 20),
-            durability: self.durability,
+            durability: self.durability.into(),
             index_window: usize::try_from(self.index_window).unwrap_or(usize::MAX),
             missing_entity_get: self.missing_entity_get,
             entities,

@@ -5,9 +5,9 @@ use std::fmt::Write as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::description::{EntityDescription, EntityKind, ParsedDescription};
+use crate::error::WireError;
 use crate::rule::RuleDescription;
-use crate::xml::{self, escape, escape_attr};
-use crate::{SB_NS, WireError};
+use crate::xml::{self, SB_NS, escape, escape_attr};
 
 /// The Atom namespace.
 pub const ATOM_NS: &str = "http://www.w3.org/2005/Atom";
@@ -210,7 +210,7 @@ pub fn error_body(code: u16, detail: &str) -> String {
 
 /// The namespace information entry content (contract 4.8).
 pub fn namespace_info(name: &str, created: DateTime<Utc>) -> String {
-    let t = crate::format_timestamp(created);
+    let t = crate::time::format_timestamp(created);
     format!(
         r#"<NamespaceInfo xmlns="{SB_NS}" xmlns:i="http://www.w3.org/2001/XMLSchema-instance"><CreatedTime>{t}</CreatedTime><MessagingSKU>Standard</MessagingSKU><ModifiedTime>{t}</ModifiedTime><Name>{}</Name><NamespaceType>Messaging</NamespaceType></NamespaceInfo>"#,
         escape(name)

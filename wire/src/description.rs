@@ -11,9 +11,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::duration::TimeSpan;
+use crate::error::WireError;
 use crate::rule::RuleDescription;
-use crate::xml::{Element, escape};
-use crate::{SB_NS, WireError, format_timestamp};
+use crate::time::format_timestamp;
+use crate::xml::{Element, SB_NS, boolean, escape};
 
 /// Which kind of entity a description is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -731,16 +732,6 @@ pub(crate) fn span(name: &'static str, text: &str) -> Result<TimeSpan, WireError
         }
         other => other,
     })
-}
-
-pub(crate) fn boolean(name: &'static str, text: &str) -> Result<bool, WireError> {
-    if text.eq_ignore_ascii_case("true") {
-        Ok(true)
-    } else if text.eq_ignore_ascii_case("false") {
-        Ok(false)
-    } else {
-        Err(WireError::value(name, text, "expected true or false"))
-    }
 }
 
 fn number(name: &'static str, text: &str) -> Result<u32, WireError> {

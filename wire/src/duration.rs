@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::WireError;
+use crate::error::WireError;
 
 const TICKS_PER_SECOND: i64 = 10_000_000;
 const TICKS_PER_MINUTE: i64 = 60 * TICKS_PER_SECOND;

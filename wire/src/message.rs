@@ -7,7 +7,8 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::{TimeSpan, WireError};
+use crate::duration::TimeSpan;
+use crate::error::WireError;
 
 /// `Content-Type` that selects a batch send (parameters ignored).
 pub const BATCH_CONTENT_TYPE: &str = "application/vnd.microsoft.servicebus.json";

@@ -1,6 +1,6 @@
 //! Entity name rules (contract section 1.4).
 
-use crate::WireError;
+use crate::error::WireError;
 
 /// Longest queue or topic path.
 pub const MAX_ENTITY_PATH_LEN: usize = 260;

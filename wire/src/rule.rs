@@ -8,10 +8,10 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::description::boolean;
 use crate::duration::TimeSpan;
-use crate::xml::{Element, XSD_NS, escape, escape_attr, resolve_qname};
-use crate::{SB_NS, WireError, format_timestamp};
+use crate::error::WireError;
+use crate::time::{format_timestamp, parse_timestamp};
+use crate::xml::{Element, SB_NS, XSD_NS, XSI_NS, boolean, escape, escape_attr, resolve_qname};
 
 /// Longest SQL filter or action expression.
 pub const MAX_SQL_EXPRESSION_LEN: usize = 1024;
@@ -63,7 +63,7 @@ impl TypedValue {
 
     fn parse(element: &Element, what: &'static str) -> Result<Self, WireError> {
         let text = element.text.clone();
-        let (type_ns, type_name) = match element.attr(crate::xml::XSI_NS, "type") {
+        let (type_ns, type_name) = match element.attr(XSI_NS, "type") {
             Some(qname) => {
                 let (ns, local) = resolve_qname(element, qname);
                 (ns.unwrap_or(XSD_NS).to_string(), local.to_string())
@@ -87,7 +87,7 @@ impl TypedValue {
             Some(ValueClass::Boolean) => {
                 boolean(what, t)?;
             }
-            Some(ValueClass::DateTime) if crate::parse_timestamp(t).is_none() => {
+            Some(ValueClass::DateTime) if parse_timestamp(t).is_none() => {
                 return bad("not an ISO 8601 date and time");
             }
             Some(ValueClass::Duration) if TimeSpan::parse(t).is_err() => {

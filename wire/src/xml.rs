@@ -10,8 +10,10 @@ use quick_xml::NsReader;
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 
-use crate::WireError;
+use crate::error::WireError;
 
+/// The namespace of Service Bus descriptions.
+pub const SB_NS: &str = "http://schemas.microsoft.com/netservices/2010/10/servicebus/connect";
 /// The XML Schema instance namespace (`i:type`, `xsi:type`).
 pub const XSI_NS: &str = "http://www.w3.org/2001/XMLSchema-instance";
 /// The XML Schema namespace used for typed values (`d6p1:string`).
@@ -276,6 +278,17 @@ fn attach(
 
 fn xml_error(position: u64, e: quick_xml::Error) -> WireError {
     WireError::Xml(format!("near byte {position}: {e}"))
+}
+
+/// An `xs:boolean` element's text: `true` or `false`, any case.
+pub(crate) fn boolean(name: &'static str, text: &str) -> Result<bool, WireError> {
+    if text.eq_ignore_ascii_case("true") {
+        Ok(true)
+    } else if text.eq_ignore_ascii_case("false") {
+        Ok(false)
+    } else {
+        Err(WireError::value(name, text, "expected true or false"))
+    }
 }
 
 /// Escapes text for element content: `<`, `>` and `&` only, as the service writes it.

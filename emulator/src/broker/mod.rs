@@ -22,6 +22,10 @@ pub use management::{DEFAULT_RULE_NAME, EntityView, Page, PutOutcome};
 pub use messaging::{Outgoing, ReceiveTarget, Received};
 pub use runtime::{ReceiveMode, Settle};
 
+/// Receivable deliveries each queue, subscription and dead-letter subqueue keeps in
+/// memory by default (see [`Options::window`]).
+pub const DEFAULT_WINDOW: usize = runtime::DEFAULT_WINDOW;
+
 /// What the broker refuses or fails at.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

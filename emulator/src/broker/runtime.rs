@@ -133,7 +133,7 @@ pub(crate) struct Locked {
 
 /// How many receivable deliveries a subqueue keeps in memory by default; the rest wait
 /// on disk as [`Cold`] sequence numbers and are read in as receivers take the head.
-pub(crate) const DEFAULT_WINDOW: usize = crate::config::DEFAULT_INDEX_WINDOW as usize;
+pub(crate) const DEFAULT_WINDOW: usize = 1024;
 
 /// Most deliveries read in from disk at once (under the queue's lock).
 const LOAD_CHUNK: usize = 256;

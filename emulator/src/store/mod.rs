@@ -54,7 +54,7 @@ pub enum Location {
 }
 
 /// When a write is acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
     /// After an fsync that started after the write (group commit).
     Full,
