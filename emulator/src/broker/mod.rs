@@ -3,24 +3,29 @@
 
 mod duplicates;
 mod management;
-mod messaging;
+mod receive;
+mod recover;
 mod runtime;
+mod send;
+mod sweep;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use servicebus_wire::EntityStatus;
+
 use crate::clock::Clock;
 use crate::filter;
 use crate::model::limits::Quotas;
 use crate::model::{EntityRecord, RuleRecord};
-use crate::store::{self, EntityKey, Key, Store, Write};
+use crate::store::{self, EntityKey, Store};
 
 pub use management::{DEFAULT_RULE_NAME, EntityView, Page, PutOutcome};
-pub use messaging::{Outgoing, ReceiveTarget, Received};
+pub use receive::{ReceiveTarget, Received};
 pub use runtime::{ReceiveMode, Settle};
+pub use send::Outgoing;
 
 /// Receivable deliveries each queue, subscription and dead-letter subqueue keeps in
 /// memory by default (see [`Options::window`]).
@@ -183,98 +188,6 @@ impl Broker {
         Ok(broker)
     }
 
-    /// Registers every stored entity and compiles every subscription's rules.
-    async fn load_entities(&self) -> Result<HashMap<u64, Arc<runtime::Entity>>> {
-        let mut records: Vec<(EntityKey, EntityRecord)> = Vec::new();
-        for r in self
-            .store
-            .scan::<EntityRecord>(EntityKey::Queue(String::new()))?
-        {
-            records.push((EntityKey::Queue(r.name.clone()), r));
-        }
-        for r in self
-            .store
-            .scan::<EntityRecord>(EntityKey::Topic(String::new()))?
-        {
-            records.push((EntityKey::Topic(r.name.clone()), r));
-        }
-        let topics: Vec<String> = records
-            .iter()
-            .filter(|(k, _)| matches!(k, EntityKey::Topic(_)))
-            .map(|(_, r)| r.name.clone())
-            .collect();
-        for topic in &topics {
-            for r in self
-                .store
-                .scan::<EntityRecord>(EntityKey::Subscription(topic.clone(), String::new()))?
-            {
-                records.push((EntityKey::Subscription(topic.clone(), r.name.clone()), r));
-            }
-        }
-        for (_, r) in &records {
-            self.runtime.ensure_ids_above(r.id);
-        }
-        // Records from before ids existed get one now.
-        let mut writes = Vec::new();
-        for (key, r) in &mut records {
-            if r.id == 0 {
-                r.id = self.runtime.allocate_id();
-                writes.push(Write::put(key.clone(), r));
-            }
-        }
-        if !writes.is_empty() {
-            self.store.apply(writes).await?;
-        }
-        let mut by_id = HashMap::new();
-        for (key, r) in &records {
-            let entity = self.register(key, r);
-            by_id.insert(r.id, entity);
-        }
-        for (key, _) in &records {
-            if let EntityKey::Subscription(topic, sub) = key {
-                self.refresh_rules(topic, sub)?;
-            }
-        }
-        Ok(by_id)
-    }
-
-    /// Reads duplicate detection's history back: the ids each queue and topic saw within its
-    /// window. Ids of deleted entities, and ids that left their window while the emulator
-    /// was down, are deleted.
-    async fn load_history(&self, by_id: &HashMap<u64, Arc<runtime::Entity>>) -> Result<()> {
-        let now = self.clock.now();
-        let mut writes = Vec::new();
-        let mut seen: HashMap<u64, Vec<(chrono::DateTime<chrono::Utc>, String)>> = HashMap::new();
-        self.store
-            .visit::<chrono::DateTime<chrono::Utc>, Error>(Key::AllSeen, |key, at| {
-                let Some((owner, id)) = Key::parse_seen(key) else {
-                    return Ok(());
-                };
-                let live = by_id.get(&owner).map(|e| e.description()).filter(|d| {
-                    d.requires_duplicate_detection
-                        && runtime::add(at, d.duplicate_detection_history_time_window) > now
-                });
-                match live {
-                    Some(_) => seen.entry(owner).or_default().push((at, id)),
-                    None => writes.push(Write::delete(Key::Seen(owner, id))),
-                }
-                Ok(())
-            })?;
-        for (owner, mut ids) in seen {
-            ids.sort();
-            if let Some(entity) = by_id.get(&owner) {
-                let mut history = runtime::lock(&entity.seen);
-                for (at, id) in ids {
-                    history.remember(id, at);
-                }
-            }
-        }
-        if !writes.is_empty() {
-            self.store.apply(writes).await?;
-        }
-        Ok(())
-    }
-
     fn register(&self, key: &EntityKey, record: &EntityRecord) -> Arc<runtime::Entity> {
         let path = match key {
             EntityKey::Subscription(topic, _) => format!("{topic}/Subscriptions/{}", record.name),
@@ -398,8 +311,38 @@ impl Broker {
             return Ok(self.store.close().await?);
         }
         let mark = self.store.submitted();
-        let index = rmp_serde::to_vec(&self.runtime.snapshot())
-            .expect("invariant: the index serialises to MessagePack");
-        Ok(self.store.close_with_snapshot(mark, index).await?)
+        let index = self.runtime.snapshot();
+        Ok(self.store.close_with_snapshot(mark, &index).await?)
+    }
+}
+
+/// Refuses `operation` (`send` or `receive`) when the entity's status forbids it.
+pub(super) fn allowed(
+    entity: &runtime::Entity,
+    description: &servicebus_wire::EntityDescription,
+    operation: &'static str,
+) -> Result<()> {
+    let forbidden = match operation {
+        "send" => matches!(
+            description.status,
+            EntityStatus::Disabled | EntityStatus::SendDisabled
+        ),
+        _ => matches!(
+            description.status,
+            EntityStatus::Disabled | EntityStatus::ReceiveDisabled
+        ),
+    };
+    if forbidden {
+        return Err(Error::Disabled {
+            path: entity.path.clone(),
+            operation,
+        });
+    }
+    Ok(())
+}
+
+impl Broker {
+    pub(super) fn entity(&self, key: &EntityKey) -> Option<Arc<runtime::Entity>> {
+        self.runtime.get(&key.to_bytes())
     }
 }

@@ -13,6 +13,8 @@ use super::value::{Properties, SystemProperty, Value};
 /// Bound parameters by lower-cased name without `@`.
 pub(super) type Parameters = HashMap<String, Value>;
 
+/// The value of `expr` for `msg`. (One arm per expression kind, as the grammar lists
+/// them: long, but each arm is the semantics of one construct.)
 pub(super) fn evaluate<P: Properties + ?Sized>(
     expr: &Expr,
     msg: &P,

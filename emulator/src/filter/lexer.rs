@@ -31,6 +31,8 @@ const SYMBOLS: [&str; 17] = [
     "<>", "!=", ">=", "<=", "=", ">", "<", "+", "-", "*", "/", "%", "(", ")", ",", ".", ";",
 ];
 
+/// The tokens of `text`, ending with [`Tok::Eof`]. (One loop over the characters with an
+/// arm per token kind: long, but read top to bottom as the grammar's lexical rules.)
 pub(super) fn tokenize(text: &str) -> Result<Vec<Token>, ParseError> {
     let chars: Vec<char> = text.chars().collect();
     let mut tokens = Vec::new();

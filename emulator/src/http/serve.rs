@@ -44,6 +44,7 @@ pub(crate) struct ConnectionLimits {
 
 /// Serves `router` on `listener` until `shutdown` completes; `on_shutdown` runs once it has,
 /// before in-flight requests are waited for (the broker answers parked long polls there).
+/// (The accept loop and its stop are one sequence; it runs a little over 80 lines.)
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,

@@ -46,6 +46,18 @@ pub(super) fn encode_for<T: Serialize>(key: &super::Key, value: &T) -> Vec<u8> {
     }
 }
 
+/// The runtime index a clean stop keeps (MessagePack, fields by position, no version byte:
+/// a snapshot that does not decode is simply rebuilt from the records).
+pub(super) fn encode_snapshot<T: Serialize>(value: &T) -> Vec<u8> {
+    // Plain data structs cannot fail to serialise.
+    rmp_serde::to_vec(value).expect("invariant: the index serialises to MessagePack")
+}
+
+/// The index from [`encode_snapshot`]; `None` when it does not decode.
+pub(super) fn decode_snapshot<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    rmp_serde::from_slice(bytes).ok()
+}
+
 /// A message record (see the module doc).
 pub(super) fn encode_compact<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = vec![COMPACT_VERSION];

@@ -172,12 +172,19 @@ impl Store {
     }
 
     /// The index snapshot the last clean shutdown left (see [`Store::close_with_snapshot`]),
-    /// once; `None` when there was none, it was damaged, or the store changed since.
-    pub fn take_snapshot(&self) -> Option<Vec<u8>> {
-        self.snapshot
+    /// once, decoded; `None` when there was none, it was damaged or does not decode as a
+    /// `T`, or the store changed since.
+    pub fn take_snapshot<T: DeserializeOwned>(&self) -> Option<T> {
+        let bytes = self
+            .snapshot
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
+            .take()?;
+        let decoded = codec::decode_snapshot(&bytes);
+        if decoded.is_none() {
+            tracing::warn!("index snapshot unreadable; rebuilding the index from the records");
+        }
+        decoded
     }
 
     /// How many write requests were ever submitted: equal at two moments means no write
@@ -195,12 +202,12 @@ impl Store {
     ///
     /// [`Error::Flush`] when the last flush fails; writing the snapshot only logs (the next
     /// start then rebuilds the index).
-    pub async fn close_with_snapshot(&self, mark: u64, index: Vec<u8>) -> Result<()> {
+    pub async fn close_with_snapshot<T: Serialize>(&self, mark: u64, index: &T) -> Result<()> {
         self.close().await?;
         if let Some(dir) = &self.dir {
             if self.writer.submitted() != mark {
                 tracing::info!("writes after the index was taken; no snapshot kept");
-            } else if let Err(e) = snapshot::write(dir, &index) {
+            } else if let Err(e) = snapshot::write(dir, &codec::encode_snapshot(index)) {
                 tracing::warn!(error = %e, "index snapshot not written");
             }
         }
@@ -642,27 +649,34 @@ mod tests {
             .await
             .unwrap();
         store
-            .close_with_snapshot(mark, b"stale".to_vec())
+            .close_with_snapshot(mark, &b"stale".to_vec())
             .await
             .unwrap();
         let store = reopen(store);
-        assert_eq!(store.take_snapshot(), None);
+        assert_eq!(store.take_snapshot::<Vec<u8>>(), None);
         // A quiet close keeps it for exactly one open.
         let mark = store.submitted();
         store
-            .close_with_snapshot(mark, b"index".to_vec())
+            .close_with_snapshot(mark, &b"index".to_vec())
             .await
             .unwrap();
         let store = reopen(store);
-        assert_eq!(store.take_snapshot().as_deref(), Some(&b"index"[..]));
-        assert_eq!(store.take_snapshot(), None);
+        assert_eq!(
+            store.take_snapshot::<Vec<u8>>().as_deref(),
+            Some(&b"index"[..])
+        );
+        assert_eq!(store.take_snapshot::<Vec<u8>>(), None);
         store.close().await.unwrap();
         let store = reopen(store);
-        assert_eq!(store.take_snapshot(), None, "deleted as the store opened");
+        assert_eq!(
+            store.take_snapshot::<Vec<u8>>(),
+            None,
+            "deleted as the store opened"
+        );
         // In memory there is nowhere to keep one.
         let memory = memory();
         memory
-            .close_with_snapshot(memory.submitted(), b"x".to_vec())
+            .close_with_snapshot(memory.submitted(), &b"x".to_vec())
             .await
             .unwrap();
         store.close().await.unwrap();

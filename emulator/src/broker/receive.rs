@@ -1,0 +1,401 @@
+//! Receive and settle: take the next message (locked or removed) with its answer built
+//! before the take is committed, long polls, complete, unlock and renew.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use servicebus_wire::message::{PropertyValue, format_property};
+use uuid::Uuid;
+
+use super::runtime::{
+    self, Effect, Entity, Queue, QueueSettings, ReceiveMode, Settle, Subqueue, Taken,
+};
+use super::send::{span_seconds, ttl_span};
+use super::{Broker, Error, Result, allowed};
+use crate::model::message::{Delivery, MessageProps, StoredDeliveries, StoredMessage};
+use crate::store::{EntityKey, Key};
+
+/// Which queue or subscription (and which subqueue) a receive or settle addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiveTarget {
+    /// `EntityKey::Queue` or `EntityKey::Subscription`.
+    pub key: EntityKey,
+    /// The dead-letter subqueue instead of the main one.
+    pub dead_letter: bool,
+}
+
+/// A received message, ready to be written out.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// `SequenceNumber`.
+    pub sequence_number: u64,
+    /// `DeliveryCount`.
+    pub delivery_count: u32,
+    /// `EnqueuedTimeUtc`.
+    pub enqueued_at: DateTime<Utc>,
+    /// `TimeToLive` as sent.
+    pub time_to_live: Option<f64>,
+    /// Lock token and `LockedUntilUtc` (peek-lock).
+    pub lock: Option<(Uuid, DateTime<Utc>)>,
+    /// Properties (after rule actions; dead-letter reason and description added).
+    pub props: MessageProps,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// The subqueues of a queue or subscription; a topic has none to receive from.
+fn queue_of(entity: &Entity) -> Result<&Queue> {
+    entity.queue.as_ref().ok_or_else(|| Error::NotFound {
+        kind: "queue or subscription",
+        path: entity.path.clone(),
+    })
+}
+
+impl Broker {
+    fn receivable(&self, target: &ReceiveTarget) -> Result<(Arc<Entity>, Subqueue)> {
+        let entity = self.entity(&target.key).ok_or_else(|| Error::NotFound {
+            kind: "queue or subscription",
+            path: target.key.display_path(),
+        })?;
+        Ok((
+            entity,
+            if target.dead_letter {
+                Subqueue::DeadLetter
+            } else {
+                Subqueue::Main
+            },
+        ))
+    }
+
+    /// Answers every parked receive now, empty, and every later one at once: the emulator
+    /// is stopping, and a long poll must not hold its stop up.
+    pub fn stop_waiting(&self) {
+        self.runtime.close_receives();
+    }
+
+    /// Takes the next message: locks it (peek-lock) or removes it (receive-and-delete),
+    /// waiting up to `timeout` for one to arrive. `Ok(None)` when none did.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while waiting, nothing is taken. Dropped after taking, a lock simply expires
+    /// (the delivery counts) and a received-and-deleted message is gone, as on the service.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`], [`Error::Disabled`], [`Error::Store`].
+    pub async fn receive(
+        &self,
+        target: &ReceiveTarget,
+        mode: ReceiveMode,
+        timeout: std::time::Duration,
+    ) -> Result<Option<Received>> {
+        self.receive_with(target, mode, timeout, Ok).await
+    }
+
+    /// As [`Broker::receive`], with the answer built by `render` before the take is
+    /// committed: when reading the message or `render` fails (or panics), the message stays
+    /// where it was, unlocked and with its delivery count, and the failure is returned.
+    /// Only after the answer exists is the lock or the removal made durable.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Broker::receive`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Broker::receive`], and what `render` returns.
+    pub async fn receive_with<R>(
+        &self,
+        target: &ReceiveTarget,
+        mode: ReceiveMode,
+        timeout: std::time::Duration,
+        render: impl FnOnce(Received) -> Result<R>,
+    ) -> Result<Option<R>> {
+        let (entity, which) = self.receivable(target)?;
+        let queue = queue_of(&entity)?;
+        entity.touch(self.clock.now());
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Who stores the messages: the queue itself, or the subscription's topic.
+        let owner = match &target.key {
+            EntityKey::Subscription(topic, _) => {
+                self.entity(&EntityKey::Topic(topic.clone())).map(|t| t.id)
+            }
+            _ => Some(entity.id),
+        };
+        let mut render = Some(render);
+        loop {
+            let notified = queue.notified(which);
+            let closed = self.runtime.closed();
+            tokio::pin!(notified, closed);
+            notified.as_mut().enable();
+            closed.as_mut().enable();
+            let description = entity.description();
+            allowed(&entity, &description, "receive")?;
+            let settings = QueueSettings::of(&description);
+            let mut effects = Vec::new();
+            let load = |sub: Subqueue, lo: u64, hi: u64| self.load(&entity, owner, sub, lo, hi);
+            let now = self.clock.now();
+            let taken = queue.take(which, mode, &settings, now, &mut effects, &load)?;
+            if let Some(taken) = taken {
+                let Some(render) = render.take() else {
+                    return Ok(None);
+                };
+                return self
+                    .commit(&entity, queue, which, taken, effects, render, now)
+                    .await
+                    .map(Some);
+            }
+            self.persist(entity.id, effects).await?;
+            if self.runtime.is_closing() {
+                return Ok(None);
+            }
+            let _waiting = runtime::Waiting::new(queue);
+            tokio::select! {
+                () = &mut notified => {}
+                () = &mut closed => return Ok(None),
+                () = tokio::time::sleep_until(deadline) => return Ok(None),
+            }
+        }
+    }
+
+    /// Reads cold deliveries `lo..=hi` of `entity`'s subqueue `sub` back from the store.
+    fn load(
+        &self,
+        entity: &Entity,
+        owner: Option<u64>,
+        sub: Subqueue,
+        lo: u64,
+        hi: u64,
+    ) -> crate::store::Result<Vec<(u64, Delivery)>> {
+        let mut found = Vec::new();
+        if let (Some(owner), Subqueue::Main) = (owner, sub) {
+            self.deliveries(owner, &[entity.id], lo, hi, |_, seq, d| {
+                found.push((seq, d));
+                Ok(())
+            })?;
+            return Ok(found);
+        }
+        // A dead-lettered delivery always has its record.
+        for record in self
+            .store
+            .iter::<Delivery>(Key::Delivery(entity.id, lo), Key::Delivery(entity.id, hi))
+        {
+            let (key, d) = record?;
+            if !d.settled {
+                found.extend(Key::parse_numbers(&key).map(|(_, _, seq)| (seq, d)));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Builds the answer for what a receive took, then makes the take durable. If the answer
+    /// cannot be built, the take is undone (and what else the take applied, expiries say,
+    /// is still written).
+    #[allow(clippy::too_many_arguments)] // the pieces of one take, kept apart for the undo
+    async fn commit<R>(
+        &self,
+        entity: &Entity,
+        queue: &Queue,
+        which: Subqueue,
+        taken: Taken,
+        mut effects: Vec<Effect>,
+        render: impl FnOnce(Received) -> Result<R>,
+        now: DateTime<Utc>,
+    ) -> Result<R> {
+        // Read before the writes: receive-and-delete may delete the stored message.
+        let answer = self.read(entity, &taken).and_then(|received| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| render(received)))
+                .unwrap_or_else(|panic| {
+                    queue.untake(which, taken.clone(), now);
+                    std::panic::resume_unwind(panic)
+                })
+        });
+        match answer {
+            Ok(answer) => match self.persist(entity.id, effects).await {
+                Ok(()) => Ok(answer),
+                Err(e) => {
+                    queue.untake(which, taken, now);
+                    Err(e)
+                }
+            },
+            Err(e) => {
+                // The take's own effect is the last one `take` added.
+                effects.pop();
+                queue.untake(which, taken, now);
+                self.persist(entity.id, effects).await?;
+                Err(e)
+            }
+        }
+    }
+
+    fn read(&self, entity: &Entity, taken: &Taken) -> Result<Received> {
+        let Taken { entry, lock } = taken;
+        let owner = entry.delivery.owner;
+        let (stored, body) = self
+            .store
+            .get_with_body::<StoredMessage>(Key::Message(owner, entry.seq))?
+            .ok_or_else(|| {
+                Error::Invalid(format!("stored message {owner}/{} is missing", entry.seq))
+            })?;
+        let mut props = if entry.delivery.overridden {
+            self.store
+                .get::<MessageProps>(Key::Override(entity.id, entry.seq))?
+                .unwrap_or(stored.props)
+        } else {
+            stored.props
+        };
+        if let Some(dl) = &entry.delivery.dead_letter {
+            props.user.retain(|(n, _)| {
+                !n.eq_ignore_ascii_case("DeadLetterReason")
+                    && !n.eq_ignore_ascii_case("DeadLetterErrorDescription")
+            });
+            props.user.push((
+                "DeadLetterReason".into(),
+                format_property(&PropertyValue::String(dl.reason.clone())),
+            ));
+            props.user.push((
+                "DeadLetterErrorDescription".into(),
+                format_property(&PropertyValue::String(dl.description.clone())),
+            ));
+        }
+        Ok(Received {
+            sequence_number: entry.seq,
+            delivery_count: entry.delivery.delivery_count,
+            enqueued_at: stored.enqueued_at,
+            time_to_live: stored
+                .time_to_live
+                .map(|sent| self.effective_ttl(entity, owner, sent)),
+            lock: *lock,
+            props,
+            body,
+        })
+    }
+
+    /// The time to live a receiver sees: the service lowers a message's to its entity's
+    /// `DefaultMessageTimeToLive` (and, through a subscription, to its topic's) silently.
+    fn effective_ttl(&self, receivable: &Entity, owner: u64, sent: f64) -> f64 {
+        let mut ttl = ttl_span(sent).min(receivable.description().default_message_time_to_live);
+        if owner != receivable.id
+            && let Some(topic) = self.runtime.by_id(owner)
+        {
+            ttl = ttl.min(topic.description().default_message_time_to_live);
+        }
+        span_seconds(ttl).min(sent)
+    }
+
+    /// The deliveries of `receivers` (a queue itself, or subscriptions of one topic) of the
+    /// messages `owner` stores with sequence numbers in `lo..=hi`, in sequence order: a
+    /// receiver's `D` record where one was written (a settled one drops the copy), else the
+    /// delivery the stored message carries for it. Every record stream is walked at once,
+    /// one record at a time.
+    pub(super) fn deliveries(
+        &self,
+        owner: u64,
+        receivers: &[u64],
+        lo: u64,
+        hi: u64,
+        mut each: impl FnMut(u64, u64, Delivery) -> crate::store::Result<()>,
+    ) -> crate::store::Result<()> {
+        let seq_of = |key: &[u8]| Key::parse_numbers(key).map_or(0, |(_, _, seq)| seq);
+        let mut written = Vec::with_capacity(receivers.len());
+        for &receiver in receivers {
+            let mut records = self
+                .store
+                .iter::<Delivery>(Key::Delivery(receiver, lo), Key::Delivery(receiver, hi));
+            let next = records.next().transpose()?;
+            written.push((receiver, records, next));
+        }
+        for record in self
+            .store
+            .iter::<StoredDeliveries>(Key::Message(owner, lo), Key::Message(owner, hi))
+        {
+            let (key, stored) = record?;
+            let seq = seq_of(&key);
+            for (receiver, records, next) in &mut written {
+                // A delivery record without its message cannot be written (both go in one
+                // atomic write); one would be skipped.
+                while let Some((k, _)) = next.as_ref()
+                    && seq_of(k) < seq
+                {
+                    *next = records.next().transpose()?;
+                }
+                let delivery = match next.take_if(|(k, _)| seq_of(k) == seq) {
+                    Some((_, d)) => {
+                        *next = records.next().transpose()?;
+                        (!d.settled).then_some(d)
+                    }
+                    None => stored.initial_delivery(owner, *receiver).cloned(),
+                };
+                if let Some(delivery) = delivery {
+                    each(*receiver, seq, delivery)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn persist(&self, receivable: u64, effects: Vec<Effect>) -> Result<()> {
+        if effects.is_empty() {
+            return Ok(());
+        }
+        let writes = self.runtime.writes_for(receivable, effects);
+        Ok(self.store.apply(writes).await?)
+    }
+
+    /// Completes, unlocks or renews a locked message, named by its sequence number or
+    /// message id and its lock token.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LockLost`] when no held lock matches (expired, settled, wrong id),
+    /// [`Error::NotFound`] for a missing entity, [`Error::Store`].
+    pub async fn settle(
+        &self,
+        target: &ReceiveTarget,
+        id: &str,
+        token: &str,
+        how: Settle,
+    ) -> Result<()> {
+        let (entity, which) = self.receivable(target)?;
+        let queue = queue_of(&entity)?;
+        entity.touch(self.clock.now());
+        let lost = || Error::LockLost {
+            token: token.to_string(),
+        };
+        let token_id = Uuid::parse_str(token).map_err(|_| lost())?;
+        let now = self.clock.now();
+        let held = queue.locked(which, token_id, now).ok_or_else(lost)?;
+        let matches_id = match id.parse::<u64>() {
+            Ok(seq) => seq == held.entry.seq,
+            Err(_) => {
+                let taken = Taken {
+                    entry: held.entry.clone(),
+                    lock: None,
+                };
+                self.read(&entity, &taken)?.props.message_id.as_deref() == Some(id)
+            }
+        };
+        if !matches_id {
+            return Err(lost());
+        }
+        let settings = QueueSettings::of(&entity.description());
+        let mut effects = Vec::new();
+        let settled = queue.settle(which, token_id, how, &settings, now, &mut effects);
+        self.persist(entity.id, effects).await?;
+        settled.map(|_| ()).ok_or_else(lost)
+    }
+
+    /// Receives parked in a long poll on `target` right now (for tests and metrics).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for a missing entity.
+    pub fn waiting_receivers(&self, target: &ReceiveTarget) -> Result<usize> {
+        let (entity, _) = self.receivable(target)?;
+        Ok(entity
+            .queue
+            .as_ref()
+            .map_or(0, |q| q.waiting.load(std::sync::atomic::Ordering::SeqCst)))
+    }
+}
