@@ -6,8 +6,9 @@ use servicebus_wire::{CountDetails, EntityKind, RuleDescription};
 
 use super::{Broker, Error, Result};
 use crate::filter;
+use crate::model::Address;
 use crate::model::{EntityRecord, RuleRecord};
-use crate::store::{EntityKey, Key, Write};
+use crate::store::{Key, KeyBytes as _, Write};
 
 /// Name of the rule every new subscription gets unless told otherwise.
 pub const DEFAULT_RULE_NAME: &str = "$Default";
@@ -67,14 +68,14 @@ impl Broker {
         let subscription_count = match (record.description.kind, topic_path) {
             (EntityKind::Topic, Some(path)) => self
                 .store
-                .count(EntityKey::Subscription(path.to_string(), String::new()))?,
+                .count(Address::Subscription(path.to_string(), String::new()))?,
             _ => 0,
         };
         let key = match (record.description.kind, topic_path) {
-            (EntityKind::Queue, Some(p)) => Some(EntityKey::Queue(p.to_string())),
-            (EntityKind::Topic, Some(p)) => Some(EntityKey::Topic(p.to_string())),
+            (EntityKind::Queue, Some(p)) => Some(Address::Queue(p.to_string())),
+            (EntityKind::Topic, Some(p)) => Some(Address::Topic(p.to_string())),
             (EntityKind::Subscription, Some(p)) => {
-                Some(EntityKey::Subscription(p.to_string(), record.name.clone()))
+                Some(Address::Subscription(p.to_string(), record.name.clone()))
             }
             _ => None,
         };
@@ -107,10 +108,10 @@ impl Broker {
     }
 
     fn queue_or_topic(&self, path: &str) -> Result<Option<EntityRecord>> {
-        if let Some(q) = self.store.get(EntityKey::Queue(path.to_string()))? {
+        if let Some(q) = self.store.get(Address::Queue(path.to_string()))? {
             return Ok(Some(q));
         }
-        Ok(self.store.get(EntityKey::Topic(path.to_string()))?)
+        Ok(self.store.get(Address::Topic(path.to_string()))?)
     }
 
     /// Creates (`update == false`) or replaces (`update == true`) a queue or topic.
@@ -134,8 +135,8 @@ impl Broker {
         }
         names::validate(NameKind::Entity, path).map_err(invalid_name)?;
         let key = match kind {
-            EntityKind::Queue => EntityKey::Queue(path.to_string()),
-            _ => EntityKey::Topic(path.to_string()),
+            EntityKind::Queue => Address::Queue(path.to_string()),
+            _ => Address::Topic(path.to_string()),
         };
         let _guard = self.management.lock().await;
         let now = self.clock.now();
@@ -206,7 +207,7 @@ impl Broker {
         names::validate(NameKind::Subscription, name).map_err(invalid_name)?;
         let _guard = self.management.lock().await;
         self.require_topic(topic)?;
-        let key = EntityKey::Subscription(topic.to_string(), name.to_string());
+        let key = Address::Subscription(topic.to_string(), name.to_string());
         let now = self.clock.now();
         let existing: Option<EntityRecord> = self.store.get(key.clone())?;
         let path = format!("{topic}/Subscriptions/{name}");
@@ -228,7 +229,7 @@ impl Broker {
             (None, false) => {
                 let subscriptions = self
                     .store
-                    .count(EntityKey::Subscription(topic.to_string(), String::new()))?;
+                    .count(Address::Subscription(topic.to_string(), String::new()))?;
                 if subscriptions >= self.quotas.subscriptions_per_topic as u64 {
                     return Err(Error::QuotaExceeded {
                         what: format!("the topic '{topic}' has {subscriptions} subscriptions"),
@@ -250,7 +251,7 @@ impl Broker {
                     created_at: now,
                 };
                 writes.push(Write::put(
-                    EntityKey::Rule(topic.to_string(), name.to_string(), rule_name),
+                    Address::Rule(topic.to_string(), name.to_string(), rule_name),
                     &rule_record,
                 ));
                 EntityRecord {
@@ -289,7 +290,7 @@ impl Broker {
         let compiled = filter::compile(&rule).map_err(|e| Error::Invalid(e.to_string()))?;
         let _guard = self.management.lock().await;
         self.require_subscription(topic, subscription)?;
-        let key = EntityKey::Rule(
+        let key = Address::Rule(
             topic.to_string(),
             subscription.to_string(),
             name.to_string(),
@@ -321,8 +322,8 @@ impl Broker {
 
     /// Refuses a new queue or topic when the namespace holds its quota of them.
     fn check_entity_quota(&self) -> Result<()> {
-        let count = self.store.count(EntityKey::Queue(String::new()))?
-            + self.store.count(EntityKey::Topic(String::new()))?;
+        let count = self.store.count(Address::Queue(String::new()))?
+            + self.store.count(Address::Topic(String::new()))?;
         if count >= self.quotas.entities as u64 {
             return Err(Error::QuotaExceeded {
                 what: format!("the namespace has {count} queues and topics"),
@@ -338,7 +339,7 @@ impl Broker {
     fn check_filter_quota(&self, topic: &str, rule: &filter::CompiledRule) -> Result<()> {
         let Some(t) = self
             .runtime
-            .get(&EntityKey::Topic(topic.to_string()).to_bytes())
+            .get(&Address::Topic(topic.to_string()).to_bytes())
         else {
             return Ok(());
         };
@@ -374,7 +375,7 @@ impl Broker {
 
     fn require_topic(&self, topic: &str) -> Result<EntityRecord> {
         self.store
-            .get(EntityKey::Topic(topic.to_string()))?
+            .get(Address::Topic(topic.to_string()))?
             .ok_or_else(|| Error::NotFound {
                 kind: "topic",
                 path: topic.to_string(),
@@ -384,7 +385,7 @@ impl Broker {
     fn require_subscription(&self, topic: &str, subscription: &str) -> Result<EntityRecord> {
         self.require_topic(topic)?;
         self.store
-            .get(EntityKey::Subscription(
+            .get(Address::Subscription(
                 topic.to_string(),
                 subscription.to_string(),
             ))?
@@ -412,7 +413,7 @@ impl Broker {
     /// [`Error::Store`].
     pub fn get_subscription(&self, topic: &str, name: &str) -> Result<Option<EntityView>> {
         self.store
-            .get::<EntityRecord>(EntityKey::Subscription(topic.to_string(), name.to_string()))?
+            .get::<EntityRecord>(Address::Subscription(topic.to_string(), name.to_string()))?
             .map(|r| self.view(r, Some(topic)))
             .transpose()
     }
@@ -428,7 +429,7 @@ impl Broker {
         subscription: &str,
         name: &str,
     ) -> Result<Option<RuleRecord>> {
-        Ok(self.store.get(EntityKey::Rule(
+        Ok(self.store.get(Address::Rule(
             topic.to_string(),
             subscription.to_string(),
             name.to_string(),
@@ -447,24 +448,23 @@ impl Broker {
             path: path.to_string(),
         })?;
         let (key, mut writes) = match record.description.kind {
-            EntityKind::Queue => (EntityKey::Queue(path.to_string()), Vec::new()),
+            EntityKind::Queue => (Address::Queue(path.to_string()), Vec::new()),
             _ => {
                 let mut writes = vec![
-                    Write::delete_prefix(EntityKey::Subscription(path.to_string(), String::new())),
-                    Write::delete_prefix(EntityKey::Rule(
+                    Write::delete_prefix(Address::Subscription(path.to_string(), String::new())),
+                    Write::delete_prefix(Address::Rule(
                         path.to_string(),
                         String::new(),
                         String::new(),
                     )),
                 ];
-                for sub in self.store.scan::<EntityRecord>(EntityKey::Subscription(
-                    path.to_string(),
-                    String::new(),
-                ))? {
-                    writes
-                        .extend(self.forget(&EntityKey::Subscription(path.to_string(), sub.name)));
+                for sub in self
+                    .store
+                    .scan::<EntityRecord>(Address::Subscription(path.to_string(), String::new()))?
+                {
+                    writes.extend(self.forget(&Address::Subscription(path.to_string(), sub.name)));
                 }
-                (EntityKey::Topic(path.to_string()), writes)
+                (Address::Topic(path.to_string()), writes)
             }
         };
         writes.push(Write::delete(key.clone()));
@@ -480,10 +480,10 @@ impl Broker {
     pub async fn delete_subscription(&self, topic: &str, name: &str) -> Result<()> {
         let _guard = self.management.lock().await;
         self.require_subscription(topic, name)?;
-        let key = EntityKey::Subscription(topic.to_string(), name.to_string());
+        let key = Address::Subscription(topic.to_string(), name.to_string());
         let mut writes = vec![
             Write::delete(key.clone()),
-            Write::delete_prefix(EntityKey::Rule(
+            Write::delete_prefix(Address::Rule(
                 topic.to_string(),
                 name.to_string(),
                 String::new(),
@@ -501,7 +501,7 @@ impl Broker {
     pub async fn delete_rule(&self, topic: &str, subscription: &str, name: &str) -> Result<()> {
         let _guard = self.management.lock().await;
         self.require_subscription(topic, subscription)?;
-        let key = EntityKey::Rule(
+        let key = Address::Rule(
             topic.to_string(),
             subscription.to_string(),
             name.to_string(),
@@ -518,14 +518,12 @@ impl Broker {
 
     /// Takes an entity out of the runtime and returns the writes that delete its messages
     /// (deliveries, overrides, stored messages no one else refers to, sequence counter).
-    fn forget(&self, key: &EntityKey) -> Vec<Write> {
+    fn forget(&self, key: &Address) -> Vec<Write> {
         let Some(entity) = self.runtime.unregister(&key.to_bytes()) else {
             return Vec::new();
         };
-        if let EntityKey::Subscription(topic, _) = key
-            && let Some(t) = self
-                .runtime
-                .get(&EntityKey::Topic(topic.clone()).to_bytes())
+        if let Address::Subscription(topic, _) = key
+            && let Some(t) = self.runtime.get(&Address::Topic(topic.clone()).to_bytes())
         {
             self.runtime.remove_subscription(&t, entity.id);
         }
@@ -543,10 +541,8 @@ impl Broker {
             let (entries, cold) = queue.drain();
             // A subscription's deliveries hold references to its topic's messages; a queue's
             // messages go with the prefix deletes above.
-            if let EntityKey::Subscription(topic, _) = key {
-                let topic = self
-                    .runtime
-                    .get(&EntityKey::Topic(topic.clone()).to_bytes());
+            if let Address::Subscription(topic, _) = key {
+                let topic = self.runtime.get(&Address::Topic(topic.clone()).to_bytes());
                 let mut release = |seq: u64, size: &dyn Fn(u64) -> u64| {
                     if let Some(topic) = &topic
                         && self.runtime.release_ref(topic.id, seq)
@@ -590,8 +586,8 @@ impl Broker {
         top: usize,
     ) -> Result<Page<EntityView>> {
         let prefix = match kind {
-            EntityKind::Queue => EntityKey::Queue(String::new()),
-            _ => EntityKey::Topic(String::new()),
+            EntityKind::Queue => Address::Queue(String::new()),
+            _ => Address::Topic(String::new()),
         };
         let records: Vec<EntityRecord> = self.store.scan(prefix)?;
         let page = page(records, skip, top);
@@ -623,7 +619,7 @@ impl Broker {
         self.require_topic(topic)?;
         let records: Vec<EntityRecord> = self
             .store
-            .scan(EntityKey::Subscription(topic.to_string(), String::new()))?;
+            .scan(Address::Subscription(topic.to_string(), String::new()))?;
         let page = page(records, skip, top);
         let items = page
             .items
@@ -649,7 +645,7 @@ impl Broker {
         top: usize,
     ) -> Result<Page<RuleRecord>> {
         self.require_subscription(topic, subscription)?;
-        let records = self.store.scan(EntityKey::Rule(
+        let records = self.store.scan(Address::Rule(
             topic.to_string(),
             subscription.to_string(),
             String::new(),

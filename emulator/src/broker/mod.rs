@@ -18,9 +18,10 @@ use servicebus_wire::EntityStatus;
 
 use crate::clock::Clock;
 use crate::filter;
+use crate::model::Address;
 use crate::model::limits::Quotas;
 use crate::model::{EntityRecord, RuleRecord};
-use crate::store::{self, EntityKey, Store};
+use crate::store::{self, KeyBytes as _, Store};
 
 pub use management::{DEFAULT_RULE_NAME, EntityView, Page, PutOutcome};
 pub use receive::{ReceiveTarget, Received};
@@ -188,9 +189,9 @@ impl Broker {
         Ok(broker)
     }
 
-    fn register(&self, key: &EntityKey, record: &EntityRecord) -> Arc<runtime::Entity> {
+    fn register(&self, key: &Address, record: &EntityRecord) -> Arc<runtime::Entity> {
         let path = match key {
-            EntityKey::Subscription(topic, _) => format!("{topic}/Subscriptions/{}", record.name),
+            Address::Subscription(topic, _) => format!("{topic}/Subscriptions/{}", record.name),
             _ => record.name.clone(),
         };
         // Start-up and updates count as use: a restart does not delete what was idle while down.
@@ -208,15 +209,15 @@ impl Broker {
     fn refresh_rules(&self, topic: &str, subscription: &str) -> Result<()> {
         let (Some(t), Some(s)) = (
             self.runtime
-                .get(&EntityKey::Topic(topic.to_string()).to_bytes()),
+                .get(&Address::Topic(topic.to_string()).to_bytes()),
             self.runtime.get(
-                &EntityKey::Subscription(topic.to_string(), subscription.to_string()).to_bytes(),
+                &Address::Subscription(topic.to_string(), subscription.to_string()).to_bytes(),
             ),
         ) else {
             return Ok(());
         };
         let mut compiled = Vec::new();
-        for rule in self.store.scan::<RuleRecord>(EntityKey::Rule(
+        for rule in self.store.scan::<RuleRecord>(Address::Rule(
             topic.to_string(),
             subscription.to_string(),
             String::new(),
@@ -342,7 +343,7 @@ pub(super) fn allowed(
 }
 
 impl Broker {
-    pub(super) fn entity(&self, key: &EntityKey) -> Option<Arc<runtime::Entity>> {
+    pub(super) fn entity(&self, key: &Address) -> Option<Arc<runtime::Entity>> {
         self.runtime.get(&key.to_bytes())
     }
 }

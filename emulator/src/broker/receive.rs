@@ -12,14 +12,15 @@ use super::runtime::{
 };
 use super::send::{span_seconds, ttl_span};
 use super::{Broker, Error, Result, allowed};
+use crate::model::Address;
 use crate::model::message::{Delivery, MessageProps, StoredDeliveries, StoredMessage};
-use crate::store::{EntityKey, Key};
+use crate::store::Key;
 
 /// Which queue or subscription (and which subqueue) a receive or settle addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceiveTarget {
-    /// `EntityKey::Queue` or `EntityKey::Subscription`.
-    pub key: EntityKey,
+    /// `Address::Queue` or `Address::Subscription`.
+    pub key: Address,
     /// The dead-letter subqueue instead of the main one.
     pub dead_letter: bool,
 }
@@ -118,8 +119,8 @@ impl Broker {
         let deadline = tokio::time::Instant::now() + timeout;
         // Who stores the messages: the queue itself, or the subscription's topic.
         let owner = match &target.key {
-            EntityKey::Subscription(topic, _) => {
-                self.entity(&EntityKey::Topic(topic.clone())).map(|t| t.id)
+            Address::Subscription(topic, _) => {
+                self.entity(&Address::Topic(topic.clone())).map(|t| t.id)
             }
             _ => Some(entity.id),
         };

@@ -8,9 +8,10 @@ use servicebus_wire::EntityKind;
 
 use super::runtime::{self, Entity, Entry};
 use super::{Broker, Error, Result};
+use crate::model::Address;
 use crate::model::EntityRecord;
 use crate::model::message::{DeadLetter, Delivery};
-use crate::store::{EntityKey, Key, Write};
+use crate::store::{Key, Write};
 
 /// Sequence numbers an owner's stored messages must span before recovery walks its two
 /// halves on two threads (a thread per small owner would cost more than it saves).
@@ -19,30 +20,30 @@ const SPLIT_WALK_FROM: u64 = 1 << 16;
 impl Broker {
     /// Registers every stored entity and compiles every subscription's rules.
     pub(super) async fn load_entities(&self) -> Result<HashMap<u64, Arc<runtime::Entity>>> {
-        let mut records: Vec<(EntityKey, EntityRecord)> = Vec::new();
+        let mut records: Vec<(Address, EntityRecord)> = Vec::new();
         for r in self
             .store
-            .scan::<EntityRecord>(EntityKey::Queue(String::new()))?
+            .scan::<EntityRecord>(Address::Queue(String::new()))?
         {
-            records.push((EntityKey::Queue(r.name.clone()), r));
+            records.push((Address::Queue(r.name.clone()), r));
         }
         for r in self
             .store
-            .scan::<EntityRecord>(EntityKey::Topic(String::new()))?
+            .scan::<EntityRecord>(Address::Topic(String::new()))?
         {
-            records.push((EntityKey::Topic(r.name.clone()), r));
+            records.push((Address::Topic(r.name.clone()), r));
         }
         let topics: Vec<String> = records
             .iter()
-            .filter(|(k, _)| matches!(k, EntityKey::Topic(_)))
+            .filter(|(k, _)| matches!(k, Address::Topic(_)))
             .map(|(_, r)| r.name.clone())
             .collect();
         for topic in &topics {
             for r in self
                 .store
-                .scan::<EntityRecord>(EntityKey::Subscription(topic.clone(), String::new()))?
+                .scan::<EntityRecord>(Address::Subscription(topic.clone(), String::new()))?
             {
-                records.push((EntityKey::Subscription(topic.clone(), r.name.clone()), r));
+                records.push((Address::Subscription(topic.clone(), r.name.clone()), r));
             }
         }
         for (_, r) in &records {
@@ -65,7 +66,7 @@ impl Broker {
             by_id.insert(r.id, entity);
         }
         for (key, _) in &records {
-            if let EntityKey::Subscription(topic, sub) = key {
+            if let Address::Subscription(topic, sub) = key {
                 self.refresh_rules(topic, sub)?;
             }
         }

@@ -12,9 +12,10 @@ use servicebus_wire::{EntityKind, TimeSpan};
 use super::runtime::{self, Entity, Entry};
 use super::{Broker, Error, Result, allowed};
 use crate::filter::value::{Properties, PropertiesMut, SystemProperty, Value};
+use crate::model::Address;
 use crate::model::limits::{MAX_PROPERTIES_BYTES, MAX_PROPERTY_BYTES, MESSAGE_OVERHEAD_BYTES};
 use crate::model::message::{DeadLetter, Delivery, MessageProps, StoredMessage};
-use crate::store::{EntityKey, Key, Write};
+use crate::store::{Key, Write};
 
 /// Rule evaluation work (SQL rules times property bytes) above which a send's routing runs
 /// on a blocking thread rather than on the runtime thread serving it. A backplane send (a
@@ -246,8 +247,8 @@ impl Broker {
     /// and overhead); `None` when there is none.
     pub fn message_size_limit(&self, path: &str) -> Option<u64> {
         let entity = self
-            .entity(&EntityKey::Queue(path.to_string()))
-            .or_else(|| self.entity(&EntityKey::Topic(path.to_string())))?;
+            .entity(&Address::Queue(path.to_string()))
+            .or_else(|| self.entity(&Address::Topic(path.to_string())))?;
         Some(u64::from(entity.description().max_message_size_in_kilobytes) * 1024)
     }
 
@@ -260,8 +261,8 @@ impl Broker {
     /// (nothing is enqueued), [`Error::Store`].
     pub async fn send(&self, path: &str, messages: Vec<Outgoing>) -> Result<()> {
         let entity = self
-            .entity(&EntityKey::Queue(path.to_string()))
-            .or_else(|| self.entity(&EntityKey::Topic(path.to_string())))
+            .entity(&Address::Queue(path.to_string()))
+            .or_else(|| self.entity(&Address::Topic(path.to_string())))
             .ok_or_else(|| Error::NotFound {
                 kind: "queue or topic",
                 path: path.to_string(),

@@ -15,7 +15,7 @@ use super::target::{Receivable, Target};
 use super::{ApiError, AppState, RequestContext};
 use crate::auth::{Need, Right};
 use crate::broker::{Outgoing, ReceiveMode, ReceiveTarget, Received, Settle};
-use crate::store::EntityKey;
+use crate::model::Address;
 
 /// Long-poll wait when `timeout` is absent (contract 1.3, emulator decision).
 const DEFAULT_TIMEOUT_SECS: f64 = 60.0;
@@ -110,8 +110,8 @@ pub(super) async fn handle(
 
 fn receive_target(r: &Receivable) -> ReceiveTarget {
     let key = match &r.subscription {
-        Some(sub) => EntityKey::Subscription(r.entity.clone(), sub.clone()),
-        None => EntityKey::Queue(r.entity.clone()),
+        Some(sub) => Address::Subscription(r.entity.clone(), sub.clone()),
+        None => Address::Queue(r.entity.clone()),
     };
     ReceiveTarget {
         key,

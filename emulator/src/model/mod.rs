@@ -1,7 +1,10 @@
 //! Plain data the broker keeps, with no I/O.
 
+pub mod address;
 pub mod limits;
 pub mod message;
+
+pub use address::Address;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -6,41 +6,29 @@
 
 use std::fmt;
 
-/// Where an entity's record lives. Names are lower-cased on the way to bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum EntityKey {
-    /// A queue by path.
-    Queue(String),
-    /// A topic by path.
-    Topic(String),
-    /// A subscription by topic and name.
-    Subscription(String, String),
-    /// A rule by topic, subscription and name.
-    Rule(String, String, String),
+use crate::model::Address;
+
+/// Key bytes of an [`Address`]: the store's business alone.
+pub trait KeyBytes {
+    /// The record's key.
+    fn to_bytes(&self) -> Vec<u8>;
+    /// The prefix of everything below this key: its trailing empty parts are dropped and a
+    /// separator ends the rest (`Subscription("t", "")` scans the subscriptions of `t`).
+    fn to_prefix_bytes(&self) -> Vec<u8>;
 }
 
-impl EntityKey {
-    fn parts(&self) -> (u8, Vec<&str>) {
-        match self {
-            EntityKey::Queue(q) => (b'Q', vec![q]),
-            EntityKey::Topic(t) => (b'T', vec![t]),
-            EntityKey::Subscription(t, s) => (b'S', vec![t, s]),
-            EntityKey::Rule(t, s, r) => (b'R', vec![t, s, r]),
-        }
+fn parts(address: &Address) -> (u8, Vec<&str>) {
+    match address {
+        Address::Queue(q) => (b'Q', vec![q]),
+        Address::Topic(t) => (b'T', vec![t]),
+        Address::Subscription(t, s) => (b'S', vec![t, s]),
+        Address::Rule(t, s, r) => (b'R', vec![t, s, r]),
     }
+}
 
-    /// The entity's path for messages (`topic/Subscriptions/sub` for subscriptions).
-    pub fn display_path(&self) -> String {
-        match self {
-            EntityKey::Queue(p) | EntityKey::Topic(p) => p.clone(),
-            EntityKey::Subscription(t, s) => format!("{t}/Subscriptions/{s}"),
-            EntityKey::Rule(t, s, r) => format!("{t}/Subscriptions/{s}/Rules/{r}"),
-        }
-    }
-
-    /// The record's key.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let (tag, parts) = self.parts();
+impl KeyBytes for Address {
+    fn to_bytes(&self) -> Vec<u8> {
+        let (tag, parts) = parts(self);
         let mut out = vec![tag];
         for (i, part) in parts.iter().enumerate() {
             if i > 0 {
@@ -51,10 +39,8 @@ impl EntityKey {
         out
     }
 
-    /// The prefix of everything below this key: its trailing empty parts are dropped and a
-    /// separator ends the rest (`Subscription("t", "")` scans the subscriptions of `t`).
-    pub fn to_prefix_bytes(&self) -> Vec<u8> {
-        let (tag, parts) = self.parts();
+    fn to_prefix_bytes(&self) -> Vec<u8> {
+        let (tag, parts) = parts(self);
         let mut out = vec![tag];
         for part in parts.iter().take_while(|p| !p.is_empty()) {
             out.extend(servicebus_wire::names::fold(part).as_bytes());
@@ -74,7 +60,7 @@ impl EntityKey {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Key {
     /// An entity or rule record (`entities` tree).
-    Entity(EntityKey),
+    Entity(Address),
     /// A stored message of a queue or topic.
     Message(u64, u64),
     /// Every message of an owner (a prefix).
@@ -103,8 +89,8 @@ pub enum Key {
     AllSeen,
 }
 
-impl From<EntityKey> for Key {
-    fn from(k: EntityKey) -> Self {
+impl From<Address> for Key {
+    fn from(k: Address) -> Self {
         Key::Entity(k)
     }
 }
@@ -185,13 +171,6 @@ impl fmt::Display for Key {
     }
 }
 
-impl fmt::Display for EntityKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (tag, parts) = self.parts();
-        write!(f, "{}:{}", tag as char, parts.join("/"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,20 +178,20 @@ mod tests {
     #[test]
     fn case_insensitive_and_prefix_exact() {
         assert_eq!(
-            EntityKey::Queue("Orders".into()).to_bytes(),
-            EntityKey::Queue("orders".into()).to_bytes()
+            Address::Queue("Orders".into()).to_bytes(),
+            Address::Queue("orders".into()).to_bytes()
         );
-        let prefix = EntityKey::Subscription("t".into(), String::new()).to_prefix_bytes();
+        let prefix = Address::Subscription("t".into(), String::new()).to_prefix_bytes();
         assert!(
-            EntityKey::Subscription("t".into(), "a".into())
+            Address::Subscription("t".into(), "a".into())
                 .to_bytes()
                 .starts_with(&prefix)
         );
         assert!(
-            !EntityKey::Subscription("t2".into(), "a".into())
+            !Address::Subscription("t2".into(), "a".into())
                 .to_bytes()
                 .starts_with(&prefix)
         );
-        assert_eq!(EntityKey::Topic(String::new()).to_prefix_bytes(), b"T");
+        assert_eq!(Address::Topic(String::new()).to_prefix_bytes(), b"T");
     }
 }

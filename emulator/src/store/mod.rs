@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use keys::{EntityKey, Key};
+pub use keys::{Key, KeyBytes};
 
 use writer::{Trees, Writer};
 
@@ -477,6 +477,7 @@ fn decode<T: DeserializeOwned>(key: &Key, bytes: &[u8]) -> Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Address;
 
     fn on_disk(folder: PathBuf, durability: Durability) -> Options {
         Options {
@@ -498,8 +499,8 @@ mod tests {
     #[tokio::test]
     async fn put_get_scan_delete_prefix() {
         let store = memory();
-        let t = EntityKey::Topic("t".into());
-        let sub = |t: &str, s: &str| EntityKey::Subscription(t.into(), s.into());
+        let t = Address::Topic("t".into());
+        let sub = |t: &str, s: &str| Address::Subscription(t.into(), s.into());
         store
             .apply(vec![
                 Write::put(t.clone(), &"topic"),
@@ -507,7 +508,7 @@ mod tests {
                 Write::put(sub("t", "b"), &"s2"),
                 Write::put(sub("t2", "a"), &"other"),
                 Write::put(
-                    EntityKey::Rule("t".into(), "a".into(), "$default".into()),
+                    Address::Rule("t".into(), "a".into(), "$default".into()),
                     &"rule",
                 ),
                 Write::put(Key::Message(7, 1), &"m"),
@@ -527,7 +528,7 @@ mod tests {
             .apply(vec![
                 Write::delete(t.clone()),
                 Write::delete_prefix(sub("t", "")),
-                Write::delete_prefix(EntityKey::Rule("t".into(), String::new(), String::new())),
+                Write::delete_prefix(Address::Rule("t".into(), String::new(), String::new())),
                 Write::delete_prefix(Key::Messages(7)),
             ])
             .await
@@ -689,7 +690,7 @@ mod tests {
         {
             let store = Store::open(&options).unwrap();
             store
-                .apply(vec![Write::put(EntityKey::Queue("q".into()), &42u32)])
+                .apply(vec![Write::put(Address::Queue("q".into()), &42u32)])
                 .await
                 .unwrap();
             store.close().await.unwrap();
@@ -697,7 +698,7 @@ mod tests {
         }
         let store = Store::open(&options).unwrap();
         assert_eq!(
-            store.get::<u32>(EntityKey::Queue("q".into())).unwrap(),
+            store.get::<u32>(Address::Queue("q".into())).unwrap(),
             Some(42)
         );
     }

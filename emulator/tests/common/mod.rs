@@ -62,7 +62,7 @@ impl Server {
     /// poll on queue `queue`.
     pub async fn parked(&self, queue: &str) {
         let target = emulator::broker::ReceiveTarget {
-            key: emulator::store::EntityKey::Queue(queue.into()),
+            key: emulator::model::Address::Queue(queue.into()),
             dead_letter: false,
         };
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
