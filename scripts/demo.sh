@@ -12,7 +12,7 @@ if [ ! -f demo/node_modules/socket.io-client/dist/socket.io.min.js ]; then
   echo "installing the Socket.IO browser client (npm ci in demo/)"
   (cd demo && npm ci --no-audit --no-fund --silent)
 fi
-cargo build --release --locked -p emulator -p integration --bin emulator --bin chat-node
+cargo build --release --locked -p emulator -p demo --bin emulator --bin chat-node
 
 pids=()
 emulator=""

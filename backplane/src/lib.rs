@@ -17,7 +17,7 @@
 //! suppression, completion after local delivery, packing, partitioning over several topics
 //! by room, a receive-and-delete mode, graceful shutdown; and, with the feature
 //! `socketioxide`, `socketio`: a socketioxide adapter over the node runtime, so that several
-//! socketioxide servers act as one (`integration/src/chat.rs` is a complete chat on it, run by
+//! socketioxide servers act as one (`demo/src/chat.rs` is a complete chat on it, run by
 //! `scripts/demo.sh`).
 //!
 //! ```

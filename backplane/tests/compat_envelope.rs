@@ -7,7 +7,7 @@ use backplane::ids::NodeId;
 use backplane::node::{Node, NodeConfig};
 use backplane::servicebus::Client;
 use backplane::transport::ServiceBusTransport;
-use integration::{InProcessEmulator, compat_dir, ensure_compat_packages};
+use testkit::{InProcessEmulator, compat_dir, ensure_compat_packages};
 
 #[tokio::test]
 async fn an_azure_sb_client_publishes_to_backplane_nodes() {

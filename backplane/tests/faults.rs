@@ -9,7 +9,7 @@ use backplane::node::{Node, NodeConfig, Received};
 use backplane::servicebus::Client;
 use backplane::transport::{ServiceBusTransport, Transport};
 use emulator::config::ClockMode;
-use integration::InProcessEmulator;
+use testkit::InProcessEmulator;
 use tokio::sync::mpsc::Receiver;
 
 fn config(name: &str, receivers: usize) -> NodeConfig {

@@ -9,7 +9,7 @@ use backplane::ids::NodeId;
 use backplane::node::{Ask, Node, NodeConfig, PublishError, Received};
 use backplane::servicebus::Client;
 use backplane::transport::{MemoryTransport, ServiceBusTransport, Transport};
-use integration::InProcessEmulator;
+use testkit::InProcessEmulator;
 use tokio::sync::mpsc::Receiver;
 
 const EVENTS: u64 = 25;

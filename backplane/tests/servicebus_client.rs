@@ -9,7 +9,7 @@ use backplane::servicebus::{
     Client, ConnectionString, CorrelationFilter, EntityDescription, EntityKind, Error, Filter,
     Message, PropertyValue, RetryPolicy, RuleAction, RuleDescription, TimeSpan, subscription_path,
 };
-use integration::InProcessEmulator;
+use testkit::InProcessEmulator;
 
 async fn client() -> (InProcessEmulator, Client) {
     let emulator = InProcessEmulator::start().await.unwrap();

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use integration::process::ChildEmulator;
+use testkit::process::ChildEmulator;
 
 /// Emulator benchmarks, each figure beside a baseline measured in the same run.
 /// The same allocator as the emulator binary (the emulator runs in this process).

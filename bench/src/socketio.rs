@@ -38,7 +38,7 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
-        let _ = axum::serve(integration::no_delay(listener), app).await;
+        let _ = axum::serve(demo::no_delay(listener), app).await;
     });
     Ok((addr, task))
 }
@@ -52,7 +52,7 @@ async fn clients(
 ) -> anyhow::Result<(f64, f64, f64, u64, u64)> {
     let output = tokio::process::Command::new("node")
         .arg("sio-bench.js")
-        .current_dir(integration::compat_dir())
+        .current_dir(testkit::compat_dir())
         .env("SEND_URL", format!("http://{send}"))
         .env("RECV_URL", format!("http://{recv}"))
         .env("RECEIVERS", "4")
@@ -86,7 +86,7 @@ fn print(name: &str, (rate, p50, p99, delivered, expected): (f64, f64, f64, u64,
 /// Prints the Socket.IO figures: the in-process adapter on one server, then the Service
 /// Bus adapter across two servers through the emulator at `connection`.
 pub(crate) async fn figures(connection: &str, seconds: f64) -> anyhow::Result<()> {
-    integration::ensure_compat_packages();
+    testkit::ensure_compat_packages();
     println!();
     let messages = 20_000;
     let paced_rate = 500;

@@ -24,6 +24,7 @@
 
 pub mod auth;
 pub mod broker;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod filter;

@@ -12,7 +12,7 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::lock;
+use testkit::lock;
 
 /// How long one command may take before the test fails instead of hanging.
 const COMMAND_DEADLINE: Duration = Duration::from_secs(60);
@@ -48,8 +48,8 @@ impl SioAgent {
     ///
     /// When `node` cannot be started.
     pub async fn start() -> std::io::Result<SioAgent> {
-        crate::ensure_compat_packages();
-        let dir = crate::compat_dir();
+        testkit::ensure_compat_packages();
+        let dir = testkit::compat_dir();
         let mut child = Command::new("node")
             .arg(dir.join("sio-agent.js"))
             .current_dir(&dir)

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use backplane::node::NodeConfig;
 use backplane::socketio::AdapterOptions;
-use integration::InProcessEmulator;
-use integration::chat::{ChatNode, ChatOptions};
+use demo::chat::{ChatNode, ChatOptions};
+use testkit::InProcessEmulator;
 
 fn chromium() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("CHROMIUM") {
@@ -38,11 +38,11 @@ async fn a_message_typed_on_a_appears_on_b() {
         );
         return;
     };
-    integration::ensure_compat_packages();
+    testkit::ensure_compat_packages();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let workspace = root.parent().expect("the workspace").to_path_buf();
     let client_js =
-        integration::compat_dir().join("node_modules/socket.io-client/dist/socket.io.min.js");
+        testkit::compat_dir().join("node_modules/socket.io-client/dist/socket.io.min.js");
 
     let emulator = InProcessEmulator::start().await.expect("emulator starts");
     let mut nodes = Vec::new();
@@ -74,7 +74,7 @@ async fn a_message_typed_on_a_appears_on_b() {
     let _ = std::fs::remove_file(&screenshot);
     let mut run = tokio::process::Command::new("node");
     run.args(["--test", "browser.test.js"])
-        .current_dir(integration::compat_dir())
+        .current_dir(testkit::compat_dir())
         .env("CHAT_A", nodes[0].url())
         .env("CHAT_B", nodes[1].url())
         .env("CHROMIUM", &chromium)

@@ -1,8 +1,8 @@
 //! The harness's emulator is reachable through its own connection string, as an
 //! application would reach it; the WebSocket servers' listener turns Nagle off.
 
-use integration::{InProcessEmulator, KEY, KEY_NAME};
 use servicebus_wire::{ConnectionString, Credential, sas};
+use testkit::{InProcessEmulator, KEY, KEY_NAME};
 
 #[tokio::test]
 async fn connection_string_reaches_the_emulator() {
@@ -47,7 +47,7 @@ async fn no_delay_sets_tcp_nodelay_on_accepted_connections() {
     use axum::serve::Listener;
     let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = plain.local_addr().unwrap();
-    let mut listener = integration::no_delay(plain);
+    let mut listener = demo::no_delay(plain);
     let client = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (accepted, peer) = listener.accept().await;
     assert_eq!(peer, client.local_addr().unwrap());

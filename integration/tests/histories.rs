@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use backplane::node::NodeConfig;
-use integration::cluster::Cluster;
 use proptest::prelude::*;
+use testkit::cluster::Cluster;
 
 const ROOMS: [&str; 3] = ["red", "green", "blue"];
 

@@ -8,7 +8,7 @@ use backplane::ids::NodeId;
 use backplane::node::{Node, NodeConfig, Received};
 use backplane::servicebus::Client;
 use backplane::transport::ServiceBusTransport;
-use integration::InProcessEmulator;
+use testkit::InProcessEmulator;
 use tokio::sync::mpsc::Receiver;
 
 const EVENTS: u32 = 300;

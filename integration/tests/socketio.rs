@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use backplane::node::NodeConfig;
 use backplane::socketio::AdapterOptions;
-use integration::InProcessEmulator;
-use integration::chat::{ChatNode, ChatOptions};
+use demo::chat::{ChatNode, ChatOptions};
 use integration::sio::{ClientEvent, SioAgent};
 use serde_json::{Value, json};
+use testkit::InProcessEmulator;
 
 const WAIT: Duration = Duration::from_secs(30);
 

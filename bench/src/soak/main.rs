@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use integration::process::ChildEmulator;
 use rand::SeedableRng as _;
 use servicebus_wire::sas::sign;
+use testkit::process::ChildEmulator;
 use traffic::{QUEUE, Record, SUBSCRIPTIONS, TOPIC, Worker, drain, lock};
 
 #[global_allocator]

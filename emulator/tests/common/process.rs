@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use integration::process::ChildEmulator;
+use testkit::process::ChildEmulator;
 
 /// The emulator binary as a child process ([`ChildEmulator`], from the integration harness).
 pub struct Process;

@@ -3,8 +3,6 @@
 //! reaches the other node exactly once, in order. 10 cycles by default; more with
 //! `KILL_CYCLES`.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,7 +11,15 @@ use backplane::ids::NodeId;
 use backplane::node::{Node, NodeConfig};
 use backplane::servicebus::Client;
 use backplane::transport::ServiceBusTransport;
-use common::process::Process;
+use testkit::process::ChildEmulator;
+
+/// The emulator binary (this package's copy) as a child process on `bind`.
+async fn start(cwd: &std::path::Path, bind: &str, args: &[&str]) -> ChildEmulator {
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_emulator-child"));
+    ChildEmulator::start_on(binary, cwd, bind, args)
+        .await
+        .expect("the emulator binary starts")
+}
 
 /// Acknowledged publishes to wait for in each cycle before the kill.
 const ACKS_PER_CYCLE: usize = 30;
@@ -36,7 +42,7 @@ async fn sigkill_during_backplane_traffic_loses_nothing_acknowledged() {
     let bind = format!("127.0.0.1:{}", free_port());
     // A small window: most deliveries go cold, and every restart files them as ranges.
     let args = ["--data-dir", "data", "--index-window", "16"];
-    let mut process = Process::start_on(dir.path(), &bind, &args).await;
+    let mut process = start(dir.path(), &bind, &args).await;
     let client = Client::from_connection_string(&process.connection_string).unwrap();
     let transport = ServiceBusTransport::new(client, "killed").await.unwrap();
     let config = |name: &str| NodeConfig {
@@ -86,7 +92,7 @@ async fn sigkill_during_backplane_traffic_loses_nothing_acknowledged() {
         let mut child = process.child;
         child.start_kill().unwrap();
         child.wait().await.unwrap();
-        process = Process::start_on(dir.path(), &bind, &args).await;
+        process = start(dir.path(), &bind, &args).await;
         stop.store(true, Ordering::Relaxed);
         publisher.await.unwrap();
     }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use backplane::socketio::AdapterOptions;
 use clap::Parser;
-use integration::chat::{ChatNode, ChatOptions};
+use demo::chat::{ChatNode, ChatOptions};
 
 /// The emulator on its default address, with the well-known development key.
 const EMULATOR: &str = "Endpoint=sb://127.0.0.1:5300;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;";
