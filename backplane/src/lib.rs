@@ -40,4 +40,5 @@ pub mod ordering;
 pub mod servicebus;
 #[cfg(feature = "socketioxide")]
 pub mod socketio;
+mod sync;
 pub mod transport;

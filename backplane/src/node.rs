@@ -486,11 +486,7 @@ impl<T: Transport> Node<T> {
     }
 }
 
-/// Locks a std mutex, taking the data even if a holder panicked (nothing here leaves
-/// data half-changed across a panic).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+pub(crate) use crate::sync::lock;
 
 impl<T: Transport> Shared<T> {
     /// Partition 0's transport: node lists, targeted events, requests, heartbeats.

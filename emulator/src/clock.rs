@@ -5,6 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
 
+use crate::sync::lock;
+
 /// A clock: the system's, or a manual one shared by every clone.
 #[derive(Debug, Clone)]
 pub enum Clock {
@@ -32,7 +34,7 @@ impl Clock {
     pub fn now(&self) -> DateTime<Utc> {
         match self {
             Clock::System => Utc::now(),
-            Clock::Manual(t) => *t.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+            Clock::Manual(t) => *lock(t),
         }
     }
 
@@ -43,7 +45,7 @@ impl Clock {
         match self {
             Clock::System => Some(Utc::now()),
             Clock::Manual(t) => {
-                let mut t = t.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut t = lock(t);
                 let next = t
                     .checked_add_signed(by)
                     .filter(|next| *next >= *t && *next <= Self::LATEST)?;

@@ -31,6 +31,7 @@ pub mod filter;
 mod http;
 pub mod model;
 pub mod store;
+mod sync;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -123,11 +123,7 @@ impl Client {
         match &self.inner.credential {
             Credential::Signature(sig) => sig.clone(),
             Credential::Key { name, key } => {
-                let mut slot = self
-                    .inner
-                    .token
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut slot = crate::sync::lock(&self.inner.token);
                 if let Some((token, refresh_at)) = slot.as_ref()
                     && !fresh
                     && Instant::now() < *refresh_at

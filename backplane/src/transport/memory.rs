@@ -35,9 +35,7 @@ impl MemoryTransport {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<NodeId, Inbox>> {
-        self.inboxes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.inboxes)
     }
 }
 

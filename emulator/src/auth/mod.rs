@@ -10,12 +10,7 @@ use servicebus_wire::sas::check_claims;
 use servicebus_wire::{SasError, SasToken};
 
 use crate::clock::Clock;
-
-/// A std mutex: nothing awaits under it; a panic while holding it leaves a map that is
-/// still consistent.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use crate::sync::lock;
 
 /// A claim a policy grants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

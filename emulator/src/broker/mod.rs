@@ -22,6 +22,7 @@ use crate::model::Address;
 use crate::model::limits::Quotas;
 use crate::model::{EntityRecord, RuleRecord};
 use crate::store::{self, KeyBytes as _, Store};
+use crate::sync::lock;
 
 pub use management::{DEFAULT_RULE_NAME, EntityView, Page, PutOutcome};
 pub use receive::{ReceiveTarget, Received};
@@ -250,16 +251,8 @@ impl Broker {
                 }
             }
         });
-        *self
-            .sweeper
-            .stop
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(stop);
-        *self
-            .sweeper
-            .task
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
+        *lock(&self.sweeper.stop) = Some(stop);
+        *lock(&self.sweeper.task) = Some(task);
     }
 
     /// The broker's clock.
@@ -282,21 +275,11 @@ impl Broker {
     ///
     /// [`Error::Store`] when the last flush fails.
     pub async fn close(&self) -> Result<()> {
-        let stop = self
-            .sweeper
-            .stop
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        let stop = lock(&self.sweeper.stop).take();
         if let Some(stop) = stop {
             let _ = stop.send(true);
         }
-        let task = self
-            .sweeper
-            .task
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        let task = lock(&self.sweeper.task).take();
         if let Some(task) = task {
             let _ = task.await;
         }

@@ -175,11 +175,7 @@ impl Store {
     /// once, decoded; `None` when there was none, it was damaged or does not decode as a
     /// `T`, or the store changed since.
     pub fn take_snapshot<T: DeserializeOwned>(&self) -> Option<T> {
-        let bytes = self
-            .snapshot
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()?;
+        let bytes = crate::sync::lock(&self.snapshot).take()?;
         let decoded = codec::decode_snapshot(&bytes);
         if decoded.is_none() {
             tracing::warn!("index snapshot unreadable; rebuilding the index from the records");

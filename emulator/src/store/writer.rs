@@ -104,11 +104,7 @@ impl Writer {
         } else {
             Ok(())
         };
-        let thread = self
-            .thread
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        let thread = crate::sync::lock(&self.thread).take();
         if let Some(thread) = thread {
             match tokio::task::spawn_blocking(move || thread.join()).await {
                 Ok(Ok(())) => {}

@@ -20,7 +20,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Duration, Utc};
 use servicebus_wire::{EntityDescription, EntityKind, TimeSpan};
@@ -30,6 +30,7 @@ use crate::filter::CompiledRule;
 use crate::model::message::Delivery;
 use crate::store::{Key, Write};
 
+pub(crate) use crate::sync::{lock, read, write};
 pub(crate) use entity::Entity;
 pub(crate) use queue::{Effect, Entry, Queue, QueueSettings, Subqueue, Taken, Waiting};
 pub use queue::{ReceiveMode, Settle};
@@ -38,18 +39,6 @@ pub(crate) use snapshot::IndexSnapshot;
 
 pub(crate) const REASON_MAX_DELIVERY: &str = "MaxDeliveryCountExceeded";
 pub(crate) const REASON_TTL: &str = "TTLExpiredException";
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-pub(super) fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-pub(super) fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// How many receivable deliveries a subqueue keeps in memory by default; the rest wait
 /// on disk as [`Cold`] sequence numbers and are read in as receivers take the head.
