@@ -1,0 +1,107 @@
+//! The baselines measured in the same run: T (a trivial axum handler with the same
+//! client), T paced at a request rate, and the machine's steadiness.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::*;
+
+pub(crate) async fn trivial_server() -> anyhow::Result<SocketAddr> {
+    let app = axum::Router::new().route(
+        "/t",
+        axum::routing::post(|_body: axum::body::Bytes| async { axum::http::StatusCode::CREATED }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(addr)
+}
+
+/// The trivial handler at `per_ms` thousand requests/s, `per_ms` requests per millisecond
+/// tick: the latency floor of this client, server and machine at that rate, beside which
+/// latency targets are read. Returns p50 and p99 in milliseconds.
+pub(crate) async fn paced_trivial(addr: SocketAddr, seconds: f64, per_ms: usize) -> (f64, f64) {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .expect("client builds");
+    let url = format!("http://{addr}/t");
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let mut tasks = Vec::new();
+    for _ in 0..(1000.0 * seconds) as usize {
+        tick.tick().await;
+        for _ in 0..per_ms {
+            let (http, url) = (http.clone(), url.clone());
+            tasks.push(tokio::spawn(async move {
+                let start = Instant::now();
+                let _ = http.post(url).body(payload()).send().await;
+                start.elapsed().as_micros() as u64
+            }));
+        }
+    }
+    let mut l = Vec::new();
+    for t in tasks {
+        if let Ok(v) = t.await {
+            l.push(v);
+        }
+    }
+    l.sort_unstable();
+    let pct = |p: f64| percentile_ms(&l, p);
+    (pct(0.50), pct(0.99))
+}
+
+/// How steady the machine's CPU is: a fixed piece of arithmetic counted per 50 ms window
+/// for `length`, on one thread while the bench runs nothing else. Returns the share of
+/// windows (%) that did at most half the median window's work, and how many times slower
+/// than the median the slowest one ran. When such windows are more than 1% of the time, a
+/// p99 latency lands in them whatever the code under test does.
+pub(crate) fn steadiness(length: Duration) -> (f64, f64) {
+    const WINDOW: Duration = Duration::from_millis(50);
+    let windows = (length.as_millis() / WINDOW.as_millis()).max(1) as u32;
+    let start = Instant::now();
+    let mut acc = 1.0_f64;
+    let mut done: Vec<u64> = (1..=windows)
+        .map(|i| {
+            let end = start + WINDOW * i;
+            let mut units = 0;
+            while Instant::now() < end {
+                for _ in 0..2000 {
+                    acc = std::hint::black_box(acc * 1.000_000_1 + 1e-7);
+                }
+                units += 1;
+            }
+            units
+        })
+        .collect();
+    done.sort_unstable();
+    let median = done[done.len() / 2] as f64;
+    let slow = done.iter().filter(|&&u| u as f64 * 2.0 <= median).count();
+    (
+        100.0 * slow as f64 / done.len() as f64,
+        median / done[0].max(1) as f64,
+    )
+}
+
+/// T's rate over `phase`: the trivial handler at `trivial` with the same client and
+/// concurrency as the figures it is read beside.
+pub(crate) async fn t_rate(
+    trivial: SocketAddr,
+    concurrency: usize,
+    phase: Duration,
+) -> anyhow::Result<f64> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let url = format!("http://{trivial}/t");
+    Ok(rate(concurrency, phase, move |_| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            u64::from(
+                matches!(http.post(url).body(payload()).send().await, Ok(r) if r.status() == 201),
+            )
+        }
+    })
+    .await)
+}

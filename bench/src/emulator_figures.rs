@@ -1,0 +1,299 @@
+//! The emulator's own figures: throughput of each operation beside T, end-to-end
+//! latency to three subscriptions, and the mixed stress run.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+
+use crate::*;
+
+pub(crate) async fn start_emulator(
+    dir: &Path,
+    durability: emulator::config::DurabilityFlag,
+) -> anyhow::Result<(
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+)> {
+    let settings = emulator::Settings {
+        location: emulator::store::Location::Directory(dir.to_path_buf()),
+        durability: durability.into(),
+        ..emulator::Settings::in_memory()
+    };
+    let emulator = emulator::Emulator::open(settings).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = emulator
+            .serve(listener, async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    Ok((addr, stop, task))
+}
+
+/// Mixed send, peek-lock + complete and receive-and-delete at saturation, under a hard
+/// timeout; fails loudly when progress stops (a stalled store).
+pub(crate) async fn stress(c: &Client, seconds: u64) -> anyhow::Result<()> {
+    c.queue("stress").await?;
+    let progress = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for role in 0..32 {
+        let (c, progress, stop) = (c.clone(), progress.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let ok = match role % 4 {
+                    0 | 1 => c.send("stress", payload()).await,
+                    2 => c.lock_and_complete("stress").await,
+                    _ => c.take("stress", 0).await.is_some(),
+                };
+                if ok {
+                    progress.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let start = Instant::now();
+    let mut last = (0, Instant::now());
+    while start.elapsed() < Duration::from_secs(seconds) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = progress.load(Ordering::Relaxed);
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(10) {
+            stop.store(true, Ordering::Relaxed);
+            bail!("STRESS FAILED: no progress for 10 s after {now} operations: the store stalled");
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        if tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .is_err()
+        {
+            bail!(
+                "STRESS FAILED: a worker did not finish within 30 s of the end: the store stalled"
+            );
+        }
+    }
+    let ops = progress.load(Ordering::Relaxed);
+    println!(
+        "{:<62} {:>12.0} op/s  ({ops} operations in {seconds} s, no stall)",
+        "stress: mixed send / lock+complete / receive-and-delete",
+        ops as f64 / seconds as f64
+    );
+    Ok(())
+}
+
+/// The throughput figures: single and batch sends, both receive modes, fan-out.
+pub(crate) async fn throughput(
+    c: &Client,
+    args: &Args,
+    mut beside: Beside,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let phase = beside.phase;
+    // Sizes the receive phases' prefill.
+    let t = beside.last;
+    // Durable single send to a topic with 3 subscriptions being drained.
+    c.topic("fan3", 3).await?;
+    let draining = Arc::new(AtomicBool::new(true));
+    let drainers: Vec<_> = (0..3)
+        .flat_map(|s| (0..2).map(move |_| s))
+        .map(|s| {
+            let (c, draining) = (c.clone(), draining.clone());
+            tokio::spawn(async move {
+                while draining.load(Ordering::Relaxed) {
+                    c.take(&format!("fan3/Subscriptions/s{s}"), 1).await;
+                }
+            })
+        })
+        .collect();
+    let cs = c.clone();
+    let single = rate(args.concurrency, phase, move |_| {
+        let c = cs.clone();
+        async move { u64::from(c.send("fan3", payload()).await) }
+    })
+    .await;
+    draining.store(false, Ordering::Relaxed);
+    for d in drainers {
+        let _ = d.await;
+    }
+    let t_single = beside.t().await?;
+    report.ratio(
+        &format!(
+            "durable single send, {} senders, 3 subscriptions draining",
+            args.concurrency
+        ),
+        single,
+        "msg/s",
+        t_single,
+        &format!("T beside it, {t_single:.0} req/s"),
+        0.25,
+    );
+
+    // Batch send: 64 x 1 KB per request.
+    c.queue("batch").await?;
+    let body = Arc::new(batch_body(64));
+    let cb = c.clone();
+    let batch = rate(16, phase, move |_| {
+        let (c, body) = (cb.clone(), body.clone());
+        async move {
+            if c.send_batch("batch", (*body).clone()).await {
+                64
+            } else {
+                0
+            }
+        }
+    })
+    .await;
+    let t_batch = beside.t().await?;
+    report.ratio(
+        "durable batch send, 64 x 1 KB per request, 16 senders",
+        batch,
+        "msg/s",
+        t_batch,
+        &format!("T beside it, {t_batch:.0} req/s"),
+        1.0,
+    );
+
+    // Receive-and-delete and peek-lock + complete from prefilled queues, 16 receivers.
+    for (queue, name, target) in [
+        ("rd", "receive-and-delete, 16 receivers", 0.30),
+        ("pl", "peek-lock + complete, 16 receivers", 0.15),
+    ] {
+        c.queue(queue).await?;
+        let fill = ((t * args.seconds * target * 1.5) as usize).max(2_000) / 64 + 1;
+        let body = batch_body(64);
+        for chunk in 0..fill.div_ceil(16) {
+            let sends: Vec<_> = (0..16.min(fill - chunk * 16))
+                .map(|_| c.send_batch(queue, body.clone()))
+                .collect();
+            for s in sends {
+                if !s.await {
+                    bail!("prefill of {queue} failed");
+                }
+            }
+        }
+        let cr = c.clone();
+        let got = rate(16, phase, move |_| {
+            let c = cr.clone();
+            async move {
+                if queue == "rd" {
+                    u64::from(c.take(queue, 0).await.is_some())
+                } else {
+                    u64::from(c.lock_and_complete(queue).await)
+                }
+            }
+        })
+        .await;
+        let t_beside = beside.t().await?;
+        report.ratio(
+            name,
+            got,
+            "msg/s",
+            t_beside,
+            &format!("T beside it, {t_beside:.0} req/s"),
+            target,
+        );
+    }
+
+    // Fan-out cost: 10 subscriptions against 1.
+    c.topic("one", 1).await?;
+    c.topic("ten", 10).await?;
+    let mut fan = [0.0; 2];
+    for (i, topic) in ["one", "ten"].into_iter().enumerate() {
+        let cf = c.clone();
+        fan[i] = rate(args.concurrency, phase, move |_| {
+            let c = cf.clone();
+            async move { u64::from(c.send(topic, payload()).await) }
+        })
+        .await;
+    }
+    report.baseline("send to a topic with 1 subscription", fan[0], "msg/s");
+    report.ratio(
+        "send to a topic with 10 subscriptions",
+        fan[1],
+        "msg/s",
+        fan[0],
+        "1-subscription rate",
+        0.50,
+    );
+    Ok(())
+}
+
+/// End-to-end latency at 1,000 msg/s to 3 subscriptions, durable; `floor` is T's p99 at
+/// the same request rate (ms), printed beside it.
+pub(crate) async fn end_to_end(
+    c: &Client,
+    seconds: f64,
+    floor: f64,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    c.topic("lat", 3).await?;
+    let origin = Instant::now();
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let receiving = Arc::new(AtomicBool::new(true));
+    let receivers: Vec<_> = (0..3)
+        .flat_map(|s| (0..4).map(move |_| s))
+        .map(|s| {
+            let (c, latencies, receiving) = (c.clone(), latencies.clone(), receiving.clone());
+            tokio::spawn(async move {
+                while receiving.load(Ordering::Relaxed) {
+                    if let Some(body) = c.take(&format!("lat/Subscriptions/s{s}"), 1).await {
+                        let sent: u128 = String::from_utf8_lossy(&body).parse().unwrap_or(0);
+                        let now = origin.elapsed().as_micros();
+                        lock(&latencies).push(now.saturating_sub(sent) as u64);
+                    }
+                }
+            })
+        })
+        .collect();
+    let total = (1000.0 * seconds) as u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let mut sends = Vec::new();
+    for _ in 0..total {
+        tick.tick().await;
+        let c = c.clone();
+        sends.push(tokio::spawn(async move {
+            c.send("lat", origin.elapsed().as_micros().to_string().into_bytes())
+                .await
+        }));
+    }
+    for s in sends {
+        let _ = s.await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lock(&latencies).len() < (total * 3) as usize && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    receiving.store(false, Ordering::Relaxed);
+    for r in receivers {
+        let _ = r.await;
+    }
+    let l = sorted(&latencies);
+    let pct = |p: f64| percentile_ms(&l, p);
+    println!(
+        "{:<62} {:>12.2} ms  ({} of {} copies received)",
+        "end-to-end latency p50 at 1,000 msg/s to 3 subscriptions",
+        pct(0.50),
+        l.len(),
+        total * 3
+    );
+    report.limit(
+        "end-to-end latency p99 at 1,000 msg/s to 3 subscriptions",
+        pct(0.99),
+        "ms",
+        2.0,
+        &format!(", durable; T at 4,000 req/s: p99 {floor:.2} ms"),
+    );
+
+    Ok(())
+}
