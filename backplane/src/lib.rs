@@ -1,36 +1,64 @@
 //! Scale real-time servers out over Azure Service Bus: every node publishes what it
 //! broadcasts through a topic and receives what the other nodes publish through its own
-//! subscription.
+//! subscription, so clients connected to different servers see one server.
 //!
-//! This crate is being built in steps. Today it offers [`servicebus`], a typed REST client
-//! for Service Bus usable on its own: connection strings (including
-//! `UseDevelopmentEmulator=true`), cached SAS tokens, management of queues, topics,
-//! subscriptions and rules, send, batch send, peek-lock, receive-and-delete, complete,
-//! unlock and renew, with retries for transient failures only; [`envelope`], the versioned
-//! wire format that packs events up to the size limit; and [`ordering`], the per-origin
-//! reorder buffer with duplicate suppression and a bounded gap timeout; [`transport`], the
-//! seam with a Service Bus implementation (one subscription per node, broker-side rules so a
-//! node never receives its own broadcasts) and an in-memory one; and [`node`], a first node
-//! runtime: publish to all (rooms, exceptions) or to one node, request/response with a
-//! timeout (answers and the nodes that did not answer), heartbeats and the live-node set, a
-//! janitor for dead nodes' subscriptions, parallel receivers, per-origin order, duplicate
-//! suppression, completion after local delivery, packing, partitioning over several topics
-//! by room, a receive-and-delete mode, graceful shutdown; and, with the feature
-//! `socketioxide`, `socketio`: a socketioxide adapter over the node runtime, so that several
-//! socketioxide servers act as one (`demo/src/chat.rs` is a complete chat on it, run by
-//! `scripts/demo.sh`).
+//! # How it works
 //!
-//! ```
-//! use backplane::servicebus::{ConnectionString, sas};
+//! - [`Node`] is one server's place on the bus. It opens its own subscription (deleted by
+//!   the bus when idle, so a crashed node's place goes by itself, and by the others'
+//!   janitor sooner), with broker-side rules so it never receives its own broadcasts.
+//! - Published events travel in versioned envelopes ([`envelope`]), several packed into
+//!   one message up to the entity's size limit.
+//! - Several receives run in parallel. Each origin's events carry a sequence number, and
+//!   [`ordering`] restores publish order per origin (and per room lane when the node is
+//!   partitioned over several topics), drops duplicates, and lets a missing event go after
+//!   `gap_timeout`. A delivery is completed only once its events are handed to the
+//!   application.
+//! - The bus behind a node is a [`transport::Transport`]: Service Bus through the typed REST
+//!   client [`Client`] (usable on its own), or [`MemoryTransport`] in one process.
+//! - With the feature `socketioxide`, `socketio` is a socketioxide adapter over a node:
+//!   broadcasts with rooms and exceptions, acknowledgements, `fetch_sockets`, and remote
+//!   join, leave and disconnect (`demo/src/chat.rs` is a complete chat on it).
 //!
-//! let cs = ConnectionString::parse(
-//!     "Endpoint=sb://localhost:5300;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;",
+//! # Guarantees
+//!
+//! Over the Service Bus transport with peek-lock:
+//! - Delivery to live nodes is at least once from the bus, and exactly once to the
+//!   application.
+//! - Order is kept per origin, and per room when partitioned.
+//! - A node crash leaves the others unaffected.
+//! - A bus restart loses nothing acknowledged: nodes back off and resume.
+//! - Events are packed up to the size limit; one larger event is a typed error.
+//!
+//! # Cancel safety
+//!
+//! [`Node::publish`] and [`Node::request`] may be dropped at any await. A publish dropped
+//! before it returns may or may not have been sent; once it returned `Ok` the event is on
+//! the bus. A dropped request sends nothing more and forgets its pending replies.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use backplane::{Client, Node, NodeConfig, ServiceBusTransport};
+//!
+//! # async fn run() -> Result<(), backplane::Error> {
+//! // The emulator's development connection string; a real namespace's works the same.
+//! let client = Client::from_connection_string(
+//!     "Endpoint=sb://127.0.0.1:5300;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;",
 //! )?;
-//! assert_eq!(cs.base_url(), "http://localhost:5300");
-//! let header = sas::sign(&format!("{}/", cs.base_url()), "RootManageSharedAccessKey", "SAS_KEY_VALUE", 4_102_444_800);
-//! assert!(header.starts_with("SharedAccessSignature sr=http%3A%2F%2Flocalhost%3A5300%2F&sig="));
-//! # Ok::<(), backplane::servicebus::ConnectionStringError>(())
+//! let transport = ServiceBusTransport::new(client, "my-app").await?;
+//! let (node, mut events) = Node::start(transport, NodeConfig::default()).await?;
+//! node.publish(vec!["lobby".into()], vec![], b"hi".to_vec()).await?;
+//! while let Some(event) = events.recv().await {
+//!     println!("{} sent {} bytes", event.origin, event.payload.len());
+//! }
+//! # Ok(())
+//! # }
 //! ```
+//!
+//! # Features
+//!
+//! - `socketioxide`: the socketioxide adapter (`socketio`).
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod envelope;
@@ -42,3 +70,48 @@ pub mod servicebus;
 pub mod socketio;
 mod sync;
 pub mod transport;
+
+pub use envelope::EnvelopeError;
+pub use ids::NodeId;
+pub use node::{Ask, Node, NodeConfig, PublishError, ReceiveMode, Received, Replies};
+pub use servicebus::{Client, ConnectionString, RetryPolicy};
+pub use transport::{MemoryTransport, ServiceBusTransport, Transport, TransportError};
+
+/// Any failure of this crate, with whether trying again later may help. Each module keeps
+/// its own error type; this one lets an application use `?` across all of them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The Service Bus client failed.
+    #[error("service bus call failed")]
+    ServiceBus(#[from] servicebus::Error),
+    /// A connection string is malformed.
+    #[error("invalid connection string")]
+    ConnectionString(#[from] servicebus::ConnectionStringError),
+    /// The transport failed.
+    #[error("transport failed")]
+    Transport(#[from] TransportError),
+    /// A publish failed.
+    #[error("publish failed")]
+    Publish(#[from] PublishError),
+    /// The socketioxide adapter failed.
+    #[cfg(feature = "socketioxide")]
+    #[error("socketioxide adapter failed")]
+    Adapter(#[from] socketio::Error),
+}
+
+impl Error {
+    /// Whether trying again later may succeed (throttling, a bus restarting, a lost
+    /// connection), as opposed to a mistake that will fail the same way again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::ServiceBus(e) => e.is_transient(),
+            Error::ConnectionString(_) => false,
+            Error::Transport(e) => e.is_transient(),
+            Error::Publish(PublishError::Transport(e)) => e.is_transient(),
+            Error::Publish(_) => false,
+            #[cfg(feature = "socketioxide")]
+            Error::Adapter(_) => false,
+        }
+    }
+}

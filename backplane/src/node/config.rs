@@ -22,7 +22,7 @@ pub struct NodeConfig {
     pub channel_capacity: usize,
     /// How often the node says it is alive (default 5 s).
     pub heartbeat_interval: Duration,
-    /// A node unheard of for this long is dead: left out of [`Node::live_nodes`], and its
+    /// A node unheard of for this long is dead: left out of [`Node::live_nodes`](super::Node::live_nodes), and its
     /// subscription deleted by the janitor (default 30 s).
     pub dead_after: Duration,
     /// Broadcasts always pack what was published while the previous message was being

@@ -9,7 +9,7 @@
 //! stay on the bus (a lock may then expire and the message come again; duplicates are
 //! suppressed). Transient failures back off and retry; a vanished place is re-opened.
 //!
-//! - [`config`]: [`NodeConfig`] and its defaults;
+//! - `config`: [`NodeConfig`] and its defaults;
 //! - `outbox`: publish, packing and partitions;
 //! - `receive`: the receive loops, ordering lanes and the gap timer;
 //! - `liveness`: heartbeats, the live-node set and the janitor;
