@@ -106,15 +106,15 @@ async fn sigkill_loses_nothing_acknowledged() {
             }));
         }
         // Wait (with a deadline, not a sleep) for enough acknowledged sends, then kill -9.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        while ledger.lock().unwrap().sent.len() < SENDS_BEFORE_KILL {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "load did not reach {SENDS_BEFORE_KILL} sends in time"
-            );
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let enough = || async {
+            match ledger.lock().unwrap().sent.len() {
+                n if n >= SENDS_BEFORE_KILL => Ok(()),
+                n => Err(n),
+            }
+        };
+        testkit::wait_until(Duration::from_secs(120), Duration::from_millis(5), enough)
+            .await
+            .expect("load did not reach the sends before the kill in time");
         let mut child = process.child;
         child.start_kill().unwrap();
         child.wait().await.unwrap();

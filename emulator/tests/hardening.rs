@@ -468,14 +468,15 @@ async fn slow_and_idle_clients_are_closed_and_connections_capped() {
     );
     // Closing one frees its place (the server notices the close a moment later).
     held.pop();
-    let until = tokio::time::Instant::now() + DEADLINE;
-    while raw(addr, "GET /health HTTP/1.1", b"").await.status != 200 {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "the place was never freed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let served = || async {
+        match raw(addr, "GET /health HTTP/1.1", b"").await.status {
+            200 => Ok(()),
+            other => Err(other),
+        }
+    };
+    testkit::wait_until(DEADLINE, Duration::from_millis(20), served)
+        .await
+        .expect("the place was never freed");
 }
 
 // 12. An audience that is not a URL grants nothing.

@@ -734,15 +734,15 @@ async fn a_receiver_that_went_away_takes_nothing() {
         .await;
     assert!(gone.is_err(), "the client timed out");
     // Wait (deadline, no fixed sleep) until the server dropped that parked receive.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while server.broker.waiting_receivers(&target).unwrap() > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the abandoned long poll is still parked"
-        );
-        tokio::task::yield_now().await;
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    let released = || async {
+        match server.broker.waiting_receivers(&target).unwrap() {
+            0 => Ok(()),
+            n => Err(n),
+        }
+    };
+    testkit::wait_until(POLL_DEADLINE, POLL_EVERY, released)
+        .await
+        .expect("the abandoned long poll is still parked");
     c.post_message("/q/messages", "precious", &[]).await;
     let r = take(&c, "/q").await;
     assert_eq!(

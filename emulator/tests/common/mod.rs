@@ -9,6 +9,10 @@ use servicebus_wire::xml::{self, Element};
 use tokio::sync::oneshot;
 
 pub const KEY_NAME: &str = "RootManageSharedAccessKey";
+/// How long a test polls for a state before it fails.
+pub const POLL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often it polls.
+pub const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
 pub const KEY: &str = "SAS_KEY_VALUE";
 
 /// A running emulator; stops (and flushes) when dropped or on [`Server::stop`].
@@ -65,14 +69,15 @@ impl Server {
             key: emulator::model::Address::Queue(queue.into()),
             dead_letter: false,
         };
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-        while self.broker.waiting_receivers(&target).unwrap() == 0 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the long poll never parked"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        let parked = || async {
+            match self.broker.waiting_receivers(&target).unwrap() {
+                0 => Err(()),
+                _ => Ok(()),
+            }
+        };
+        testkit::wait_until(POLL_DEADLINE, POLL_EVERY, parked)
+            .await
+            .expect("the long poll never parked");
     }
 }
 
