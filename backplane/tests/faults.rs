@@ -132,19 +132,20 @@ async fn the_janitor_deletes_a_dead_nodes_subscription() {
     let (b, _b_events) = Node::start(transport.clone(), fast("jan-b")).await.unwrap();
     let b_id = b.id().clone();
     // Poll (deadline, no fixed sleep) until a has heard b, then b dies.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !a.live_nodes().contains(&b_id) {
-        assert!(tokio::time::Instant::now() < deadline, "a never heard b");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let every = Duration::from_millis(10);
+    let heard = || async { a.live_nodes().contains(&b_id).then_some(()).ok_or(()) };
+    testkit::wait_until(Duration::from_secs(30), every, heard)
+        .await
+        .expect("a never heard b");
     b.crash().await;
-    while transport.nodes().await.unwrap().contains(&b_id) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the janitor never deleted b's subscription"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let deleted = || async {
+        (!transport.nodes().await.unwrap().contains(&b_id))
+            .then_some(())
+            .ok_or(())
+    };
+    testkit::wait_until(Duration::from_secs(30), every, deleted)
+        .await
+        .expect("the janitor never deleted b's subscription");
     assert_eq!(transport.nodes().await.unwrap(), vec![a.id().clone()]);
     assert_eq!(a.live_nodes(), vec![a.id().clone()]);
     a.shutdown().await.unwrap();
@@ -201,19 +202,13 @@ async fn nodes_recover_when_the_topic_is_deleted() {
     );
     // b's receivers find their subscription gone and re-create topic and subscription;
     // poll (deadline, no fixed sleep) until b's is back.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !transport
-        .nodes()
+    let back = || async {
+        let present = transport.nodes().await.map(|n| n.contains(b.id()));
+        present.unwrap_or(false).then_some(()).ok_or(())
+    };
+    testkit::wait_until(Duration::from_secs(60), Duration::from_millis(20), back)
         .await
-        .map(|n| n.contains(b.id()))
-        .unwrap_or(false)
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "b never re-created its subscription"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        .expect("b never re-created its subscription");
     a.publish(vec![], vec![], b"after".to_vec()).await.unwrap();
     assert_eq!(next(&mut b_events).await.payload, b"after");
     a.shutdown().await.unwrap();

@@ -369,19 +369,19 @@ async fn duplicates_injected_by_the_bus_are_suppressed() {
     }
     let got = collect(&mut events, 3).await;
     assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while b
-        .counters()
-        .duplicates
-        .load(std::sync::atomic::Ordering::Relaxed)
-        < 3
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "duplicates not all seen"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let all_seen = || async {
+        match b
+            .counters()
+            .duplicates
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            n if n >= 3 => Ok(()),
+            n => Err(n),
+        }
+    };
+    testkit::wait_until(Duration::from_secs(30), Duration::from_millis(5), all_seen)
+        .await
+        .expect("duplicates not all seen");
     assert!(
         tokio::time::timeout(Duration::from_millis(50), events.recv())
             .await

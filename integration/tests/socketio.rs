@@ -50,17 +50,15 @@ async fn cluster(emulator: &InProcessEmulator, names: &[&str]) -> Vec<ChatNode> 
 
 /// Polls (with a deadline) until every node counts all of them live.
 async fn see_each_other(nodes: &[ChatNode]) {
-    let until = tokio::time::Instant::now() + WAIT;
-    while nodes.iter().any(|n| n.state.server_count() != nodes.len()) {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "nodes never saw each other: {:?}",
-            nodes
-                .iter()
-                .map(|n| n.state.server_count())
-                .collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let counted = || async {
+        let counts: Vec<usize> = nodes.iter().map(|n| n.state.server_count()).collect();
+        match counts.iter().all(|c| *c == nodes.len()) {
+            true => Ok(()),
+            false => Err(counts),
+        }
+    };
+    if let Err(counts) = testkit::wait_until(WAIT, Duration::from_millis(20), counted).await {
+        panic!("nodes never saw each other: {counts:?}");
     }
 }
 
