@@ -19,8 +19,8 @@ impl NodeId {
     ///
     /// # Errors
     ///
-    /// A message saying what is wrong.
-    pub fn new(id: &str) -> Result<Self, String> {
+    /// [`InvalidNodeId`], naming the id.
+    pub fn new(id: &str) -> Result<Self, InvalidNodeId> {
         let ok = !id.is_empty()
             && id.len() <= 40
             && id
@@ -29,9 +29,7 @@ impl NodeId {
         if ok {
             Ok(NodeId(id.to_string()))
         } else {
-            Err(format!(
-                "node id '{id}' must be 1 to 40 letters, digits, '-' or '_'"
-            ))
+            Err(InvalidNodeId(id.to_string()))
         }
     }
 
@@ -46,6 +44,11 @@ impl fmt::Display for NodeId {
         f.write_str(&self.0)
     }
 }
+
+/// A node id that breaks the rules of [`NodeId::new`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("node id '{0}' must be 1 to 40 letters, digits, '-' or '_'")]
+pub struct InvalidNodeId(pub String);
 
 /// A room name (any text).
 pub type RoomName = String;

@@ -155,7 +155,7 @@ impl Cluster {
 
     async fn launch(&mut self, i: usize) -> Result<(), String> {
         let member = &mut self.members[i];
-        let id = NodeId::new(&format!("n{i}-g{}", member.generation))?;
+        let id = NodeId::new(&format!("n{i}-g{}", member.generation)).map_err(|e| e.to_string())?;
         let config = NodeConfig {
             node_id: Some(id),
             ..self.base.clone()

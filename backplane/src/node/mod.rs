@@ -158,9 +158,7 @@ impl<T: Transport> Node<T> {
         config: NodeConfig,
     ) -> Result<(Self, mpsc::Receiver<Received>), TransportError> {
         if transports.is_empty() {
-            return Err(TransportError::Failed(
-                "a node needs at least one transport".into(),
-            ));
+            return Err(TransportError::NoTransport);
         }
         let id = config.node_id.clone().unwrap_or_else(NodeId::random);
         let transports: Vec<Arc<T>> = transports.into_iter().map(Arc::new).collect();

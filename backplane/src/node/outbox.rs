@@ -12,7 +12,10 @@ use super::*;
 /// Broadcasts waiting to be packed, each with who waits for its acknowledgement.
 #[derive(Debug, Default)]
 pub(super) struct Outbox {
-    pub(super) queue: Vec<(Event, tokio::sync::oneshot::Sender<Result<(), String>>)>,
+    pub(super) queue: Vec<(
+        Event,
+        tokio::sync::oneshot::Sender<Result<(), TransportError>>,
+    )>,
     /// Whether a flush task is running (it sends until the queue is empty).
     pub(super) sending: bool,
 }
@@ -151,10 +154,8 @@ impl<T: Transport> Shared<T> {
                 shared.counters.published.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
-            Ok(Err(e)) => Err(PublishError::Transport(TransportError::Failed(e))),
-            Err(_) => Err(PublishError::Transport(TransportError::Failed(
-                "the node stopped".into(),
-            ))),
+            Ok(Err(e)) => Err(PublishError::Transport(e)),
+            Err(_) => Err(PublishError::Transport(TransportError::Stopped)),
         }
     }
 
@@ -187,7 +188,8 @@ impl<T: Transport> Shared<T> {
                     .messages_sent
                     .fetch_add(1, Ordering::Relaxed);
                 for waiter in waiters.by_ref().take(n) {
-                    let _ = waiter.send(outcome.as_ref().map(|_| ()).map_err(ToString::to_string));
+                    // The same failure, the real one, for every event the message carried.
+                    let _ = waiter.send(outcome.clone());
                 }
             }
         }

@@ -127,7 +127,9 @@ pub(super) async fn receive_loop<T: Transport>(shared: Arc<Shared<T>>, partition
             return;
         }
         drop(turn);
-        if let Err(e) = transport.complete(&shared.id, delivery.handle).await {
+        if let Some(handle) = delivery.handle
+            && let Err(e) = transport.complete(&shared.id, handle).await
+        {
             tracing::warn!(node = %shared.id, error = %e, "complete failed; the message will come again");
         }
     }

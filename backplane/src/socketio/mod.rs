@@ -143,8 +143,8 @@ pub enum Error {
     #[error("namespace name too long")]
     Namespace,
     /// The server id cannot name a node.
-    #[error("bad node id: {0}")]
-    NodeId(String),
+    #[error("the server id cannot name a node")]
+    NodeId(#[from] crate::ids::InvalidNodeId),
     /// An operation ran before the namespace's adapter was initialised.
     #[error("the adapter is not initialised")]
     NotReady,

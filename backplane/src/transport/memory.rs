@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::{Audience, Delivery, DeliveryHandle, Transport, TransportError, TransportResult};
+use super::{Audience, Delivery, Transport, TransportError, TransportResult};
 use crate::ids::NodeId;
 
 /// Largest payload, as Service Bus Standard.
@@ -40,6 +40,9 @@ impl MemoryTransport {
 }
 
 impl Transport for MemoryTransport {
+    /// The delivery's number in its node's inbox.
+    type Handle = u64;
+
     fn max_message_bytes(&self) -> usize {
         MAX_MESSAGE_BYTES
     }
@@ -86,7 +89,11 @@ impl Transport for MemoryTransport {
         Ok(())
     }
 
-    async fn receive(&self, node: &NodeId, timeout: Duration) -> TransportResult<Option<Delivery>> {
+    async fn receive(
+        &self,
+        node: &NodeId,
+        timeout: Duration,
+    ) -> TransportResult<Option<Delivery<Self::Handle>>> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notify = {
@@ -99,7 +106,7 @@ impl Transport for MemoryTransport {
                     return Ok(Some(Delivery {
                         payload,
                         delivery_count: count + 1,
-                        handle: DeliveryHandle::Memory(node.clone(), id),
+                        handle: Some(id),
                     }));
                 }
                 inbox.notify.clone()
@@ -115,29 +122,32 @@ impl Transport for MemoryTransport {
         }
     }
 
-    async fn take(&self, node: &NodeId, timeout: Duration) -> TransportResult<Option<Delivery>> {
+    async fn take(
+        &self,
+        node: &NodeId,
+        timeout: Duration,
+    ) -> TransportResult<Option<Delivery<Self::Handle>>> {
         let Some(delivery) = self.receive(node, timeout).await? else {
             return Ok(None);
         };
-        self.complete(node, delivery.handle).await?;
+        if let Some(handle) = delivery.handle {
+            self.complete(node, handle).await?;
+        }
         Ok(Some(Delivery {
-            handle: DeliveryHandle::None,
+            handle: None,
             ..delivery
         }))
     }
 
-    async fn complete(&self, node: &NodeId, handle: DeliveryHandle) -> TransportResult<()> {
-        if let DeliveryHandle::Memory(_, id) = handle
-            && let Some(inbox) = self.lock().get_mut(node)
-        {
+    async fn complete(&self, node: &NodeId, id: Self::Handle) -> TransportResult<()> {
+        if let Some(inbox) = self.lock().get_mut(node) {
             inbox.locked.remove(&id);
         }
         Ok(())
     }
 
-    async fn abandon(&self, node: &NodeId, handle: DeliveryHandle) -> TransportResult<()> {
-        if let DeliveryHandle::Memory(_, id) = handle
-            && let Some(inbox) = self.lock().get_mut(node)
+    async fn abandon(&self, node: &NodeId, id: Self::Handle) -> TransportResult<()> {
+        if let Some(inbox) = self.lock().get_mut(node)
             && let Some((payload, count)) = inbox.locked.remove(&id)
         {
             inbox.ready.push_front((id, payload, count));

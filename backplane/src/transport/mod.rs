@@ -10,6 +10,7 @@ mod memory;
 mod servicebus;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use memory::MemoryTransport;
@@ -17,19 +18,16 @@ pub use servicebus::ServiceBusTransport;
 
 use crate::ids::NodeId;
 
-/// Transport failures, with whether trying again may help.
-#[derive(Debug, thiserror::Error)]
+/// Transport failures, as the node runtime tells them apart, with whether trying again may
+/// help. A transport's own errors travel as [`TransportError::Bus`] (see
+/// [`TransportError::bus`]), so a new transport needs no change here; the error is cheap to
+/// clone, so one failed send can be reported to every event it carried.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransportError {
-    /// From the Service Bus client.
-    #[error("service bus call failed")]
-    ServiceBus(#[from] crate::servicebus::Error),
-    /// The node's subscription is gone (deleted as idle, or by hand): re-open it.
+    /// The node's place is gone (deleted as idle, or by hand): re-open it.
     #[error("the subscription of node {0} does not exist")]
     NoSubscription(NodeId),
-    /// A packed send failed (the cause, as text, is shared by every event of the message).
-    #[error("sending failed: {0}")]
-    Failed(String),
     /// The payload is over the message size limit.
     #[error("a message of {size} bytes is over the limit of {limit} bytes")]
     TooLarge {
@@ -38,15 +36,48 @@ pub enum TransportError {
         /// The limit.
         limit: usize,
     },
+    /// The bus failed; its own error is the source.
+    #[error("the bus failed")]
+    Bus {
+        /// What the transport reported.
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
+        /// Whether trying again later may succeed.
+        transient: bool,
+    },
+    /// The node stopped before the operation completed.
+    #[error("the node stopped")]
+    Stopped,
+    /// A node was started without a transport.
+    #[error("a node needs at least one transport")]
+    NoTransport,
 }
 
 impl TransportError {
+    /// A failure of the bus itself, with whether trying again may help.
+    pub fn bus(source: impl std::error::Error + Send + Sync + 'static, transient: bool) -> Self {
+        TransportError::Bus {
+            source: Arc::new(source),
+            transient,
+        }
+    }
+
     /// Whether trying again later may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            TransportError::ServiceBus(e) => e.is_transient(),
-            TransportError::NoSubscription(_) | TransportError::TooLarge { .. } => false,
-            TransportError::Failed(_) => true,
+            TransportError::Bus { transient, .. } => *transient,
+            TransportError::NoSubscription(_)
+            | TransportError::TooLarge { .. }
+            | TransportError::Stopped
+            | TransportError::NoTransport => false,
+        }
+    }
+
+    /// The transport's own error, when it is an `E` (a Service Bus client error, say).
+    pub fn bus_error<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        match self {
+            TransportError::Bus { source, .. } => source.downcast_ref::<E>(),
+            _ => None,
         }
     }
 }
@@ -56,24 +87,14 @@ pub type TransportResult<T> = Result<T, TransportError>;
 
 /// One received message and how to settle it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Delivery {
+pub struct Delivery<H> {
     /// The bytes published (an envelope).
     pub payload: Vec<u8>,
     /// How many times it was delivered (1 the first time).
     pub delivery_count: u32,
-    /// Settles it (opaque to the runtime).
-    pub handle: DeliveryHandle,
-}
-
-/// Names a delivery for complete/abandon.
-#[derive(Debug, Clone, PartialEq)]
-pub enum DeliveryHandle {
-    /// Nothing to settle (received and deleted).
-    None,
-    /// A Service Bus peek-locked message.
-    ServiceBus(Box<crate::servicebus::ReceivedMessage>),
-    /// A memory delivery: node and delivery id.
-    Memory(NodeId, u64),
+    /// What settles it (opaque to the runtime); `None` when there is nothing to settle
+    /// (received and deleted).
+    pub handle: Option<H>,
 }
 
 /// Who a published message is for.
@@ -85,8 +106,12 @@ pub enum Audience<'a> {
     Node(&'a NodeId),
 }
 
-/// A bus the node runtime can use.
+/// A bus the node runtime can use. A new bus implements this trait in its own module;
+/// nothing here names an implementation.
 pub trait Transport: Send + Sync + 'static {
+    /// What names a delivery for complete and abandon (a lock token, an id).
+    type Handle: Clone + std::fmt::Debug + Send + Sync + 'static;
+
     /// The largest payload one message may carry.
     fn max_message_bytes(&self) -> usize;
 
@@ -126,7 +151,7 @@ pub trait Transport: Send + Sync + 'static {
         &self,
         node: &NodeId,
         timeout: Duration,
-    ) -> impl Future<Output = TransportResult<Option<Delivery>>> + Send;
+    ) -> impl Future<Output = TransportResult<Option<Delivery<Self::Handle>>>> + Send;
 
     /// Waits up to `timeout` for the next message for `node` and removes it at once (at most
     /// once: lost if the node crashes before handing it over).
@@ -134,19 +159,19 @@ pub trait Transport: Send + Sync + 'static {
         &self,
         node: &NodeId,
         timeout: Duration,
-    ) -> impl Future<Output = TransportResult<Option<Delivery>>> + Send;
+    ) -> impl Future<Output = TransportResult<Option<Delivery<Self::Handle>>>> + Send;
 
     /// Done with a delivery.
     fn complete(
         &self,
         node: &NodeId,
-        handle: DeliveryHandle,
+        handle: Self::Handle,
     ) -> impl Future<Output = TransportResult<()>> + Send;
 
     /// Gives a delivery back for redelivery.
     fn abandon(
         &self,
         node: &NodeId,
-        handle: DeliveryHandle,
+        handle: Self::Handle,
     ) -> impl Future<Output = TransportResult<()>> + Send;
 }

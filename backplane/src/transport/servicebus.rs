@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use super::{Audience, Delivery, DeliveryHandle, Transport, TransportError, TransportResult};
+use super::{Audience, Delivery, Transport, TransportError, TransportResult};
 use crate::ids::NodeId;
 use crate::servicebus::{
     Client, CorrelationFilter, EntityDescription, EntityKind, Error, Filter, Message,
@@ -62,12 +62,23 @@ impl ServiceBusTransport {
         if e.is_not_found() {
             TransportError::NoSubscription(node.clone())
         } else {
-            TransportError::ServiceBus(e)
+            TransportError::from(e)
         }
     }
 }
 
+impl From<Error> for TransportError {
+    /// A Service Bus client error, transient as the client classifies it.
+    fn from(e: Error) -> Self {
+        let transient = e.is_transient();
+        TransportError::bus(e, transient)
+    }
+}
+
 impl Transport for ServiceBusTransport {
+    /// The peek-locked message (its lock token and sequence number settle it).
+    type Handle = Box<crate::servicebus::ReceivedMessage>;
+
     fn max_message_bytes(&self) -> usize {
         self.max_message_bytes
     }
@@ -162,7 +173,11 @@ impl Transport for ServiceBusTransport {
         Ok(())
     }
 
-    async fn receive(&self, node: &NodeId, timeout: Duration) -> TransportResult<Option<Delivery>> {
+    async fn receive(
+        &self,
+        node: &NodeId,
+        timeout: Duration,
+    ) -> TransportResult<Option<Delivery<Self::Handle>>> {
         match self
             .client
             .peek_lock(&self.subscription(node), timeout)
@@ -171,14 +186,18 @@ impl Transport for ServiceBusTransport {
             Ok(Some(m)) => Ok(Some(Delivery {
                 payload: m.body.clone(),
                 delivery_count: m.broker.delivery_count.unwrap_or(1),
-                handle: DeliveryHandle::ServiceBus(Box::new(m)),
+                handle: Some(Box::new(m)),
             })),
             Ok(None) => Ok(None),
             Err(e) => Err(self.missing(node, e)),
         }
     }
 
-    async fn take(&self, node: &NodeId, timeout: Duration) -> TransportResult<Option<Delivery>> {
+    async fn take(
+        &self,
+        node: &NodeId,
+        timeout: Duration,
+    ) -> TransportResult<Option<Delivery<Self::Handle>>> {
         match self
             .client
             .receive_and_delete(&self.subscription(node), timeout)
@@ -187,31 +206,25 @@ impl Transport for ServiceBusTransport {
             Ok(Some(m)) => Ok(Some(Delivery {
                 payload: m.body,
                 delivery_count: m.broker.delivery_count.unwrap_or(1),
-                handle: DeliveryHandle::None,
+                handle: None,
             })),
             Ok(None) => Ok(None),
             Err(e) => Err(self.missing(node, e)),
         }
     }
 
-    async fn complete(&self, node: &NodeId, handle: DeliveryHandle) -> TransportResult<()> {
-        match handle {
-            DeliveryHandle::ServiceBus(m) => match self.client.complete(&m).await {
-                // A lost lock means the message comes again; duplicate suppression absorbs it.
-                Ok(()) | Err(Error::LockLost) => Ok(()),
-                Err(e) => Err(self.missing(node, e)),
-            },
-            _ => Ok(()),
+    async fn complete(&self, node: &NodeId, handle: Self::Handle) -> TransportResult<()> {
+        match self.client.complete(&handle).await {
+            // A lost lock means the message comes again; duplicate suppression absorbs it.
+            Ok(()) | Err(Error::LockLost) => Ok(()),
+            Err(e) => Err(self.missing(node, e)),
         }
     }
 
-    async fn abandon(&self, node: &NodeId, handle: DeliveryHandle) -> TransportResult<()> {
-        match handle {
-            DeliveryHandle::ServiceBus(m) => match self.client.unlock(&m).await {
-                Ok(()) | Err(Error::LockLost) => Ok(()),
-                Err(e) => Err(self.missing(node, e)),
-            },
-            _ => Ok(()),
+    async fn abandon(&self, node: &NodeId, handle: Self::Handle) -> TransportResult<()> {
+        match self.client.unlock(&handle).await {
+            Ok(()) | Err(Error::LockLost) => Ok(()),
+            Err(e) => Err(self.missing(node, e)),
         }
     }
 }
