@@ -648,7 +648,7 @@ async fn a_receive_whose_answer_fails_takes_nothing() {
     for mode in [ReceiveMode::PeekLock, ReceiveMode::ReceiveAndDelete] {
         let failed = broker
             .receive_with(&target, mode, now, |_| {
-                Err::<(), _>(emulator::broker::Error::Invalid("no answer".into()))
+                Err::<(), _>(emulator::broker::Error::ClockNotManual)
             })
             .await;
         assert!(failed.is_err(), "{mode:?}");

@@ -121,8 +121,12 @@ impl InProcessEmulator {
         &self,
         by: std::time::Duration,
     ) -> Result<(), emulator::broker::Error> {
-        let by = chrono::Duration::from_std(by)
-            .map_err(|_| emulator::broker::Error::Invalid("duration out of range".into()))?;
+        let by = chrono::Duration::from_std(by).map_err(|_| {
+            emulator::broker::Error::ClockOutOfRange {
+                latest: emulator::Clock::LATEST,
+                now: self.broker.clock().now(),
+            }
+        })?;
         self.broker.advance_clock(by).await.map(|_| ())
     }
 

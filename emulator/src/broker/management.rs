@@ -52,7 +52,7 @@ pub struct Page<T> {
 }
 
 fn invalid_name(e: servicebus_wire::WireError) -> Error {
-    Error::Invalid(e.to_string())
+    Error::Name(e)
 }
 
 fn page<T>(all: Vec<T>, skip: usize, top: usize) -> Page<T> {
@@ -118,7 +118,8 @@ impl Broker {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] for a bad name, a description of the wrong kind or a change to
+    /// [`Error::Name`] for a bad name, [`Error::WrongKind`] for a description of the wrong
+    /// kind, [`Error::CreationOnly`] for a change to
     /// a creation-only setting; [`Error::Conflict`] when creating an existing name (in any
     /// case, queue or topic); [`Error::NotFound`] when updating a missing one.
     pub async fn put_entity(
@@ -129,9 +130,11 @@ impl Broker {
     ) -> Result<(PutOutcome, EntityView)> {
         let kind = parsed.description.kind;
         if kind == EntityKind::Subscription {
-            return Err(Error::Invalid(format!(
-                "'{path}' is a queue or topic path, but the body is a SubscriptionDescription"
-            )));
+            return Err(Error::WrongKind {
+                path: path.to_string(),
+                expected: "queue or topic",
+                found: "SubscriptionDescription",
+            });
         }
         names::validate(NameKind::Entity, path).map_err(invalid_name)?;
         let key = match kind {
@@ -167,12 +170,11 @@ impl Broker {
             }
             (Some(e), true) => {
                 if e.description.kind != kind {
-                    return Err(Error::Invalid(format!(
-                        "'{}' is a {}, not a {}",
-                        e.name,
-                        e.description.kind.noun(),
-                        kind.noun()
-                    )));
+                    return Err(Error::WrongKind {
+                        path: e.name,
+                        expected: e.description.kind.noun(),
+                        found: kind.noun(),
+                    });
                 }
                 updated(e, parsed, now)?
             }
@@ -199,10 +201,11 @@ impl Broker {
         update: bool,
     ) -> Result<(PutOutcome, EntityView)> {
         if parsed.description.kind != EntityKind::Subscription {
-            return Err(Error::Invalid(format!(
-                "'{topic}/Subscriptions/{name}' is a subscription path, but the body is a {}",
-                parsed.description.kind.element_name()
-            )));
+            return Err(Error::WrongKind {
+                path: format!("{topic}/Subscriptions/{name}"),
+                expected: "subscription",
+                found: parsed.description.kind.element_name(),
+            });
         }
         names::validate(NameKind::Subscription, name).map_err(invalid_name)?;
         let _guard = self.management.lock().await;
@@ -238,7 +241,7 @@ impl Broker {
                     });
                 }
                 let rule = parsed.default_rule.clone().unwrap_or_default();
-                let compiled = filter::compile(&rule).map_err(|e| Error::Invalid(e.to_string()))?;
+                let compiled = filter::compile(&rule)?;
                 self.check_filter_quota(topic, &compiled)?;
                 let rule_name = rule
                     .name
@@ -276,7 +279,8 @@ impl Broker {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] for a bad name; [`Error::NotFound`] for a missing topic,
+    /// [`Error::Name`] for a bad name, [`Error::Rule`] for SQL that does not compile;
+    /// [`Error::NotFound`] for a missing topic,
     /// subscription or (on update) rule; [`Error::Conflict`] when creating an existing one.
     pub async fn put_rule(
         &self,
@@ -287,7 +291,7 @@ impl Broker {
         update: bool,
     ) -> Result<(PutOutcome, RuleRecord)> {
         names::validate(NameKind::Rule, name).map_err(invalid_name)?;
-        let compiled = filter::compile(&rule).map_err(|e| Error::Invalid(e.to_string()))?;
+        let compiled = filter::compile(&rule)?;
         let _guard = self.management.lock().await;
         self.require_subscription(topic, subscription)?;
         let key = Address::Rule(
@@ -665,9 +669,7 @@ fn updated(
         .description
         .immutable_change(&parsed.description, &parsed.present)
     {
-        return Err(Error::Invalid(format!(
-            "{name} cannot be changed after the entity is created"
-        )));
+        return Err(Error::CreationOnly { setting: name });
     }
     let mut description = parsed.description;
     // Creation-only settings that the update did not name keep their value.

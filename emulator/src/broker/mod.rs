@@ -52,9 +52,59 @@ pub enum Error {
         /// Its path.
         path: String,
     },
-    /// A request the broker cannot carry out as asked.
-    #[error("{0}")]
-    Invalid(String),
+    /// A name that breaks the service's naming rules.
+    #[error(transparent)]
+    Name(servicebus_wire::WireError),
+    /// A rule whose filter or action does not compile.
+    #[error(transparent)]
+    Rule(#[from] crate::filter::FilterError),
+    /// A description of another kind than its path names (`found` is the element sent, or
+    /// the kind that exists).
+    #[error("'{path}' is a {expected} path, but the request is about a {found}")]
+    WrongKind {
+        /// The path.
+        path: String,
+        /// What the path names.
+        expected: &'static str,
+        /// What the request or the existing entity is.
+        found: &'static str,
+    },
+    /// An update that changes a setting fixed at creation.
+    #[error("{setting} cannot be changed after the entity is created")]
+    CreationOnly {
+        /// The setting, by its element name.
+        setting: &'static str,
+    },
+    /// A message property, or all of them together, over the service's limits.
+    #[error("the message's {what} is {size} bytes; at most {limit} are allowed")]
+    PropertiesTooLarge {
+        /// Which: `property 'name'` or `properties`.
+        what: String,
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The clock is the system clock: it cannot be moved.
+    #[error("the clock is the system clock; start the emulator with --clock manual to move it")]
+    ClockNotManual,
+    /// A clock move backwards, or past `Clock::LATEST` (the clock stays).
+    #[error("the clock moves only forward and not past {latest}; it stays at {now}")]
+    ClockOutOfRange {
+        /// The latest time the clock may show.
+        latest: chrono::DateTime<chrono::Utc>,
+        /// Where it stays.
+        now: chrono::DateTime<chrono::Utc>,
+    },
+    /// A record the broker's index points at is missing from the store (a fault, not a
+    /// request's mistake).
+    #[error("stored message {owner}/{seq} is missing")]
+    Missing {
+        /// Its queue or topic.
+        owner: u64,
+        /// Its sequence number.
+        seq: u64,
+    },
     /// No held lock matches (expired, already settled, or the wrong message).
     #[error(
         "the lock {token} was not found: it expired, was already used, or names another message"

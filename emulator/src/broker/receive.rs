@@ -236,8 +236,9 @@ impl Broker {
         let (stored, body) = self
             .store
             .get_with_body::<StoredMessage>(Key::Message(owner, entry.seq))?
-            .ok_or_else(|| {
-                Error::Invalid(format!("stored message {owner}/{} is missing", entry.seq))
+            .ok_or_else(|| Error::Missing {
+                owner,
+                seq: entry.seq,
             })?;
         let mut props = if entry.delivery.overridden {
             self.store

@@ -62,7 +62,7 @@ impl Outgoing {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] naming the property or the total.
+    /// [`Error::PropertiesTooLarge`] naming the property or the total.
     pub fn check_properties(&self) -> Result<()> {
         if let Some((name, value)) = self
             .props
@@ -70,18 +70,19 @@ impl Outgoing {
             .iter()
             .find(|(n, v)| n.len() + v.len() > MAX_PROPERTY_BYTES)
         {
-            return Err(Error::Invalid(format!(
-                "the property '{}' is {} bytes; one property may hold at most {MAX_PROPERTY_BYTES}",
-                name.chars().take(64).collect::<String>(),
-                name.len() + value.len()
-            )));
+            return Err(Error::PropertiesTooLarge {
+                what: format!("property '{}'", name.chars().take(64).collect::<String>()),
+                size: name.len() + value.len(),
+                limit: MAX_PROPERTY_BYTES,
+            });
         }
         let total = self.props.size();
         if total > MAX_PROPERTIES_BYTES {
-            return Err(Error::Invalid(format!(
-                "the message's properties are {total} bytes; all of them together may hold at \
-                 most {MAX_PROPERTIES_BYTES}"
-            )));
+            return Err(Error::PropertiesTooLarge {
+                what: "properties (all together)".into(),
+                size: total,
+                limit: MAX_PROPERTIES_BYTES,
+            });
         }
         Ok(())
     }
@@ -257,7 +258,8 @@ impl Broker {
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`], [`Error::Disabled`], [`Error::TooLarge`] and [`Error::Invalid`]
+    /// [`Error::NotFound`], [`Error::Disabled`], [`Error::TooLarge`] and
+    /// [`Error::PropertiesTooLarge`]
     /// (nothing is enqueued), [`Error::Store`].
     pub async fn send(&self, path: &str, messages: Vec<Outgoing>) -> Result<()> {
         let entity = self

@@ -62,22 +62,20 @@ impl Broker {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] with the system clock, or for a move backwards or past
+    /// [`Error::ClockNotManual`] with the system clock, [`Error::ClockOutOfRange`] for a
+    /// move backwards or past
     /// [`crate::Clock::LATEST`] (the clock stays); [`Error::Store`].
     pub async fn advance_clock(&self, by: chrono::Duration) -> Result<DateTime<Utc>> {
         if !matches!(self.clock, crate::clock::Clock::Manual(_)) {
-            return Err(Error::Invalid(
-                "the clock is the system clock; start the emulator with --clock manual to move it"
-                    .into(),
-            ));
+            return Err(Error::ClockNotManual);
         }
-        let now = self.clock.advance(by).ok_or_else(|| {
-            Error::Invalid(format!(
-                "the clock moves only forward and not past {}; it stays at {}",
-                crate::Clock::LATEST.to_rfc3339(),
-                self.clock.now().to_rfc3339()
-            ))
-        })?;
+        let now = self
+            .clock
+            .advance(by)
+            .ok_or_else(|| Error::ClockOutOfRange {
+                latest: crate::Clock::LATEST,
+                now: self.clock.now(),
+            })?;
         self.sweep().await?;
         Ok(now)
     }

@@ -85,7 +85,21 @@ impl From<broker::Error> for ApiError {
             broker::Error::Conflict { .. } => {
                 ApiError::new(StatusCode::CONFLICT, 40900, format!("Conflict. {e}"))
             }
-            broker::Error::Invalid(_) => ApiError::bad_request(e.to_string()),
+            broker::Error::Name(_)
+            | broker::Error::Rule(_)
+            | broker::Error::WrongKind { .. }
+            | broker::Error::CreationOnly { .. }
+            | broker::Error::PropertiesTooLarge { .. }
+            | broker::Error::ClockNotManual
+            | broker::Error::ClockOutOfRange { .. } => ApiError::bad_request(e.to_string()),
+            broker::Error::Missing { .. } => {
+                tracing::error!(error = %e, "the index points at a missing record");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    50000,
+                    "Internal server error",
+                )
+            }
             broker::Error::LockLost { .. } => {
                 ApiError::new(StatusCode::NOT_FOUND, 40400, e.to_string())
             }
