@@ -42,16 +42,7 @@ pub(crate) async fn spawn(binary: &Path, data: &Path) -> anyhow::Result<Child> {
 }
 
 pub(crate) fn rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        / 1024.0
+    testkit::process::status_kib(pid, "VmRSS").unwrap_or(0) as f64 / 1024.0
 }
 
 pub(crate) fn disk_bytes(dir: &Path) -> u64 {

@@ -126,3 +126,13 @@ impl ChildEmulator {
         Ok(status.code())
     }
 }
+
+/// A memory figure of process `pid` in KiB, from Linux's `/proc/<pid>/status` (`VmRSS`
+/// now, `VmHWM` the peak so far); `None` when the process or the field is not there.
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}

@@ -57,6 +57,11 @@ impl TimeSpan {
         self.0 / TICKS_PER_SECOND
     }
 
+    /// Seconds with their fraction (as `TimeToLive` is written).
+    pub const fn as_secs_f64(self) -> f64 {
+        self.0 as f64 / TICKS_PER_SECOND as f64
+    }
+
     /// As a std [`Duration`].
     pub fn to_std(self) -> Duration {
         let secs = (self.0 / TICKS_PER_SECOND) as u64;

@@ -228,7 +228,7 @@ impl BrokerProperties {
 }
 
 /// `TimeSpan.MaxValue` in seconds: the longest time to live, which means "never".
-pub const MAX_TIME_TO_LIVE_SECS: f64 = TimeSpan::MAX.ticks() as f64 / 10_000_000.0;
+pub const MAX_TIME_TO_LIVE_SECS: f64 = TimeSpan::MAX.as_secs_f64();
 
 /// A positive .NET TimeSpan string (`[d.]hh:mm:ss[.fffffff]`, digits only) in seconds.
 ///

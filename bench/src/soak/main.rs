@@ -44,14 +44,7 @@ struct Args {
 }
 
 fn rss_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(&format!("{field}:")))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
+    testkit::process::status_kib(pid, field).unwrap_or(0)
 }
 
 #[tokio::main]

@@ -8,7 +8,7 @@ use super::{Broker, Error, Result};
 use crate::filter;
 use crate::model::Address;
 use crate::model::{EntityRecord, RuleRecord};
-use crate::store::{Key, KeyBytes as _, Write};
+use crate::store::{Key, Write};
 
 /// Name of the rule every new subscription gets unless told otherwise.
 pub const DEFAULT_RULE_NAME: &str = "$Default";
@@ -51,8 +51,21 @@ pub struct Page<T> {
     pub total: usize,
 }
 
-fn invalid_name(e: servicebus_wire::WireError) -> Error {
-    Error::Name(e)
+/// Refuses one more of something `count` of which exist when `limit` is its quota.
+fn within_quota(
+    count: usize,
+    limit: usize,
+    sub_code: u32,
+    what: impl FnOnce() -> String,
+) -> Result<()> {
+    if count >= limit {
+        return Err(Error::QuotaExceeded {
+            what: what(),
+            limit,
+            sub_code,
+        });
+    }
+    Ok(())
 }
 
 fn page<T>(all: Vec<T>, skip: usize, top: usize) -> Page<T> {
@@ -79,7 +92,7 @@ impl Broker {
             }
             _ => None,
         };
-        let entity = key.and_then(|k| self.runtime.get(&k.to_bytes()));
+        let entity = key.and_then(|k| self.entity(&k));
         let counts = entity
             .as_ref()
             .and_then(|e| e.queue.as_ref())
@@ -136,7 +149,7 @@ impl Broker {
                 found: "SubscriptionDescription",
             });
         }
-        names::validate(NameKind::Entity, path).map_err(invalid_name)?;
+        names::validate(NameKind::Entity, path).map_err(Error::Name)?;
         let key = match kind {
             EntityKind::Queue => Address::Queue(path.to_string()),
             _ => Address::Topic(path.to_string()),
@@ -200,46 +213,36 @@ impl Broker {
         parsed: ParsedDescription,
         update: bool,
     ) -> Result<(PutOutcome, EntityView)> {
+        let key = Address::Subscription(topic.to_string(), name.to_string());
         if parsed.description.kind != EntityKind::Subscription {
             return Err(Error::WrongKind {
-                path: format!("{topic}/Subscriptions/{name}"),
+                path: key.display_path(),
                 expected: "subscription",
                 found: parsed.description.kind.element_name(),
             });
         }
-        names::validate(NameKind::Subscription, name).map_err(invalid_name)?;
+        names::validate(NameKind::Subscription, name).map_err(Error::Name)?;
         let _guard = self.management.lock().await;
         self.require_topic(topic)?;
-        let key = Address::Subscription(topic.to_string(), name.to_string());
         let now = self.clock.now();
         let existing: Option<EntityRecord> = self.store.get(key.clone())?;
-        let path = format!("{topic}/Subscriptions/{name}");
         let mut writes = Vec::new();
         let record = match (existing, update) {
             (Some(e), false) => {
                 return Err(Error::Conflict {
                     kind: "subscription",
-                    path: format!("{topic}/Subscriptions/{}", e.name),
+                    path: Address::Subscription(topic.to_string(), e.name).display_path(),
                 });
             }
             (None, true) => {
                 return Err(Error::NotFound {
                     kind: "subscription",
-                    path,
+                    path: key.display_path(),
                 });
             }
             (Some(e), true) => updated(e, parsed, now)?,
             (None, false) => {
-                let subscriptions = self
-                    .store
-                    .count(Address::Subscription(topic.to_string(), String::new()))?;
-                if subscriptions >= self.quotas.subscriptions_per_topic as u64 {
-                    return Err(Error::QuotaExceeded {
-                        what: format!("the topic '{topic}' has {subscriptions} subscriptions"),
-                        limit: self.quotas.subscriptions_per_topic,
-                        sub_code: 40503,
-                    });
-                }
+                self.check_subscription_quota(topic)?;
                 let rule = parsed.default_rule.clone().unwrap_or_default();
                 let compiled = filter::compile(&rule)?;
                 self.check_filter_quota(topic, &compiled)?;
@@ -247,7 +250,7 @@ impl Broker {
                     .name
                     .clone()
                     .unwrap_or_else(|| DEFAULT_RULE_NAME.to_string());
-                names::validate(NameKind::Rule, &rule_name).map_err(invalid_name)?;
+                names::validate(NameKind::Rule, &rule_name).map_err(Error::Name)?;
                 let rule_record = RuleRecord {
                     name: rule_name.clone(),
                     rule,
@@ -290,7 +293,7 @@ impl Broker {
         rule: RuleDescription,
         update: bool,
     ) -> Result<(PutOutcome, RuleRecord)> {
-        names::validate(NameKind::Rule, name).map_err(invalid_name)?;
+        names::validate(NameKind::Rule, name).map_err(Error::Name)?;
         let compiled = filter::compile(&rule)?;
         let _guard = self.management.lock().await;
         self.require_subscription(topic, subscription)?;
@@ -300,7 +303,7 @@ impl Broker {
             name.to_string(),
         );
         let existing: Option<RuleRecord> = self.store.get(key.clone())?;
-        let path = format!("{topic}/Subscriptions/{subscription}/Rules/{name}");
+        let path = key.display_path();
         let record = match (existing, update) {
             (Some(_), false) => return Err(Error::Conflict { kind: "rule", path }),
             (None, true) => return Err(Error::NotFound { kind: "rule", path }),
@@ -328,23 +331,31 @@ impl Broker {
     fn check_entity_quota(&self) -> Result<()> {
         let count = self.store.count(Address::Queue(String::new()))?
             + self.store.count(Address::Topic(String::new()))?;
-        if count >= self.quotas.entities as u64 {
-            return Err(Error::QuotaExceeded {
-                what: format!("the namespace has {count} queues and topics"),
-                limit: self.quotas.entities,
-                sub_code: 40300,
-            });
-        }
-        Ok(())
+        within_quota(
+            usize::try_from(count).unwrap_or(usize::MAX),
+            self.quotas.entities,
+            40300,
+            || format!("the namespace has {count} queues and topics"),
+        )
+    }
+
+    /// Refuses a new subscription when `topic` holds its quota of them.
+    fn check_subscription_quota(&self, topic: &str) -> Result<()> {
+        let count = self
+            .store
+            .count(Address::Subscription(topic.to_string(), String::new()))?;
+        within_quota(
+            usize::try_from(count).unwrap_or(usize::MAX),
+            self.quotas.subscriptions_per_topic,
+            40503,
+            || format!("the topic '{topic}' has {count} subscriptions"),
+        )
     }
 
     /// Refuses one more filter like `rule`'s on `topic` when its subscriptions hold their
     /// quota of that kind (SQL filters, true and false included; correlation filters).
     fn check_filter_quota(&self, topic: &str, rule: &filter::CompiledRule) -> Result<()> {
-        let Some(t) = self
-            .runtime
-            .get(&Address::Topic(topic.to_string()).to_bytes())
-        else {
+        let Some(t) = self.entity(&Address::Topic(topic.to_string())) else {
             return Ok(());
         };
         let correlation = rule.is_correlation();
@@ -367,14 +378,9 @@ impl Broker {
         } else {
             (self.quotas.sql_filters_per_topic, "SQL", 40501)
         };
-        if count >= limit {
-            return Err(Error::QuotaExceeded {
-                what: format!("the subscriptions of topic '{topic}' have {count} {kind} filters"),
-                limit,
-                sub_code,
-            });
-        }
-        Ok(())
+        within_quota(count, limit, sub_code, || {
+            format!("the subscriptions of topic '{topic}' have {count} {kind} filters")
+        })
     }
 
     fn require_topic(&self, topic: &str) -> Result<EntityRecord> {
@@ -388,15 +394,11 @@ impl Broker {
 
     fn require_subscription(&self, topic: &str, subscription: &str) -> Result<EntityRecord> {
         self.require_topic(topic)?;
-        self.store
-            .get(Address::Subscription(
-                topic.to_string(),
-                subscription.to_string(),
-            ))?
-            .ok_or_else(|| Error::NotFound {
-                kind: "subscription",
-                path: format!("{topic}/Subscriptions/{subscription}"),
-            })
+        let key = Address::Subscription(topic.to_string(), subscription.to_string());
+        self.store.get(key.clone())?.ok_or_else(|| Error::NotFound {
+            kind: "subscription",
+            path: key.display_path(),
+        })
     }
 
     /// A queue or topic by path (case-insensitive).
@@ -513,7 +515,7 @@ impl Broker {
         if self.store.get::<RuleRecord>(key.clone())?.is_none() {
             return Err(Error::NotFound {
                 kind: "rule",
-                path: format!("{topic}/Subscriptions/{subscription}/Rules/{name}"),
+                path: key.display_path(),
             });
         }
         self.store.apply(vec![Write::delete(key)]).await?;
@@ -523,11 +525,11 @@ impl Broker {
     /// Takes an entity out of the runtime and returns the writes that delete its messages
     /// (deliveries, overrides, stored messages no one else refers to, sequence counter).
     fn forget(&self, key: &Address) -> Vec<Write> {
-        let Some(entity) = self.runtime.unregister(&key.to_bytes()) else {
+        let Some(entity) = self.runtime.unregister(key) else {
             return Vec::new();
         };
         if let Address::Subscription(topic, _) = key
-            && let Some(t) = self.runtime.get(&Address::Topic(topic.clone()).to_bytes())
+            && let Some(t) = self.entity(&Address::Topic(topic.clone()))
         {
             self.runtime.remove_subscription(&t, entity.id);
         }
@@ -546,7 +548,7 @@ impl Broker {
             // A subscription's deliveries hold references to its topic's messages; a queue's
             // messages go with the prefix deletes above.
             if let Address::Subscription(topic, _) = key {
-                let topic = self.runtime.get(&Address::Topic(topic.clone()).to_bytes());
+                let topic = self.entity(&Address::Topic(topic.clone()));
                 let mut release = |seq: u64, size: &dyn Fn(u64) -> u64| {
                     if let Some(topic) = &topic
                         && self.runtime.release_ref(topic.id, seq)

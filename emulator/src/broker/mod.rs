@@ -21,7 +21,7 @@ use crate::filter;
 use crate::model::Address;
 use crate::model::limits::Quotas;
 use crate::model::{EntityRecord, RuleRecord};
-use crate::store::{self, KeyBytes as _, Store};
+use crate::store::{self, Store};
 use crate::sync::lock;
 
 pub use management::{DEFAULT_RULE_NAME, EntityView, Page, PutOutcome};
@@ -240,14 +240,21 @@ impl Broker {
         Ok(broker)
     }
 
+    /// The live entity at `key`, if it exists.
+    pub(super) fn entity(&self, key: &Address) -> Option<Arc<runtime::Entity>> {
+        self.runtime.get(key)
+    }
+
     fn register(&self, key: &Address, record: &EntityRecord) -> Arc<runtime::Entity> {
         let path = match key {
-            Address::Subscription(topic, _) => format!("{topic}/Subscriptions/{}", record.name),
+            Address::Subscription(topic, _) => {
+                Address::Subscription(topic.clone(), record.name.clone()).display_path()
+            }
             _ => record.name.clone(),
         };
         // Start-up and updates count as use: a restart does not delete what was idle while down.
         self.runtime.register(
-            key.to_bytes(),
+            key,
             record.id,
             record.description.kind,
             path,
@@ -259,11 +266,11 @@ impl Broker {
     /// Recompiles a subscription's rules from the store and installs them on its topic.
     fn refresh_rules(&self, topic: &str, subscription: &str) -> Result<()> {
         let (Some(t), Some(s)) = (
-            self.runtime
-                .get(&Address::Topic(topic.to_string()).to_bytes()),
-            self.runtime.get(
-                &Address::Subscription(topic.to_string(), subscription.to_string()).to_bytes(),
-            ),
+            self.entity(&Address::Topic(topic.to_string())),
+            self.entity(&Address::Subscription(
+                topic.to_string(),
+                subscription.to_string(),
+            )),
         ) else {
             return Ok(());
         };
@@ -373,10 +380,4 @@ pub(super) fn allowed(
         });
     }
     Ok(())
-}
-
-impl Broker {
-    pub(super) fn entity(&self, key: &Address) -> Option<Arc<runtime::Entity>> {
-        self.runtime.get(&key.to_bytes())
-    }
 }

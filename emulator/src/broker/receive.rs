@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::runtime::{
     self, Effect, Entity, Queue, QueueSettings, ReceiveMode, Settle, Subqueue, Taken,
 };
-use super::send::{span_seconds, ttl_span};
+use super::send::ttl_span;
 use super::{Broker, Error, Result, allowed};
 use crate::model::Address;
 use crate::model::message::{Delivery, MessageProps, StoredDeliveries, StoredMessage};
@@ -283,7 +283,7 @@ impl Broker {
         {
             ttl = ttl.min(topic.description().default_message_time_to_live);
         }
-        span_seconds(ttl).min(sent)
+        ttl.as_secs_f64().min(sent)
     }
 
     /// The deliveries of `receivers` (a queue itself, or subscriptions of one topic) of the
@@ -361,12 +361,12 @@ impl Broker {
     ) -> Result<()> {
         let (entity, which) = self.receivable(target)?;
         let queue = queue_of(&entity)?;
-        entity.touch(self.clock.now());
+        let now = self.clock.now();
+        entity.touch(now);
         let lost = || Error::LockLost {
             token: token.to_string(),
         };
         let token_id = Uuid::parse_str(token).map_err(|_| lost())?;
-        let now = self.clock.now();
         let held = queue.locked(which, token_id, now).ok_or_else(lost)?;
         let matches_id = match id.parse::<u64>() {
             Ok(seq) => seq == held.entry.seq,

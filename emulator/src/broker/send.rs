@@ -88,6 +88,16 @@ impl Outgoing {
     }
 }
 
+/// The outcome of a task: its panic goes on in the caller; a task cancelled because the
+/// runtime is shutting down is [`crate::store::Error::ShutDown`].
+async fn joined<T>(task: tokio::task::JoinHandle<Result<T>>) -> Result<T> {
+    match task.await {
+        Ok(outcome) => outcome,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(Error::Store(crate::store::Error::ShutDown)),
+    }
+}
+
 /// A candidate copy during fan-out: what filters read and actions change.
 #[derive(Debug, Clone)]
 struct Candidate {
@@ -144,7 +154,7 @@ impl PropertiesMut for Candidate {
             Value::Double(d) => d.to_string(),
             Value::Bool(b) => b.to_string(),
             Value::DateTime(t) => format!("\"{}\"", format_http_date(t)),
-            Value::Duration(d) => (d.ticks() as f64 / 10_000_000.0).to_string(),
+            Value::Duration(d) => d.as_secs_f64().to_string(),
         };
         self.remove_user(name);
         self.props.user.push((name.to_string(), raw));
@@ -195,11 +205,6 @@ fn message_ttl(seconds: Option<f64>) -> TimeSpan {
     seconds.map_or(TimeSpan::MAX, ttl_span)
 }
 
-/// Seconds of a span, as `TimeToLive` is written.
-pub(super) fn span_seconds(span: TimeSpan) -> f64 {
-    span.ticks() as f64 / 10_000_000.0
-}
-
 /// What one subscription's rules make of a message.
 #[derive(Debug, Default)]
 struct Verdict {
@@ -247,10 +252,14 @@ impl Broker {
     /// The largest message the queue or topic at `path` takes, in bytes (body, properties
     /// and overhead); `None` when there is none.
     pub fn message_size_limit(&self, path: &str) -> Option<u64> {
-        let entity = self
-            .entity(&Address::Queue(path.to_string()))
-            .or_else(|| self.entity(&Address::Topic(path.to_string())))?;
+        let entity = self.sendable(path)?;
         Some(u64::from(entity.description().max_message_size_in_kilobytes) * 1024)
+    }
+
+    /// The live queue or topic at `path`.
+    fn sendable(&self, path: &str) -> Option<Arc<Entity>> {
+        self.entity(&Address::Queue(path.to_string()))
+            .or_else(|| self.entity(&Address::Topic(path.to_string())))
     }
 
     /// Sends messages to a queue or topic; a topic copies each to every subscription whose
@@ -262,13 +271,10 @@ impl Broker {
     /// [`Error::PropertiesTooLarge`]
     /// (nothing is enqueued), [`Error::Store`].
     pub async fn send(&self, path: &str, messages: Vec<Outgoing>) -> Result<()> {
-        let entity = self
-            .entity(&Address::Queue(path.to_string()))
-            .or_else(|| self.entity(&Address::Topic(path.to_string())))
-            .ok_or_else(|| Error::NotFound {
-                kind: "queue or topic",
-                path: path.to_string(),
-            })?;
+        let entity = self.sendable(path).ok_or_else(|| Error::NotFound {
+            kind: "queue or topic",
+            path: path.to_string(),
+        })?;
         let description = entity.description();
         allowed(&entity, &description, "send")?;
         let limit = u64::from(description.max_message_size_in_kilobytes) * 1024;
@@ -375,11 +381,7 @@ impl Broker {
         if sql_rules.saturating_mul(property_bytes) <= INLINE_ROUTING_WORK {
             return route();
         }
-        match tokio::task::spawn_blocking(route).await {
-            Ok(routed) => routed,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => Err(Error::Store(crate::store::Error::ShutDown)),
-        }
+        joined(tokio::task::spawn_blocking(route)).await
     }
 
     /// The writes of one sent message: its record (carrying a queue's delivery and a topic's
@@ -462,12 +464,7 @@ impl Broker {
             }
             Ok(())
         });
-        match filed.await {
-            Ok(outcome) => outcome,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            // The runtime is shutting down.
-            Err(_) => Err(Error::Store(crate::store::Error::ShutDown)),
-        }
+        joined(filed).await
     }
 
     /// The copies of one message: the queue itself, or each matching subscription (one copy

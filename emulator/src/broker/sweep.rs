@@ -32,7 +32,7 @@ impl Broker {
             }
             if let Some(queue) = &entity.queue {
                 let mut effects = Vec::new();
-                queue.sweep(&QueueSettings::of(&entity.description()), now, &mut effects);
+                queue.sweep(&QueueSettings::of(&description), now, &mut effects);
                 self.persist(entity.id, effects).await?;
             }
         }
@@ -42,7 +42,9 @@ impl Broker {
     /// Deletes entities unused for their `AutoDeleteOnIdle` (a topic with its subscriptions).
     async fn delete_idle(&self, now: DateTime<Utc>) -> Result<()> {
         for entity in self.runtime.all().into_iter().filter(|e| e.is_idle(now)) {
-            let outcome = match entity.path.split_once("/Subscriptions/") {
+            // A subscription's own name has no '/': the topic is everything before the last
+            // `/Subscriptions/`.
+            let outcome = match entity.path.rsplit_once("/Subscriptions/") {
                 Some((topic, sub)) if entity.kind == EntityKind::Subscription => {
                     self.delete_subscription(topic, sub).await
                 }

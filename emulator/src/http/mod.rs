@@ -30,15 +30,15 @@ pub(crate) use serve::{ConnectionLimits, serve};
 use target::Target;
 
 /// Largest request body of any kind (a Premium-size message).
-pub(crate) const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// Largest entity or rule description (`PUT`); the service's own are a few kilobytes.
-pub(crate) const MAX_DESCRIPTION_BYTES: usize = 256 * 1024;
+const MAX_DESCRIPTION_BYTES: usize = 256 * 1024;
 /// Largest body of a request that takes none (receive, settle, `GET`, `DELETE`): ignored.
 const MAX_OTHER_BODY_BYTES: usize = 64 * 1024;
 /// Bytes of request bodies read at once, across all connections: a request whose body
 /// would go past it waits for others to finish (so many slow senders of large bodies cannot
 /// grow memory without bound).
-pub(crate) const BODY_BUDGET_BYTES: usize = 64 * 1024 * 1024;
+const BODY_BUDGET_BYTES: usize = 64 * 1024 * 1024;
 
 /// What every handler shares.
 #[derive(Debug)]
@@ -328,8 +328,8 @@ mod tests {
 
     use super::*;
 
-    /// A handler that panics is answered 500 with a Service Bus error body, and the next
-    /// request is served: the connection is not dropped with the panic.
+    /// A handler that panics is answered 500 with a Service Bus error body instead of the
+    /// connection being dropped with the panic.
     #[tokio::test]
     async fn a_panicking_handler_answers_500() {
         async fn bug() -> StatusCode {
@@ -337,7 +337,6 @@ mod tests {
         }
         let app = with_layers(Router::new().fallback(bug));
         let response = app
-            .clone()
             .oneshot(Request::get("/q").body(Body::empty()).unwrap())
             .await
             .unwrap();

@@ -18,6 +18,18 @@ pub enum Address {
 }
 
 impl Address {
+    /// The same address with its names folded as they compare
+    /// (`servicebus_wire::names::fold`): equal for two spellings of one entity.
+    pub fn folded(&self) -> Address {
+        use servicebus_wire::names::fold;
+        match self {
+            Address::Queue(p) => Address::Queue(fold(p)),
+            Address::Topic(p) => Address::Topic(fold(p)),
+            Address::Subscription(t, s) => Address::Subscription(fold(t), fold(s)),
+            Address::Rule(t, s, r) => Address::Rule(fold(t), fold(s), fold(r)),
+        }
+    }
+
     /// The entity's path for messages (`topic/Subscriptions/sub` for subscriptions).
     pub fn display_path(&self) -> String {
         match self {

@@ -20,7 +20,7 @@ pub const DEADLINE: Duration = Duration::from_secs(60);
 pub struct Emulator {
     pub child: ChildEmulator,
     pub client: Client,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Emulator {
@@ -42,11 +42,7 @@ impl Emulator {
             None => Process::start(dir.path(), args).await,
         };
         let client = Client::new(child.addr, KEY_NAME, KEY);
-        Emulator {
-            child,
-            client,
-            _dir: dir,
-        }
+        Emulator { child, client, dir }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -54,7 +50,7 @@ impl Emulator {
     }
 
     pub fn dir(&self) -> &Path {
-        self._dir.path()
+        self.dir.path()
     }
 
     /// Asserts the process still runs and `/health` answers `200`.
@@ -69,30 +65,24 @@ impl Emulator {
 
     /// Peak resident memory of the process so far, in bytes (Linux `VmHWM`).
     pub fn peak_rss(&self) -> u64 {
-        status_kib(self.child.child.id().unwrap(), "VmHWM") * 1024
+        let pid = self.child.child.id().unwrap();
+        testkit::process::status_kib(pid, "VmHWM")
+            .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status"))
+            * 1024
     }
 
     /// Kills the process with SIGKILL and hands back its folder.
     pub async fn kill(mut self) -> tempfile::TempDir {
         self.child.kill().await.unwrap();
-        self._dir
+        self.dir
     }
 
     /// Stops the process with SIGTERM and hands back its folder.
     pub async fn stop(self) -> tempfile::TempDir {
         let code = self.child.terminate().await.unwrap();
         assert_eq!(code, Some(0));
-        self._dir
+        self.dir
     }
-}
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
 /// A raw answer: status and the whole text after the status line.

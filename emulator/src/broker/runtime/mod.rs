@@ -27,6 +27,7 @@ use servicebus_wire::{EntityDescription, EntityKind, TimeSpan};
 use tokio::sync::Notify;
 
 use crate::filter::CompiledRule;
+use crate::model::Address;
 use crate::model::message::Delivery;
 use crate::store::{Key, Write};
 
@@ -52,10 +53,10 @@ pub(crate) fn add(t: DateTime<Utc>, span: TimeSpan) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
-/// Every entity, by key and by id (the same entities in both).
+/// Every entity, by folded address and by id (the same entities in both).
 #[derive(Debug, Default)]
 pub(super) struct Entities {
-    by_key: HashMap<Vec<u8>, Arc<Entity>>,
+    by_address: HashMap<Address, Arc<Entity>>,
     by_id: HashMap<u64, Arc<Entity>>,
 }
 
@@ -143,25 +144,29 @@ impl Runtime {
         self.last_id.fetch_max(id, Ordering::Relaxed);
     }
 
-    pub(crate) fn get(&self, key: &[u8]) -> Option<Arc<Entity>> {
-        read(&self.entities).by_key.get(key).cloned()
+    /// The entity at `address` (names compare folded).
+    pub(crate) fn get(&self, address: &Address) -> Option<Arc<Entity>> {
+        read(&self.entities)
+            .by_address
+            .get(&address.folded())
+            .cloned()
     }
 
     pub(crate) fn all(&self) -> Vec<Arc<Entity>> {
-        read(&self.entities).by_key.values().cloned().collect()
+        read(&self.entities).by_address.values().cloned().collect()
     }
 
     /// Adds (or replaces the description of) an entity.
     pub(crate) fn register(
         &self,
-        key: Vec<u8>,
+        address: &Address,
         id: u64,
         kind: EntityKind,
         path: String,
         description: EntityDescription,
         now: DateTime<Utc>,
     ) -> Arc<Entity> {
-        if let Some(existing) = self.get(&key) {
+        if let Some(existing) = self.get(address) {
             *write(&existing.description) = description;
             existing.touch(now);
             return existing;
@@ -181,7 +186,7 @@ impl Runtime {
         });
         let mut entities = write(&self.entities);
         entities.by_id.insert(id, entity.clone());
-        entities.by_key.insert(key, entity.clone());
+        entities.by_address.insert(address.folded(), entity.clone());
         drop(entities);
         entity
     }
@@ -204,9 +209,9 @@ impl Runtime {
         }
     }
 
-    pub(crate) fn unregister(&self, key: &[u8]) -> Option<Arc<Entity>> {
+    pub(crate) fn unregister(&self, address: &Address) -> Option<Arc<Entity>> {
         let mut entities = write(&self.entities);
-        let entity = entities.by_key.remove(key)?;
+        let entity = entities.by_address.remove(&address.folded())?;
         entities.by_id.remove(&entity.id);
         Some(entity)
     }
