@@ -32,35 +32,34 @@ pub enum EntryContent {
 ///
 /// # Errors
 ///
-/// [`WireError::Xml`] for malformed XML, [`WireError::Structure`] for a document that is
-/// not an entry with a known description, [`WireError::Value`] for bad values.
+/// [`WireError::Xml`] for malformed XML, [`WireError::MissingContent`], [`WireError::ForeignNamespace`]
+/// or [`WireError::UnknownDescription`] for a document that is not an entry with a known
+/// description, [`WireError::Value`] for bad values.
 pub fn parse_entry(body: &str) -> Result<EntryContent, WireError> {
     let root = xml::parse(body)?;
     let description = if root.name == "entry" && root.ns == ATOM_NS {
-        let content = root
-            .child("content")
-            .ok_or_else(|| WireError::Structure("the entry has no <content> element".into()))?;
-        content.children.first().ok_or_else(|| {
-            WireError::Structure("the entry's <content> holds no description".into())
+        let content = root.child("content").ok_or(WireError::MissingContent {
+            title: None,
+            missing: "<content> element",
+        })?;
+        content.children.first().ok_or(WireError::MissingContent {
+            title: None,
+            missing: "description",
         })?
     } else {
         &root
     };
     if description.ns != SB_NS && !description.ns.is_empty() {
-        return Err(WireError::Structure(format!(
-            "<{}> is not in the Service Bus namespace {SB_NS}",
-            description.name
-        )));
+        return Err(WireError::ForeignNamespace {
+            element: description.name.clone(),
+            namespace: SB_NS,
+        });
     }
     if description.name == "RuleDescription" {
         return RuleDescription::parse(description).map(EntryContent::Rule);
     }
-    let kind = EntityKind::from_element_name(&description.name).ok_or_else(|| {
-        WireError::Structure(format!(
-            "<{}> is not a QueueDescription, TopicDescription, SubscriptionDescription or RuleDescription",
-            description.name
-        ))
-    })?;
+    let kind = EntityKind::from_element_name(&description.name)
+        .ok_or_else(|| WireError::UnknownDescription(description.name.clone()))?;
     EntityDescription::parse(kind, description).map(EntryContent::Entity)
 }
 
@@ -85,9 +84,7 @@ pub fn parse_entries(body: &str) -> Result<Vec<FeedEntry>, WireError> {
         "entry" => vec![&root],
         "feed" => root.children.iter().filter(|c| c.name == "entry").collect(),
         other => {
-            return Err(WireError::Structure(format!(
-                "expected an Atom entry or feed, found <{other}>"
-            )));
+            return Err(WireError::UnexpectedRoot(other.to_string()));
         }
     };
     entries
@@ -100,18 +97,15 @@ pub fn parse_entries(body: &str) -> Result<Vec<FeedEntry>, WireError> {
             let description = e
                 .child("content")
                 .and_then(|c| c.children.first())
-                .ok_or_else(|| {
-                    WireError::Structure(format!("the entry '{title}' has no description"))
+                .ok_or_else(|| WireError::MissingContent {
+                    title: Some(title.clone()),
+                    missing: "description",
                 })?;
             let content = if description.name == "RuleDescription" {
                 EntryContent::Rule(RuleDescription::parse(description)?)
             } else {
-                let kind = EntityKind::from_element_name(&description.name).ok_or_else(|| {
-                    WireError::Structure(format!(
-                        "<{}> is not a known description",
-                        description.name
-                    ))
-                })?;
+                let kind = EntityKind::from_element_name(&description.name)
+                    .ok_or_else(|| WireError::UnknownDescription(description.name.clone()))?;
                 EntryContent::Entity(EntityDescription::parse(kind, description)?)
             };
             Ok(FeedEntry { title, content })

@@ -6,9 +6,30 @@ pub enum WireError {
     /// Not well-formed XML.
     #[error("malformed XML: {0}")]
     Xml(String),
-    /// Well-formed, but not the expected document.
-    #[error("{0}")]
-    Structure(String),
+    /// An Atom entry without the element that holds its description.
+    #[error("the entry{} has no {missing}", entry_title(.title))]
+    MissingContent {
+        /// The entry's `<title>`, when it has one.
+        title: Option<String>,
+        /// What is missing: `<content> element` or `description`.
+        missing: &'static str,
+    },
+    /// A description element outside the Service Bus namespace.
+    #[error("<{element}> is not in the Service Bus namespace {namespace}")]
+    ForeignNamespace {
+        /// The element's local name.
+        element: String,
+        /// The namespace it should be in.
+        namespace: &'static str,
+    },
+    /// An element that is not a description this crate knows.
+    #[error(
+        "<{0}> is not a QueueDescription, TopicDescription, SubscriptionDescription or RuleDescription"
+    )]
+    UnknownDescription(String),
+    /// A document whose root is neither an Atom entry nor a feed.
+    #[error("expected an Atom entry or feed, found <{0}>")]
+    UnexpectedRoot(String),
     /// A duration that is not an `xs:duration`.
     #[error("'{value}' is not a valid duration: {reason}")]
     Duration {
@@ -37,6 +58,13 @@ pub enum WireError {
         /// The rule it breaks.
         reason: String,
     },
+}
+
+fn entry_title(title: &Option<String>) -> String {
+    title
+        .as_ref()
+        .map(|t| format!(" '{t}'"))
+        .unwrap_or_default()
 }
 
 impl WireError {
