@@ -25,15 +25,7 @@ fn config(name: &str) -> NodeConfig {
 
 /// Collects events until `want` arrived or the deadline passes (no fixed sleeps).
 async fn collect(stream: &mut Receiver<Received>, want: usize) -> Vec<Received> {
-    let mut got = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while got.len() < want {
-        match tokio::time::timeout_at(deadline, stream.recv()).await {
-            Ok(Some(e)) => got.push(e),
-            _ => break,
-        }
-    }
-    got
+    testkit::collect_until(Duration::from_secs(60), stream, |got| got.len() >= want).await
 }
 
 async fn exercise<T: Transport + Clone>(transport: T) {

@@ -101,20 +101,14 @@ async fn the_backplane_against_a_real_namespace() {
             .unwrap();
     }
     a.publish_to(b.id(), b"direct".to_vec()).await.unwrap();
-    let mut broadcasts = Vec::new();
-    let mut direct = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while broadcasts.len() < 20 || direct.is_empty() {
-        let e = tokio::time::timeout_at(deadline, b_events.recv())
-            .await
-            .expect("events in time")
-            .unwrap();
-        if e.rooms.is_some() {
-            broadcasts.push(e.payload[0])
-        } else {
-            direct.push(e.payload)
-        }
-    }
+    let arrived = testkit::collect_until(Duration::from_secs(120), &mut b_events, |got| {
+        got.len() >= 21 && got.iter().any(|e| e.rooms.is_none())
+    })
+    .await;
+    let (broadcasts, direct): (Vec<_>, Vec<_>) =
+        arrived.into_iter().partition(|e| e.rooms.is_some());
+    let broadcasts: Vec<u8> = broadcasts.into_iter().map(|e| e.payload[0]).collect();
+    let direct: Vec<Vec<u8>> = direct.into_iter().map(|e| e.payload).collect();
     assert_eq!(broadcasts, (0..20).collect::<Vec<u8>>());
     assert_eq!(direct, [b"direct".to_vec()]);
     let answering = tokio::spawn(async move {

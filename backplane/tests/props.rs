@@ -136,19 +136,13 @@ async fn run(n: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
         };
         let want: usize = slot.expected.values().map(Vec::len).sum();
         let mut got: BTreeMap<(NodeId, bool), Vec<Vec<u8>>> = BTreeMap::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        let mut count = 0;
-        while count < want {
-            match tokio::time::timeout_at(deadline, events.recv()).await {
-                Ok(Some(e)) => {
-                    prop_assert_ne!(&e.origin, node.id(), "slot {} received its own event", i);
-                    got.entry((e.origin.clone(), e.rooms.is_none()))
-                        .or_default()
-                        .push(e.payload);
-                    count += 1;
-                }
-                _ => break,
-            }
+        let arrived =
+            testkit::collect_until(Duration::from_secs(30), events, |g| g.len() >= want).await;
+        for e in arrived {
+            prop_assert_ne!(&e.origin, node.id(), "slot {} received its own event", i);
+            got.entry((e.origin.clone(), e.rooms.is_none()))
+                .or_default()
+                .push(e.payload);
         }
         // Anything more would be a duplicate or a stray: it would be here within the
         // duplicate's own delivery time, which the wait above already allowed for.

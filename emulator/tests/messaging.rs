@@ -717,7 +717,7 @@ async fn a_receiver_that_went_away_takes_nothing() {
     let c = server.client();
     c.put("/q", queue("")).await;
     let target = emulator::broker::ReceiveTarget {
-        key: emulator::model::Address::Queue("q".into()),
+        address: emulator::model::Address::Queue("q".into()),
         dead_letter: false,
     };
     // A client that gives up on its long poll (and closes the connection) after 300 ms.

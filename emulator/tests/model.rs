@@ -35,19 +35,19 @@ impl Recv {
     fn target(self) -> ReceiveTarget {
         match self {
             Recv::Queue => ReceiveTarget {
-                key: Address::Queue("q".into()),
+                address: Address::Queue("q".into()),
                 dead_letter: false,
             },
             Recv::QueueDead => ReceiveTarget {
-                key: Address::Queue("q".into()),
+                address: Address::Queue("q".into()),
                 dead_letter: true,
             },
             Recv::All => ReceiveTarget {
-                key: Address::Subscription("t".into(), "all".into()),
+                address: Address::Subscription("t".into(), "all".into()),
                 dead_letter: false,
             },
             Recv::Even => ReceiveTarget {
-                key: Address::Subscription("t".into(), "even".into()),
+                address: Address::Subscription("t".into(), "even".into()),
                 dead_letter: false,
             },
         }
@@ -204,7 +204,7 @@ async fn sql_rule_only(broker: &Broker, sub: &str, expression: &str) {
 /// Receives and deletes, in order, everything subscription `sub` of topic `t` holds.
 async fn drain(broker: &Broker, sub: &str) -> Vec<Received> {
     let target = ReceiveTarget {
-        key: Address::Subscription("t".into(), sub.into()),
+        address: Address::Subscription("t".into(), sub.into()),
         dead_letter: false,
     };
     let mut out = Vec::new();
@@ -487,7 +487,7 @@ async fn a_send_abandoned_after_its_write_is_still_delivered() {
         "no send was still waiting for its write when dropped"
     );
     let target = ReceiveTarget {
-        key: Address::Queue("q".into()),
+        address: Address::Queue("q".into()),
         dead_letter: false,
     };
     let mut bodies = Vec::new();
@@ -537,7 +537,7 @@ async fn settled_and_action_copies_survive_a_rebuild_as_they_were() {
         .await
         .unwrap();
     let target = |sub: &str| ReceiveTarget {
-        key: Address::Subscription("t".into(), sub.into()),
+        address: Address::Subscription("t".into(), sub.into()),
         dead_letter: false,
     };
     let zero = std::time::Duration::ZERO;
@@ -641,7 +641,7 @@ async fn a_receive_whose_answer_fails_takes_nothing() {
         .unwrap();
     broker.send("q", vec![outgoing(7)]).await.unwrap();
     let target = ReceiveTarget {
-        key: Address::Queue("q".into()),
+        address: Address::Queue("q".into()),
         dead_letter: false,
     };
     let now = std::time::Duration::ZERO;

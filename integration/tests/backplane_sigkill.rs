@@ -99,15 +99,20 @@ async fn sigkill_during_backplane_traffic_loses_nothing_acknowledged() {
 
     let acknowledged = acknowledged.lock().unwrap().clone();
     let last = *acknowledged.last().unwrap();
-    let mut delivered = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while delivered.last() != Some(&last) {
-        let e = tokio::time::timeout_at(deadline, b_events.recv())
-            .await
-            .expect("every acknowledged event arrives")
-            .unwrap();
-        delivered.push(u32::from_be_bytes(e.payload.try_into().unwrap()));
-    }
+    let number = |e: &backplane::Received| u32::from_be_bytes(e.payload[..].try_into().unwrap());
+    let delivered: Vec<u32> =
+        testkit::collect_until(Duration::from_secs(120), &mut b_events, |got| {
+            got.last().map(number) == Some(last)
+        })
+        .await
+        .iter()
+        .map(number)
+        .collect();
+    assert_eq!(
+        delivered.last(),
+        Some(&last),
+        "every acknowledged event arrives"
+    );
     assert!(
         delivered.windows(2).all(|w| w[0] < w[1]),
         "in order, once each: {delivered:?}"

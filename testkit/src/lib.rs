@@ -1,7 +1,8 @@
 //! Test kit: the emulator in-process or as a child process on an ephemeral loopback port,
 //! the cluster harness of backplane nodes (feature `cluster`), the npm client packages of
-//! `integration/compat`, and [`wait_until`], the one way tests wait: poll a condition until
-//! a deadline, never a fixed sleep.
+//! `integration/compat`, and the two ways tests wait, never with a fixed sleep:
+//! [`wait_until`] polls a condition until a deadline, and [`collect_until`] gathers what
+//! a channel yields until there is enough or the deadline passes.
 //!
 //! It depends on the emulator library only (and on the backplane with `cluster`), so the
 //! emulator's own tests need neither the backplane nor socketioxide.
@@ -49,6 +50,25 @@ where
             Err(_) => tokio::time::sleep(every).await,
         }
     }
+}
+
+/// Receives from `events` until `enough` holds for what was received or `deadline` has
+/// passed, and returns what was received (the caller asserts on it; a short list means the
+/// deadline passed or the channel closed first).
+pub async fn collect_until<T>(
+    deadline: Duration,
+    events: &mut tokio::sync::mpsc::Receiver<T>,
+    mut enough: impl FnMut(&[T]) -> bool,
+) -> Vec<T> {
+    let until = tokio::time::Instant::now() + deadline;
+    let mut got = Vec::new();
+    while !enough(&got) {
+        match tokio::time::timeout_at(until, events.recv()).await {
+            Ok(Some(e)) => got.push(e),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    got
 }
 
 /// The well-known development key name.

@@ -20,7 +20,7 @@ use crate::store::Key;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceiveTarget {
     /// `Address::Queue` or `Address::Subscription`.
-    pub key: Address,
+    pub address: Address,
     /// The dead-letter subqueue instead of the main one.
     pub dead_letter: bool,
 }
@@ -54,10 +54,12 @@ fn queue_of(entity: &Entity) -> Result<&Queue> {
 
 impl Broker {
     fn receivable(&self, target: &ReceiveTarget) -> Result<(Arc<Entity>, Subqueue)> {
-        let entity = self.entity(&target.key).ok_or_else(|| Error::NotFound {
-            kind: "queue or subscription",
-            path: target.key.display_path(),
-        })?;
+        let entity = self
+            .entity(&target.address)
+            .ok_or_else(|| Error::NotFound {
+                kind: "queue or subscription",
+                path: target.address.display_path(),
+            })?;
         Ok((
             entity,
             if target.dead_letter {
@@ -118,7 +120,7 @@ impl Broker {
         entity.touch(self.clock.now());
         let deadline = tokio::time::Instant::now() + timeout;
         // Who stores the messages: the queue itself, or the subscription's topic.
-        let owner = match &target.key {
+        let owner = match &target.address {
             Address::Subscription(topic, _) => {
                 self.entity(&Address::Topic(topic.clone())).map(|t| t.id)
             }

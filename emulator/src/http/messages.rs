@@ -11,11 +11,11 @@ use servicebus_wire::message::{
     BATCH_CONTENT_TYPE, BrokerProperties, is_reserved_header, parse_batch,
 };
 
-use super::target::{Receivable, Target};
+use super::target::Target;
 use super::{ApiError, AppState, RequestContext};
 use crate::auth::{Need, Right};
 use crate::broker::{Outgoing, ReceiveMode, ReceiveTarget, Received, Settle};
-use crate::model::Address;
+use crate::model::EntityPath;
 
 /// Long-poll wait when `timeout` is absent (contract 1.3, emulator decision).
 const DEFAULT_TIMEOUT_SECS: f64 = 60.0;
@@ -108,13 +108,9 @@ pub(super) async fn handle(
     }
 }
 
-fn receive_target(r: &Receivable) -> ReceiveTarget {
-    let key = match &r.subscription {
-        Some(sub) => Address::Subscription(r.entity.clone(), sub.clone()),
-        None => Address::Queue(r.entity.clone()),
-    };
+fn receive_target(r: &EntityPath) -> ReceiveTarget {
     ReceiveTarget {
-        key,
+        address: r.address(),
         dead_letter: r.dead_letter,
     }
 }
@@ -217,7 +213,7 @@ fn batch(body: &Bytes) -> Result<Vec<Outgoing>, ApiError> {
 
 fn message_response(
     ctx: &RequestContext,
-    receivable: &Receivable,
+    receivable: &EntityPath,
     mode: ReceiveMode,
     m: Received,
 ) -> Response {

@@ -3,6 +3,9 @@
 
 use percent_encoding::percent_decode_str;
 
+use crate::model::EntityPath;
+use crate::model::path::is_keyword as is;
+
 /// The resource a request addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Target {
@@ -27,46 +30,16 @@ pub(crate) enum Target {
     /// `POST /{queue or topic}/messages`.
     Send(String),
     /// `/{receivable}/messages/head`.
-    Head(Receivable),
+    Head(EntityPath),
     /// `/{receivable}/messages/{sequence number or message id}/{lock token}`.
-    Locked(Receivable, String, String),
+    Locked(EntityPath, String, String),
     /// `POST /$emulator/clock/advance`: the manual clock's control endpoint.
     ClockAdvance,
-}
-
-/// A queue or subscription, or its dead-letter subqueue, as a path names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Receivable {
-    /// The queue path, or the topic path.
-    pub(crate) entity: String,
-    /// The subscription, for a topic.
-    pub(crate) subscription: Option<String>,
-    /// `$DeadLetterQueue`.
-    pub(crate) dead_letter: bool,
-}
-
-impl Receivable {
-    /// The path as `Location` writes it: lower-case `subscriptions`, `$DeadLetterQueue`.
-    pub(crate) fn location_path(&self) -> String {
-        let mut p = self.entity.clone();
-        if let Some(s) = &self.subscription {
-            p.push_str("/subscriptions/");
-            p.push_str(s);
-        }
-        if self.dead_letter {
-            p.push_str("/$DeadLetterQueue");
-        }
-        p
-    }
 }
 
 /// Why a path names nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct BadPath(pub(crate) String);
-
-fn is(segment: &str, keyword: &str) -> bool {
-    segment.eq_ignore_ascii_case(keyword)
-}
 
 fn position(segments: &[&str], keyword: &str) -> Option<usize> {
     segments
@@ -154,36 +127,9 @@ impl Target {
 /// Splits a messaging path at its `messages` segment.
 fn runtime(before: &[&str], after: &[&str], path: &str) -> Result<Target, BadPath> {
     let bad = || BadPath(format!("'{path}' is not a messaging path"));
-    let (before, dead_letter) = match before.split_last() {
-        Some((last, rest)) if is(last, "$DeadLetterQueue") => (rest, true),
-        _ => (before, false),
-    };
-    if before.is_empty()
-        || before
-            .iter()
-            .any(|s| is(s, "$DeadLetterQueue") || is(s, "$Transfer"))
-    {
-        return Err(bad());
-    }
-    let receivable = match position(before, "Subscriptions") {
-        Some(i) => match &before[i + 1..] {
-            [sub] => Receivable {
-                entity: before[..i].join("/"),
-                subscription: Some((*sub).to_string()),
-                dead_letter,
-            },
-            _ => return Err(bad()),
-        },
-        None => Receivable {
-            entity: before.join("/"),
-            subscription: None,
-            dead_letter,
-        },
-    };
+    let receivable = EntityPath::from_segments(before).ok_or_else(bad)?;
     match after {
-        [] if receivable.subscription.is_none() && !dead_letter => {
-            Ok(Target::Send(receivable.entity))
-        }
+        [] if receivable.is_sendable() => Ok(Target::Send(receivable.entity)),
         [h] if is(h, "head") => Ok(Target::Head(receivable)),
         [id, token] => Ok(Target::Locked(
             receivable,
@@ -202,7 +148,7 @@ mod tests {
     fn classifies_captured_paths() {
         use Target::*;
         let s = |x: &str| x.to_string();
-        let recv = |e: &str, sub: Option<&str>, dead_letter| Receivable {
+        let recv = |e: &str, sub: Option<&str>, dead_letter| EntityPath {
             entity: s(e),
             subscription: sub.map(s),
             dead_letter,

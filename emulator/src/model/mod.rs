@@ -3,8 +3,10 @@
 pub mod address;
 pub mod limits;
 pub mod message;
+pub mod path;
 
 pub use address::Address;
+pub use path::EntityPath;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -66,7 +66,7 @@ impl Server {
     /// poll on queue `queue`.
     pub async fn parked(&self, queue: &str) {
         let target = emulator::broker::ReceiveTarget {
-            key: emulator::model::Address::Queue(queue.into()),
+            address: emulator::model::Address::Queue(queue.into()),
             dead_letter: false,
         };
         let parked = || async {
