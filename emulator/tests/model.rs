@@ -10,7 +10,7 @@ use emulator::Broker;
 use emulator::broker::{Outgoing, ReceiveMode, ReceiveTarget, Received, Settle};
 use emulator::clock::Clock;
 use emulator::model::Address;
-use emulator::model::message::MessageProps;
+use emulator::model::message::{DeadLetter, MessageProps};
 use emulator::store::{Durability, Location, Options, Store};
 use proptest::prelude::*;
 use servicebus_wire::description::ParsedDescription;
@@ -62,6 +62,8 @@ enum Op {
     ReceiveAndDelete(Recv),
     Complete(usize),
     Unlock(usize),
+    /// AMQP's dead-letter settlement (`rejected` with `com.microsoft:dead-letter`).
+    DeadLetter(usize),
     Renew(usize),
     Advance(i64),
     Restart,
@@ -79,6 +81,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => recv.prop_map(Op::ReceiveAndDelete),
         2 => any::<usize>().prop_map(Op::Complete),
         2 => any::<usize>().prop_map(Op::Unlock),
+        1 => any::<usize>().prop_map(Op::DeadLetter),
         1 => any::<usize>().prop_map(Op::Renew),
         2 => prop::sample::select(vec![10i64, 31]).prop_map(Op::Advance),
         1 => Just(Op::Restart),
@@ -324,7 +327,7 @@ async fn run(ops: Vec<Op>, window: usize) -> Result<(), TestCaseError> {
                     locks.push((r, m.lock.unwrap().0.to_string(), m.sequence_number));
                 }
             }
-            Op::Complete(i) | Op::Unlock(i) | Op::Renew(i) => {
+            Op::Complete(i) | Op::Unlock(i) | Op::DeadLetter(i) | Op::Renew(i) => {
                 if locks.is_empty() {
                     continue;
                 }
@@ -332,10 +335,14 @@ async fn run(ops: Vec<Op>, window: usize) -> Result<(), TestCaseError> {
                 let how = match op {
                     Op::Complete(_) => Settle::Complete,
                     Op::Unlock(_) => Settle::Unlock,
+                    Op::DeadLetter(_) => Settle::DeadLetter(DeadLetter {
+                        reason: "r".into(),
+                        description: "d".into(),
+                    }),
                     _ => Settle::Renew,
                 };
                 let real = broker
-                    .settle(&r.target(), &seq.to_string(), &token, how)
+                    .settle(&r.target(), &seq.to_string(), &token, how.clone())
                     .await;
                 model.expire_locks();
                 let now = model.now;
@@ -367,6 +374,11 @@ async fn run(ops: Vec<Op>, window: usize) -> Result<(), TestCaseError> {
                             msgs.remove(&seq);
                         }
                         Settle::Unlock => Model::release(msgs.get_mut(&seq).unwrap()),
+                        Settle::DeadLetter(_) => {
+                            let m = msgs.get_mut(&seq).unwrap();
+                            m.locked_until = None;
+                            m.dead = true;
+                        }
                         Settle::Renew => {
                             msgs.get_mut(&seq).unwrap().locked_until = Some(now + LOCK_SECS)
                         }

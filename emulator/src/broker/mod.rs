@@ -140,6 +140,12 @@ pub enum Error {
         /// The limit.
         limit: u64,
     },
+    /// A front-end could not write a taken message out (the take is undone).
+    #[error("the message could not be written out: {reason}")]
+    Render {
+        /// Why.
+        reason: String,
+    },
     /// Storage failed.
     #[error("storage failed")]
     Store(#[from] store::Error),

@@ -390,6 +390,16 @@ impl Broker {
         settled.map(|_| ()).ok_or_else(lost)
     }
 
+    /// Whether `target` is a live queue or subscription (a receiver may attach to it).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when it is not.
+    pub fn check_receivable(&self, target: &ReceiveTarget) -> Result<()> {
+        let (entity, _) = self.receivable(target)?;
+        queue_of(&entity).map(|_| ())
+    }
+
     /// Receives parked in a long poll on `target` right now (for tests and metrics).
     ///
     /// # Errors

@@ -92,8 +92,8 @@ impl From<broker::Error> for ApiError {
             | broker::Error::PropertiesTooLarge { .. }
             | broker::Error::ClockNotManual
             | broker::Error::ClockOutOfRange { .. } => ApiError::bad_request(e.to_string()),
-            broker::Error::Missing { .. } => {
-                tracing::error!(error = %e, "the index points at a missing record");
+            broker::Error::Missing { .. } | broker::Error::Render { .. } => {
+                tracing::error!(error = %e, "internal failure");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     50000,

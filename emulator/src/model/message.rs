@@ -24,6 +24,20 @@ pub struct MessageProps {
     pub content_type: Option<String>,
     /// Custom properties: (name as sent, header text).
     pub user: Vec<(String, String)>,
+    /// How an AMQP sender framed the body when not as `data` sections: the body then holds
+    /// the encoded `amqp-value` or `amqp-sequence` sections, returned to AMQP receivers as
+    /// they came. `None` for a plain body (REST, or AMQP `data`).
+    #[serde(default)]
+    pub body_section: Option<BodySection>,
+}
+
+/// An AMQP body that is not made of `data` sections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BodySection {
+    /// One `amqp-value` section.
+    Value,
+    /// One or more `amqp-sequence` sections.
+    Sequence,
 }
 
 impl MessageProps {
@@ -44,6 +58,7 @@ impl MessageProps {
             partition_key: b.partition_key.clone(),
             content_type,
             user,
+            body_section: None,
         }
     }
 

@@ -9,7 +9,7 @@ use servicebus_wire::{EntityDescription, TimeSpan};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::model::message::Delivery;
+use crate::model::message::{DeadLetter, Delivery};
 
 use super::state::{Filing, QueueState};
 use super::{add, lock};
@@ -128,7 +128,7 @@ pub enum ReceiveMode {
 }
 
 /// How a locked message is settled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settle {
     /// `DELETE`: done with it.
     Complete,
@@ -136,6 +136,10 @@ pub enum Settle {
     Unlock,
     /// `POST`: extend the lock.
     Renew,
+    /// Move it to the dead-letter subqueue with this reason (AMQP `rejected` with
+    /// `com.microsoft:dead-letter`). A message already there stays there, unlocked, with
+    /// the new reason.
+    DeadLetter(DeadLetter),
 }
 
 impl Queue {
@@ -299,6 +303,7 @@ impl Queue {
         let mut state = lock(&self.state);
         state.reclaim(settings, now, effects);
         let held = state.sub(which).locked.get(&token)?.clone();
+        let wake = matches!(how, Settle::Unlock | Settle::DeadLetter(_));
         match how {
             Settle::Renew => {
                 if let Some(l) = state.sub(which).locked.get_mut(&token) {
@@ -313,9 +318,17 @@ impl Queue {
                 state.sub(which).locked.remove(&token);
                 state.release(which, held.entry.clone(), settings, now, effects);
             }
+            Settle::DeadLetter(reason) => {
+                state.sub(which).locked.remove(&token);
+                let mut entry = held.entry.clone();
+                entry.delivery.dead_letter = Some(reason);
+                entry.delivery.expires_at = None;
+                effects.push(Effect::Rewrite(entry.seq, entry.delivery.clone()));
+                state.insert(entry, now, Filing::Memory);
+            }
         }
         drop(state);
-        if how == Settle::Unlock {
+        if wake {
             self.wake_all();
         }
         Some(held)
