@@ -27,7 +27,7 @@ stop() {
 trap stop INT TERM EXIT
 
 # Its own session, so that Ctrl-C reaches it only through stop(), after the chat nodes.
-setsid target/release/emulator --in-memory --bind "127.0.0.1:${emulator_port}" >/dev/null &
+setsid target/release/emulator --in-memory --bind "127.0.0.1:${emulator_port}" --amqp-bind 127.0.0.1:0 >/dev/null &
 emulator=$!
 for _ in $(seq 1 100); do
   if (exec 3<>"/dev/tcp/127.0.0.1/${emulator_port}") 2>/dev/null; then break; fi

@@ -93,6 +93,7 @@ async fn serve_async() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let bind = cli.bind;
+    let amqp_bind = cli.amqp_bind;
     let settings = cli.into_settings()?;
     if let Some(file) = &settings.entities {
         for ignored in &file.ignored {
@@ -109,11 +110,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;
     let addr = listener.local_addr()?;
+    let amqp = tokio::net::TcpListener::bind(amqp_bind)
+        .await
+        .with_context(|| {
+            format!("cannot listen for AMQP on {amqp_bind} (--amqp-bind; port 0 picks a free port)")
+        })?;
+    let amqp_addr = amqp.local_addr()?;
     let banner = [
         format!("Service Bus emulator listening on http://{addr} ({location})"),
         format!(
             "Connection string: {}",
             connection_string(addr, &primary.name, &primary.key)
+        ),
+        format!("AMQP 1.0 listening on amqp://{amqp_addr}"),
+        format!(
+            "AMQP connection string (Service Bus SDKs): {}",
+            connection_string(amqp_addr, &primary.name, &primary.key)
         ),
     ];
     // Whoever started us may stop reading once it has the address (a closed pipe): that
@@ -122,7 +134,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "cannot write the address to standard output; serving anyway");
     }
     tracing::info!(%addr, "ready");
-    emulator.serve(listener, shutdown_signal()).await?;
+    emulator
+        .serve_all(listener, Some(amqp), shutdown_signal())
+        .await?;
     Ok(())
 }
 

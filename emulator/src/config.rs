@@ -69,6 +69,10 @@ pub struct Cli {
     /// Address to listen on (use port 0 for any free port).
     #[arg(long, env = "EMULATOR_BIND", default_value = "127.0.0.1:5300")]
     pub bind: SocketAddr,
+    /// Address to listen on for AMQP 1.0, what the current Service Bus SDKs speak (port 0
+    /// for any free port).
+    #[arg(long, env = "EMULATOR_AMQP_BIND", default_value = "127.0.0.1:5672")]
+    pub amqp_bind: SocketAddr,
     /// Folder of the sled store, created if missing.
     #[arg(
         long,

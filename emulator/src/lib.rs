@@ -22,6 +22,7 @@
 //! ```
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod amqp;
 pub mod auth;
 pub mod broker;
 pub mod cli;
@@ -72,6 +73,7 @@ pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1
 pub struct Emulator {
     state: Arc<http::AppState>,
     limits: http::ConnectionLimits,
+    amqp: Arc<amqp::Context>,
 }
 
 impl Emulator {
@@ -112,11 +114,19 @@ impl Emulator {
         if let Some(file) = &settings.entities {
             declare(&broker, file).await.map_err(Error::Config)?;
         }
+        // Token expiry is wall-clock time even with a manual broker clock: clients sign
+        // tokens with the real time.
+        let authenticator = auth::Authenticator::new(settings.keys.clone(), Clock::System);
+        let amqp = Arc::new(amqp::Context {
+            broker: broker.clone(),
+            auth: authenticator.clone(),
+            keys: settings.keys.clone(),
+            namespace: settings.namespace.clone(),
+            max_connections: settings.max_connections,
+        });
         let state = http::AppState::new(
             broker,
-            // Token expiry is wall-clock time even with a manual broker clock: clients sign
-            // tokens with the real time.
-            auth::Authenticator::new(settings.keys.clone(), Clock::System),
+            authenticator,
             settings.namespace.clone(),
             settings.missing_entity_get,
             settings.idle_timeout,
@@ -129,6 +139,7 @@ impl Emulator {
                 max_header_bytes: MAX_HEADER_BYTES,
                 shutdown_grace: SHUTDOWN_GRACE,
             },
+            amqp,
         })
     }
 
@@ -142,7 +153,7 @@ impl Emulator {
         http::router(self.state.clone())
     }
 
-    /// Serves until `shutdown` completes, then answers parked long polls, finishes
+    /// Serves REST until `shutdown` completes, then answers parked long polls, finishes
     /// in-flight requests (for up to [`SHUTDOWN_GRACE`]) and flushes.
     ///
     /// # Errors
@@ -153,16 +164,45 @@ impl Emulator {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
+        self.serve_all(listener, None, shutdown).await
+    }
+
+    /// Serves REST on `http` and, when given, AMQP on `amqp`, until `shutdown` completes.
+    /// Then AMQP connections are closed with `amqp:connection:forced`, parked long polls
+    /// are answered, in-flight requests finish (for up to [`SHUTDOWN_GRACE`]) and the store
+    /// is flushed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when serving fails, [`Error::Broker`] when the final flush fails.
+    pub async fn serve_all(
+        self,
+        http: tokio::net::TcpListener,
+        amqp: Option<tokio::net::TcpListener>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
         let broker = self.state.broker.clone();
-        http::serve(
-            listener,
+        let stop = tokio_util::sync::CancellationToken::new();
+        let amqp_task = amqp
+            .map(|listener| tokio::spawn(amqp::serve(listener, self.amqp.clone(), stop.clone())));
+        let stop_all = stop.clone();
+        let served = http::serve(
+            http,
             self.router(),
             self.limits,
             self.state.namespace.clone(),
-            shutdown,
+            async move {
+                shutdown.await;
+                stop_all.cancel();
+            },
             move || broker.stop_waiting(),
         )
-        .await?;
+        .await;
+        stop.cancel();
+        if let Some(task) = amqp_task {
+            let _ = task.await;
+        }
+        served?;
         self.state.broker.close().await?;
         tracing::info!("stopped; store flushed");
         Ok(())

@@ -11,6 +11,7 @@ fn help_lists_every_flag_with_its_environment_variable() {
     assert_eq!(code, Some(0));
     for (flag, env) in [
         ("--bind", "EMULATOR_BIND"),
+        ("--amqp-bind", "EMULATOR_AMQP_BIND"),
         ("--data-dir", "EMULATOR_DATA_DIR"),
         ("--in-memory", "EMULATOR_IN_MEMORY"),
         ("--key-name", "EMULATOR_KEY_NAME"),
@@ -203,6 +204,7 @@ async fn starts_with_a_short_allocator_purge_delay_unless_one_is_set() {
         command
             .args(["--bind", "127.0.0.1:0", "--in-memory"])
             .current_dir(dir.path())
+            .env("EMULATOR_AMQP_BIND", "127.0.0.1:0")
             .env_remove("RUST_LOG")
             .env_remove(VAR)
             .stdout(std::process::Stdio::piped())
@@ -255,6 +257,7 @@ async fn keeps_serving_when_nobody_reads_its_standard_output() {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_emulator"))
         .args(["--bind", "127.0.0.1:0", "--in-memory"])
         .current_dir(dir.path())
+        .env("EMULATOR_AMQP_BIND", "127.0.0.1:0")
         .env("RUST_LOG", "info")
         .stdout(writer)
         .stderr(std::process::Stdio::piped())

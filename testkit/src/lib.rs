@@ -80,6 +80,7 @@ pub const KEY: &str = emulator::config::DEFAULT_KEY;
 #[derive(Debug)]
 pub struct InProcessEmulator {
     addr: SocketAddr,
+    amqp_addr: SocketAddr,
     broker: emulator::Broker,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), emulator::Error>>>,
@@ -114,21 +115,34 @@ impl InProcessEmulator {
         let broker = emulator.broker().clone();
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        let amqp = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let amqp_addr = amqp.local_addr()?;
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(emulator.serve(listener, async {
+        let task = tokio::spawn(emulator.serve_all(listener, Some(amqp), async {
             let _ = stopped.await;
         }));
         Ok(InProcessEmulator {
             addr,
+            amqp_addr,
             broker,
             stop: Some(stop),
             task: Some(task),
         })
     }
 
-    /// The address it serves on.
+    /// The address it serves REST on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address it serves AMQP on.
+    pub fn amqp_addr(&self) -> SocketAddr {
+        self.amqp_addr
+    }
+
+    /// The connection string the Service Bus SDKs use to reach its AMQP listener.
+    pub fn amqp_connection_string(&self) -> String {
+        emulator::connection_string(self.amqp_addr, KEY_NAME, KEY)
     }
 
     /// Moves a manual clock (`Settings::clock = Manual`) forward and applies the new time
@@ -193,14 +207,19 @@ pub fn compat_dir() -> std::path::PathBuf {
 /// When npm is missing or `npm ci` fails: the tests that need the packages cannot run.
 pub fn ensure_compat_packages() {
     let dir = compat_dir();
-    let installed = ["azure-sb", "socket.io-client", "playwright-core"]
-        .iter()
-        .all(|p| {
-            dir.join("node_modules")
-                .join(p)
-                .join("package.json")
-                .exists()
-        });
+    let installed = [
+        "azure-sb",
+        "socket.io-client",
+        "playwright-core",
+        "@azure/service-bus",
+    ]
+    .iter()
+    .all(|p| {
+        dir.join("node_modules")
+            .join(p)
+            .join("package.json")
+            .exists()
+    });
     if installed {
         return;
     }
@@ -210,4 +229,50 @@ pub fn ensure_compat_packages() {
         .status()
         .expect("npm must be installed (Node.js 20+) to run the third-party client tests");
     assert!(status.success(), "npm ci failed in {}", dir.display());
+}
+
+/// The Python of `integration/compat/.venv`, with the pinned packages of
+/// `integration/compat/requirements.txt` (the PyPI Service Bus SDK) installed on first use.
+///
+/// # Panics
+///
+/// When Python 3 or its `venv` module is missing, or `pip install` fails: the tests that
+/// need the packages cannot run.
+pub fn compat_python() -> std::path::PathBuf {
+    let dir = compat_dir();
+    let python = dir.join(".venv/bin/python");
+    let marker = dir.join(".venv/requirements.installed");
+    let wanted = std::fs::read(dir.join("requirements.txt")).expect("requirements.txt");
+    if std::fs::read(&marker).ok().as_ref() == Some(&wanted) {
+        return python;
+    }
+    let created = std::process::Command::new("python3")
+        .args(["-m", "venv", ".venv"])
+        .current_dir(&dir)
+        .status()
+        .expect("python3 must be installed (3.9+) to run the Python client tests");
+    assert!(
+        created.success(),
+        "python3 -m venv failed in {}",
+        dir.display()
+    );
+    let installed = std::process::Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(["-r", "requirements.txt"])
+        .current_dir(&dir)
+        .status()
+        .expect("the venv's python runs");
+    assert!(
+        installed.success(),
+        "pip install failed in {}",
+        dir.display()
+    );
+    std::fs::write(&marker, wanted).expect("the venv is writable");
+    python
 }

@@ -21,6 +21,8 @@ pub struct ChildEmulator {
     pub addr: SocketAddr,
     /// The connection string it printed.
     pub connection_string: String,
+    /// The AMQP address it printed (binaries older than the AMQP listener print none).
+    pub amqp_addr: Option<SocketAddr>,
 }
 
 impl ChildEmulator {
@@ -60,6 +62,8 @@ impl ChildEmulator {
         };
         let mut child = Command::new(binary)
             .args(["--bind", bind])
+            // Any free port for AMQP, unless `args` name one (a flag beats the variable).
+            .env("EMULATOR_AMQP_BIND", "127.0.0.1:0")
             .args(args)
             .current_dir(cwd)
             .env_remove("RUST_LOG")
@@ -81,18 +85,28 @@ impl ChildEmulator {
                 }
                 if let Some(cs) = line.strip_prefix("Connection string: ") {
                     let addr = addr.ok_or("no address line before the connection string")?;
-                    return Ok((addr, cs.to_string()));
+                    // The AMQP line follows at once, in the same write; an older binary
+                    // prints none.
+                    let next = tokio::time::timeout(BANNER_LINE, lines.next_line()).await;
+                    let amqp_addr = match next {
+                        Ok(Ok(Some(line))) => line
+                            .strip_prefix("AMQP 1.0 listening on amqp://")
+                            .and_then(|a| a.trim().parse::<SocketAddr>().ok()),
+                        _ => None,
+                    };
+                    return Ok((addr, cs.to_string(), amqp_addr));
                 }
             }
             Err("the emulator exited before printing its address".to_string())
         };
-        let (addr, connection_string) = tokio::time::timeout(DEADLINE, read)
+        let (addr, connection_string, amqp_addr) = tokio::time::timeout(DEADLINE, read)
             .await
             .map_err(|_| format!("no address printed within {DEADLINE:?}"))??;
         Ok(ChildEmulator {
             child,
             addr,
             connection_string,
+            amqp_addr,
         })
     }
 
@@ -126,6 +140,10 @@ impl ChildEmulator {
         Ok(status.code())
     }
 }
+
+/// How long the banner's AMQP line may lag its connection-string line (they are written
+/// together; only a binary without AMQP leaves it out).
+const BANNER_LINE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A memory figure of process `pid` in KiB, from Linux's `/proc/<pid>/status` (`VmRSS`
 /// now, `VmHWM` the peak so far); `None` when the process or the field is not there.

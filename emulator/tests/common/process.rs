@@ -26,6 +26,7 @@ impl Process {
 pub fn run(args: &[&str]) -> (Option<i32>, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_emulator"))
         .args(args)
+        .env("EMULATOR_AMQP_BIND", "127.0.0.1:0")
         .env_remove("RUST_LOG")
         .output()
         .unwrap();

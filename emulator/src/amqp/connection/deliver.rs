@@ -1,0 +1,382 @@
+//! Deliveries out (transfers within the session window and the link's credit, split to the
+//! client's max-frame-size) and settlements in (contract 6.3): the client's disposition
+//! is applied to the broker, then answered with the state that was applied.
+
+use fe2o3_amqp::frames::amqp::FrameBody;
+use fe2o3_amqp_types::definitions::{AmqpError, ErrorCondition, Handle, Role};
+use fe2o3_amqp_types::messaging::{Accepted, DeliveryState, Rejected, Released};
+use fe2o3_amqp_types::performatives::{Disposition, Transfer};
+use fe2o3_amqp_types::primitives::{Symbol, Value};
+use uuid::Uuid;
+
+use super::{Connection, LINK_CREDIT, Pending, Role2, Unsettled, write};
+use crate::amqp::io::IoError;
+use crate::amqp::link::{self, Event};
+use crate::broker::Settle;
+use crate::model::message::DeadLetter;
+
+/// Bytes of a transfer frame that are not payload: frame header and performative (a
+/// 16-byte tag and small numbers), rounded up.
+const TRANSFER_OVERHEAD: usize = 128;
+/// Most deliveries one disposition settles (a range is `first..=last`).
+const MAX_RANGE: u32 = 10_000;
+
+/// What a client's settlement asks for.
+enum Action {
+    /// Apply this, then answer with that state.
+    Settle(Settle, DeliveryState),
+    /// Defer: not supported yet. The message is unlocked, and the client told so.
+    Defer,
+}
+
+fn info_text(info: Option<&fe2o3_amqp_types::definitions::Fields>, key: &str) -> Option<String> {
+    match info?.get(&Symbol::from(key))? {
+        Value::String(s) => Some(s.clone()),
+        Value::Symbol(s) => Some(s.0.clone()),
+        _ => None,
+    }
+}
+
+fn action(state: Option<&DeliveryState>) -> Action {
+    match state {
+        None | Some(DeliveryState::Accepted(_)) => {
+            Action::Settle(Settle::Complete, DeliveryState::Accepted(Accepted {}))
+        }
+        Some(DeliveryState::Modified(m)) if m.undeliverable_here == Some(true) => Action::Defer,
+        Some(DeliveryState::Modified(m)) => {
+            Action::Settle(Settle::Unlock, DeliveryState::Modified(m.clone()))
+        }
+        Some(DeliveryState::Rejected(r)) => {
+            let dead_letter = r
+                .error
+                .as_ref()
+                .filter(|e| e.condition == link::microsoft("dead-letter"));
+            let applied = DeliveryState::Rejected(Rejected { error: None });
+            match dead_letter {
+                Some(e) => {
+                    let info = e.info.as_deref();
+                    let description = info_text(info, "DeadLetterErrorDescription")
+                        .or_else(|| e.description.clone())
+                        .unwrap_or_default();
+                    let reason = info_text(info, "DeadLetterReason").unwrap_or_default();
+                    Action::Settle(
+                        Settle::DeadLetter(DeadLetter {
+                            reason,
+                            description,
+                        }),
+                        applied,
+                    )
+                }
+                None => Action::Settle(Settle::Unlock, applied),
+            }
+        }
+        Some(_) => Action::Settle(Settle::Unlock, DeliveryState::Released(Released {})),
+    }
+}
+
+impl Connection {
+    /// Handles what a link task reports.
+    pub(super) async fn on_event(&mut self, event: Event) -> Result<(), IoError> {
+        match event {
+            Event::Sent {
+                channel,
+                serial,
+                delivery_id,
+                settled,
+                state,
+            } => {
+                let Some(session) = self.sessions.get_mut(&channel) else {
+                    return Ok(());
+                };
+                let Some((handle, link)) = session.by_serial(serial) else {
+                    return Ok(());
+                };
+                link.outstanding = link.outstanding.saturating_sub(1);
+                let refill = (link.credit_left + link.outstanding < LINK_CREDIT / 2).then(|| {
+                    link.credit_left = LINK_CREDIT - link.outstanding;
+                    (link.delivery_count, link.credit_left)
+                });
+                if !settled {
+                    self.disposition_out(channel, Role::Receiver, delivery_id, state)
+                        .await?;
+                }
+                if let Some((count, credit)) = refill {
+                    self.link_flow(channel, handle, count, credit, false)
+                        .await?;
+                }
+            }
+            Event::Take {
+                channel,
+                serial,
+                payload,
+                lock,
+            } => {
+                let Some((handle, link)) = self
+                    .sessions
+                    .get_mut(&channel)
+                    .and_then(|s| s.by_serial(serial))
+                else {
+                    // The link is gone: a lock simply expires.
+                    return Ok(());
+                };
+                let Role2::ReceiveFrom { credit, target, .. } = &link.role else {
+                    return Ok(());
+                };
+                credit.spend(true);
+                let credit = credit.clone();
+                let (tag, unsettled) = match lock {
+                    Some(lock) => (
+                        lock.token.to_bytes_le().to_vec(),
+                        Some(Unsettled {
+                            serial,
+                            lock,
+                            target: target.clone(),
+                        }),
+                    ),
+                    None => (Uuid::new_v4().to_bytes_le().to_vec(), None),
+                };
+                let pending = Pending {
+                    handle,
+                    tag,
+                    settled: unsettled.is_none(),
+                    payload,
+                    unsettled,
+                };
+                if let Some(session) = self.sessions.get_mut(&channel) {
+                    session.pending.push_back(pending);
+                }
+                self.flush_pending(channel).await?;
+                if let Some(count) = credit.finish_drain(false) {
+                    self.link_flow(channel, handle, count, 0, true).await?;
+                }
+            }
+            Event::Drained { channel, serial } => {
+                let Some((handle, link)) = self
+                    .sessions
+                    .get_mut(&channel)
+                    .and_then(|s| s.by_serial(serial))
+                else {
+                    return Ok(());
+                };
+                if let Role2::ReceiveFrom { credit, .. } = &link.role
+                    && let Some(count) = credit.finish_drain(true)
+                {
+                    self.link_flow(channel, handle, count, 0, true).await?;
+                }
+            }
+            Event::Failed {
+                channel,
+                serial,
+                error,
+            } => {
+                let handle = self
+                    .sessions
+                    .get_mut(&channel)
+                    .and_then(|s| s.by_serial(serial))
+                    .map(|(h, _)| h);
+                if let Some(handle) = handle {
+                    self.detach_with(channel, handle, error).await?;
+                }
+            }
+            Event::Settled {
+                channel,
+                delivery_id,
+                state,
+            } => {
+                self.disposition_out(channel, Role::Sender, delivery_id, state)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn disposition_out(
+        &mut self,
+        channel: u16,
+        role: Role,
+        delivery_id: u32,
+        state: DeliveryState,
+    ) -> Result<(), IoError> {
+        if !self.sessions.contains_key(&channel) {
+            return Ok(());
+        }
+        let d = Disposition {
+            role,
+            first: delivery_id,
+            last: None,
+            settled: true,
+            state: Some(state),
+            batchable: false,
+        };
+        write(&mut self.out, channel, FrameBody::Disposition(d)).await
+    }
+
+    /// Writes waiting transfers while the session's window allows.
+    pub(super) async fn flush_pending(&mut self, channel: u16) -> Result<(), IoError> {
+        let chunk = (self.max_frame_out as usize)
+            .saturating_sub(TRANSFER_OVERHEAD)
+            .max(256);
+        loop {
+            let Some(session) = self.sessions.get_mut(&channel) else {
+                return Ok(());
+            };
+            let Some(front) = session.pending.front() else {
+                return Ok(());
+            };
+            let frames = front.payload.len().div_ceil(chunk).max(1) as u32;
+            if session.remote_incoming_window < frames {
+                return Ok(());
+            }
+            let Some(p) = session.pending.pop_front() else {
+                return Ok(());
+            };
+            let delivery_id = session.next_delivery_id;
+            session.next_delivery_id = delivery_id.wrapping_add(1);
+            if let Some(u) = p.unsettled {
+                session.unsettled.insert(delivery_id, u);
+            }
+            session.next_outgoing_id = session.next_outgoing_id.wrapping_add(frames);
+            session.remote_incoming_window -= frames;
+            let parts: Vec<&[u8]> = if p.payload.is_empty() {
+                vec![&[]]
+            } else {
+                p.payload.chunks(chunk).collect()
+            };
+            let last = parts.len() - 1;
+            for (i, part) in parts.into_iter().enumerate() {
+                let transfer = Transfer {
+                    handle: Handle(p.handle),
+                    delivery_id: Some(delivery_id),
+                    delivery_tag: Some(p.tag.clone().into()),
+                    message_format: Some(0),
+                    settled: Some(p.settled),
+                    more: i < last,
+                    rcv_settle_mode: None,
+                    state: None,
+                    resume: false,
+                    aborted: false,
+                    batchable: false,
+                };
+                let body = FrameBody::Transfer {
+                    performative: transfer,
+                    payload: bytes::Bytes::copy_from_slice(part),
+                };
+                write(&mut self.out, channel, body).await?;
+            }
+        }
+    }
+
+    /// Sends the queued responses of a reply link while it has credit.
+    pub(super) async fn send_replies(&mut self, channel: u16, handle: u32) -> Result<(), IoError> {
+        let Some(session) = self.sessions.get_mut(&channel) else {
+            return Ok(());
+        };
+        let Some(link) = session.links.get_mut(&handle) else {
+            return Ok(());
+        };
+        let Role2::Replies {
+            credit,
+            queue,
+            next_tag,
+            ..
+        } = &mut link.role
+        else {
+            return Ok(());
+        };
+        let mut ready = Vec::new();
+        while !queue.is_empty() && credit.spend(false) {
+            if let Some(payload) = queue.pop_front() {
+                *next_tag = next_tag.wrapping_add(1);
+                ready.push(Pending {
+                    handle,
+                    tag: next_tag.to_be_bytes().to_vec(),
+                    settled: true,
+                    payload,
+                    unsettled: None,
+                });
+            }
+        }
+        session.pending.extend(ready);
+        self.flush_pending(channel).await
+    }
+
+    /// The client settles deliveries of ours: each is applied by a task, which reports the
+    /// state to answer with ([`Event::Settled`]) when the client waits for it.
+    pub(super) async fn disposition(
+        &mut self,
+        channel: u16,
+        d: Disposition,
+    ) -> Result<(), IoError> {
+        if d.role != Role::Receiver {
+            // The client settling its own deliveries: ours were answered settled already.
+            return Ok(());
+        }
+        let Some(session) = self.sessions.get_mut(&channel) else {
+            return Ok(());
+        };
+        let span = d
+            .last
+            .unwrap_or(d.first)
+            .wrapping_sub(d.first)
+            .min(MAX_RANGE);
+        let mut unknown = Vec::new();
+        for i in 0..=span {
+            let id = d.first.wrapping_add(i);
+            let Some(u) = session.unsettled.remove(&id) else {
+                if !d.settled {
+                    unknown.push(id);
+                }
+                continue;
+            };
+            let broker = self.context.broker.clone();
+            let events = self.events.clone();
+            let action = action(d.state.as_ref());
+            let answer = !d.settled;
+            tokio::spawn(async move {
+                let (how, applied, deferred) = match action {
+                    Action::Settle(how, applied) => (how, applied, false),
+                    Action::Defer => (Settle::Unlock, DeliveryState::Released(Released {}), true),
+                };
+                let result = broker
+                    .settle(
+                        &u.target,
+                        &u.lock.sequence_number.to_string(),
+                        &u.lock.token.to_string(),
+                        how,
+                    )
+                    .await;
+                let state = match result {
+                    Err(e) => DeliveryState::Rejected(Rejected {
+                        error: Some(link::broker_error(&e)),
+                    }),
+                    Ok(()) if deferred => DeliveryState::Rejected(Rejected {
+                        error: Some(link::error(
+                            ErrorCondition::AmqpError(AmqpError::NotImplemented),
+                            "Deferring messages is not supported by the emulator yet; the \
+                             message was abandoned instead.",
+                        )),
+                    }),
+                    Ok(()) => applied,
+                };
+                if answer {
+                    let settled = Event::Settled {
+                        channel,
+                        delivery_id: id,
+                        state,
+                    };
+                    let _ = events.send(settled).await;
+                }
+            });
+        }
+        for id in unknown {
+            let lost = DeliveryState::Rejected(Rejected {
+                error: Some(link::broker_error(&crate::broker::Error::LockLost {
+                    token: String::new(),
+                })),
+            });
+            self.disposition_out(channel, Role::Sender, id, lost)
+                .await?;
+        }
+        Ok(())
+    }
+}

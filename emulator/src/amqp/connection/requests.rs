@@ -1,0 +1,129 @@
+//! Requests to `$cbs` and `$management` nodes: each is answered on the reply link the
+//! request names (contract 7.1): by its `reply-to` address, then by link name, then the
+//! node's reply link on the same session, then on the connection.
+
+use fe2o3_amqp::frames::amqp::FrameBody;
+use fe2o3_amqp_types::definitions::{AmqpError, ErrorCondition, Role};
+use fe2o3_amqp_types::messaging::{Accepted, DeliveryState, Rejected};
+use fe2o3_amqp_types::primitives::{SimpleValue, Symbol};
+
+use super::{Connection, LINK_CREDIT, Partial, Role2};
+use crate::amqp::io::IoError;
+use crate::amqp::link::{self, Node};
+use crate::amqp::{cbs, convert};
+
+impl Connection {
+    /// Answers a complete request delivery.
+    pub(super) async fn request(
+        &mut self,
+        channel: u16,
+        handle: u32,
+        node: Node,
+        partial: Partial,
+    ) -> Result<(), IoError> {
+        self.top_up(channel, handle).await?;
+        let request = convert::read(&partial.bytes);
+        if !partial.settled {
+            let state = match &request {
+                Ok(_) => DeliveryState::Accepted(Accepted {}),
+                Err(e) => DeliveryState::Rejected(Rejected {
+                    error: Some(link::error(
+                        ErrorCondition::AmqpError(AmqpError::DecodeError),
+                        e.to_string(),
+                    )),
+                }),
+            };
+            let d = fe2o3_amqp_types::performatives::Disposition {
+                role: Role::Receiver,
+                first: partial.delivery_id,
+                last: None,
+                settled: true,
+                state: Some(state),
+                batchable: false,
+            };
+            super::write(&mut self.out, channel, FrameBody::Disposition(d)).await?;
+        }
+        let Ok(request) = request else {
+            return Ok(());
+        };
+        let response = match &node {
+            Node::Cbs => cbs::answer(&mut self.tokens, &self.context.auth, &request),
+            Node::Management(_) | Node::Entity(_) => {
+                let mut r = cbs::response(
+                    &request,
+                    501,
+                    "This management operation is not supported by the emulator yet.",
+                    &["statusCode"],
+                );
+                if let Some(props) = r.application_properties.as_mut() {
+                    props.0.insert(
+                        "errorCondition".into(),
+                        SimpleValue::Symbol(Symbol::from("amqp:not-implemented")),
+                    );
+                }
+                r
+            }
+        };
+        let Some(bytes) = cbs::encoded(&response) else {
+            return Ok(());
+        };
+        let reply_to = request.properties.as_ref().and_then(|p| p.reply_to.clone());
+        if let Some((reply_channel, reply_handle)) = self.route(channel, &node, reply_to.as_deref())
+        {
+            if let Some(Role2::Replies { queue, .. }) = self
+                .sessions
+                .get_mut(&reply_channel)
+                .and_then(|s| s.links.get_mut(&reply_handle))
+                .map(|l| &mut l.role)
+            {
+                queue.push_back(bytes);
+            }
+            self.send_replies(reply_channel, reply_handle).await?;
+        }
+        Ok(())
+    }
+
+    /// Grants a request link its credit again when half is used.
+    async fn top_up(&mut self, channel: u16, handle: u32) -> Result<(), IoError> {
+        let Some(link) = self
+            .sessions
+            .get_mut(&channel)
+            .and_then(|s| s.links.get_mut(&handle))
+        else {
+            return Ok(());
+        };
+        if link.credit_left >= LINK_CREDIT / 2 {
+            return Ok(());
+        }
+        link.credit_left = LINK_CREDIT;
+        let count = link.delivery_count;
+        self.link_flow(channel, handle, count, LINK_CREDIT, false)
+            .await
+    }
+
+    /// The reply link for a request on `channel` to `node`.
+    fn route(&self, channel: u16, node: &Node, reply_to: Option<&str>) -> Option<(u16, u32)> {
+        let replies = || {
+            self.sessions.iter().flat_map(|(c, s)| {
+                s.links.iter().filter_map(move |(h, l)| match &l.role {
+                    Role2::Replies {
+                        node: n, address, ..
+                    } => Some((*c, *h, n, address.as_deref(), l.name.as_str())),
+                    _ => None,
+                })
+            })
+        };
+        if let Some(to) = reply_to {
+            let found = replies()
+                .find(|r| r.3 == Some(to))
+                .or_else(|| replies().find(|r| r.4 == to));
+            if let Some(r) = found {
+                return Some((r.0, r.1));
+            }
+        }
+        replies()
+            .find(|r| r.0 == channel && r.2 == node)
+            .or_else(|| replies().find(|r| r.2 == node))
+            .map(|r| (r.0, r.1))
+    }
+}

@@ -1,0 +1,361 @@
+//! Links: what an attach names (contract 3.1), the credit a receiver link grants, and the
+//! tasks that do a link's waiting: one that sends what a client's sender link delivers,
+//! in order, and one that takes messages for a client's receiver link while it has credit.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fe2o3_amqp_types::definitions::{AmqpError, Error as AmqpErrorBody, ErrorCondition, LinkError};
+use fe2o3_amqp_types::messaging::{Accepted, DeliveryState, Rejected};
+use fe2o3_amqp_types::primitives::Symbol;
+use tokio::sync::{Notify, mpsc};
+use uuid::Uuid;
+
+use super::{Context, convert};
+use crate::broker::{self, ReceiveMode, ReceiveTarget};
+use crate::model::EntityPath;
+use crate::sync::lock;
+
+/// How long one receive waits for a message before it looks at its credit again.
+const LONG_POLL: Duration = Duration::from_secs(30);
+
+/// What a link's address names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Node {
+    /// `$cbs`.
+    Cbs,
+    /// `{entity}/$management`, with the entity's path.
+    Management(String),
+    /// A queue, topic, subscription or dead-letter subqueue.
+    Entity(EntityPath),
+}
+
+impl Node {
+    /// Classifies a node path (already through [`super::cbs::node_path`]).
+    pub(crate) fn parse(path: &str) -> Option<Node> {
+        if path.eq_ignore_ascii_case("$cbs") {
+            return Some(Node::Cbs);
+        }
+        if let Some((entity, last)) = path.rsplit_once('/')
+            && last.eq_ignore_ascii_case("$management")
+        {
+            return Some(Node::Management(entity.to_string()));
+        }
+        EntityPath::parse(path).ok().map(Node::Entity)
+    }
+}
+
+/// An AMQP error with a condition and a description.
+pub(crate) fn error(condition: ErrorCondition, description: impl Into<String>) -> AmqpErrorBody {
+    AmqpErrorBody::new(condition, Some(description.into()), None)
+}
+
+/// A `com.microsoft:` condition.
+pub(crate) fn microsoft(name: &str) -> ErrorCondition {
+    ErrorCondition::Custom(Symbol::from(format!("com.microsoft:{name}")))
+}
+
+/// The AMQP error for a broker error (contract section 9).
+pub(crate) fn broker_error(e: &broker::Error) -> AmqpErrorBody {
+    use broker::Error as E;
+    let condition = match e {
+        E::NotFound { .. } => ErrorCondition::AmqpError(AmqpError::NotFound),
+        E::Disabled { .. } => microsoft("entity-disabled"),
+        E::TooLarge { .. } | E::PropertiesTooLarge { .. } => {
+            ErrorCondition::LinkError(LinkError::MessageSizeExceeded)
+        }
+        E::QuotaExceeded { .. } => ErrorCondition::AmqpError(AmqpError::ResourceLimitExceeded),
+        E::LockLost { .. } => microsoft("message-lock-lost"),
+        E::Name(_) | E::Rule(_) | E::WrongKind { .. } => microsoft("argument-error"),
+        E::Conflict { .. } => microsoft("entity-already-exists"),
+        E::CreationOnly { .. } | E::ClockNotManual | E::ClockOutOfRange { .. } => {
+            ErrorCondition::AmqpError(AmqpError::NotAllowed)
+        }
+        E::Missing { .. } | E::Render { .. } | E::Store(_) => {
+            ErrorCondition::AmqpError(AmqpError::InternalError)
+        }
+    };
+    let description = match e {
+        // JS recognises a missing entity by this text (contract 3.3).
+        E::NotFound { path, .. } => format!("The messaging entity '{path}' could not be found."),
+        E::LockLost { .. } => "The lock supplied is invalid. Either the lock expired, or the \
+                               message has already been removed from the queue."
+            .to_string(),
+        other => other.to_string(),
+    };
+    error(condition, description)
+}
+
+/// A receiver link's credit as the client grants it (AMQP 2.6.7), shared between the
+/// connection task (flows, transfers written) and the link's task (messages taken).
+#[derive(Debug, Default)]
+pub(crate) struct Credit {
+    state: Mutex<CreditState>,
+    changed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct CreditState {
+    /// The client's delivery-count plus its link-credit: deliveries up to here are allowed.
+    limit: u32,
+    /// Transfers written.
+    delivery_count: u32,
+    /// Messages taken but not yet written.
+    reserved: u32,
+    /// The client asked to use up the credit now or give it back.
+    drain: bool,
+    /// The link is gone.
+    closed: bool,
+}
+
+impl CreditState {
+    fn available(&self) -> u32 {
+        let granted = self.limit.wrapping_sub(self.delivery_count);
+        // More than 2^31 means the client's count is behind ours: no credit.
+        if granted > u32::MAX / 2 {
+            return 0;
+        }
+        granted.saturating_sub(self.reserved)
+    }
+}
+
+impl Credit {
+    /// Applies a flow: the client's delivery-count (or ours, before it has one) and credit.
+    pub(crate) fn flow(&self, delivery_count: Option<u32>, link_credit: u32, drain: bool) {
+        let mut s = lock(&self.state);
+        let base = delivery_count.unwrap_or(s.delivery_count);
+        s.limit = base.wrapping_add(link_credit);
+        s.drain = drain;
+        drop(s);
+        self.changed.notify_waiters();
+    }
+
+    /// Waits for a unit of credit and reserves it: `Some(draining)`, or `None` once closed.
+    async fn reserve(&self) -> Option<bool> {
+        loop {
+            let changed = self.changed.notified();
+            {
+                let mut s = lock(&self.state);
+                if s.closed {
+                    return None;
+                }
+                if s.available() > 0 {
+                    s.reserved += 1;
+                    return Some(s.drain);
+                }
+            }
+            changed.await;
+        }
+    }
+
+    fn unreserve(&self) {
+        let mut s = lock(&self.state);
+        s.reserved = s.reserved.saturating_sub(1);
+    }
+
+    /// Takes a unit for a transfer written now (reserved by the link's task, or not, for
+    /// replies the connection writes itself): `false` when there is none.
+    pub(crate) fn spend(&self, reserved: bool) -> bool {
+        let mut s = lock(&self.state);
+        if reserved {
+            s.reserved = s.reserved.saturating_sub(1);
+        } else if s.available() == 0 {
+            return false;
+        }
+        s.delivery_count = s.delivery_count.wrapping_add(1);
+        true
+    }
+
+    /// When draining and nothing more will come: ends the drain by using up the credit, and
+    /// returns the delivery-count for the flow that tells the client so.
+    pub(crate) fn finish_drain(&self, force: bool) -> Option<u32> {
+        let mut s = lock(&self.state);
+        if !s.drain || s.reserved > 0 || (!force && s.available() > 0) {
+            return None;
+        }
+        s.delivery_count = s.limit;
+        s.drain = false;
+        let count = s.delivery_count;
+        drop(s);
+        self.changed.notify_waiters();
+        Some(count)
+    }
+
+    /// Our delivery-count and the credit left, for a flow.
+    pub(crate) fn snapshot(&self) -> (u32, u32) {
+        let s = lock(&self.state);
+        (s.delivery_count, s.available())
+    }
+
+    /// The link is gone: its task stops.
+    pub(crate) fn close(&self) {
+        lock(&self.state).closed = true;
+        self.changed.notify_waiters();
+    }
+}
+
+/// What a link's task tells its connection. `serial` names the link, so a report that
+/// arrives after its link is gone (and its handle reused) is recognised and dropped.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// A delivery from the client was sent to the broker: the state to answer it with.
+    Sent {
+        channel: u16,
+        serial: u64,
+        delivery_id: u32,
+        settled: bool,
+        state: DeliveryState,
+    },
+    /// A message taken for a receiver link, with one unit of its credit reserved.
+    Take {
+        channel: u16,
+        serial: u64,
+        payload: Vec<u8>,
+        lock: Option<Lock>,
+    },
+    /// A draining receiver link found nothing more.
+    Drained { channel: u16, serial: u64 },
+    /// The link's entity failed (deleted, disabled): detach it with this error.
+    Failed {
+        channel: u16,
+        serial: u64,
+        error: AmqpErrorBody,
+    },
+    /// A settlement was applied (or not): the state to answer the client's disposition with.
+    Settled {
+        channel: u16,
+        delivery_id: u32,
+        state: DeliveryState,
+    },
+}
+
+/// A peek-lock delivery's lock.
+#[derive(Debug, Clone)]
+pub(crate) struct Lock {
+    /// The lock token (the delivery tag, in .NET byte order).
+    pub(crate) token: Uuid,
+    /// The message's sequence number.
+    pub(crate) sequence_number: u64,
+}
+
+/// One delivery of a client's sender link, complete.
+#[derive(Debug)]
+pub(crate) struct Incoming {
+    pub(crate) delivery_id: u32,
+    /// The client settled it (sent pre-settled): no disposition answers it.
+    pub(crate) settled: bool,
+    pub(crate) format: u32,
+    pub(crate) payload: Vec<u8>,
+}
+
+/// Sends what a client's sender link delivers to `path`, one delivery at a time so that
+/// the link's order is the queue's order; each outcome goes back as [`Event::Sent`].
+pub(crate) async fn send_task(
+    context: Arc<Context>,
+    path: String,
+    mut deliveries: mpsc::Receiver<Incoming>,
+    events: mpsc::Sender<Event>,
+    channel: u16,
+    serial: u64,
+) {
+    while let Some(d) = deliveries.recv().await {
+        let state = match convert::decode(d.format, &d.payload) {
+            Ok(messages) => match context.broker.send(&path, messages).await {
+                Ok(()) => DeliveryState::Accepted(Accepted {}),
+                Err(e) => DeliveryState::Rejected(Rejected {
+                    error: Some(broker_error(&e)),
+                }),
+            },
+            Err(e) => DeliveryState::Rejected(Rejected {
+                error: Some(error(
+                    ErrorCondition::AmqpError(AmqpError::DecodeError),
+                    e.to_string(),
+                )),
+            }),
+        };
+        let sent = Event::Sent {
+            channel,
+            serial,
+            delivery_id: d.delivery_id,
+            settled: d.settled,
+            state,
+        };
+        if events.send(sent).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Takes messages from `target` for a client's receiver link while it has credit; each goes
+/// to the connection as [`Event::Take`]. A drain with nothing left is [`Event::Drained`].
+pub(crate) async fn receive_task(
+    context: Arc<Context>,
+    target: ReceiveTarget,
+    mode: ReceiveMode,
+    credit: Arc<Credit>,
+    events: mpsc::Sender<Event>,
+    channel: u16,
+    serial: u64,
+) {
+    while let Some(drain) = credit.reserve().await {
+        let wait = if drain { Duration::ZERO } else { LONG_POLL };
+        let changed = credit.changed.notified();
+        let render = |r: broker::Received| {
+            let payload = convert::encode(&r).map_err(|e| broker::Error::Render {
+                reason: e.to_string(),
+            })?;
+            let lock = r.lock.map(|(token, _)| Lock {
+                token,
+                sequence_number: r.sequence_number,
+            });
+            Ok((payload, lock))
+        };
+        let taken = tokio::select! {
+            taken = context.broker.receive_with(&target, mode, wait, render) => taken,
+            // A flow (a drain, most often) arrived while waiting: look at the credit again.
+            // The receive is cancel-safe: nothing was taken.
+            () = changed, if !drain => {
+                credit.unreserve();
+                continue;
+            }
+        };
+        match taken {
+            Ok(Some((payload, lock))) => {
+                let take = Event::Take {
+                    channel,
+                    serial,
+                    payload,
+                    lock,
+                };
+                if events.send(take).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {
+                credit.unreserve();
+                if drain {
+                    // Wait for the connection to end the drain before looking again.
+                    let answered = credit.changed.notified();
+                    if events
+                        .send(Event::Drained { channel, serial })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    answered.await;
+                }
+            }
+            Err(e) => {
+                credit.unreserve();
+                let failed = Event::Failed {
+                    channel,
+                    serial,
+                    error: broker_error(&e),
+                };
+                let _ = events.send(failed).await;
+                return;
+            }
+        }
+    }
+}
