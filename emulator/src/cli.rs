@@ -2,6 +2,7 @@
 //! SIGTERM. In the library so that a test package can build the same binary under its own
 //! name (a test can only start the binaries of its own package).
 
+use std::future::Future;
 use std::io::Write as _;
 use std::process::ExitCode;
 
@@ -116,6 +117,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             format!("cannot listen for AMQP on {amqp_bind} (--amqp-bind; port 0 picks a free port)")
         })?;
     let amqp_addr = amqp.local_addr()?;
+    let shutdown = shutdown_signal();
     let banner = [
         format!("Service Bus emulator listening on http://{addr} ({location})"),
         format!(
@@ -134,9 +136,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "cannot write the address to standard output; serving anyway");
     }
     tracing::info!(%addr, "ready");
-    emulator
-        .serve_all(listener, Some(amqp), shutdown_signal())
-        .await?;
+    emulator.serve_all(listener, Some(amqp), shutdown).await?;
     Ok(())
 }
 
@@ -149,31 +149,37 @@ fn print_lines(lines: &[String]) -> std::io::Result<()> {
     out.flush()
 }
 
-/// Completes on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Completes on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed when this is
+/// called, not when the future is first polled: a signal sent as soon as the banner is out
+/// must stop the emulator gracefully, not kill it.
+fn shutdown_signal() -> impl Future<Output = ()> {
+    #[cfg(unix)]
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        match signals {
+            (Ok(mut interrupt), Ok(mut terminate)) => {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot listen for SIGINT or SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+        #[cfg(not(unix))]
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %e, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
+        tracing::info!("shutting down: finishing in-flight requests");
     }
-    tracing::info!("shutting down: finishing in-flight requests");
 }
