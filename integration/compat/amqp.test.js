@@ -156,6 +156,20 @@ test('topics route through SQL and correlation rules', async () => {
   assert.deepEqual(await bodies('special', 1), ['labelled']);
 });
 
+test('renewing a lock moves lockedUntilUtc on; the message then survives past the first lock', async () => {
+  await client.createSender('js-lock').sendMessages({ body: 'renew me' });
+  const receiver = client.createReceiver('js-lock', { maxAutoLockRenewalDurationInMs: 0 });
+  const [m] = await receiver.receiveMessages(1, wait);
+  const first = m.lockedUntilUtc.getTime();
+  assert.equal((await restCall('POST', '/$emulator/clock/advance?seconds=40')).status, 200);
+  const renewed = await receiver.renewMessageLock(m);
+  assert.ok(renewed.getTime() >= first + 40_000, `renewed to ${renewed.toISOString()}`);
+  assert.equal((await restCall('POST', '/$emulator/clock/advance?seconds=40')).status, 200);
+  assert.deepEqual(await receiver.receiveMessages(1, { maxWaitTimeInMs: 300 }), [], 'still locked');
+  await receiver.completeMessage(m);
+  await receiver.close();
+});
+
 test('a lock that expires redelivers; settling with it then fails with MessageLockLost', async () => {
   await client.createSender('js-lock').sendMessages({ body: 'slow' });
   const receiver = client.createReceiver('js-lock', { maxAutoLockRenewalDurationInMs: 0 });

@@ -189,6 +189,19 @@ class Amqp(unittest.TestCase):
                 receiver.complete_message(m)
             receiver.complete_message(again)
 
+    def test_renewing_a_lock_keeps_the_message(self):
+        with self.client.get_queue_sender("py-lock") as sender:
+            sender.send_messages(ServiceBusMessage("renew me"))
+        with self.client.get_queue_receiver("py-lock") as receiver:
+            (m,) = receive(receiver, 1)
+            first = m.locked_until_utc
+            self.assertEqual(rest("POST", "/$emulator/clock/advance?seconds=40")[0], 200)
+            renewed = receiver.renew_message_lock(m)
+            self.assertGreaterEqual(renewed, first + datetime.timedelta(seconds=40))
+            self.assertEqual(rest("POST", "/$emulator/clock/advance?seconds=40")[0], 200)
+            self.assertEqual(receiver.receive_messages(max_message_count=1, max_wait_time=1), [])
+            receiver.complete_message(m)
+
     def test_one_broker_rest_and_amqp(self):
         status, _, _ = rest("POST", "/py-interop/messages", b"from rest", {
             "Content-Type": "text/plain",

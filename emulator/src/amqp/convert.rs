@@ -60,7 +60,13 @@ pub(crate) fn decode(format: u32, payload: &[u8]) -> Result<Vec<Outgoing>, Decod
 
 /// One encoded message.
 pub(crate) fn read(bytes: &[u8]) -> Result<Message<Body<Value>>, serde_amqp::Error> {
-    serde_amqp::from_slice::<Deserializable<Message<Body<Value>>>>(bytes).map(|d| d.0)
+    if !super::depth::within(bytes, super::depth::MAX_DEPTH) {
+        return Err(serde_amqp::Error::Message("values nest too deeply".into()));
+    }
+    super::io::guarded(|| {
+        serde_amqp::from_slice::<Deserializable<Message<Body<Value>>>>(bytes).map(|d| d.0)
+    })
+    .unwrap_or_else(|| Err(serde_amqp::Error::Message("malformed encoding".into())))
 }
 
 /// One message, encoded.

@@ -111,11 +111,15 @@ pub(crate) fn decode_amqp(body: &mut BytesMut) -> Result<amqp::Frame, IoError> {
             body[0]
         )));
     }
+    if !super::depth::within(&body[4..], super::depth::MAX_DEPTH) {
+        return Err(IoError::Decode("the frame's values nest too deeply".into()));
+    }
     // A transfer's performative is followed by its payload; other frames are small, and
     // are kept for a second, lenient attempt.
     let is_transfer = body.get(4..7) == Some(&[0x00, 0x53, 0x14][..]);
     let kept = (!is_transfer).then(|| body.clone());
-    let decoded = amqp::FrameDecoder {}.decode(body);
+    let decoded = guarded(|| amqp::FrameDecoder {}.decode(body))
+        .unwrap_or_else(|| Err(fe2o3_amqp::frames::Error::NotImplemented));
     match decoded {
         Ok(Some(frame)) => Ok(frame),
         Ok(None) => Err(IoError::Decode("an incomplete frame".into())),
@@ -148,11 +152,19 @@ fn decode_lenient(body: &BytesMut) -> Option<amqp::Frame> {
             _ => {}
         }
     }
-    let mut performative: Value = serde_amqp::from_slice(body.get(4..)?).ok()?;
+    let mut performative: Value = guarded(|| serde_amqp::from_slice(body.get(4..)?).ok())??;
     symbolize(&mut performative);
     let mut fixed = BytesMut::from(&body[..4]);
     fixed.extend_from_slice(&serde_amqp::to_vec(&performative).ok()?);
-    amqp::FrameDecoder {}.decode(&mut fixed).ok().flatten()
+    guarded(|| amqp::FrameDecoder {}.decode(&mut fixed).ok().flatten())?
+}
+
+/// Runs a decoder over client bytes, turning a panic inside it into `None`. serde_amqp
+/// 0.18.0 panics on some malformed input (a `list8` whose size byte is 0 underflows a
+/// subtraction in `de.rs`, found by `emulator/tests/fuzz.rs`); a client's bytes must cost
+/// it its connection, never the emulator a task.
+pub(crate) fn guarded<T>(decode: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)).ok()
 }
 
 /// Encodes an AMQP frame with its size: the header, the performative (by `serde_amqp`)

@@ -221,6 +221,12 @@ pub(crate) enum Event {
         serial: u64,
         error: AmqpErrorBody,
     },
+    /// A management response, for the reply link `serial` names.
+    Reply {
+        channel: u16,
+        serial: u64,
+        payload: Vec<u8>,
+    },
     /// A settlement was applied (or not): the state to answer the client's disposition with.
     Settled {
         channel: u16,

@@ -13,8 +13,10 @@
 mod cbs;
 mod connection;
 mod convert;
+mod depth;
 mod io;
 mod link;
+mod management;
 
 use std::sync::Arc;
 
@@ -72,4 +74,47 @@ pub(crate) async fn serve(listener: TcpListener, context: Arc<Context>, stop: Ca
         connections.spawn(connection::run(stream, context.clone(), stop.child_token()));
     }
     while connections.join_next().await.is_some() {}
+}
+
+/// Decodes one frame as the listener does (its 4-byte size included), for fuzzing and
+/// tests: the performative's name, or why the frame is refused. Never panics.
+///
+/// # Errors
+///
+/// Why the listener would close the connection over these bytes.
+pub fn decode_frame(bytes: &[u8]) -> Result<&'static str, String> {
+    use fe2o3_amqp::frames::amqp::FrameBody;
+    let size = bytes
+        .get(..4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or("shorter than the size field")?;
+    if size as usize != bytes.len() || !(8..=MAX_FRAME_SIZE).contains(&size) {
+        return Err(format!("a size of {size} for {} bytes", bytes.len()));
+    }
+    let mut body = bytes::BytesMut::from(&bytes[4..]);
+    let frame = io::decode_amqp(&mut body).map_err(|e| e.to_string())?;
+    Ok(match frame.body {
+        FrameBody::Open(_) => "open",
+        FrameBody::Begin(_) => "begin",
+        FrameBody::Attach(_) => "attach",
+        FrameBody::Flow(_) => "flow",
+        FrameBody::Transfer { .. } => "transfer",
+        FrameBody::Disposition(_) => "disposition",
+        FrameBody::Detach(_) => "detach",
+        FrameBody::End(_) => "end",
+        FrameBody::Close(_) => "close",
+        FrameBody::Empty => "empty",
+    })
+}
+
+/// Decodes a transfer's payload as a sender link does, for fuzzing and tests: how many
+/// messages it holds (a batch envelope holds several). Never panics.
+///
+/// # Errors
+///
+/// Why the delivery would be rejected (`amqp:decode-error`).
+pub fn decode_message(format: u32, payload: &[u8]) -> Result<usize, String> {
+    convert::decode(format, payload)
+        .map(|messages| messages.len())
+        .map_err(|e| e.to_string())
 }

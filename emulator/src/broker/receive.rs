@@ -383,11 +383,51 @@ impl Broker {
         if !matches_id {
             return Err(lost());
         }
+        self.settle_held(&entity, queue, which, token_id, how, now)
+            .await
+    }
+
+    /// Completes, unlocks, renews or dead-letters a locked message named by its lock token
+    /// alone, as AMQP's management node names it (`renew-lock`, `update-disposition`).
+    /// Returns when the lock now ends, for a renewal.
+    ///
+    /// # Errors
+    ///
+    /// As [`Broker::settle`].
+    pub async fn settle_token(
+        &self,
+        target: &ReceiveTarget,
+        token: Uuid,
+        how: Settle,
+    ) -> Result<Option<DateTime<Utc>>> {
+        let (entity, which) = self.receivable(target)?;
+        let queue = queue_of(&entity)?;
+        let now = self.clock.now();
+        entity.touch(now);
+        let renew = how == Settle::Renew;
+        self.settle_held(&entity, queue, which, token, how, now)
+            .await?;
+        Ok(renew
+            .then(|| queue.locked(which, token, now).map(|l| l.until))
+            .flatten())
+    }
+
+    async fn settle_held(
+        &self,
+        entity: &Entity,
+        queue: &Queue,
+        which: Subqueue,
+        token: Uuid,
+        how: Settle,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         let settings = QueueSettings::of(&entity.description());
         let mut effects = Vec::new();
-        let settled = queue.settle(which, token_id, how, &settings, now, &mut effects);
+        let settled = queue.settle(which, token, how, &settings, now, &mut effects);
         self.persist(entity.id, effects).await?;
-        settled.map(|_| ()).ok_or_else(lost)
+        settled.map(|_| ()).ok_or_else(|| Error::LockLost {
+            token: token.to_string(),
+        })
     }
 
     /// Whether `target` is a live queue or subscription (a receiver may attach to it).

@@ -19,6 +19,9 @@ use crate::auth::Right;
 use crate::broker::{ReceiveMode, ReceiveTarget};
 use fe2o3_amqp::frames::amqp::FrameBody;
 
+/// Most links one connection holds, across its sessions (each costs a task or a buffer).
+const MAX_LINKS: usize = 4096;
+
 /// What an attach becomes.
 enum Plan {
     SendTo { path: String, max: u64 },
@@ -50,6 +53,13 @@ impl Connection {
     }
 
     fn plan(&self, client_sends: bool, path: &str, a: &Attach) -> Result<Plan, AmqpErrorBody> {
+        let links: usize = self.sessions.values().map(|s| s.links.len()).sum();
+        if links >= MAX_LINKS {
+            return Err(link::error(
+                ErrorCondition::AmqpError(AmqpError::ResourceLimitExceeded),
+                format!("A connection holds at most {MAX_LINKS} links."),
+            ));
+        }
         let not_found = || {
             link::error(
                 ErrorCondition::AmqpError(AmqpError::NotFound),

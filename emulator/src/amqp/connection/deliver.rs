@@ -178,6 +178,23 @@ impl Connection {
                     self.detach_with(channel, handle, error).await?;
                 }
             }
+            Event::Reply {
+                channel,
+                serial,
+                payload,
+            } => {
+                let Some((handle, link)) = self
+                    .sessions
+                    .get_mut(&channel)
+                    .and_then(|s| s.by_serial(serial))
+                else {
+                    return Ok(());
+                };
+                if let Role2::Replies { queue, .. } = &mut link.role {
+                    queue.push_back(payload);
+                }
+                self.send_replies(channel, handle).await?;
+            }
             Event::Settled {
                 channel,
                 delivery_id,

@@ -9,8 +9,8 @@ use fe2o3_amqp_types::primitives::{SimpleValue, Symbol};
 
 use super::{Connection, LINK_CREDIT, Partial, Role2};
 use crate::amqp::io::IoError;
-use crate::amqp::link::{self, Node};
-use crate::amqp::{cbs, convert};
+use crate::amqp::link::{self, Event, Node};
+use crate::amqp::{cbs, convert, management};
 
 impl Connection {
     /// Answers a complete request delivery.
@@ -46,29 +46,62 @@ impl Connection {
         let Ok(request) = request else {
             return Ok(());
         };
+        let reply_to = request.properties.as_ref().and_then(|p| p.reply_to.clone());
+        let Some((reply_channel, reply_handle)) = self.route(channel, &node, reply_to.as_deref())
+        else {
+            return Ok(());
+        };
         let response = match &node {
             Node::Cbs => cbs::answer(&mut self.tokens, &self.context.auth, &request),
-            Node::Management(_) | Node::Entity(_) => {
-                let mut r = cbs::response(
-                    &request,
-                    501,
-                    "This management operation is not supported by the emulator yet.",
-                    &["statusCode"],
-                );
-                if let Some(props) = r.application_properties.as_mut() {
-                    props.0.insert(
-                        "errorCondition".into(),
-                        SimpleValue::Symbol(Symbol::from("amqp:not-implemented")),
-                    );
+            Node::Management(entity) => {
+                let node_path = format!("{entity}/$management");
+                let right = management::right_of(&management::operation(&request));
+                match self
+                    .tokens
+                    .authorize(&self.context.auth, &self.principal, &node_path, right)
+                {
+                    Ok(()) => {
+                        // The operation waits on the broker (a durable write): it runs
+                        // beside the connection, and its response comes back as an event.
+                        let serial = self
+                            .sessions
+                            .get(&reply_channel)
+                            .and_then(|s| s.links.get(&reply_handle))
+                            .map(|l| l.serial);
+                        let (context, events) = (self.context.clone(), self.events.clone());
+                        let entity = entity.clone();
+                        if let Some(serial) = serial {
+                            tokio::spawn(async move {
+                                let response = management::answer(context, entity, request).await;
+                                if let Some(payload) = cbs::encoded(&response) {
+                                    let reply = Event::Reply {
+                                        channel: reply_channel,
+                                        serial,
+                                        payload,
+                                    };
+                                    let _ = events.send(reply).await;
+                                }
+                            });
+                        }
+                        return Ok(());
+                    }
+                    Err(description) => {
+                        let mut r = cbs::response(&request, 401, &description, &["statusCode"]);
+                        if let Some(props) = r.application_properties.as_mut() {
+                            props.0.insert(
+                                "errorCondition".into(),
+                                SimpleValue::Symbol(Symbol::from("amqp:unauthorized-access")),
+                            );
+                        }
+                        r
+                    }
                 }
-                r
             }
+            Node::Entity(_) => return Ok(()),
         };
         let Some(bytes) = cbs::encoded(&response) else {
             return Ok(());
         };
-        let reply_to = request.properties.as_ref().and_then(|p| p.reply_to.clone());
-        if let Some((reply_channel, reply_handle)) = self.route(channel, &node, reply_to.as_deref())
         {
             if let Some(Role2::Replies { queue, .. }) = self
                 .sessions

@@ -1,0 +1,204 @@
+//! The `{entity}/$management` node (contract section 7): lock renewal and settlement by
+//! lock token. Other operations answer `501 amqp:not-implemented`, so an SDK raises a clear
+//! error rather than waiting.
+
+use std::sync::Arc;
+
+use fe2o3_amqp_types::messaging::{AmqpValue, Body, Message};
+use fe2o3_amqp_types::primitives::{Array, OrderedMap, SimpleValue, Symbol, Timestamp, Value};
+use uuid::Uuid;
+
+use super::{Context, cbs, link};
+use crate::auth::Right;
+use crate::broker::{self, ReceiveTarget, Settle};
+use crate::model::EntityPath;
+use crate::model::message::DeadLetter;
+
+/// The right an operation needs (REST contract 2.7).
+pub(crate) fn right_of(operation: &str) -> Right {
+    match operation {
+        "com.microsoft:schedule-message" | "com.microsoft:cancel-scheduled-message" => Right::Send,
+        "com.microsoft:add-rule" | "com.microsoft:remove-rule" => Right::Manage,
+        _ => Right::Listen,
+    }
+}
+
+/// The request's `operation` application property.
+pub(crate) fn operation(request: &Message<Body<Value>>) -> String {
+    match request
+        .application_properties
+        .as_ref()
+        .and_then(|a| a.0.get("operation"))
+    {
+        Some(SimpleValue::String(s)) => s.clone(),
+        Some(SimpleValue::Symbol(s)) => s.0.clone(),
+        _ => String::new(),
+    }
+}
+
+/// Why a request failed: status code, condition and description.
+struct Failure(i32, &'static str, String);
+
+impl Failure {
+    fn bad(description: impl Into<String>) -> Self {
+        Failure(400, "com.microsoft:argument-error", description.into())
+    }
+}
+
+impl From<broker::Error> for Failure {
+    fn from(e: broker::Error) -> Self {
+        let code = match &e {
+            broker::Error::NotFound { .. } => 404,
+            broker::Error::LockLost { .. } => 410,
+            broker::Error::Disabled { .. } => 400,
+            _ => 500,
+        };
+        let error = link::broker_error(&e);
+        let condition = match code {
+            404 => "amqp:not-found",
+            410 => "com.microsoft:message-lock-lost",
+            400 => "com.microsoft:entity-disabled",
+            _ => "amqp:internal-error",
+        };
+        Failure(code, condition, error.description.unwrap_or_default())
+    }
+}
+
+/// A field of the request's body map (keys are strings, or symbols from some clients).
+fn field<'a>(body: &'a OrderedMap<Value, Value>, key: &str) -> Option<&'a Value> {
+    body.get(&Value::String(key.to_string()))
+        .or_else(|| body.get(&Value::Symbol(Symbol::from(key))))
+}
+
+fn text(body: &OrderedMap<Value, Value>, key: &str) -> Option<String> {
+    match field(body, key)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Symbol(s) => Some(s.0.clone()),
+        _ => None,
+    }
+}
+
+/// `lock-tokens`: an array (or a list) of UUIDs, in RFC 4122 byte order.
+fn lock_tokens(body: &OrderedMap<Value, Value>) -> Result<Vec<Uuid>, Failure> {
+    let items = match field(body, "lock-tokens") {
+        Some(Value::Array(a)) => &a.0,
+        Some(Value::List(l)) => l,
+        _ => return Err(Failure::bad("'lock-tokens' must be an array of UUIDs")),
+    };
+    items
+        .iter()
+        .map(|v| match v {
+            Value::Uuid(u) => Ok(Uuid::from_bytes(u.clone().into_inner())),
+            _ => Err(Failure::bad("'lock-tokens' must be an array of UUIDs")),
+        })
+        .collect()
+}
+
+/// Answers one management request for the node of `entity`.
+pub(crate) async fn answer(
+    context: Arc<Context>,
+    entity: String,
+    request: Message<Body<Value>>,
+) -> Message<Body<Value>> {
+    let result = perform(&context, &entity, &request).await;
+    let (code, description, condition, body) = match result {
+        Ok(Some(body)) => (200, "OK".to_string(), None, Some(body)),
+        Ok(None) => (200, "OK".to_string(), None, None),
+        Err(Failure(code, condition, description)) => (code, description, Some(condition), None),
+    };
+    let mut response = cbs::response(&request, code, &description, &["statusCode"]);
+    if let Some(props) = response.application_properties.as_mut()
+        && let Some(condition) = condition
+    {
+        props.0.insert(
+            "errorCondition".into(),
+            SimpleValue::Symbol(Symbol::from(condition)),
+        );
+    }
+    if let Some(body) = body {
+        response.body = Body::Value(AmqpValue(Value::Map(body)));
+    }
+    response
+}
+
+async fn perform(
+    context: &Context,
+    entity: &str,
+    request: &Message<Body<Value>>,
+) -> Result<Option<OrderedMap<Value, Value>>, Failure> {
+    let operation = operation(request);
+    let empty = OrderedMap::new();
+    let body = match &request.body {
+        Body::Value(AmqpValue(Value::Map(m))) => m,
+        _ => &empty,
+    };
+    let target = || {
+        let path = EntityPath::parse(entity).map_err(|e| Failure::bad(e.to_string()))?;
+        Ok::<_, Failure>(ReceiveTarget {
+            address: path.address(),
+            dead_letter: path.dead_letter,
+        })
+    };
+    match operation.as_str() {
+        "com.microsoft:renew-lock" => {
+            let target = target()?;
+            let mut expirations = Vec::new();
+            for token in lock_tokens(body)? {
+                let until = context
+                    .broker
+                    .settle_token(&target, token, Settle::Renew)
+                    .await?
+                    .ok_or_else(|| {
+                        Failure::from(broker::Error::LockLost {
+                            token: token.to_string(),
+                        })
+                    })?;
+                expirations.push(Value::Timestamp(Timestamp::from_milliseconds(
+                    until.timestamp_millis(),
+                )));
+            }
+            let mut out = OrderedMap::new();
+            out.insert(
+                Value::String("expirations".into()),
+                Value::Array(Array(expirations)),
+            );
+            Ok(Some(out))
+        }
+        "com.microsoft:update-disposition" => {
+            let target = target()?;
+            let how = match text(body, "disposition-status").as_deref() {
+                Some("completed") => Settle::Complete,
+                Some("abandoned") => Settle::Unlock,
+                Some("suspended") => Settle::DeadLetter(DeadLetter {
+                    reason: text(body, "deadletter-reason").unwrap_or_default(),
+                    description: text(body, "deadletter-description").unwrap_or_default(),
+                }),
+                Some("defered") => {
+                    return Err(Failure(
+                        501,
+                        "amqp:not-implemented",
+                        "Deferring messages is not supported by the emulator yet.".into(),
+                    ));
+                }
+                other => {
+                    return Err(Failure::bad(format!(
+                        "'{}' is not a disposition status",
+                        other.unwrap_or("")
+                    )));
+                }
+            };
+            for token in lock_tokens(body)? {
+                context
+                    .broker
+                    .settle_token(&target, token, how.clone())
+                    .await?;
+            }
+            Ok(None)
+        }
+        other => Err(Failure(
+            501,
+            "amqp:not-implemented",
+            format!("The management operation '{other}' is not supported by the emulator yet."),
+        )),
+    }
+}
