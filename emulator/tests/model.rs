@@ -60,6 +60,8 @@ enum Op {
     SendTopic(u8),
     PeekLock(Recv),
     ReceiveAndDelete(Recv),
+    /// A peek of up to 5 messages from a sequence number (AMQP's `peek-message`).
+    Peek(Recv, u64),
     Complete(usize),
     Unlock(usize),
     /// AMQP's dead-letter settlement (`rejected` with `com.microsoft:dead-letter`).
@@ -78,7 +80,8 @@ fn op() -> impl Strategy<Value = Op> {
         4 => any::<u8>().prop_map(Op::SendQueue),
         3 => any::<u8>().prop_map(Op::SendTopic),
         4 => recv.clone().prop_map(Op::PeekLock),
-        2 => recv.prop_map(Op::ReceiveAndDelete),
+        2 => recv.clone().prop_map(Op::ReceiveAndDelete),
+        1 => (recv, 0u64..40).prop_map(|(r, from)| Op::Peek(r, from)),
         2 => any::<usize>().prop_map(Op::Complete),
         2 => any::<usize>().prop_map(Op::Unlock),
         1 => any::<usize>().prop_map(Op::DeadLetter),
@@ -309,6 +312,28 @@ async fn run(ops: Vec<Op>, window: usize) -> Result<(), TestCaseError> {
                         .or_default()
                         .insert(model.topic_seq, m);
                 }
+            }
+            Op::Peek(r, from) => {
+                model.expire_locks();
+                let got: Vec<(u64, u8)> = broker
+                    .peek(&r.target(), from, 5)
+                    .unwrap()
+                    .into_iter()
+                    .map(|(m, _)| (m.sequence_number, m.body[0]))
+                    .collect();
+                let dead = r == Recv::QueueDead;
+                let want: Vec<(u64, u8)> = model
+                    .messages
+                    .get(&Model::home(r))
+                    .map(|msgs| {
+                        msgs.range(from..)
+                            .filter(|(_, m)| m.dead == dead)
+                            .map(|(seq, m)| (*seq, m.n))
+                            .take(5)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                prop_assert_eq!(got, want, "step {}: {:?}", step, op);
             }
             Op::PeekLock(r) | Op::ReceiveAndDelete(r) => {
                 let lock = matches!(op, Op::PeekLock(_));

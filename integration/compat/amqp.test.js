@@ -156,6 +156,24 @@ test('topics route through SQL and correlation rules', async () => {
   assert.deepEqual(await bodies('special', 1), ['labelled']);
 });
 
+test('peek shows messages in order, locked ones too, without locking or counting them', async () => {
+  const receiver = client.createReceiver('js-peek');
+  assert.deepEqual(await receiver.peekMessages(5), [], 'an empty queue peeks nothing');
+  await client.createSender('js-peek').sendMessages([{ body: 'p1' }, { body: 'p2' }, { body: 'p3' }]);
+  const [locked] = await receiver.receiveMessages(1, wait);
+  assert.equal(locked.body, 'p1');
+  const peeked = await receiver.peekMessages(10);
+  assert.deepEqual(peeked.map((m) => m.body), ['p1', 'p2', 'p3']);
+  assert.deepEqual(peeked.map((m) => m.sequenceNumber.toNumber()), [1, 2, 3]);
+  assert.ok(peeked.every((m) => m.lockToken === undefined));
+  const later = await receiver.peekMessages(10, { fromSequenceNumber: require('long').fromNumber(3) });
+  assert.deepEqual(later.map((m) => m.body), ['p3']);
+  const rest = await receiver.receiveMessages(2, wait);
+  assert.deepEqual(rest.map((m) => [m.body, m.deliveryCount]), [['p2', 0], ['p3', 0]]);
+  for (const m of [locked, ...rest]) await receiver.completeMessage(m);
+  await receiver.close();
+});
+
 test('renewing a lock moves lockedUntilUtc on; the message then survives past the first lock', async () => {
   await client.createSender('js-lock').sendMessages({ body: 'renew me' });
   const receiver = client.createReceiver('js-lock', { maxAutoLockRenewalDurationInMs: 0 });

@@ -189,6 +189,21 @@ class Amqp(unittest.TestCase):
                 receiver.complete_message(m)
             receiver.complete_message(again)
 
+    def test_peek_shows_messages_without_locking_them(self):
+        with self.client.get_queue_receiver("py-peek") as receiver:
+            self.assertEqual(receiver.peek_messages(max_message_count=5), [])
+            with self.client.get_queue_sender("py-peek") as sender:
+                sender.send_messages([ServiceBusMessage("p1"), ServiceBusMessage("p2")])
+            (locked,) = receive(receiver, 1)
+            # The SDK peeks on from the last sequence number it saw unless told where.
+            peeked = receiver.peek_messages(max_message_count=10, sequence_number=1)
+            self.assertEqual([str(m) for m in peeked], ["p1", "p2"])
+            self.assertEqual([m.sequence_number for m in peeked], [1, 2])
+            (second,) = receive(receiver, 1)
+            self.assertEqual((str(second), second.delivery_count), ("p2", 0))
+            receiver.complete_message(locked)
+            receiver.complete_message(second)
+
     def test_renewing_a_lock_keeps_the_message(self):
         with self.client.get_queue_sender("py-lock") as sender:
             sender.send_messages(ServiceBusMessage("renew me"))

@@ -248,6 +248,15 @@ fn body_of(received: &Received) -> Result<Body<Value>, serde_amqp::Error> {
 /// The transfer payload for a received message: its properties, the broker's annotations
 /// (contract 5.3) and, when locked, the lock token as a delivery annotation (5.4).
 pub(crate) fn encode(received: &Received) -> Result<Vec<u8>, serde_amqp::Error> {
+    encode_in_state(received, 0)
+}
+
+/// As [`encode`], with `x-opt-message-state` (0 active, 1 deferred, 2 scheduled): what a
+/// peek shows.
+pub(crate) fn encode_in_state(
+    received: &Received,
+    state: i32,
+) -> Result<Vec<u8>, serde_amqp::Error> {
     let props = &received.props;
     let ttl_ms = received
         .time_to_live
@@ -292,7 +301,7 @@ pub(crate) fn encode(received: &Received) -> Result<Vec<u8>, serde_amqp::Error> 
         "x-opt-sequence-number",
         Value::Long(i64::try_from(received.sequence_number).unwrap_or(i64::MAX)),
     );
-    put("x-opt-message-state", Value::Int(0));
+    put("x-opt-message-state", Value::Int(state));
     if let Some(key) = &props.partition_key {
         put("x-opt-partition-key", Value::String(key.clone()));
     }

@@ -1,5 +1,5 @@
-//! The `{entity}/$management` node (contract section 7): lock renewal and settlement by
-//! lock token. Other operations answer `501 amqp:not-implemented`, so an SDK raises a clear
+//! The `{entity}/$management` node (contract section 7): lock renewal, settlement by
+//! lock token, and peek. Other operations answer `501 amqp:not-implemented`, so an SDK raises a clear
 //! error rather than waiting.
 
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use fe2o3_amqp_types::messaging::{AmqpValue, Body, Message};
 use fe2o3_amqp_types::primitives::{Array, OrderedMap, SimpleValue, Symbol, Timestamp, Value};
 use uuid::Uuid;
 
-use super::{Context, cbs, link};
+use super::{Context, cbs, convert, link};
 use crate::auth::Right;
 use crate::broker::{self, ReceiveTarget, Settle};
 use crate::model::EntityPath;
@@ -78,6 +78,21 @@ fn text(body: &OrderedMap<Value, Value>, key: &str) -> Option<String> {
     }
 }
 
+/// An integer field of any width.
+fn integer(body: &OrderedMap<Value, Value>, key: &str) -> Option<i64> {
+    Some(match field(body, key)? {
+        Value::Long(n) => *n,
+        Value::Int(n) => i64::from(*n),
+        Value::Short(n) => i64::from(*n),
+        Value::Byte(n) => i64::from(*n),
+        Value::Ulong(n) => i64::try_from(*n).unwrap_or(i64::MAX),
+        Value::Uint(n) => i64::from(*n),
+        Value::Ushort(n) => i64::from(*n),
+        Value::Ubyte(n) => i64::from(*n),
+        _ => return None,
+    })
+}
+
 /// `lock-tokens`: an array (or a list) of UUIDs, in RFC 4122 byte order.
 fn lock_tokens(body: &OrderedMap<Value, Value>) -> Result<Vec<Uuid>, Failure> {
     let items = match field(body, "lock-tokens") {
@@ -104,7 +119,13 @@ pub(crate) async fn answer(
     let (code, description, condition, body) = match result {
         Ok(Some(body)) => (200, "OK".to_string(), None, Some(body)),
         Ok(None) => (200, "OK".to_string(), None, None),
-        Err(Failure(code, condition, description)) => (code, description, Some(condition), None),
+        // 204 (nothing to return) is a success without a condition.
+        Err(Failure(code, condition, description)) => (
+            code,
+            description,
+            Some(condition).filter(|c| !c.is_empty()),
+            None,
+        ),
     };
     let mut response = cbs::response(&request, code, &description, &["statusCode"]);
     if let Some(props) = response.application_properties.as_mut()
@@ -194,6 +215,33 @@ async fn perform(
                     .await?;
             }
             Ok(None)
+        }
+        "com.microsoft:peek-message" => {
+            let target = target()?;
+            let from = integer(body, "from-sequence-number").unwrap_or(0).max(0);
+            let count = integer(body, "message-count").unwrap_or(1).max(0);
+            let peeked = context.broker.peek(
+                &target,
+                u64::try_from(from).unwrap_or(0),
+                usize::try_from(count).unwrap_or(0),
+            )?;
+            if peeked.is_empty() {
+                return Err(Failure(204, "", "No messages".into()));
+            }
+            let mut messages = Vec::new();
+            for (received, scheduled) in peeked {
+                let encoded = convert::encode_in_state(&received, if scheduled { 2 } else { 0 })
+                    .map_err(|e| Failure(500, "amqp:internal-error", e.to_string()))?;
+                let mut entry = OrderedMap::new();
+                entry.insert(
+                    Value::String("message".into()),
+                    Value::Binary(encoded.into()),
+                );
+                messages.push(Value::Map(entry));
+            }
+            let mut out = OrderedMap::new();
+            out.insert(Value::String("messages".into()), Value::List(messages));
+            Ok(Some(out))
         }
         other => Err(Failure(
             501,

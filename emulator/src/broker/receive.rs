@@ -119,13 +119,7 @@ impl Broker {
         let queue = queue_of(&entity)?;
         entity.touch(self.clock.now());
         let deadline = tokio::time::Instant::now() + timeout;
-        // Who stores the messages: the queue itself, or the subscription's topic.
-        let owner = match &target.address {
-            Address::Subscription(topic, _) => {
-                self.entity(&Address::Topic(topic.clone())).map(|t| t.id)
-            }
-            _ => Some(entity.id),
-        };
+        let owner = self.owner(target, &entity);
         let mut render = Some(render);
         loop {
             let notified = queue.notified(which);
@@ -159,6 +153,16 @@ impl Broker {
                 () = &mut closed => return Ok(None),
                 () = tokio::time::sleep_until(deadline) => return Ok(None),
             }
+        }
+    }
+
+    /// Who stores `target`'s messages: the queue itself, or the subscription's topic.
+    fn owner(&self, target: &ReceiveTarget, entity: &Entity) -> Option<u64> {
+        match &target.address {
+            Address::Subscription(topic, _) => {
+                self.entity(&Address::Topic(topic.clone())).map(|t| t.id)
+            }
+            _ => Some(entity.id),
         }
     }
 
@@ -438,6 +442,38 @@ impl Broker {
     pub fn check_receivable(&self, target: &ReceiveTarget) -> Result<()> {
         let (entity, _) = self.receivable(target)?;
         queue_of(&entity).map(|_| ())
+    }
+
+    /// Most messages one peek returns.
+    pub const MAX_PEEK: usize = 4096;
+
+    /// Up to `count` messages of `target` from sequence number `from` on, in sequence
+    /// order, whatever their state (active, locked, scheduled), without locking them or
+    /// changing their delivery count; each with whether it is scheduled.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for a missing entity, [`Error::Store`].
+    pub fn peek(
+        &self,
+        target: &ReceiveTarget,
+        from: u64,
+        count: usize,
+    ) -> Result<Vec<(Received, bool)>> {
+        let (entity, which) = self.receivable(target)?;
+        let queue = queue_of(&entity)?;
+        let owner = self.owner(target, &entity);
+        let load = |sub: Subqueue, lo: u64, hi: u64| self.load(&entity, owner, sub, lo, hi);
+        let now = self.clock.now();
+        queue
+            .peek(which, from, count.min(Self::MAX_PEEK), &load)?
+            .into_iter()
+            .map(|entry| {
+                let scheduled = entry.delivery.scheduled_at.is_some_and(|at| at > now);
+                let taken = Taken { entry, lock: None };
+                Ok((self.read(&entity, &taken)?, scheduled))
+            })
+            .collect()
     }
 
     /// Receives parked in a long poll on `target` right now (for tests and metrics).

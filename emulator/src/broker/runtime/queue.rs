@@ -290,6 +290,66 @@ impl Queue {
             .cloned()
     }
 
+    /// At most `count` deliveries of subqueue `which` from sequence number `from` on, in
+    /// sequence order, whatever their state (ready, locked, scheduled, or on disk, read
+    /// with `load`), changing none: what a peek shows.
+    ///
+    /// # Errors
+    ///
+    /// When reading deliveries from disk fails.
+    pub(crate) fn peek(
+        &self,
+        which: Subqueue,
+        from: u64,
+        count: usize,
+        load: Loader<'_>,
+    ) -> crate::store::Result<Vec<Entry>> {
+        let mut state = lock(&self.state);
+        let scheduled: Vec<Entry> = match which {
+            Subqueue::Main => state
+                .scheduled
+                .values()
+                .filter(|e| e.seq >= from)
+                .cloned()
+                .collect(),
+            Subqueue::DeadLetter => Vec::new(),
+        };
+        let sub = state.sub(which);
+        let mut found: Vec<Entry> = sub
+            .ready
+            .range(from..)
+            .take(count)
+            .map(|(_, e)| e.clone())
+            .collect();
+        found.extend(
+            sub.locked
+                .values()
+                .filter(|l| l.entry.seq >= from)
+                .map(|l| l.entry.clone()),
+        );
+        found.extend(scheduled);
+        let cold: Vec<u64> = sub
+            .cold
+            .seqs
+            .iter()
+            .filter(|r| r.end > from)
+            .flat_map(|r| r.start.max(from)..r.end)
+            .take(count)
+            .collect();
+        if let (Some(&lo), Some(&hi)) = (cold.first(), cold.last()) {
+            found.extend(
+                load(which, lo, hi)?
+                    .into_iter()
+                    .filter(|(seq, _)| cold.binary_search(seq).is_ok())
+                    .map(|(seq, delivery)| Entry { seq, delivery }),
+            );
+        }
+        found.sort_by_key(|e| e.seq);
+        found.dedup_by_key(|e| e.seq);
+        found.truncate(count);
+        Ok(found)
+    }
+
     /// Settles a held lock. `None` when the lock is unknown or expired.
     pub(crate) fn settle(
         &self,
