@@ -24,9 +24,9 @@ pub(crate) async fn backplane_figures(
     let mut misses = 0;
     let memory = backplane_run(MemoryTransport::new(), true, args.seconds, saturate).await?;
     print_backplane("backplane, 3 nodes, memory transport", memory);
-    let (addr, stop, server) = start_emulator(&dir.join("backplane"), args.durability).await?;
+    let running = start_emulator(&dir.join("backplane"), args.durability).await?;
     let client = backplane::servicebus::Client::from_connection_string(
-        &emulator::connection_string(addr, KEY_NAME, KEY),
+        &emulator::connection_string(running.addr, KEY_NAME, KEY),
     )?;
     for (packing, topic) in [(true, "bp-packed"), (false, "bp-single")] {
         let transport = ServiceBusTransport::new(client.clone(), topic).await?;
@@ -64,8 +64,7 @@ pub(crate) async fn backplane_figures(
         "  target p99 < 5 ms at 1,000 events/s: {}",
         if paced.2 < 5.0 { "ok" } else { "MISSED" }
     );
-    let _ = stop.send(());
-    let _ = server.await;
+    running.stop().await;
     println!();
     Ok(misses)
 }

@@ -14,11 +14,7 @@ use crate::*;
 pub(crate) async fn start_emulator(
     dir: &Path,
     durability: emulator::config::DurabilityFlag,
-) -> anyhow::Result<(
-    SocketAddr,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-)> {
+) -> anyhow::Result<Running> {
     let settings = emulator::Settings {
         location: emulator::store::Location::Directory(dir.to_path_buf()),
         durability: durability.into(),
@@ -26,16 +22,56 @@ pub(crate) async fn start_emulator(
     };
     let emulator = emulator::Emulator::open(settings).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
+    let amqp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let (addr, amqp_addr) = (listener.local_addr()?, amqp.local_addr()?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let _ = emulator
-            .serve(listener, async {
+            .serve_all(listener, Some(amqp), async {
                 let _ = stopped.await;
             })
             .await;
     });
-    Ok((addr, stop, task))
+    Ok(Running {
+        addr,
+        amqp: amqp_addr,
+        stop,
+        task,
+    })
+}
+
+/// An emulator serving in this process (REST and AMQP).
+pub(crate) struct Running {
+    pub(crate) addr: SocketAddr,
+    pub(crate) amqp: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops it and waits for its final flush.
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// Fills `queue` with at least `messages` 1 KB messages, in batches of 64, 16 at a time.
+pub(crate) async fn prefill(c: &Client, queue: &str, messages: usize) -> anyhow::Result<()> {
+    c.queue(queue).await?;
+    let fill = messages / 64 + 1;
+    let body = batch_body(64);
+    for chunk in 0..fill.div_ceil(16) {
+        let sends: Vec<_> = (0..16.min(fill - chunk * 16))
+            .map(|_| c.send_batch(queue, body.clone()))
+            .collect();
+        for s in sends {
+            if !s.await {
+                bail!("prefill of {queue} failed");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Mixed send, peek-lock + complete and receive-and-delete at saturation, under a hard
@@ -93,12 +129,13 @@ pub(crate) async fn stress(c: &Client, seconds: u64) -> anyhow::Result<()> {
 }
 
 /// The throughput figures: single and batch sends, both receive modes, fan-out.
+/// Returns the peek-lock + complete rate, which the AMQP figure is read beside.
 pub(crate) async fn throughput(
     c: &Client,
     args: &Args,
-    mut beside: Beside,
+    beside: &mut Beside,
     report: &mut Report,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<f64> {
     let phase = beside.phase;
     // Sizes the receive phases' prefill.
     let t = beside.last;
@@ -165,23 +202,17 @@ pub(crate) async fn throughput(
     );
 
     // Receive-and-delete and peek-lock + complete from prefilled queues, 16 receivers.
+    let mut peek_lock = 0.0;
     for (queue, name, target) in [
         ("rd", "receive-and-delete, 16 receivers", 0.30),
         ("pl", "peek-lock + complete, 16 receivers", 0.15),
     ] {
-        c.queue(queue).await?;
-        let fill = ((t * args.seconds * target * 1.5) as usize).max(2_000) / 64 + 1;
-        let body = batch_body(64);
-        for chunk in 0..fill.div_ceil(16) {
-            let sends: Vec<_> = (0..16.min(fill - chunk * 16))
-                .map(|_| c.send_batch(queue, body.clone()))
-                .collect();
-            for s in sends {
-                if !s.await {
-                    bail!("prefill of {queue} failed");
-                }
-            }
-        }
+        prefill(
+            c,
+            queue,
+            ((t * args.seconds * target * 1.5) as usize).max(2_000),
+        )
+        .await?;
         let cr = c.clone();
         let got = rate(16, phase, move |_| {
             let c = cr.clone();
@@ -203,6 +234,7 @@ pub(crate) async fn throughput(
             &format!("T beside it, {t_beside:.0} req/s"),
             target,
         );
+        peek_lock = got;
     }
 
     // Fan-out cost: 10 subscriptions against 1.
@@ -226,17 +258,17 @@ pub(crate) async fn throughput(
         "1-subscription rate",
         0.50,
     );
-    Ok(())
+    Ok(peek_lock)
 }
 
 /// End-to-end latency at 1,000 msg/s to 3 subscriptions, durable; `floor` is T's p99 at
-/// the same request rate (ms), printed beside it.
+/// the same request rate (ms), printed beside it. Returns the p99 (ms).
 pub(crate) async fn end_to_end(
     c: &Client,
     seconds: f64,
     floor: f64,
     report: &mut Report,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<f64> {
     c.topic("lat", 3).await?;
     let origin = Instant::now();
     let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -295,5 +327,5 @@ pub(crate) async fn end_to_end(
         &format!(", durable; T at 4,000 req/s: p99 {floor:.2} ms"),
     );
 
-    Ok(())
+    Ok(pct(0.99))
 }

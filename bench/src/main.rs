@@ -3,6 +3,7 @@
 //! numbers drift from machine to machine (`PERF-NOTES.md`). Loopback only; every load loop
 //! is bounded in time and count.
 
+mod amqp_figures;
 mod backplane_figures;
 mod baseline;
 mod client;
@@ -19,7 +20,7 @@ use clap::Parser;
 pub(crate) use backplane_figures::backplane_figures;
 pub(crate) use baseline::{paced_trivial, steadiness, t_rate, trivial_server};
 pub(crate) use client::{Client, batch_body, payload};
-pub(crate) use emulator_figures::{end_to_end, start_emulator, stress, throughput};
+pub(crate) use emulator_figures::{end_to_end, prefill, start_emulator, stress, throughput};
 pub(crate) use stats::{Beside, Report, lock, percentile_ms, rate, sorted};
 pub(crate) use stored::stored;
 
@@ -112,39 +113,47 @@ async fn main() -> anyhow::Result<()> {
         report.misses += backplane_figures(&args, dir.path(), trivial).await?;
     }
     if !args.skip_socketio {
-        let (addr, stop, server) =
-            start_emulator(&dir.path().join("socketio"), args.durability).await?;
+        let running = start_emulator(&dir.path().join("socketio"), args.durability).await?;
         socketio::figures(
-            &emulator::connection_string(addr, KEY_NAME, KEY),
+            &emulator::connection_string(running.addr, KEY_NAME, KEY),
             args.seconds,
         )
         .await?;
-        let _ = stop.send(());
-        let _ = server.await;
+        running.stop().await;
     }
     if args.skip_emulator {
         println!("\n{} target(s) missed", report.misses);
         return Ok(());
     }
-    let (addr, stop, server) = start_emulator(&dir.path().join("main"), args.durability).await?;
-    let c = Client::new(addr);
+    let running = start_emulator(&dir.path().join("main"), args.durability).await?;
+    let c = Client::new(running.addr);
 
-    if !args.latency_only {
-        let beside = Beside {
-            trivial,
-            concurrency: args.concurrency,
-            phase,
-            last: t,
-        };
-        throughput(&c, &args, beside, &mut report).await?;
-    }
-    end_to_end(&c, args.seconds, e2e_floor, &mut report).await?;
+    let mut beside = Beside {
+        trivial,
+        concurrency: args.concurrency,
+        phase,
+        last: t,
+    };
+    let rest_peek_lock = if args.latency_only {
+        None
+    } else {
+        Some(throughput(&c, &args, &mut beside, &mut report).await?)
+    };
+    let rest_p99 = end_to_end(&c, args.seconds, e2e_floor, &mut report).await?;
+    let rest = amqp_figures::Rest {
+        peek_lock: rest_peek_lock,
+        p99: rest_p99,
+        e2e_floor,
+    };
+    amqp_figures::figures(&c, running.amqp, &mut beside, rest, &mut report).await?;
 
     if args.stress_secs > 0 {
         stress(&c, args.stress_secs).await?;
     }
-    let _ = stop.send(());
-    let _ = server.await;
+    running.stop().await;
+    if args.stored > 0 {
+        amqp_figures::idle_connections(&args, &mut report, dir.path()).await?;
+    }
 
     if args.stored > 0 {
         stored(&args, &mut report, dir.path()).await?;

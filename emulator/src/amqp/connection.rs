@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::cbs::Tokens;
 use super::io::{self, FrameReader, IoError, Principal};
 use super::link::{self, Credit, Event, Lock};
-use super::{CHANNEL_MAX, Context, MAX_FRAME_SIZE};
+use super::{CHANNEL_MAX, Context, MAX_FRAME_SIZE, settling};
 use crate::broker::ReceiveTarget;
 
 mod attach;
@@ -66,7 +66,15 @@ pub(super) async fn run(mut stream: TcpStream, context: Arc<Context>, stop: Canc
         }
     });
     let (events_tx, events) = mpsc::channel(EVENTS);
+    let (settler, settle_requests) = mpsc::channel(EVENTS);
+    let settling = Task(tokio::spawn(settling::settle_task(
+        context.clone(),
+        settle_requests,
+        events_tx.clone(),
+    )));
     let mut connection = Connection {
+        settler,
+        _settling: settling,
         context,
         out: BufWriter::new(write),
         max_frame_out: 512,
@@ -210,6 +218,9 @@ struct Connection {
     next_serial: u64,
     opened: bool,
     heartbeat: Option<Duration>,
+    /// Settlements to apply, for the connection's settling task.
+    settler: mpsc::Sender<settling::Request>,
+    _settling: Task,
 }
 
 /// Writes one frame to the (buffered) socket.

@@ -1,12 +1,13 @@
 //! Links: what an attach names (contract 3.1), the credit a receiver link grants, and the
 //! tasks that do a link's waiting: one that sends what a client's sender link delivers,
-//! in order, and one that takes messages for a client's receiver link while it has credit.
+//! in order (`sending.rs`), and one that takes messages for a client's receiver link while
+//! it has credit.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fe2o3_amqp_types::definitions::{AmqpError, Error as AmqpErrorBody, ErrorCondition, LinkError};
-use fe2o3_amqp_types::messaging::{Accepted, DeliveryState, Rejected};
+use fe2o3_amqp_types::messaging::DeliveryState;
 use fe2o3_amqp_types::primitives::Symbol;
 use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
@@ -18,6 +19,8 @@ use crate::sync::lock;
 
 /// How long one receive waits for a message before it looks at its credit again.
 const LONG_POLL: Duration = Duration::from_secs(30);
+/// Most messages one take locks (or removes) in one durable write.
+const MOST_PER_TAKE: u32 = 64;
 
 /// What a link's address names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,8 +133,9 @@ impl Credit {
         self.changed.notify_waiters();
     }
 
-    /// Waits for a unit of credit and reserves it: `Some(draining)`, or `None` once closed.
-    async fn reserve(&self) -> Option<bool> {
+    /// Waits for credit and reserves up to `most` units of it: `Some((units, draining))`,
+    /// or `None` once closed.
+    async fn reserve(&self, most: u32) -> Option<(u32, bool)> {
         loop {
             let changed = self.changed.notified();
             {
@@ -139,18 +143,19 @@ impl Credit {
                 if s.closed {
                     return None;
                 }
-                if s.available() > 0 {
-                    s.reserved += 1;
-                    return Some(s.drain);
+                let units = s.available().min(most);
+                if units > 0 {
+                    s.reserved += units;
+                    return Some((units, s.drain));
                 }
             }
             changed.await;
         }
     }
 
-    fn unreserve(&self) {
+    fn unreserve(&self, units: u32) {
         let mut s = lock(&self.state);
-        s.reserved = s.reserved.saturating_sub(1);
+        s.reserved = s.reserved.saturating_sub(units);
     }
 
     /// Takes a unit for a transfer written now (reserved by the link's task, or not, for
@@ -240,8 +245,6 @@ pub(crate) enum Event {
 pub(crate) struct Lock {
     /// The lock token (the delivery tag, in .NET byte order).
     pub(crate) token: Uuid,
-    /// The message's sequence number.
-    pub(crate) sequence_number: u64,
 }
 
 /// One delivery of a client's sender link, complete.
@@ -252,44 +255,6 @@ pub(crate) struct Incoming {
     pub(crate) settled: bool,
     pub(crate) format: u32,
     pub(crate) payload: Vec<u8>,
-}
-
-/// Sends what a client's sender link delivers to `path`, one delivery at a time so that
-/// the link's order is the queue's order; each outcome goes back as [`Event::Sent`].
-pub(crate) async fn send_task(
-    context: Arc<Context>,
-    path: String,
-    mut deliveries: mpsc::Receiver<Incoming>,
-    events: mpsc::Sender<Event>,
-    channel: u16,
-    serial: u64,
-) {
-    while let Some(d) = deliveries.recv().await {
-        let state = match convert::decode(d.format, &d.payload) {
-            Ok(messages) => match context.broker.send(&path, messages).await {
-                Ok(()) => DeliveryState::Accepted(Accepted {}),
-                Err(e) => DeliveryState::Rejected(Rejected {
-                    error: Some(broker_error(&e)),
-                }),
-            },
-            Err(e) => DeliveryState::Rejected(Rejected {
-                error: Some(error(
-                    ErrorCondition::AmqpError(AmqpError::DecodeError),
-                    e.to_string(),
-                )),
-            }),
-        };
-        let sent = Event::Sent {
-            channel,
-            serial,
-            delivery_id: d.delivery_id,
-            settled: d.settled,
-            state,
-        };
-        if events.send(sent).await.is_err() {
-            return;
-        }
-    }
 }
 
 /// Takes messages from `target` for a client's receiver link while it has credit; each goes
@@ -303,43 +268,38 @@ pub(crate) async fn receive_task(
     channel: u16,
     serial: u64,
 ) {
-    while let Some(drain) = credit.reserve().await {
+    while let Some((units, drain)) = credit.reserve(MOST_PER_TAKE).await {
         let wait = if drain { Duration::ZERO } else { LONG_POLL };
         let changed = credit.changed.notified();
         let render = |r: broker::Received| {
             let payload = convert::encode(&r).map_err(|e| broker::Error::Render {
                 reason: e.to_string(),
             })?;
-            let lock = r.lock.map(|(token, _)| Lock {
-                token,
-                sequence_number: r.sequence_number,
-            });
+            let lock = r.lock.map(|(token, _)| Lock { token });
             Ok((payload, lock))
         };
-        let taken = tokio::select! {
-            taken = context.broker.receive_with(&target, mode, wait, render) => taken,
-            // A flow (a drain, most often) arrived while waiting: look at the credit again.
-            // The receive is cancel-safe: nothing was taken.
-            () = changed, if !drain => {
-                credit.unreserve();
-                continue;
-            }
-        };
+        // A flow (a drain, most often) that arrives while the receive waits ends the wait,
+        // so the credit is looked at again; once messages are taken, the take completes.
+        let taken = context
+            .broker
+            .receive_many(&target, mode, units as usize, wait, changed, render)
+            .await;
         match taken {
-            Ok(Some((payload, lock))) => {
-                let take = Event::Take {
-                    channel,
-                    serial,
-                    payload,
-                    lock,
-                };
-                if events.send(take).await.is_err() {
-                    return;
+            Ok(messages) => {
+                credit.unreserve(units - messages.len() as u32);
+                let none = messages.is_empty();
+                for (payload, lock) in messages {
+                    let take = Event::Take {
+                        channel,
+                        serial,
+                        payload,
+                        lock,
+                    };
+                    if events.send(take).await.is_err() {
+                        return;
+                    }
                 }
-            }
-            Ok(None) => {
-                credit.unreserve();
-                if drain {
+                if none && drain {
                     // Wait for the connection to end the drain before looking again.
                     let answered = credit.changed.notified();
                     if events
@@ -353,7 +313,7 @@ pub(crate) async fn receive_task(
                 }
             }
             Err(e) => {
-                credit.unreserve();
+                credit.unreserve(units);
                 let failed = Event::Failed {
                     channel,
                     serial,

@@ -17,6 +17,8 @@ mod depth;
 mod io;
 mod link;
 mod management;
+mod sending;
+mod settling;
 
 use std::sync::Arc;
 

@@ -115,12 +115,49 @@ impl Broker {
         timeout: std::time::Duration,
         render: impl FnOnce(Received) -> Result<R>,
     ) -> Result<Option<R>> {
+        let mut render = Some(render);
+        let once = |received| match render.take() {
+            Some(render) => render(received),
+            None => Err(Error::Render {
+                reason: "rendered twice".into(),
+            }),
+        };
+        let never = std::future::pending();
+        let mut answers = self
+            .receive_many(target, mode, 1, timeout, never, once)
+            .await?;
+        Ok(answers.pop())
+    }
+
+    /// As [`Broker::receive_with`], taking up to `max` messages (at least one, unless none
+    /// arrives within `timeout`) in sequence order, with one durable write for all of them:
+    /// what an AMQP receiver link with credit for several asks for. When reading a message or
+    /// rendering it fails, it and those after it stay where they were, and the ones before
+    /// are returned (the failure, when it is the first). When `interrupt` completes while
+    /// it waits (never once it has taken), it returns at once with nothing.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Broker::receive`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Broker::receive_with`].
+    pub async fn receive_many<R>(
+        &self,
+        target: &ReceiveTarget,
+        mode: ReceiveMode,
+        max: usize,
+        timeout: std::time::Duration,
+        interrupt: impl std::future::Future<Output = ()>,
+        mut render: impl FnMut(Received) -> Result<R>,
+    ) -> Result<Vec<R>> {
+        tokio::pin!(interrupt);
         let (entity, which) = self.receivable(target)?;
         let queue = queue_of(&entity)?;
         entity.touch(self.clock.now());
         let deadline = tokio::time::Instant::now() + timeout;
         let owner = self.owner(target, &entity);
-        let mut render = Some(render);
         loop {
             let notified = queue.notified(which);
             let closed = self.runtime.closed();
@@ -133,25 +170,29 @@ impl Broker {
             let mut effects = Vec::new();
             let load = |sub: Subqueue, lo: u64, hi: u64| self.load(&entity, owner, sub, lo, hi);
             let now = self.clock.now();
-            let taken = queue.take(which, mode, &settings, now, &mut effects, &load)?;
-            if let Some(taken) = taken {
-                let Some(render) = render.take() else {
-                    return Ok(None);
-                };
+            // Each take with the index of its own effect (the last one `take` adds).
+            let mut taken = Vec::new();
+            while taken.len() < max.max(1) {
+                match queue.take(which, mode, &settings, now, &mut effects, &load)? {
+                    Some(t) => taken.push((t, effects.len() - 1)),
+                    None => break,
+                }
+            }
+            if !taken.is_empty() {
                 return self
-                    .commit(&entity, queue, which, taken, effects, render, now)
-                    .await
-                    .map(Some);
+                    .commit(&entity, queue, which, taken, effects, &mut render, now)
+                    .await;
             }
             self.persist(entity.id, effects).await?;
             if self.runtime.is_closing() {
-                return Ok(None);
+                return Ok(Vec::new());
             }
             let _waiting = runtime::Waiting::new(queue);
             tokio::select! {
                 () = &mut notified => {}
-                () = &mut closed => return Ok(None),
-                () = tokio::time::sleep_until(deadline) => return Ok(None),
+                () = &mut closed => return Ok(Vec::new()),
+                () = &mut interrupt => return Ok(Vec::new()),
+                () = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
             }
         }
     }
@@ -196,43 +237,57 @@ impl Broker {
         Ok(found)
     }
 
-    /// Builds the answer for what a receive took, then makes the take durable. If the answer
-    /// cannot be built, the take is undone (and what else the take applied, expiries say,
-    /// is still written).
-    #[allow(clippy::too_many_arguments)] // the pieces of one take, kept apart for the undo
+    /// Builds the answers for what a receive took, then makes the takes durable. Takes
+    /// whose answer cannot be built (the first failure and all after it) are undone, and
+    /// what else the takes applied (expiries, say) is still written.
+    #[allow(clippy::too_many_arguments)] // the pieces of the takes, kept apart for the undo
     async fn commit<R>(
         &self,
         entity: &Entity,
         queue: &Queue,
         which: Subqueue,
-        taken: Taken,
+        taken: Vec<(Taken, usize)>,
         mut effects: Vec<Effect>,
-        render: impl FnOnce(Received) -> Result<R>,
+        render: &mut impl FnMut(Received) -> Result<R>,
         now: DateTime<Utc>,
-    ) -> Result<R> {
-        // Read before the writes: receive-and-delete may delete the stored message.
-        let answer = self.read(entity, &taken).and_then(|received| {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| render(received)))
-                .unwrap_or_else(|panic| {
-                    queue.untake(which, taken.clone(), now);
-                    std::panic::resume_unwind(panic)
-                })
-        });
-        match answer {
-            Ok(answer) => match self.persist(entity.id, effects).await {
-                Ok(()) => Ok(answer),
+    ) -> Result<Vec<R>> {
+        let mut answers = Vec::new();
+        let mut failure = None;
+        for (i, (t, _)) in taken.iter().enumerate() {
+            // Read before the writes: receive-and-delete may delete the stored message.
+            let answer = self.read(entity, t).and_then(|received| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| render(received)))
+                    .unwrap_or_else(|panic| {
+                        for (t, _) in &taken {
+                            queue.untake(which, t.clone(), now);
+                        }
+                        std::panic::resume_unwind(panic)
+                    })
+            });
+            match answer {
+                Ok(a) => answers.push(a),
                 Err(e) => {
-                    queue.untake(which, taken, now);
-                    Err(e)
+                    failure = Some((i, e));
+                    break;
                 }
-            },
-            Err(e) => {
-                // The take's own effect is the last one `take` added.
-                effects.pop();
-                queue.untake(which, taken, now);
-                self.persist(entity.id, effects).await?;
-                Err(e)
             }
+        }
+        let kept = failure.as_ref().map_or(taken.len(), |(i, _)| *i);
+        let mut undone = taken;
+        let kept_takes: Vec<(Taken, usize)> = undone.drain(..kept).collect();
+        for (t, effect) in undone.into_iter().rev() {
+            effects.remove(effect);
+            queue.untake(which, t, now);
+        }
+        if let Err(e) = self.persist(entity.id, effects).await {
+            for (t, _) in kept_takes {
+                queue.untake(which, t, now);
+            }
+            return Err(e);
+        }
+        match failure {
+            Some((0, e)) => Err(e),
+            _ => Ok(answers),
         }
     }
 
@@ -414,6 +469,35 @@ impl Broker {
         Ok(renew
             .then(|| queue.locked(which, token, now).map(|l| l.until))
             .flatten())
+    }
+
+    /// Settles several locked messages of `target`, each named by its lock token, with one
+    /// durable write: whether each lock was held (a lost one changes nothing).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for a missing entity, [`Error::Store`].
+    pub async fn settle_tokens(
+        &self,
+        target: &ReceiveTarget,
+        settles: Vec<(Uuid, Settle)>,
+    ) -> Result<Vec<bool>> {
+        let (entity, which) = self.receivable(target)?;
+        let queue = queue_of(&entity)?;
+        let now = self.clock.now();
+        entity.touch(now);
+        let settings = QueueSettings::of(&entity.description());
+        let mut effects = Vec::new();
+        let held = settles
+            .into_iter()
+            .map(|(token, how)| {
+                queue
+                    .settle(which, token, how, &settings, now, &mut effects)
+                    .is_some()
+            })
+            .collect();
+        self.persist(entity.id, effects).await?;
+        Ok(held)
     }
 
     async fn settle_held(

@@ -12,9 +12,9 @@ use tokio::sync::mpsc;
 
 use super::{Connection, LINK_CREDIT, Link, Role2, Task, write};
 use crate::amqp::MAX_FRAME_SIZE;
-use crate::amqp::cbs;
 use crate::amqp::io::IoError;
 use crate::amqp::link::{self, Credit, Node};
+use crate::amqp::{cbs, sending};
 use crate::auth::Right;
 use crate::broker::{ReceiveMode, ReceiveTarget};
 use fe2o3_amqp::frames::amqp::FrameBody;
@@ -175,7 +175,7 @@ impl Connection {
         let (role, grants, max) = match plan {
             Plan::SendTo { path, max } => {
                 let (tx, rx) = mpsc::channel(LINK_CREDIT as usize);
-                let task = tokio::spawn(link::send_task(
+                let task = tokio::spawn(sending::send_task(
                     self.context.clone(),
                     path,
                     rx,

@@ -3,7 +3,7 @@
 //! is applied to the broker, then answered with the state that was applied.
 
 use fe2o3_amqp::frames::amqp::FrameBody;
-use fe2o3_amqp_types::definitions::{AmqpError, ErrorCondition, Handle, Role};
+use fe2o3_amqp_types::definitions::{Handle, Role};
 use fe2o3_amqp_types::messaging::{Accepted, DeliveryState, Rejected, Released};
 use fe2o3_amqp_types::performatives::{Disposition, Transfer};
 use fe2o3_amqp_types::primitives::{Symbol, Value};
@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::{Connection, LINK_CREDIT, Pending, Role2, Unsettled, write};
 use crate::amqp::io::IoError;
 use crate::amqp::link::{self, Event};
+use crate::amqp::settling;
 use crate::broker::Settle;
 use crate::model::message::DeadLetter;
 
@@ -337,6 +338,7 @@ impl Connection {
             .wrapping_sub(d.first)
             .min(MAX_RANGE);
         let mut unknown = Vec::new();
+        let mut requests = Vec::new();
         for i in 0..=span {
             let id = d.first.wrapping_add(i);
             let Some(u) = session.unsettled.remove(&id) else {
@@ -345,45 +347,25 @@ impl Connection {
                 }
                 continue;
             };
-            let broker = self.context.broker.clone();
-            let events = self.events.clone();
-            let action = action(d.state.as_ref());
-            let answer = !d.settled;
-            tokio::spawn(async move {
-                let (how, applied, deferred) = match action {
-                    Action::Settle(how, applied) => (how, applied, false),
-                    Action::Defer => (Settle::Unlock, DeliveryState::Released(Released {}), true),
-                };
-                let result = broker
-                    .settle(
-                        &u.target,
-                        &u.lock.sequence_number.to_string(),
-                        &u.lock.token.to_string(),
-                        how,
-                    )
-                    .await;
-                let state = match result {
-                    Err(e) => DeliveryState::Rejected(Rejected {
-                        error: Some(link::broker_error(&e)),
-                    }),
-                    Ok(()) if deferred => DeliveryState::Rejected(Rejected {
-                        error: Some(link::error(
-                            ErrorCondition::AmqpError(AmqpError::NotImplemented),
-                            "Deferring messages is not supported by the emulator yet; the \
-                             message was abandoned instead.",
-                        )),
-                    }),
-                    Ok(()) => applied,
-                };
-                if answer {
-                    let settled = Event::Settled {
-                        channel,
-                        delivery_id: id,
-                        state,
-                    };
-                    let _ = events.send(settled).await;
-                }
+            let (how, applied, deferred) = match action(d.state.as_ref()) {
+                Action::Settle(how, applied) => (how, applied, false),
+                Action::Defer => (Settle::Unlock, DeliveryState::Released(Released {}), true),
+            };
+            requests.push(settling::Request {
+                channel,
+                delivery_id: id,
+                target: u.target,
+                token: u.lock.token,
+                how,
+                applied,
+                deferred,
+                answer: !d.settled,
             });
+        }
+        for request in requests {
+            if self.settler.send(request).await.is_err() {
+                return Err(IoError::Protocol("the settling task stopped".into()));
+            }
         }
         for id in unknown {
             let lost = DeliveryState::Rejected(Rejected {
