@@ -151,7 +151,7 @@ async fn main() -> anyhow::Result<()> {
         stress(&c, args.stress_secs).await?;
     }
     running.stop().await;
-    if args.stored > 0 {
+    if !args.latency_only {
         amqp_figures::idle_connections(&args, &mut report, dir.path()).await?;
     }
 
