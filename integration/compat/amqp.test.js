@@ -174,6 +174,23 @@ test('peek shows messages in order, locked ones too, without locking or counting
   await receiver.close();
 });
 
+test('scheduled messages wait for their time; a cancelled one never comes', async () => {
+  const sender = client.createSender('js-sched');
+  const tomorrow = new Date(Date.now() + 86_400_000);
+  const [a, b] = await sender.scheduleMessages([{ body: 'A' }, { body: 'B' }], tomorrow);
+  assert.ok(b.greaterThan(a), `sequence numbers in order: ${a} ${b}`);
+  await sender.cancelScheduledMessages(b);
+  const receiver = client.createReceiver('js-sched', { receiveMode: 'receiveAndDelete' });
+  const peeked = await receiver.peekMessages(10);
+  assert.deepEqual(peeked.map((m) => [m.body, m.state]), [['A', 'scheduled']]);
+  assert.deepEqual(await receiver.receiveMessages(1, { maxWaitTimeInMs: 300 }), [], 'not before its time');
+  assert.equal((await restCall('POST', `/$emulator/clock/advance?seconds=${2 * 86_400}`)).status, 200);
+  const got = await receiver.receiveMessages(5, wait);
+  assert.deepEqual(got.map((m) => m.body), ['A']);
+  assert.deepEqual(await receiver.receiveMessages(1, { maxWaitTimeInMs: 300 }), []);
+  await Promise.all([sender.close(), receiver.close()]);
+});
+
 test('renewing a lock moves lockedUntilUtc on; the message then survives past the first lock', async () => {
   await client.createSender('js-lock').sendMessages({ body: 'renew me' });
   const receiver = client.createReceiver('js-lock', { maxAutoLockRenewalDurationInMs: 0 });

@@ -204,6 +204,21 @@ class Amqp(unittest.TestCase):
             receiver.complete_message(locked)
             receiver.complete_message(second)
 
+    def test_schedule_and_cancel(self):
+        tomorrow = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)
+        with self.client.get_queue_sender("py-sched") as sender:
+            a, b = sender.schedule_messages(
+                [ServiceBusMessage("A"), ServiceBusMessage("B")], tomorrow
+            )
+            self.assertLess(a, b)
+            sender.cancel_scheduled_messages(b)
+        with self.client.get_queue_receiver(
+            "py-sched", receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE
+        ) as receiver:
+            self.assertEqual(receiver.receive_messages(max_message_count=1, max_wait_time=1), [])
+            self.assertEqual(rest("POST", f"/$emulator/clock/advance?seconds={2 * 86400}")[0], 200)
+            self.assertEqual([str(m) for m in receive(receiver, 2)], ["A"])
+
     def test_renewing_a_lock_keeps_the_message(self):
         with self.client.get_queue_sender("py-lock") as sender:
             sender.send_messages(ServiceBusMessage("renew me"))

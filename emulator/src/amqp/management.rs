@@ -1,5 +1,5 @@
 //! The `{entity}/$management` node (contract section 7): lock renewal, settlement by
-//! lock token, and peek. Other operations answer `501 amqp:not-implemented`, so an SDK raises a clear
+//! lock token, peek, and scheduling. Other operations answer `501 amqp:not-implemented`, so an SDK raises a clear
 //! error rather than waiting.
 
 use std::sync::Arc;
@@ -78,9 +78,9 @@ fn text(body: &OrderedMap<Value, Value>, key: &str) -> Option<String> {
     }
 }
 
-/// An integer field of any width.
-fn integer(body: &OrderedMap<Value, Value>, key: &str) -> Option<i64> {
-    Some(match field(body, key)? {
+/// An integer of any width.
+fn as_i64(v: &Value) -> Option<i64> {
+    Some(match v {
         Value::Long(n) => *n,
         Value::Int(n) => i64::from(*n),
         Value::Short(n) => i64::from(*n),
@@ -91,6 +91,31 @@ fn integer(body: &OrderedMap<Value, Value>, key: &str) -> Option<i64> {
         Value::Ubyte(n) => i64::from(*n),
         _ => return None,
     })
+}
+
+/// An integer field of any width.
+fn integer(body: &OrderedMap<Value, Value>, key: &str) -> Option<i64> {
+    field(body, key).and_then(as_i64)
+}
+
+/// Most sequence numbers one cancel names.
+const MAX_NUMBERS: usize = 4096;
+
+fn sequence_number(v: &Value) -> Option<u64> {
+    as_i64(v).and_then(|n| u64::try_from(n).ok())
+}
+
+/// The queue or topic a management node on `entity` sends to.
+fn sendable(entity: &str) -> Result<String, Failure> {
+    let path = EntityPath::parse(entity).map_err(|e| Failure::bad(e.to_string()))?;
+    if !path.is_sendable() {
+        return Err(Failure(
+            400,
+            "amqp:not-allowed",
+            format!("'{entity}' is not a queue or topic"),
+        ));
+    }
+    Ok(path.entity)
 }
 
 /// `lock-tokens`: an array (or a list) of UUIDs, in RFC 4122 byte order.
@@ -242,6 +267,55 @@ async fn perform(
             let mut out = OrderedMap::new();
             out.insert(Value::String("messages".into()), Value::List(messages));
             Ok(Some(out))
+        }
+        "com.microsoft:schedule-message" => {
+            let path = sendable(entity)?;
+            let items = match field(body, "messages") {
+                Some(Value::List(items)) => items.as_slice(),
+                Some(Value::Array(items)) => items.0.as_slice(),
+                _ => return Err(Failure::bad("'messages' must be a list of maps")),
+            };
+            let mut messages = Vec::new();
+            for item in items {
+                let Value::Map(item) = item else {
+                    return Err(Failure::bad("each of 'messages' must be a map"));
+                };
+                let Some(Value::Binary(encoded)) = field(item, "message") else {
+                    return Err(Failure::bad(
+                        "each of 'messages' needs an encoded 'message'",
+                    ));
+                };
+                messages.extend(
+                    convert::decode(0, encoded)
+                        .map_err(|e| Failure(400, "amqp:decode-error", e.to_string()))?,
+                );
+            }
+            let numbers = context.broker.send_numbered(&path, messages).await?;
+            let numbers = numbers
+                .into_iter()
+                .map(|n| Value::Long(i64::try_from(n).unwrap_or(i64::MAX)))
+                .collect();
+            let mut out = OrderedMap::new();
+            out.insert(
+                Value::String("sequence-numbers".into()),
+                Value::Array(Array(numbers)),
+            );
+            Ok(Some(out))
+        }
+        "com.microsoft:cancel-scheduled-message" => {
+            let path = sendable(entity)?;
+            let numbers: Vec<u64> = match field(body, "sequence-numbers") {
+                Some(Value::Array(a)) => a.0.iter().filter_map(sequence_number).collect(),
+                Some(Value::List(l)) => l.iter().filter_map(sequence_number).collect(),
+                _ => return Err(Failure::bad("'sequence-numbers' must be an array of longs")),
+            };
+            if numbers.len() > MAX_NUMBERS {
+                return Err(Failure::bad(format!(
+                    "at most {MAX_NUMBERS} sequence numbers in one request"
+                )));
+            }
+            context.broker.cancel_scheduled(&path, &numbers).await?;
+            Ok(None)
         }
         other => Err(Failure(
             501,

@@ -271,6 +271,16 @@ impl Broker {
     /// [`Error::PropertiesTooLarge`]
     /// (nothing is enqueued), [`Error::Store`].
     pub async fn send(&self, path: &str, messages: Vec<Outgoing>) -> Result<()> {
+        self.send_numbered(path, messages).await.map(|_| ())
+    }
+
+    /// As [`Broker::send`], returning the sequence numbers the messages were given, in
+    /// order (none for a duplicate that was dropped): what scheduling answers with.
+    ///
+    /// # Errors
+    ///
+    /// As [`Broker::send`].
+    pub async fn send_numbered(&self, path: &str, messages: Vec<Outgoing>) -> Result<Vec<u64>> {
         let entity = self.sendable(path).ok_or_else(|| Error::NotFound {
             kind: "queue or topic",
             path: path.to_string(),
@@ -295,7 +305,7 @@ impl Broker {
             if !writes.is_empty() {
                 self.store.apply(writes).await?;
             }
-            return Ok(());
+            return Ok(Vec::new());
         }
         let (first, next) = entity.reserve(messages.len() as u64);
         writes.push(Write::raise(Key::NextSequence(entity.id), next));
@@ -323,7 +333,33 @@ impl Broker {
             Self::message_writes(&entity, &candidate, message, &copies, &mut writes);
             deliveries.push((candidate.seq, copies, candidate.size));
         }
-        self.file(entity, writes, deliveries, now).await
+        self.file(entity, writes, deliveries, now).await?;
+        Ok((first..next).collect())
+    }
+
+    /// Cancels scheduled messages of the queue or topic at `path` by sequence number (every
+    /// subscription's copy, for a topic). Numbers that name no scheduled message are
+    /// ignored, as the service does.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for a missing entity, [`Error::Store`].
+    pub async fn cancel_scheduled(&self, path: &str, sequence_numbers: &[u64]) -> Result<()> {
+        let entity = self.sendable(path).ok_or_else(|| Error::NotFound {
+            kind: "queue or topic",
+            path: path.to_string(),
+        })?;
+        let receivers: Vec<Arc<Entity>> = match &entity.queue {
+            Some(_) => vec![entity.clone()],
+            None => entity.subscriptions().into_iter().map(|(s, _)| s).collect(),
+        };
+        for receiver in receivers {
+            if let Some(queue) = &receiver.queue {
+                let effects = queue.cancel_scheduled(sequence_numbers);
+                self.persist(receiver.id, effects).await?;
+            }
+        }
+        Ok(())
     }
 
     /// The messages that are not duplicates of one sent within the window (those are

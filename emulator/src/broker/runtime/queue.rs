@@ -350,6 +350,21 @@ impl Queue {
         Ok(found)
     }
 
+    /// Removes scheduled deliveries by sequence number; the removals to persist.
+    pub(crate) fn cancel_scheduled(&self, sequence_numbers: &[u64]) -> Vec<Effect> {
+        let mut state = lock(&self.state);
+        let keys: Vec<(DateTime<Utc>, u64)> = state
+            .scheduled
+            .keys()
+            .filter(|(_, seq)| sequence_numbers.contains(seq))
+            .copied()
+            .collect();
+        keys.into_iter()
+            .filter_map(|key| state.scheduled.remove(&key))
+            .map(|e| Effect::Remove(e.seq, e.delivery))
+            .collect()
+    }
+
     /// Settles a held lock. `None` when the lock is unknown or expired.
     pub(crate) fn settle(
         &self,
