@@ -67,8 +67,8 @@ async fn the_npm_sdk_sends_receives_and_settles_over_amqp() {
     )
     .await;
     assert!(
-        out.contains("pass 11") && out.contains("fail 0"),
-        "expected 11 passing node tests:\n{out}"
+        out.contains("pass 12") && out.contains("fail 0"),
+        "expected 12 passing node tests:\n{out}"
     );
     assert_eq!(emulator.terminate().await, Ok(Some(0)));
 }

@@ -265,3 +265,32 @@ test('errors: a wrong key is UnauthorizedAccess, a missing entity MessagingEntit
     (e) => isServiceBusError(e) && e.code === 'MessagingEntityNotFound');
   await receiver.close();
 });
+
+test('the rule manager adds, lists and removes rules over $management', async () => {
+  const rules = client.createRuleManager('js-topic', 'all');
+  await rules.createRule('green-only', { sqlExpression: "color = 'green'" }, { sqlExpression: "SET tagged = 'yes'" });
+  await rules.createRule('labelled', { subject: 'x', applicationProperties: { n: 1 } });
+  await assert.rejects(rules.createRule('green-only', { sqlExpression: '1=1' }),
+    (e) => isServiceBusError(e) && e.code === 'MessagingEntityAlreadyExists');
+  const listed = [];
+  for await (const rule of rules.listRules()) listed.push(rule);
+  assert.deepEqual(listed.map((r) => r.name).sort(), ['$Default', 'green-only', 'labelled']);
+  const green = listed.find((r) => r.name === 'green-only');
+  assert.equal(green.filter.sqlExpression, "color = 'green'");
+  assert.equal(green.action.sqlExpression, "SET tagged = 'yes'");
+  const labelled = listed.find((r) => r.name === 'labelled');
+  assert.equal(labelled.filter.subject, 'x');
+  assert.equal(labelled.filter.applicationProperties.n, 1);
+  await rules.deleteRule('$Default');
+  await rules.deleteRule('labelled');
+  await client.createSender('js-topic').sendMessages([
+    { body: 'green one', applicationProperties: { color: 'green' } },
+    { body: 'blue one', applicationProperties: { color: 'blue' } },
+  ]);
+  const r = client.createReceiver('js-topic', 'all', { receiveMode: 'receiveAndDelete' });
+  const [m] = await r.receiveMessages(1, wait);
+  assert.equal(m.body, 'green one');
+  assert.equal(m.applicationProperties.tagged, 'yes');
+  assert.deepEqual(await r.receiveMessages(1, { maxWaitTimeInMs: 300 }), []);
+  await r.close();
+});

@@ -1,5 +1,5 @@
 //! The `{entity}/$management` node (contract section 7): lock renewal, settlement by
-//! lock token, peek, and scheduling. Other operations answer `501 amqp:not-implemented`, so an SDK raises a clear
+//! lock token, peek, scheduling, and a subscription's rules (`rules.rs`). Other operations answer `501 amqp:not-implemented`, so an SDK raises a clear
 //! error rather than waiting.
 
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use fe2o3_amqp_types::messaging::{AmqpValue, Body, Message};
 use fe2o3_amqp_types::primitives::{Array, OrderedMap, SimpleValue, Symbol, Timestamp, Value};
 use uuid::Uuid;
 
-use super::{Context, cbs, convert, link};
+use super::{Context, cbs, convert, link, rules};
 use crate::auth::Right;
 use crate::broker::{self, ReceiveTarget, Settle};
 use crate::model::EntityPath;
@@ -47,19 +47,17 @@ impl Failure {
 
 impl From<broker::Error> for Failure {
     fn from(e: broker::Error) -> Self {
-        let code = match &e {
-            broker::Error::NotFound { .. } => 404,
-            broker::Error::LockLost { .. } => 410,
-            broker::Error::Disabled { .. } => 400,
-            _ => 500,
+        use broker::Error as E;
+        let (code, condition) = match &e {
+            E::NotFound { .. } => (404, "amqp:not-found"),
+            E::LockLost { .. } => (410, "com.microsoft:message-lock-lost"),
+            E::Disabled { .. } => (400, "com.microsoft:entity-disabled"),
+            E::Conflict { .. } => (409, "com.microsoft:entity-already-exists"),
+            E::Rule(_) | E::Name(_) | E::WrongKind { .. } => (400, "com.microsoft:argument-error"),
+            E::QuotaExceeded { .. } => (403, "amqp:resource-limit-exceeded"),
+            _ => (500, "amqp:internal-error"),
         };
         let error = link::broker_error(&e);
-        let condition = match code {
-            404 => "amqp:not-found",
-            410 => "com.microsoft:message-lock-lost",
-            400 => "com.microsoft:entity-disabled",
-            _ => "amqp:internal-error",
-        };
         Failure(code, condition, error.description.unwrap_or_default())
     }
 }
@@ -317,10 +315,82 @@ async fn perform(
             context.broker.cancel_scheduled(&path, &numbers).await?;
             Ok(None)
         }
+        "com.microsoft:add-rule"
+        | "com.microsoft:remove-rule"
+        | "com.microsoft:enumerate-rules" => {
+            rule_operation(context, entity, &operation, body).await
+        }
         other => Err(Failure(
             501,
             "amqp:not-implemented",
             format!("The management operation '{other}' is not supported by the emulator yet."),
         )),
+    }
+}
+
+/// `add-rule`, `remove-rule` and `enumerate-rules` on a subscription's node.
+async fn rule_operation(
+    context: &Context,
+    entity: &str,
+    operation: &str,
+    body: &OrderedMap<Value, Value>,
+) -> Result<Option<OrderedMap<Value, Value>>, Failure> {
+    let path = EntityPath::parse(entity).map_err(|e| Failure::bad(e.to_string()))?;
+    let (topic, Some(subscription), false) = (&path.entity, &path.subscription, path.dead_letter)
+    else {
+        return Err(Failure(
+            400,
+            "amqp:not-allowed",
+            format!("rules belong to subscriptions; '{entity}' is not one"),
+        ));
+    };
+    let broker = &context.broker;
+    match operation {
+        "com.microsoft:add-rule" => {
+            let name =
+                text(body, "rule-name").ok_or_else(|| Failure::bad("a rule-name is needed"))?;
+            let Some(Value::Map(description)) = field(body, "rule-description") else {
+                return Err(Failure::bad("a rule-description map is needed"));
+            };
+            let rule = rules::rule_from(description).map_err(Failure::bad)?;
+            broker
+                .put_rule(topic, subscription, &name, rule, false)
+                .await?;
+            Ok(None)
+        }
+        "com.microsoft:remove-rule" => {
+            let name =
+                text(body, "rule-name").ok_or_else(|| Failure::bad("a rule-name is needed"))?;
+            broker.delete_rule(topic, subscription, &name).await?;
+            Ok(None)
+        }
+        _ => {
+            let skip = integer(body, "skip").unwrap_or(0).max(0);
+            let top = integer(body, "top").unwrap_or(i64::from(u16::MAX)).max(0);
+            let page = broker.list_rules(
+                topic,
+                subscription,
+                usize::try_from(skip).unwrap_or(0),
+                usize::try_from(top).unwrap_or(0),
+            )?;
+            if page.items.is_empty() {
+                return Err(Failure(204, "", "No rules".into()));
+            }
+            let listed = page
+                .items
+                .iter()
+                .map(|record| {
+                    let mut entry = OrderedMap::new();
+                    entry.insert(
+                        Value::String("rule-description".into()),
+                        rules::described_rule(record),
+                    );
+                    Value::Map(entry)
+                })
+                .collect();
+            let mut out = OrderedMap::new();
+            out.insert(Value::String("rules".into()), Value::List(listed));
+            Ok(Some(out))
+        }
     }
 }

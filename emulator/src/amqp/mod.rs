@@ -17,6 +17,7 @@ mod depth;
 mod io;
 mod link;
 mod management;
+mod rules;
 mod sending;
 mod settling;
 
