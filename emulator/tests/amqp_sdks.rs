@@ -67,8 +67,8 @@ async fn the_npm_sdk_sends_receives_and_settles_over_amqp() {
     )
     .await;
     assert!(
-        out.contains("pass 12") && out.contains("fail 0"),
-        "expected 12 passing node tests:\n{out}"
+        out.contains("pass 13") && out.contains("fail 0"),
+        "expected 13 passing node tests:\n{out}"
     );
     assert_eq!(emulator.terminate().await, Ok(Some(0)));
 }
@@ -80,8 +80,8 @@ async fn the_pypi_sdk_sends_receives_and_settles_over_amqp() {
     let emulator = start(work.path()).await;
     let out = run(&python, &["-m", "unittest", "-v", "amqp_test"], &emulator).await;
     assert!(
-        out.contains("Ran 11 tests") && out.contains("\nOK"),
-        "expected 11 passing Python tests:\n{out}"
+        out.contains("Ran 12 tests") && out.contains("\nOK"),
+        "expected 12 passing Python tests:\n{out}"
     );
     assert_eq!(emulator.terminate().await, Ok(Some(0)));
 }

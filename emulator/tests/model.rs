@@ -66,6 +66,8 @@ enum Op {
     Unlock(usize),
     /// AMQP's dead-letter settlement (`rejected` with `com.microsoft:dead-letter`).
     DeadLetter(usize),
+    /// AMQP's deferral (`modified` with undeliverable-here).
+    Defer(usize),
     Renew(usize),
     Advance(i64),
     Restart,
@@ -85,6 +87,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<usize>().prop_map(Op::Complete),
         2 => any::<usize>().prop_map(Op::Unlock),
         1 => any::<usize>().prop_map(Op::DeadLetter),
+        1 => any::<usize>().prop_map(Op::Defer),
         1 => any::<usize>().prop_map(Op::Renew),
         2 => prop::sample::select(vec![10i64, 31]).prop_map(Op::Advance),
         1 => Just(Op::Restart),
@@ -100,6 +103,8 @@ struct M {
     /// Lock expiry (model seconds), while locked.
     locked_until: Option<i64>,
     dead: bool,
+    /// Deferred: out of normal delivery, still peeked.
+    deferred: bool,
 }
 
 #[derive(Debug, Default)]
@@ -142,7 +147,7 @@ impl Model {
         let msgs = self.messages.entry(Self::home(r)).or_default();
         let (&seq, m) = msgs
             .iter_mut()
-            .find(|(_, m)| m.locked_until.is_none() && m.dead == dead)?;
+            .find(|(_, m)| m.locked_until.is_none() && m.dead == dead && !m.deferred)?;
         m.deliveries += 1;
         let out = (seq, m.n, m.deliveries);
         if lock {
@@ -249,7 +254,12 @@ fn check_counts(broker: &Broker, model: &Model, step: usize) -> Result<(), TestC
     ] {
         let counts = view.unwrap().unwrap().runtime.counts;
         let msgs = model.messages.get(&r);
-        let count = |dead: bool| msgs.map_or(0, |m| m.values().filter(|m| m.dead == dead).count());
+        // Deferred messages wait with the scheduled ones, outside the active count.
+        let count = |dead: bool| {
+            msgs.map_or(0, |m| {
+                m.values().filter(|m| m.dead == dead && !m.deferred).count()
+            })
+        };
         prop_assert_eq!(
             (counts.active, counts.dead_letter),
             (count(false) as u64, count(true) as u64),
@@ -288,6 +298,7 @@ async fn run(ops: Vec<Op>, window: usize) -> Result<(), TestCaseError> {
                         deliveries: 0,
                         locked_until: None,
                         dead: false,
+                        deferred: false,
                     },
                 );
             }
@@ -299,6 +310,7 @@ async fn run(ops: Vec<Op>, window: usize) -> Result<(), TestCaseError> {
                     deliveries: 0,
                     locked_until: None,
                     dead: false,
+                    deferred: false,
                 };
                 model
                     .messages
@@ -352,7 +364,7 @@ async fn run(ops: Vec<Op>, window: usize) -> Result<(), TestCaseError> {
                     locks.push((r, m.lock.unwrap().0.to_string(), m.sequence_number));
                 }
             }
-            Op::Complete(i) | Op::Unlock(i) | Op::DeadLetter(i) | Op::Renew(i) => {
+            Op::Complete(i) | Op::Unlock(i) | Op::DeadLetter(i) | Op::Defer(i) | Op::Renew(i) => {
                 if locks.is_empty() {
                     continue;
                 }
@@ -364,6 +376,7 @@ async fn run(ops: Vec<Op>, window: usize) -> Result<(), TestCaseError> {
                         reason: "r".into(),
                         description: "d".into(),
                     }),
+                    Op::Defer(_) => Settle::Defer,
                     _ => Settle::Renew,
                 };
                 let real = broker
@@ -403,6 +416,12 @@ async fn run(ops: Vec<Op>, window: usize) -> Result<(), TestCaseError> {
                             let m = msgs.get_mut(&seq).unwrap();
                             m.locked_until = None;
                             m.dead = true;
+                        }
+                        Settle::Defer => {
+                            let m = msgs.get_mut(&seq).unwrap();
+                            m.locked_until = None;
+                            // A dead-lettered message stays in the dead-letter queue.
+                            m.deferred = !m.dead;
                         }
                         Settle::Renew => {
                             msgs.get_mut(&seq).unwrap().locked_until = Some(now + LOCK_SECS)

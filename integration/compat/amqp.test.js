@@ -174,6 +174,28 @@ test('peek shows messages in order, locked ones too, without locking or counting
   await receiver.close();
 });
 
+test('defer, then receive the deferred message by its sequence number and complete it', async () => {
+  await client.createSender('js-defer').sendMessages([{ body: 'later' }, { body: 'now' }]);
+  const receiver = client.createReceiver('js-defer');
+  const [first] = await receiver.receiveMessages(1, wait);
+  assert.equal(first.body, 'later');
+  await receiver.deferMessage(first);
+  const [next] = await receiver.receiveMessages(1, wait);
+  assert.equal(next.body, 'now', 'a deferred message leaves normal delivery');
+  await receiver.completeMessage(next);
+  assert.deepEqual(await receiver.receiveMessages(1, { maxWaitTimeInMs: 300 }), []);
+  const peeked = await receiver.peekMessages(5, { fromSequenceNumber: first.sequenceNumber });
+  assert.deepEqual(peeked.map((m) => [m.body, m.state]), [['later', 'deferred']]);
+  const [deferred] = await receiver.receiveDeferredMessages([first.sequenceNumber]);
+  assert.equal(deferred.body, 'later');
+  assert.equal(deferred.state, 'deferred');
+  assert.match(deferred.lockToken, /^[0-9a-f-]{36}$/);
+  await receiver.completeMessage(deferred);
+  await assert.rejects(receiver.receiveDeferredMessages([first.sequenceNumber]),
+    (e) => isServiceBusError(e) && e.code === 'MessageNotFound');
+  await receiver.close();
+});
+
 test('scheduled messages wait for their time; a cancelled one never comes', async () => {
   const sender = client.createSender('js-sched');
   const tomorrow = new Date(Date.now() + 86_400_000);

@@ -204,6 +204,20 @@ class Amqp(unittest.TestCase):
             receiver.complete_message(locked)
             receiver.complete_message(second)
 
+    def test_defer_then_receive_deferred(self):
+        with self.client.get_queue_sender("py-defer") as sender:
+            sender.send_messages([ServiceBusMessage("later"), ServiceBusMessage("now")])
+        with self.client.get_queue_receiver("py-defer") as receiver:
+            (first,) = receive(receiver, 1)
+            receiver.defer_message(first)
+            (nxt,) = receive(receiver, 1)
+            self.assertEqual(str(nxt), "now")
+            receiver.complete_message(nxt)
+            (deferred,) = receiver.receive_deferred_messages([first.sequence_number])
+            self.assertEqual(str(deferred), "later")
+            receiver.complete_message(deferred)
+            self.assertEqual(receiver.receive_messages(max_message_count=1, max_wait_time=1), [])
+
     def test_schedule_and_cancel(self):
         tomorrow = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)
         with self.client.get_queue_sender("py-sched") as sender:

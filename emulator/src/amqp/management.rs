@@ -1,5 +1,5 @@
 //! The `{entity}/$management` node (contract section 7): lock renewal, settlement by
-//! lock token, peek, scheduling, and a subscription's rules (`rules.rs`). Other operations answer `501 amqp:not-implemented`, so an SDK raises a clear
+//! lock token, deferral, peek, scheduling, and a subscription's rules (`rules.rs`). Other operations answer `501 amqp:not-implemented`, so an SDK raises a clear
 //! error rather than waiting.
 
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::{Context, cbs, convert, link, rules};
 use crate::auth::Right;
-use crate::broker::{self, ReceiveTarget, Settle};
+use crate::broker::{self, PeekState, ReceiveMode, ReceiveTarget, Settle};
 use crate::model::EntityPath;
 use crate::model::message::DeadLetter;
 
@@ -101,6 +101,21 @@ const MAX_NUMBERS: usize = 4096;
 
 fn sequence_number(v: &Value) -> Option<u64> {
     as_i64(v).and_then(|n| u64::try_from(n).ok())
+}
+
+/// `sequence-numbers`: an array (or list) of longs, at most [`MAX_NUMBERS`].
+fn sequence_numbers(body: &OrderedMap<Value, Value>) -> Result<Vec<u64>, Failure> {
+    let numbers: Vec<u64> = match field(body, "sequence-numbers") {
+        Some(Value::Array(a)) => a.0.iter().filter_map(sequence_number).collect(),
+        Some(Value::List(l)) => l.iter().filter_map(sequence_number).collect(),
+        _ => return Err(Failure::bad("'sequence-numbers' must be an array of longs")),
+    };
+    if numbers.len() > MAX_NUMBERS {
+        return Err(Failure::bad(format!(
+            "at most {MAX_NUMBERS} sequence numbers in one request"
+        )));
+    }
+    Ok(numbers)
 }
 
 /// The queue or topic a management node on `entity` sends to.
@@ -217,13 +232,7 @@ async fn perform(
                     reason: text(body, "deadletter-reason").unwrap_or_default(),
                     description: text(body, "deadletter-description").unwrap_or_default(),
                 }),
-                Some("defered") => {
-                    return Err(Failure(
-                        501,
-                        "amqp:not-implemented",
-                        "Deferring messages is not supported by the emulator yet.".into(),
-                    ));
-                }
+                Some("defered") => Settle::Defer,
                 other => {
                     return Err(Failure::bad(format!(
                         "'{}' is not a disposition status",
@@ -252,10 +261,54 @@ async fn perform(
                 return Err(Failure(204, "", "No messages".into()));
             }
             let mut messages = Vec::new();
-            for (received, scheduled) in peeked {
-                let encoded = convert::encode_in_state(&received, if scheduled { 2 } else { 0 })
+            for (received, state) in peeked {
+                let state = match state {
+                    PeekState::Active => 0,
+                    PeekState::Deferred => 1,
+                    PeekState::Scheduled => 2,
+                };
+                let encoded = convert::encode_in_state(&received, state)
                     .map_err(|e| Failure(500, "amqp:internal-error", e.to_string()))?;
                 let mut entry = OrderedMap::new();
+                entry.insert(
+                    Value::String("message".into()),
+                    Value::Binary(encoded.into()),
+                );
+                messages.push(Value::Map(entry));
+            }
+            let mut out = OrderedMap::new();
+            out.insert(Value::String("messages".into()), Value::List(messages));
+            Ok(Some(out))
+        }
+        "com.microsoft:receive-by-sequence-number" => {
+            let target = target()?;
+            let numbers = sequence_numbers(body)?;
+            let mode = match integer(body, "receiver-settle-mode") {
+                Some(0) => ReceiveMode::ReceiveAndDelete,
+                _ => ReceiveMode::PeekLock,
+            };
+            let received = context
+                .broker
+                .receive_deferred(&target, &numbers, mode)
+                .await?
+                .ok_or_else(|| {
+                    Failure(
+                        404,
+                        "com.microsoft:message-not-found",
+                        "A sequence number names no deferred message.".into(),
+                    )
+                })?;
+            let mut messages = Vec::new();
+            for r in received {
+                let encoded = convert::encode_in_state(&r, 1)
+                    .map_err(|e| Failure(500, "amqp:internal-error", e.to_string()))?;
+                let mut entry = OrderedMap::new();
+                if let Some((token, _)) = r.lock {
+                    entry.insert(
+                        Value::String("lock-token".into()),
+                        Value::Uuid(token.into_bytes().into()),
+                    );
+                }
                 entry.insert(
                     Value::String("message".into()),
                     Value::Binary(encoded.into()),
@@ -302,16 +355,7 @@ async fn perform(
         }
         "com.microsoft:cancel-scheduled-message" => {
             let path = sendable(entity)?;
-            let numbers: Vec<u64> = match field(body, "sequence-numbers") {
-                Some(Value::Array(a)) => a.0.iter().filter_map(sequence_number).collect(),
-                Some(Value::List(l)) => l.iter().filter_map(sequence_number).collect(),
-                _ => return Err(Failure::bad("'sequence-numbers' must be an array of longs")),
-            };
-            if numbers.len() > MAX_NUMBERS {
-                return Err(Failure::bad(format!(
-                    "at most {MAX_NUMBERS} sequence numbers in one request"
-                )));
-            }
+            let numbers = sequence_numbers(body)?;
             context.broker.cancel_scheduled(&path, &numbers).await?;
             Ok(None)
         }

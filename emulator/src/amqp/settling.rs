@@ -5,13 +5,12 @@
 
 use std::sync::Arc;
 
-use fe2o3_amqp_types::definitions::{AmqpError, ErrorCondition};
 use fe2o3_amqp_types::messaging::{DeliveryState, Rejected};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::Context;
-use super::link::{Event, broker_error, error};
+use super::link::{Event, broker_error};
 use crate::broker::{self, ReceiveTarget, Settle};
 
 /// Most settlements applied together.
@@ -27,9 +26,6 @@ pub(crate) struct Request {
     pub(crate) how: Settle,
     /// The state to answer with once applied.
     pub(crate) applied: DeliveryState,
-    /// Deferral, which the broker does not have yet: applied as an abandon, answered
-    /// `amqp:not-implemented`.
-    pub(crate) deferred: bool,
     /// The client waits for the answer (it sent its disposition unsettled).
     pub(crate) answer: bool,
 }
@@ -50,13 +46,6 @@ fn outcome(request: &Request, held: Result<bool, &broker::Error>) -> DeliverySta
             error: Some(broker_error(e)),
         }),
         Ok(false) => lost(),
-        Ok(true) if request.deferred => DeliveryState::Rejected(Rejected {
-            error: Some(error(
-                ErrorCondition::AmqpError(AmqpError::NotImplemented),
-                "Deferring messages is not supported by the emulator yet; the message was \
-                 abandoned instead.",
-            )),
-        }),
         Ok(true) => request.applied.clone(),
     }
 }

@@ -25,7 +25,7 @@ use crate::store::{self, Store};
 use crate::sync::lock;
 
 pub use management::{DEFAULT_RULE_NAME, EntityView, Page, PutOutcome};
-pub use receive::{ReceiveTarget, Received};
+pub use receive::{PeekState, ReceiveTarget, Received};
 pub use runtime::{ReceiveMode, Settle};
 pub use send::Outgoing;
 

@@ -25,6 +25,17 @@ pub struct ReceiveTarget {
     pub dead_letter: bool,
 }
 
+/// What a peeked message is waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeekState {
+    /// Receivable (or locked by a receiver now).
+    Active,
+    /// Deferred: received only by sequence number.
+    Deferred,
+    /// Scheduled for later.
+    Scheduled,
+}
+
 /// A received message, ready to be written out.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -528,12 +539,45 @@ impl Broker {
         queue_of(&entity).map(|_| ())
     }
 
+    /// Receives deferred messages of `target` by sequence number, all or none: locked
+    /// (peek-lock, delivery counts unchanged) or removed. `Ok(None)` when a number names no
+    /// deferred message.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for a missing entity, [`Error::Store`].
+    pub async fn receive_deferred(
+        &self,
+        target: &ReceiveTarget,
+        sequence_numbers: &[u64],
+        mode: ReceiveMode,
+    ) -> Result<Option<Vec<Received>>> {
+        let (entity, _) = self.receivable(target)?;
+        let queue = queue_of(&entity)?;
+        let now = self.clock.now();
+        entity.touch(now);
+        let settings = QueueSettings::of(&entity.description());
+        let mut effects = Vec::new();
+        let Some(taken) = queue.take_deferred(sequence_numbers, mode, &settings, now, &mut effects)
+        else {
+            return Ok(None);
+        };
+        // Read before the writes: receive-and-delete deletes the stored message. A record
+        // that cannot be read is a fault; a lock taken then simply expires.
+        let received = taken
+            .iter()
+            .map(|t| self.read(&entity, t))
+            .collect::<Result<Vec<_>>>()?;
+        self.persist(entity.id, effects).await?;
+        Ok(Some(received))
+    }
+
     /// Most messages one peek returns.
     pub const MAX_PEEK: usize = 4096;
 
     /// Up to `count` messages of `target` from sequence number `from` on, in sequence
-    /// order, whatever their state (active, locked, scheduled), without locking them or
-    /// changing their delivery count; each with whether it is scheduled.
+    /// order, whatever their state (active, locked, scheduled, deferred), without locking
+    /// them or changing their delivery count; each with its state.
     ///
     /// # Errors
     ///
@@ -543,7 +587,7 @@ impl Broker {
         target: &ReceiveTarget,
         from: u64,
         count: usize,
-    ) -> Result<Vec<(Received, bool)>> {
+    ) -> Result<Vec<(Received, PeekState)>> {
         let (entity, which) = self.receivable(target)?;
         let queue = queue_of(&entity)?;
         let owner = self.owner(target, &entity);
@@ -553,9 +597,15 @@ impl Broker {
             .peek(which, from, count.min(Self::MAX_PEEK), &load)?
             .into_iter()
             .map(|entry| {
-                let scheduled = entry.delivery.scheduled_at.is_some_and(|at| at > now);
+                let state = if entry.delivery.deferred {
+                    PeekState::Deferred
+                } else if entry.delivery.scheduled_at.is_some_and(|at| at > now) {
+                    PeekState::Scheduled
+                } else {
+                    PeekState::Active
+                };
                 let taken = Taken { entry, lock: None };
-                Ok((self.read(&entity, &taken)?, scheduled))
+                Ok((self.read(&entity, &taken)?, state))
             })
             .collect()
     }

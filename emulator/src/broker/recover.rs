@@ -123,7 +123,11 @@ impl Broker {
         mut delivery: Delivery,
         writes: &mut Vec<Write>,
     ) -> Delivery {
-        if delivery.dead_letter.is_none() && delivery.delivery_count >= max_delivery_count {
+        // A deferred message is not a released lock: it stays deferred.
+        if delivery.dead_letter.is_none()
+            && !delivery.deferred
+            && delivery.delivery_count >= max_delivery_count
+        {
             delivery.dead_letter = Some(DeadLetter {
                 reason: runtime::REASON_MAX_DELIVERY.into(),
                 description: format!(

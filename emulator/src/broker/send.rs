@@ -527,6 +527,7 @@ impl Broker {
             overridden,
             size,
             settled: false,
+            deferred: false,
         };
         let message_ttl = message_ttl(candidate.time_to_live);
         // A scheduled message is enqueued when it activates: its time to live starts then.

@@ -211,4 +211,15 @@ pub struct Delivery {
     /// A tombstone: the copy was settled (see `listed`).
     #[serde(default)]
     pub settled: bool,
+    /// Deferred by a receiver (AMQP): out of normal delivery, received only by sequence
+    /// number. Its `scheduled_at` is [`DEFERRED_UNTIL`], so it waits with the scheduled
+    /// messages and never comes due.
+    #[serde(default)]
+    pub deferred: bool,
 }
+
+/// When a deferred message would become visible: after any time the clock can show.
+pub const DEFERRED_UNTIL: DateTime<Utc> = match DateTime::from_timestamp(253_402_214_400, 0) {
+    Some(t) => t,
+    None => DateTime::<Utc>::MAX_UTC,
+};

@@ -209,6 +209,7 @@ mod tests {
             size,
             listed: owner != 5,
             settled: false,
+            deferred: false,
         };
         let stored = StoredMessage {
             sequence_number: 9,

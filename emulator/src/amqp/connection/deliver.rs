@@ -22,13 +22,8 @@ const TRANSFER_OVERHEAD: usize = 128;
 /// Most deliveries one disposition settles (a range is `first..=last`).
 const MAX_RANGE: u32 = 10_000;
 
-/// What a client's settlement asks for.
-enum Action {
-    /// Apply this, then answer with that state.
-    Settle(Settle, DeliveryState),
-    /// Defer: not supported yet. The message is unlocked, and the client told so.
-    Defer,
-}
+/// What a client's settlement asks for: apply this, then answer with that state.
+struct Action(Settle, DeliveryState);
 
 fn info_text(info: Option<&fe2o3_amqp_types::definitions::Fields>, key: &str) -> Option<String> {
     match info?.get(&Symbol::from(key))? {
@@ -41,11 +36,14 @@ fn info_text(info: Option<&fe2o3_amqp_types::definitions::Fields>, key: &str) ->
 fn action(state: Option<&DeliveryState>) -> Action {
     match state {
         None | Some(DeliveryState::Accepted(_)) => {
-            Action::Settle(Settle::Complete, DeliveryState::Accepted(Accepted {}))
+            Action(Settle::Complete, DeliveryState::Accepted(Accepted {}))
         }
-        Some(DeliveryState::Modified(m)) if m.undeliverable_here == Some(true) => Action::Defer,
+        // undeliverable-here: defer (contract 6.3).
+        Some(DeliveryState::Modified(m)) if m.undeliverable_here == Some(true) => {
+            Action(Settle::Defer, DeliveryState::Modified(m.clone()))
+        }
         Some(DeliveryState::Modified(m)) => {
-            Action::Settle(Settle::Unlock, DeliveryState::Modified(m.clone()))
+            Action(Settle::Unlock, DeliveryState::Modified(m.clone()))
         }
         Some(DeliveryState::Rejected(r)) => {
             let dead_letter = r
@@ -60,7 +58,7 @@ fn action(state: Option<&DeliveryState>) -> Action {
                         .or_else(|| e.description.clone())
                         .unwrap_or_default();
                     let reason = info_text(info, "DeadLetterReason").unwrap_or_default();
-                    Action::Settle(
+                    Action(
                         Settle::DeadLetter(DeadLetter {
                             reason,
                             description,
@@ -68,10 +66,10 @@ fn action(state: Option<&DeliveryState>) -> Action {
                         applied,
                     )
                 }
-                None => Action::Settle(Settle::Unlock, applied),
+                None => Action(Settle::Unlock, applied),
             }
         }
-        Some(_) => Action::Settle(Settle::Unlock, DeliveryState::Released(Released {})),
+        Some(_) => Action(Settle::Unlock, DeliveryState::Released(Released {})),
     }
 }
 
@@ -347,10 +345,7 @@ impl Connection {
                 }
                 continue;
             };
-            let (how, applied, deferred) = match action(d.state.as_ref()) {
-                Action::Settle(how, applied) => (how, applied, false),
-                Action::Defer => (Settle::Unlock, DeliveryState::Released(Released {}), true),
-            };
+            let Action(how, applied) = action(d.state.as_ref());
             requests.push(settling::Request {
                 channel,
                 delivery_id: id,
@@ -358,7 +353,6 @@ impl Connection {
                 token: u.lock.token,
                 how,
                 applied,
-                deferred,
                 answer: !d.settled,
             });
         }

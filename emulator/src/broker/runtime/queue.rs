@@ -9,7 +9,7 @@ use servicebus_wire::{EntityDescription, TimeSpan};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::model::message::{DeadLetter, Delivery};
+use crate::model::message::{DEFERRED_UNTIL, DeadLetter, Delivery};
 
 use super::state::{Filing, QueueState};
 use super::{add, lock};
@@ -140,6 +140,9 @@ pub enum Settle {
     /// `com.microsoft:dead-letter`). A message already there stays there, unlocked, with
     /// the new reason.
     DeadLetter(DeadLetter),
+    /// Take it out of normal delivery (AMQP `modified` with undeliverable-here): it is
+    /// received only by sequence number from then on.
+    Defer,
 }
 
 impl Queue {
@@ -350,14 +353,62 @@ impl Queue {
         Ok(found)
     }
 
+    /// Takes deferred deliveries by sequence number, all or none: locked (their delivery
+    /// count unchanged) or removed. `None` names a number that is not a deferred message.
+    pub(crate) fn take_deferred(
+        &self,
+        sequence_numbers: &[u64],
+        mode: ReceiveMode,
+        settings: &QueueSettings,
+        now: DateTime<Utc>,
+        effects: &mut Vec<Effect>,
+    ) -> Option<Vec<Taken>> {
+        let mut state = lock(&self.state);
+        let mut keys = Vec::new();
+        for seq in sequence_numbers {
+            let key = state
+                .scheduled
+                .iter()
+                .find(|((_, s), e)| s == seq && e.delivery.deferred)
+                .map(|(key, _)| *key)?;
+            keys.push(key);
+        }
+        let mut taken = Vec::new();
+        for key in keys {
+            let Some(entry) = state.scheduled.remove(&key) else {
+                continue;
+            };
+            match mode {
+                ReceiveMode::ReceiveAndDelete => {
+                    effects.push(Effect::Remove(entry.seq, entry.delivery.clone()));
+                    taken.push(Taken { entry, lock: None });
+                }
+                ReceiveMode::PeekLock => {
+                    let token = Uuid::new_v4();
+                    let until = lock_until(now, settings);
+                    let locked = Locked {
+                        entry: entry.clone(),
+                        until,
+                    };
+                    state.main.locked.insert(token, locked);
+                    taken.push(Taken {
+                        entry,
+                        lock: Some((token, until)),
+                    });
+                }
+            }
+        }
+        Some(taken)
+    }
+
     /// Removes scheduled deliveries by sequence number; the removals to persist.
     pub(crate) fn cancel_scheduled(&self, sequence_numbers: &[u64]) -> Vec<Effect> {
         let mut state = lock(&self.state);
         let keys: Vec<(DateTime<Utc>, u64)> = state
             .scheduled
-            .keys()
-            .filter(|(_, seq)| sequence_numbers.contains(seq))
-            .copied()
+            .iter()
+            .filter(|((_, seq), e)| sequence_numbers.contains(seq) && !e.delivery.deferred)
+            .map(|(key, _)| *key)
             .collect();
         keys.into_iter()
             .filter_map(|key| state.scheduled.remove(&key))
@@ -392,6 +443,14 @@ impl Queue {
             Settle::Unlock => {
                 state.sub(which).locked.remove(&token);
                 state.release(which, held.entry.clone(), settings, now, effects);
+            }
+            Settle::Defer => {
+                state.sub(which).locked.remove(&token);
+                let mut entry = held.entry.clone();
+                entry.delivery.deferred = true;
+                entry.delivery.scheduled_at = Some(DEFERRED_UNTIL);
+                effects.push(Effect::Rewrite(entry.seq, entry.delivery.clone()));
+                state.insert(entry, now, Filing::Memory);
             }
             Settle::DeadLetter(reason) => {
                 state.sub(which).locked.remove(&token);

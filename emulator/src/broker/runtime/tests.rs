@@ -38,6 +38,7 @@ fn delivery(size: u64) -> Delivery {
         size,
         listed: false,
         settled: false,
+        deferred: false,
     }
 }
 
