@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::process::Process;
+use common::process::{Process, kill_once};
 use common::*;
 use tokio::io::AsyncBufReadExt;
 
@@ -74,18 +74,10 @@ async fn sigkill_loses_no_accepted_send_and_returns_no_settled_complete() {
                 }
             })
         };
-        let enough = || async {
-            match ledger.lock().unwrap().sent.len() {
-                n if n >= SENDS_BEFORE_KILL => Ok(()),
-                n => Err(n),
-            }
-        };
-        testkit::wait_until(Duration::from_secs(120), Duration::from_millis(5), enough)
-            .await
-            .expect("the SDK's sends reached the count before the kill in time");
-        let mut child = process.child;
-        child.start_kill().unwrap();
-        child.wait().await.unwrap();
+        kill_once(process, SENDS_BEFORE_KILL, || {
+            ledger.lock().unwrap().sent.len()
+        })
+        .await;
         // The driver's workers stop at their first error; it exits on its own.
         let exited = tokio::time::timeout(Duration::from_secs(120), driver.wait()).await;
         assert!(exited.is_ok(), "the driver exits once the emulator is gone");
@@ -94,20 +86,7 @@ async fn sigkill_loses_no_accepted_send_and_returns_no_settled_complete() {
         process = Process::start(dir.path(), &args).await;
         let c = Client::new(process.addr, KEY_NAME, KEY);
         let mut present = HashSet::new();
-        loop {
-            let r = c
-                .send(
-                    "DELETE",
-                    "/k/messages/head?timeout=0",
-                    None,
-                    &[],
-                    Some(c.token()),
-                )
-                .await;
-            if r.status == 204 {
-                break;
-            }
-            assert_eq!(r.status, 200, "{}", r.body);
+        for r in c.drain("k").await {
             let id = r.broker()["MessageId"].as_str().unwrap().to_string();
             assert!(
                 present.insert(id.clone()),

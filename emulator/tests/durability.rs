@@ -6,9 +6,8 @@ mod common;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use common::process::Process;
+use common::process::{Process, kill_once};
 use common::*;
 
 /// Kill cycles in one run.
@@ -105,19 +104,11 @@ async fn sigkill_loses_nothing_acknowledged() {
                 }
             }));
         }
-        // Wait (with a deadline, not a sleep) for enough acknowledged sends, then kill -9.
-        let enough = || async {
-            match ledger.lock().unwrap().sent.len() {
-                n if n >= SENDS_BEFORE_KILL => Ok(()),
-                n => Err(n),
-            }
-        };
-        testkit::wait_until(Duration::from_secs(120), Duration::from_millis(5), enough)
-            .await
-            .expect("load did not reach the sends before the kill in time");
-        let mut child = process.child;
-        child.start_kill().unwrap();
-        child.wait().await.unwrap();
+        // Enough acknowledged sends, then kill -9.
+        kill_once(process, SENDS_BEFORE_KILL, || {
+            ledger.lock().unwrap().sent.len()
+        })
+        .await;
         for w in workers {
             w.await.unwrap();
         }
@@ -125,20 +116,7 @@ async fn sigkill_loses_nothing_acknowledged() {
         let restarted = Process::start(dir.path(), &args).await;
         let c = Client::new(restarted.addr, KEY_NAME, KEY);
         let mut present = HashSet::new();
-        loop {
-            let r = c
-                .send(
-                    "DELETE",
-                    "/k/messages/head?timeout=0",
-                    None,
-                    &[],
-                    Some(c.token()),
-                )
-                .await;
-            if r.status == 204 {
-                break;
-            }
-            assert_eq!(r.status, 200, "{}", r.body);
+        for r in c.drain("k").await {
             assert!(
                 present.insert(r.body.clone()),
                 "{} delivered twice after restart",

@@ -529,6 +529,16 @@ impl Connection {
         write(&mut self.out, channel, FrameBody::Detach(detach)).await
     }
 
+    /// The link `serial` names on `channel`, with its handle.
+    fn by_serial(&mut self, channel: u16, serial: u64) -> Option<(u32, &mut Link)> {
+        self.sessions.get_mut(&channel)?.by_serial(serial)
+    }
+
+    /// The link of `handle` on `channel`.
+    fn link_mut(&mut self, channel: u16, handle: u32) -> Option<&mut Link> {
+        self.sessions.get_mut(&channel)?.links.get_mut(&handle)
+    }
+
     fn serial(&mut self) -> u64 {
         self.next_serial += 1;
         self.next_serial

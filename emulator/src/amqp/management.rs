@@ -8,6 +8,7 @@ use fe2o3_amqp_types::messaging::{AmqpValue, Body, Message};
 use fe2o3_amqp_types::primitives::{Array, OrderedMap, SimpleValue, Symbol, Timestamp, Value};
 use uuid::Uuid;
 
+use super::fields::{as_i64, field, integer, text};
 use super::{Context, cbs, convert, link, rules};
 use crate::auth::Right;
 use crate::broker::{self, PeekState, ReceiveMode, ReceiveTarget, Settle};
@@ -62,38 +63,30 @@ impl From<broker::Error> for Failure {
     }
 }
 
-/// A field of the request's body map (keys are strings, or symbols from some clients).
-fn field<'a>(body: &'a OrderedMap<Value, Value>, key: &str) -> Option<&'a Value> {
-    body.get(&Value::String(key.to_string()))
-        .or_else(|| body.get(&Value::Symbol(Symbol::from(key))))
+/// A map of one field, the shape of most response bodies.
+fn one(key: &str, value: Value) -> OrderedMap<Value, Value> {
+    let mut map = OrderedMap::new();
+    map.insert(Value::String(key.to_string()), value);
+    map
 }
 
-fn text(body: &OrderedMap<Value, Value>, key: &str) -> Option<String> {
-    match field(body, key)? {
-        Value::String(s) => Some(s.clone()),
-        Value::Symbol(s) => Some(s.0.clone()),
-        _ => None,
+/// A message as peek and receive-by-sequence-number return it: encoded whole, in
+/// `state` (0 active, 1 deferred, 2 scheduled), with its lock token when `locked`.
+fn message_entry(received: &broker::Received, state: i32, locked: bool) -> Result<Value, Failure> {
+    let encoded = convert::encode_in_state(received, state)
+        .map_err(|e| Failure(500, "amqp:internal-error", e.to_string()))?;
+    let mut entry = OrderedMap::new();
+    if let (true, Some((token, _))) = (locked, received.lock) {
+        entry.insert(
+            Value::String("lock-token".into()),
+            Value::Uuid(token.into_bytes().into()),
+        );
     }
-}
-
-/// An integer of any width.
-fn as_i64(v: &Value) -> Option<i64> {
-    Some(match v {
-        Value::Long(n) => *n,
-        Value::Int(n) => i64::from(*n),
-        Value::Short(n) => i64::from(*n),
-        Value::Byte(n) => i64::from(*n),
-        Value::Ulong(n) => i64::try_from(*n).unwrap_or(i64::MAX),
-        Value::Uint(n) => i64::from(*n),
-        Value::Ushort(n) => i64::from(*n),
-        Value::Ubyte(n) => i64::from(*n),
-        _ => return None,
-    })
-}
-
-/// An integer field of any width.
-fn integer(body: &OrderedMap<Value, Value>, key: &str) -> Option<i64> {
-    field(body, key).and_then(as_i64)
+    entry.insert(
+        Value::String("message".into()),
+        Value::Binary(encoded.into()),
+    );
+    Ok(Value::Map(entry))
 }
 
 /// Most sequence numbers one cancel names.
@@ -216,12 +209,7 @@ async fn perform(
                     until.timestamp_millis(),
                 )));
             }
-            let mut out = OrderedMap::new();
-            out.insert(
-                Value::String("expirations".into()),
-                Value::Array(Array(expirations)),
-            );
-            Ok(Some(out))
+            Ok(Some(one("expirations", Value::Array(Array(expirations)))))
         }
         "com.microsoft:update-disposition" => {
             let target = target()?;
@@ -267,18 +255,9 @@ async fn perform(
                     PeekState::Deferred => 1,
                     PeekState::Scheduled => 2,
                 };
-                let encoded = convert::encode_in_state(&received, state)
-                    .map_err(|e| Failure(500, "amqp:internal-error", e.to_string()))?;
-                let mut entry = OrderedMap::new();
-                entry.insert(
-                    Value::String("message".into()),
-                    Value::Binary(encoded.into()),
-                );
-                messages.push(Value::Map(entry));
+                messages.push(message_entry(&received, state, false)?);
             }
-            let mut out = OrderedMap::new();
-            out.insert(Value::String("messages".into()), Value::List(messages));
-            Ok(Some(out))
+            Ok(Some(one("messages", Value::List(messages))))
         }
         "com.microsoft:receive-by-sequence-number" => {
             let target = target()?;
@@ -300,24 +279,9 @@ async fn perform(
                 })?;
             let mut messages = Vec::new();
             for r in received {
-                let encoded = convert::encode_in_state(&r, 1)
-                    .map_err(|e| Failure(500, "amqp:internal-error", e.to_string()))?;
-                let mut entry = OrderedMap::new();
-                if let Some((token, _)) = r.lock {
-                    entry.insert(
-                        Value::String("lock-token".into()),
-                        Value::Uuid(token.into_bytes().into()),
-                    );
-                }
-                entry.insert(
-                    Value::String("message".into()),
-                    Value::Binary(encoded.into()),
-                );
-                messages.push(Value::Map(entry));
+                messages.push(message_entry(&r, 1, true)?);
             }
-            let mut out = OrderedMap::new();
-            out.insert(Value::String("messages".into()), Value::List(messages));
-            Ok(Some(out))
+            Ok(Some(one("messages", Value::List(messages))))
         }
         "com.microsoft:schedule-message" => {
             let path = sendable(entity)?;
@@ -346,12 +310,7 @@ async fn perform(
                 .into_iter()
                 .map(|n| Value::Long(i64::try_from(n).unwrap_or(i64::MAX)))
                 .collect();
-            let mut out = OrderedMap::new();
-            out.insert(
-                Value::String("sequence-numbers".into()),
-                Value::Array(Array(numbers)),
-            );
-            Ok(Some(out))
+            Ok(Some(one("sequence-numbers", Value::Array(Array(numbers)))))
         }
         "com.microsoft:cancel-scheduled-message" => {
             let path = sendable(entity)?;
@@ -432,9 +391,7 @@ async fn rule_operation(
                     Value::Map(entry)
                 })
                 .collect();
-            let mut out = OrderedMap::new();
-            out.insert(Value::String("rules".into()), Value::List(listed));
-            Ok(Some(out))
+            Ok(Some(one("rules", Value::List(listed))))
         }
     }
 }

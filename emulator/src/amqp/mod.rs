@@ -14,6 +14,7 @@ mod cbs;
 mod connection;
 mod convert;
 mod depth;
+mod fields;
 mod io;
 mod link;
 mod management;

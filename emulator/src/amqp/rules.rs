@@ -1,7 +1,7 @@
 //! Rules over AMQP (contract 7.6): `add-rule`, `remove-rule` and `enumerate-rules` on a
 //! subscription's `$management` node, mapped to and from the broker's rule descriptions.
 
-use fe2o3_amqp_types::primitives::{OrderedMap, Symbol, Timestamp, Value};
+use fe2o3_amqp_types::primitives::{OrderedMap, Timestamp, Value};
 use serde_amqp::described::Described;
 use serde_amqp::descriptor::Descriptor;
 use servicebus_wire::rule::{
@@ -9,6 +9,7 @@ use servicebus_wire::rule::{
 };
 use servicebus_wire::xml::XSD_NS;
 
+use super::fields::{field, text};
 use crate::model::RuleRecord;
 
 /// Descriptor codes of the rule description types (contract 7.6).
@@ -19,19 +20,6 @@ const FALSE_FILTER: u64 = 0x0000_0013_7000_0008;
 const CORRELATION_FILTER: u64 = 0x0000_0013_7000_0009;
 const EMPTY_ACTION: u64 = 0x0000_0137_0000_0005;
 const SQL_ACTION: u64 = 0x0000_0137_0000_0006;
-
-fn key<'a>(map: &'a OrderedMap<Value, Value>, name: &str) -> Option<&'a Value> {
-    map.get(&Value::String(name.to_string()))
-        .or_else(|| map.get(&Value::Symbol(Symbol::from(name))))
-}
-
-fn text(map: &OrderedMap<Value, Value>, name: &str) -> Option<String> {
-    match key(map, name)? {
-        Value::String(s) => Some(s.clone()),
-        Value::Symbol(s) => Some(s.0.clone()),
-        _ => None,
-    }
-}
 
 /// A correlation property's AMQP value as the broker's typed value.
 fn typed(value: &Value) -> Option<TypedValue> {
@@ -62,7 +50,7 @@ fn typed(value: &Value) -> Option<TypedValue> {
 }
 
 fn properties(map: &OrderedMap<Value, Value>) -> Result<KeyValues, String> {
-    match key(map, "properties") {
+    match field(map, "properties") {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Map(m)) => m
             .iter()
@@ -89,7 +77,7 @@ fn properties(map: &OrderedMap<Value, Value>) -> Result<KeyValues, String> {
 pub(crate) fn rule_from(
     description: &OrderedMap<Value, Value>,
 ) -> Result<servicebus_wire::RuleDescription, String> {
-    let filter = if let Some(Value::Map(sql)) = key(description, "sql-filter") {
+    let filter = if let Some(Value::Map(sql)) = field(description, "sql-filter") {
         let expression = text(sql, "expression").ok_or("a sql-filter needs an expression")?;
         match expression.trim() {
             "1=1" => Filter::True,
@@ -101,7 +89,7 @@ pub(crate) fn rule_from(
                 requires_preprocessing: None,
             },
         }
-    } else if let Some(Value::Map(c)) = key(description, "correlation-filter") {
+    } else if let Some(Value::Map(c)) = field(description, "correlation-filter") {
         Filter::Correlation(CorrelationFilter {
             correlation_id: text(c, "correlation-id"),
             message_id: text(c, "message-id"),
@@ -116,7 +104,7 @@ pub(crate) fn rule_from(
     } else {
         return Err("a rule-description needs a sql-filter or a correlation-filter".into());
     };
-    let action = match key(description, "sql-rule-action") {
+    let action = match field(description, "sql-rule-action") {
         Some(Value::Map(a)) => match text(a, "expression") {
             Some(expression) => RuleAction::Sql {
                 expression,

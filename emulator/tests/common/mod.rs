@@ -292,6 +292,24 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Receives and deletes every message of `queue` there is now, in order.
+    pub async fn drain(&self, queue: &str) -> Vec<Reply> {
+        let path = format!("/{queue}/messages/head?timeout=0");
+        let mut got = Vec::new();
+        loop {
+            let r = self
+                .send("DELETE", &path, None, &[], Some(self.token()))
+                .await;
+            if r.status == 204 {
+                return got;
+            }
+            assert_eq!(r.status, 200, "{}", r.body);
+            got.push(r);
+        }
+    }
+}
+
 impl Reply {
     /// A response header as text.
     pub fn header(&self, name: &str) -> Option<String> {

@@ -36,3 +36,24 @@ pub fn run(args: &[&str]) -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&out.stderr).into(),
     )
 }
+
+/// Waits (with a deadline, never a fixed sleep) until `progress()` reaches `at_least`, then
+/// kills the emulator with SIGKILL and reaps it.
+pub async fn kill_once(emulator: ChildEmulator, at_least: usize, progress: impl Fn() -> usize) {
+    let enough = || async {
+        match progress() {
+            n if n >= at_least => Ok(()),
+            n => Err(n),
+        }
+    };
+    testkit::wait_until(
+        std::time::Duration::from_secs(120),
+        std::time::Duration::from_millis(5),
+        enough,
+    )
+    .await
+    .expect("the load reached the count before the kill in time");
+    let mut child = emulator.child;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+}

@@ -110,11 +110,7 @@ impl Connection {
                 payload,
                 lock,
             } => {
-                let Some((handle, link)) = self
-                    .sessions
-                    .get_mut(&channel)
-                    .and_then(|s| s.by_serial(serial))
-                else {
+                let Some((handle, link)) = self.by_serial(channel, serial) else {
                     // The link is gone: a lock simply expires.
                     return Ok(());
                 };
@@ -150,11 +146,7 @@ impl Connection {
                 }
             }
             Event::Drained { channel, serial } => {
-                let Some((handle, link)) = self
-                    .sessions
-                    .get_mut(&channel)
-                    .and_then(|s| s.by_serial(serial))
-                else {
+                let Some((handle, link)) = self.by_serial(channel, serial) else {
                     return Ok(());
                 };
                 if let Role2::ReceiveFrom { credit, .. } = &link.role
@@ -168,11 +160,7 @@ impl Connection {
                 serial,
                 error,
             } => {
-                let handle = self
-                    .sessions
-                    .get_mut(&channel)
-                    .and_then(|s| s.by_serial(serial))
-                    .map(|(h, _)| h);
+                let handle = self.by_serial(channel, serial).map(|(h, _)| h);
                 if let Some(handle) = handle {
                     self.detach_with(channel, handle, error).await?;
                 }
@@ -182,11 +170,7 @@ impl Connection {
                 serial,
                 payload,
             } => {
-                let Some((handle, link)) = self
-                    .sessions
-                    .get_mut(&channel)
-                    .and_then(|s| s.by_serial(serial))
-                else {
+                let Some((handle, link)) = self.by_serial(channel, serial) else {
                     return Ok(());
                 };
                 if let Role2::Replies { queue, .. } = &mut link.role {

@@ -32,11 +32,7 @@ impl Connection {
     ) -> Result<(), IoError> {
         self.count_incoming(channel).await?;
         let handle = t.handle.0;
-        let Some(link) = self
-            .sessions
-            .get_mut(&channel)
-            .and_then(|s| s.links.get_mut(&handle))
-        else {
+        let Some(link) = self.link_mut(channel, handle) else {
             return Ok(());
         };
         if !matches!(link.role, Role2::SendTo { .. } | Role2::Requests { .. }) {

@@ -104,9 +104,7 @@ impl Connection {
         };
         {
             if let Some(Role2::Replies { queue, .. }) = self
-                .sessions
-                .get_mut(&reply_channel)
-                .and_then(|s| s.links.get_mut(&reply_handle))
+                .link_mut(reply_channel, reply_handle)
                 .map(|l| &mut l.role)
             {
                 queue.push_back(bytes);
@@ -118,11 +116,7 @@ impl Connection {
 
     /// Grants a request link its credit again when half is used.
     async fn top_up(&mut self, channel: u16, handle: u32) -> Result<(), IoError> {
-        let Some(link) = self
-            .sessions
-            .get_mut(&channel)
-            .and_then(|s| s.links.get_mut(&handle))
-        else {
+        let Some(link) = self.link_mut(channel, handle) else {
             return Ok(());
         };
         if link.credit_left >= LINK_CREDIT / 2 {
