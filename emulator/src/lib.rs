@@ -1,12 +1,14 @@
-//! An Azure Service Bus REST emulator: the ATOM management surface (queues, topics,
-//! subscriptions, rules) and the HTTP messaging runtime (send, peek-lock, settle, receive
-//! and delete), with SAS auth, persisted on sled, in one small binary that starts at once.
+//! An Azure Service Bus emulator: the ATOM management surface (queues, topics,
+//! subscriptions, rules), the HTTP messaging runtime (send, peek-lock, settle, receive and
+//! delete) and AMQP 1.0 (what the current SDKs speak), over one broker, with SAS auth,
+//! persisted on sled, in one small binary that starts at once.
 //!
 //! Layers, one a folder; data flows down, never up:
 //!
 //! ```text
-//! http (routes, one error mapping) -> auth (SAS + rights) / atom (servicebus-wire)
-//!      -> broker (behaviour, no HTTP) -> store (the only code that touches sled)
+//! http (routes, one error mapping) | amqp (connections, links, CBS, $management)
+//!      -> auth (SAS + rights) / atom (servicebus-wire)
+//!      -> broker (behaviour, no protocol) -> store (the only code that touches sled)
 //! config, clock, model: leaves anyone may use
 //! ```
 //!

@@ -105,7 +105,7 @@ impl Drop for Task {
 
 /// What a link does.
 #[derive(Debug)]
-enum Role2 {
+enum Work {
     /// The client sends messages to a queue or topic.
     SendTo {
         deliveries: mpsc::Sender<link::Incoming>,
@@ -135,7 +135,7 @@ enum Role2 {
 struct Link {
     serial: u64,
     name: String,
-    role: Role2,
+    role: Work,
     /// A delivery from the client still arriving (`more`).
     partial: Option<Partial>,
     /// Credit left that we granted the client (its sender links).
@@ -150,7 +150,7 @@ struct Link {
 
 impl Drop for Link {
     fn drop(&mut self) {
-        if let Role2::ReceiveFrom { credit, .. } | Role2::Replies { credit, .. } = &self.role {
+        if let Work::ReceiveFrom { credit, .. } | Work::Replies { credit, .. } = &self.role {
             credit.close();
         }
     }
@@ -467,7 +467,7 @@ impl Connection {
             .wrapping_sub(session.next_outgoing_id);
         if let Some(Handle(handle)) = flow.handle
             && let Some(link) = session.links.get(&handle)
-            && let Role2::ReceiveFrom { credit, .. } | Role2::Replies { credit, .. } = &link.role
+            && let Work::ReceiveFrom { credit, .. } | Work::Replies { credit, .. } = &link.role
         {
             let credit = credit.clone();
             credit.flow(
@@ -475,7 +475,7 @@ impl Connection {
                 flow.link_credit.unwrap_or(0),
                 flow.drain,
             );
-            let is_replies = matches!(link.role, Role2::Replies { .. });
+            let is_replies = matches!(link.role, Work::Replies { .. });
             if is_replies {
                 self.send_replies(channel, handle).await?;
             }

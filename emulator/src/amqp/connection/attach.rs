@@ -10,7 +10,7 @@ use fe2o3_amqp_types::messaging::TargetArchetype;
 use fe2o3_amqp_types::performatives::Attach;
 use tokio::sync::mpsc;
 
-use super::{Connection, LINK_CREDIT, Link, Role2, Task, write};
+use super::{Connection, LINK_CREDIT, Link, Task, Work, write};
 use crate::amqp::MAX_FRAME_SIZE;
 use crate::amqp::io::IoError;
 use crate::amqp::link::{self, Credit, Node};
@@ -183,17 +183,13 @@ impl Connection {
                     channel,
                     serial,
                 ));
-                let role = Role2::SendTo {
+                let role = Work::SendTo {
                     deliveries: tx,
                     _task: Task(task),
                 };
                 (role, true, max)
             }
-            Plan::Requests(node) => (
-                Role2::Requests { node },
-                true,
-                u64::from(MAX_FRAME_SIZE) * 4,
-            ),
+            Plan::Requests(node) => (Work::Requests { node }, true, u64::from(MAX_FRAME_SIZE) * 4),
             Plan::ReceiveFrom(target, mode) => {
                 let credit = Arc::new(Credit::default());
                 let task = tokio::spawn(link::receive_task(
@@ -205,7 +201,7 @@ impl Connection {
                     channel,
                     serial,
                 ));
-                let role = Role2::ReceiveFrom {
+                let role = Work::ReceiveFrom {
                     credit,
                     target,
                     _task: Task(task),
@@ -213,7 +209,7 @@ impl Connection {
                 (role, false, 0)
             }
             Plan::Replies(node) => {
-                let role = Role2::Replies {
+                let role = Work::Replies {
                     credit: Arc::new(Credit::default()),
                     node,
                     address: target_address(&a),

@@ -9,7 +9,7 @@ use fe2o3_amqp_types::performatives::{Disposition, Transfer};
 use fe2o3_amqp_types::primitives::{Symbol, Value};
 use uuid::Uuid;
 
-use super::{Connection, LINK_CREDIT, Pending, Role2, Unsettled, write};
+use super::{Connection, LINK_CREDIT, Pending, Unsettled, Work, write};
 use crate::amqp::io::IoError;
 use crate::amqp::link::{self, Event};
 use crate::amqp::settling;
@@ -114,7 +114,7 @@ impl Connection {
                     // The link is gone: a lock simply expires.
                     return Ok(());
                 };
-                let Role2::ReceiveFrom { credit, target, .. } = &link.role else {
+                let Work::ReceiveFrom { credit, target, .. } = &link.role else {
                     return Ok(());
                 };
                 credit.spend(true);
@@ -149,7 +149,7 @@ impl Connection {
                 let Some((handle, link)) = self.by_serial(channel, serial) else {
                     return Ok(());
                 };
-                if let Role2::ReceiveFrom { credit, .. } = &link.role
+                if let Work::ReceiveFrom { credit, .. } = &link.role
                     && let Some(count) = credit.finish_drain(true)
                 {
                     self.link_flow(channel, handle, count, 0, true).await?;
@@ -173,7 +173,7 @@ impl Connection {
                 let Some((handle, link)) = self.by_serial(channel, serial) else {
                     return Ok(());
                 };
-                if let Role2::Replies { queue, .. } = &mut link.role {
+                if let Work::Replies { queue, .. } = &mut link.role {
                     queue.push_back(payload);
                 }
                 self.send_replies(channel, handle).await?;
@@ -274,7 +274,7 @@ impl Connection {
         let Some(link) = session.links.get_mut(&handle) else {
             return Ok(());
         };
-        let Role2::Replies {
+        let Work::Replies {
             credit,
             queue,
             next_tag,

@@ -4,7 +4,7 @@
 use fe2o3_amqp_types::definitions::{ErrorCondition, LinkError};
 use fe2o3_amqp_types::performatives::Transfer;
 
-use super::{Connection, INCOMING_WINDOW, Partial, Role2};
+use super::{Connection, INCOMING_WINDOW, Partial, Work};
 use crate::amqp::io::IoError;
 use crate::amqp::link;
 
@@ -35,7 +35,7 @@ impl Connection {
         let Some(link) = self.link_mut(channel, handle) else {
             return Ok(());
         };
-        if !matches!(link.role, Role2::SendTo { .. } | Role2::Requests { .. }) {
+        if !matches!(link.role, Work::SendTo { .. } | Work::Requests { .. }) {
             return Ok(());
         }
         if link.partial.is_none() {
@@ -76,7 +76,7 @@ impl Connection {
             return Ok(());
         };
         match &link.role {
-            Role2::SendTo { deliveries, .. } => {
+            Work::SendTo { deliveries, .. } => {
                 link.outstanding += 1;
                 let incoming = link::Incoming {
                     delivery_id: partial.delivery_id,
@@ -93,7 +93,7 @@ impl Connection {
                 }
                 Ok(())
             }
-            Role2::Requests { node } => {
+            Work::Requests { node } => {
                 let node = node.clone();
                 self.request(channel, handle, node, partial).await
             }

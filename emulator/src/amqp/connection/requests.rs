@@ -7,7 +7,7 @@ use fe2o3_amqp_types::definitions::{AmqpError, ErrorCondition, Role};
 use fe2o3_amqp_types::messaging::{Accepted, DeliveryState, Rejected};
 use fe2o3_amqp_types::primitives::{SimpleValue, Symbol};
 
-use super::{Connection, LINK_CREDIT, Partial, Role2};
+use super::{Connection, LINK_CREDIT, Partial, Work};
 use crate::amqp::io::IoError;
 use crate::amqp::link::{self, Event, Node};
 use crate::amqp::{cbs, convert, management};
@@ -103,7 +103,7 @@ impl Connection {
             return Ok(());
         };
         {
-            if let Some(Role2::Replies { queue, .. }) = self
+            if let Some(Work::Replies { queue, .. }) = self
                 .link_mut(reply_channel, reply_handle)
                 .map(|l| &mut l.role)
             {
@@ -133,7 +133,7 @@ impl Connection {
         let replies = || {
             self.sessions.iter().flat_map(|(c, s)| {
                 s.links.iter().filter_map(move |(h, l)| match &l.role {
-                    Role2::Replies {
+                    Work::Replies {
                         node: n, address, ..
                     } => Some((*c, *h, n, address.as_deref(), l.name.as_str())),
                     _ => None,
