@@ -184,9 +184,16 @@ impl Broker {
             // Each take with the index of its own effect (the last one `take` adds).
             let mut taken = Vec::new();
             while taken.len() < max.max(1) {
-                match queue.take(which, mode, &settings, now, &mut effects, &load)? {
-                    Some(t) => taken.push((t, effects.len() - 1)),
-                    None => break,
+                match queue.take(which, mode, &settings, now, &mut effects, &load) {
+                    Ok(Some(t)) => taken.push((t, effects.len().saturating_sub(1))),
+                    Ok(None) => break,
+                    Err(e) => {
+                        // Reading cold deliveries failed: what was taken goes back.
+                        for (t, _) in taken {
+                            queue.untake(which, t, now);
+                        }
+                        return Err(e.into());
+                    }
                 }
             }
             if !taken.is_empty() {
