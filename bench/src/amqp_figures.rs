@@ -28,9 +28,9 @@ pub(crate) struct Rest {
     pub(crate) e2e_floor: f64,
 }
 
-/// An AMQP connection over SASL PLAIN, with Nagle's algorithm off as the SDKs have it: with
-/// it on, fe2o3's small flow frames wait for the broker's delayed ACK (a 40 ms stall each
-/// time a receiver's credit runs out).
+/// An AMQP connection over SASL PLAIN, with Nagle's algorithm off: with it on, fe2o3's
+/// small flow frames wait for the broker's delayed ACK (a 45 ms stall each time a
+/// receiver's credit runs out).
 async fn connect(
     amqp: SocketAddr,
     name: &str,
