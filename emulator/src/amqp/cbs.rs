@@ -86,7 +86,8 @@ impl Tokens {
     }
 }
 
-fn app_string(m: &Message<Body<Value>>, key: &str) -> Option<String> {
+/// A string (or symbol) application property of a request.
+pub(crate) fn app_string(m: &Message<Body<Value>>, key: &str) -> Option<String> {
     match m.application_properties.as_ref()?.0.get(key)? {
         SimpleValue::String(s) => Some(s.clone()),
         SimpleValue::Symbol(s) => Some(s.0.clone()),

@@ -491,13 +491,8 @@ impl Connection {
     }
 
     async fn detach(&mut self, channel: u16, detach: Detach) -> Result<(), IoError> {
-        let Some(session) = self.sessions.get_mut(&channel) else {
-            return Ok(());
-        };
         let handle = detach.handle.0;
-        if let Some(link) = session.links.remove(&handle) {
-            session.unsettled.retain(|_, u| u.serial != link.serial);
-            session.pending.retain(|p| p.handle != handle);
+        if self.forget_link(channel, handle) {
             let reply = Detach {
                 handle: Handle(handle),
                 closed: detach.closed,
@@ -515,18 +510,27 @@ impl Connection {
         handle: u32,
         error: fe2o3_amqp_types::definitions::Error,
     ) -> Result<(), IoError> {
-        if let Some(session) = self.sessions.get_mut(&channel)
-            && let Some(link) = session.links.remove(&handle)
-        {
-            session.unsettled.retain(|_, u| u.serial != link.serial);
-            session.pending.retain(|p| p.handle != handle);
-        }
+        self.forget_link(channel, handle);
         let detach = Detach {
             handle: Handle(handle),
             closed: true,
             error: Some(error),
         };
         write(&mut self.out, channel, FrameBody::Detach(detach)).await
+    }
+
+    /// Removes a link with its unsettled deliveries and waiting transfers (its task stops
+    /// as it drops); whether there was one.
+    fn forget_link(&mut self, channel: u16, handle: u32) -> bool {
+        let Some(session) = self.sessions.get_mut(&channel) else {
+            return false;
+        };
+        let Some(link) = session.links.remove(&handle) else {
+            return false;
+        };
+        session.unsettled.retain(|_, u| u.serial != link.serial);
+        session.pending.retain(|p| p.handle != handle);
+        true
     }
 
     /// The link `serial` names on `channel`, with its handle.

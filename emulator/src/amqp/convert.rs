@@ -153,7 +153,6 @@ fn property_value(raw: &str) -> SimpleValue {
 /// The broker's message for one AMQP message (contract 5.1-5.6).
 fn outgoing(m: Message<Body<Value>>) -> Result<Outgoing, DecodeError> {
     let p = m.properties.clone().unwrap_or_default();
-    let text = |v: &Option<String>| v.clone();
     let partition_key = match annotation(&m, "x-opt-partition-key") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
@@ -204,11 +203,11 @@ fn outgoing(m: Message<Body<Value>>) -> Result<Outgoing, DecodeError> {
                     .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), id_text),
             ),
             correlation_id: p.correlation_id.as_ref().map(id_text),
-            session_id: text(&p.group_id),
-            label: text(&p.subject),
-            reply_to: text(&p.reply_to),
-            to: text(&p.to),
-            reply_to_session_id: text(&p.reply_to_group_id),
+            session_id: p.group_id.clone(),
+            label: p.subject.clone(),
+            reply_to: p.reply_to.clone(),
+            to: p.to.clone(),
+            reply_to_session_id: p.reply_to_group_id.clone(),
             partition_key,
             content_type: p.content_type.map(|s| s.0),
             user,

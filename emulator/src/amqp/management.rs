@@ -26,15 +26,27 @@ pub(crate) fn right_of(operation: &str) -> Right {
 
 /// The request's `operation` application property.
 pub(crate) fn operation(request: &Message<Body<Value>>) -> String {
-    match request
-        .application_properties
-        .as_ref()
-        .and_then(|a| a.0.get("operation"))
+    cbs::app_string(request, "operation").unwrap_or_default()
+}
+
+/// A management response: `statusCode`, `statusDescription` and, on an error,
+/// `errorCondition` as a symbol (contract 7.3).
+pub(crate) fn response(
+    request: &Message<Body<Value>>,
+    code: i32,
+    description: &str,
+    condition: Option<&str>,
+) -> Message<Body<Value>> {
+    let mut response = cbs::response(request, code, description, &["statusCode"]);
+    if let Some(props) = response.application_properties.as_mut()
+        && let Some(condition) = condition
     {
-        Some(SimpleValue::String(s)) => s.clone(),
-        Some(SimpleValue::Symbol(s)) => s.0.clone(),
-        _ => String::new(),
+        props.0.insert(
+            "errorCondition".into(),
+            SimpleValue::Symbol(Symbol::from(condition)),
+        );
     }
+    response
 }
 
 /// Why a request failed: status code, condition and description.
@@ -158,15 +170,7 @@ pub(crate) async fn answer(
             None,
         ),
     };
-    let mut response = cbs::response(&request, code, &description, &["statusCode"]);
-    if let Some(props) = response.application_properties.as_mut()
-        && let Some(condition) = condition
-    {
-        props.0.insert(
-            "errorCondition".into(),
-            SimpleValue::Symbol(Symbol::from(condition)),
-        );
-    }
+    let mut response = response(&request, code, &description, condition);
     if let Some(body) = body {
         response.body = Body::Value(AmqpValue(Value::Map(body)));
     }
@@ -186,10 +190,7 @@ async fn perform(
     };
     let target = || {
         let path = EntityPath::parse(entity).map_err(|e| Failure::bad(e.to_string()))?;
-        Ok::<_, Failure>(ReceiveTarget {
-            address: path.address(),
-            dead_letter: path.dead_letter,
-        })
+        Ok::<_, Failure>(ReceiveTarget::from(&path))
     };
     match operation.as_str() {
         "com.microsoft:renew-lock" => {

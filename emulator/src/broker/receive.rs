@@ -12,8 +12,8 @@ use super::runtime::{
 };
 use super::send::ttl_span;
 use super::{Broker, Error, Result, allowed};
-use crate::model::Address;
 use crate::model::message::{Delivery, MessageProps, StoredDeliveries, StoredMessage};
+use crate::model::{Address, EntityPath};
 use crate::store::Key;
 
 /// Which queue or subscription (and which subqueue) a receive or settle addresses.
@@ -23,6 +23,16 @@ pub struct ReceiveTarget {
     pub address: Address,
     /// The dead-letter subqueue instead of the main one.
     pub dead_letter: bool,
+}
+
+impl From<&EntityPath> for ReceiveTarget {
+    /// The queue or subscription (or dead-letter subqueue) a messaging path names.
+    fn from(path: &EntityPath) -> Self {
+        ReceiveTarget {
+            address: path.address(),
+            dead_letter: path.dead_letter,
+        }
+    }
 }
 
 /// What a peeked message is waiting for.
@@ -460,7 +470,7 @@ impl Broker {
         if !matches_id {
             return Err(lost());
         }
-        self.settle_held(&entity, queue, which, token_id, how, now)
+        self.settle_one(&entity, queue, which, token_id, how, now)
             .await
     }
 
@@ -482,7 +492,7 @@ impl Broker {
         let now = self.clock.now();
         entity.touch(now);
         let renew = how == Settle::Renew;
-        self.settle_held(&entity, queue, which, token, how, now)
+        self.settle_one(&entity, queue, which, token, how, now)
             .await?;
         Ok(renew
             .then(|| queue.locked(which, token, now).map(|l| l.until))
@@ -504,6 +514,18 @@ impl Broker {
         let queue = queue_of(&entity)?;
         let now = self.clock.now();
         entity.touch(now);
+        self.settle_held(&entity, queue, which, settles, now).await
+    }
+
+    /// Applies settlements to held locks with one durable write: whether each was held.
+    async fn settle_held(
+        &self,
+        entity: &Entity,
+        queue: &Queue,
+        which: Subqueue,
+        settles: Vec<(Uuid, Settle)>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<bool>> {
         let settings = QueueSettings::of(&entity.description());
         let mut effects = Vec::new();
         let held = settles
@@ -518,7 +540,8 @@ impl Broker {
         Ok(held)
     }
 
-    async fn settle_held(
+    /// As [`Broker::settle_held`], for one lock, which must be held.
+    async fn settle_one(
         &self,
         entity: &Entity,
         queue: &Queue,
@@ -527,11 +550,13 @@ impl Broker {
         how: Settle,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let settings = QueueSettings::of(&entity.description());
-        let mut effects = Vec::new();
-        let settled = queue.settle(which, token, how, &settings, now, &mut effects);
-        self.persist(entity.id, effects).await?;
-        settled.map(|_| ()).ok_or_else(|| Error::LockLost {
+        let held = self
+            .settle_held(entity, queue, which, vec![(token, how)], now)
+            .await?;
+        if held.first() == Some(&true) {
+            return Ok(());
+        }
+        Err(Error::LockLost {
             token: token.to_string(),
         })
     }

@@ -260,10 +260,7 @@ impl Broker {
         by_id: &HashMap<u64, Arc<Entity>>,
     ) -> Result<(Vec<Write>, Option<u64>)> {
         let now = self.clock.now();
-        let receivers: Vec<Arc<Entity>> = match owner.kind {
-            EntityKind::Queue => vec![owner.clone()],
-            _ => owner.subscriptions().into_iter().map(|(s, _)| s).collect(),
-        };
+        let receivers = owner.receivers();
         let ids: Vec<u64> = receivers.iter().map(|r| r.id).collect();
         let max: HashMap<u64, u32> = receivers
             .iter()

@@ -349,11 +349,7 @@ impl Broker {
             kind: "queue or topic",
             path: path.to_string(),
         })?;
-        let receivers: Vec<Arc<Entity>> = match &entity.queue {
-            Some(_) => vec![entity.clone()],
-            None => entity.subscriptions().into_iter().map(|(s, _)| s).collect(),
-        };
-        for receiver in receivers {
+        for receiver in entity.receivers() {
             if let Some(queue) = &receiver.queue {
                 let effects = queue.cancel_scheduled(sequence_numbers);
                 self.persist(receiver.id, effects).await?;

@@ -66,7 +66,7 @@ pub(super) async fn handle(
             // `Broker::receive_with`): a message is never taken without its answer.
             let render = |received| Ok(message_response(ctx, receivable, mode, received));
             match broker
-                .receive_with(&receive_target(receivable), mode, timeout, render)
+                .receive_with(&ReceiveTarget::from(receivable), mode, timeout, render)
                 .await?
             {
                 Some(response) => Ok(response),
@@ -80,7 +80,7 @@ pub(super) async fn handle(
                 _ => Settle::Renew,
             };
             broker
-                .settle(&receive_target(receivable), id, token, how)
+                .settle(&ReceiveTarget::from(receivable), id, token, how)
                 .await?;
             Ok(StatusCode::OK.into_response())
         }
@@ -105,13 +105,6 @@ pub(super) async fn handle(
                 .into_response())
         }
         _ => Err(ApiError::method_not_allowed(method, target.template())),
-    }
-}
-
-fn receive_target(r: &EntityPath) -> ReceiveTarget {
-    ReceiveTarget {
-        address: r.address(),
-        dead_letter: r.dead_letter,
     }
 }
 

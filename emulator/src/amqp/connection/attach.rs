@@ -99,10 +99,7 @@ impl Connection {
             }
             Node::Entity(p) => {
                 self.authorize(path, Right::Listen)?;
-                let target = ReceiveTarget {
-                    address: p.address(),
-                    dead_letter: p.dead_letter,
-                };
+                let target = ReceiveTarget::from(&p);
                 self.context
                     .broker
                     .check_receivable(&target)

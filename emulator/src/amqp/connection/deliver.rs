@@ -190,7 +190,8 @@ impl Connection {
         Ok(())
     }
 
-    async fn disposition_out(
+    /// A settled disposition of ours for one delivery.
+    pub(super) async fn disposition_out(
         &mut self,
         channel: u16,
         role: Role,

@@ -2,10 +2,8 @@
 //! request names (contract 7.1): by its `reply-to` address, then by link name, then the
 //! node's reply link on the same session, then on the connection.
 
-use fe2o3_amqp::frames::amqp::FrameBody;
 use fe2o3_amqp_types::definitions::{AmqpError, ErrorCondition, Role};
 use fe2o3_amqp_types::messaging::{Accepted, DeliveryState, Rejected};
-use fe2o3_amqp_types::primitives::{SimpleValue, Symbol};
 
 use super::{Connection, LINK_CREDIT, Partial, Work};
 use crate::amqp::io::IoError;
@@ -33,15 +31,8 @@ impl Connection {
                     )),
                 }),
             };
-            let d = fe2o3_amqp_types::performatives::Disposition {
-                role: Role::Receiver,
-                first: partial.delivery_id,
-                last: None,
-                settled: true,
-                state: Some(state),
-                batchable: false,
-            };
-            super::write(&mut self.out, channel, FrameBody::Disposition(d)).await?;
+            self.disposition_out(channel, Role::Receiver, partial.delivery_id, state)
+                .await?;
         }
         let Ok(request) = request else {
             return Ok(());
@@ -85,16 +76,12 @@ impl Connection {
                         }
                         return Ok(());
                     }
-                    Err(description) => {
-                        let mut r = cbs::response(&request, 401, &description, &["statusCode"]);
-                        if let Some(props) = r.application_properties.as_mut() {
-                            props.0.insert(
-                                "errorCondition".into(),
-                                SimpleValue::Symbol(Symbol::from("amqp:unauthorized-access")),
-                            );
-                        }
-                        r
-                    }
+                    Err(description) => management::response(
+                        &request,
+                        401,
+                        &description,
+                        Some("amqp:unauthorized-access"),
+                    ),
                 }
             }
             Node::Entity(_) => return Ok(()),

@@ -45,6 +45,14 @@ impl Entity {
         read(&self.subscriptions).clone()
     }
 
+    /// What receives this entity's messages: a queue itself, a topic's subscriptions.
+    pub(crate) fn receivers(self: &Arc<Self>) -> Vec<Arc<Entity>> {
+        match self.kind {
+            EntityKind::Queue => vec![self.clone()],
+            _ => self.subscriptions().into_iter().map(|(s, _)| s).collect(),
+        }
+    }
+
     /// Reserves `n` sequence numbers; returns the first and the next free one.
     pub(crate) fn reserve(&self, n: u64) -> (u64, u64) {
         let mut next = lock(&self.next_seq);
