@@ -205,6 +205,7 @@ pub(crate) async fn figures(
     if let Some(rest_peek_lock) = rest.peek_lock {
         let phase = beside.phase;
         c.queue("amqp-send").await?;
+        beside.mark();
         let sent = send_rate(amqp, "amqp-send", 64, phase).await?;
         let t = beside.t().await?;
         report.ratio(
@@ -215,12 +216,14 @@ pub(crate) async fn figures(
             &format!("T beside it, {t:.0} req/s"),
             1.0,
         );
+        beside.writer();
         prefill(
             c,
             "amqp-pl",
             ((t * beside.phase.as_secs_f64()) as usize).max(2_000),
         )
         .await?;
+        beside.mark();
         let got = peek_lock_rate(amqp, "amqp-pl", 64, phase).await?;
         let t = beside.t().await?;
         report.ratio(
@@ -239,7 +242,9 @@ pub(crate) async fn figures(
             &format!("REST peek-lock + complete, {rest_peek_lock:.0} msg/s"),
             3.0,
         );
+        beside.writer();
     }
+    beside.mark();
     let (p50, p99, got, want) = end_to_end(c, amqp, beside.phase.as_secs_f64()).await?;
     println!(
         "{:<62} {p50:>12.2} ms  ({got} of {want} copies received)",
@@ -262,6 +267,7 @@ pub(crate) async fn figures(
         (rest.p99 * 100.0).round() / 100.0,
         "",
     );
+    beside.writer();
     Ok(())
 }
 

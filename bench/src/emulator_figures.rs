@@ -25,6 +25,7 @@ pub(crate) async fn start_emulator(
     let amqp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let (addr, amqp_addr) = (listener.local_addr()?, amqp.local_addr()?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let broker = emulator.broker().clone();
     let task = tokio::spawn(async move {
         let _ = emulator
             .serve_all(listener, Some(amqp), async {
@@ -35,6 +36,7 @@ pub(crate) async fn start_emulator(
     Ok(Running {
         addr,
         amqp: amqp_addr,
+        broker,
         stop,
         task,
     })
@@ -44,6 +46,8 @@ pub(crate) async fn start_emulator(
 pub(crate) struct Running {
     pub(crate) addr: SocketAddr,
     pub(crate) amqp: SocketAddr,
+    /// Its broker, to read the store writer's counters.
+    pub(crate) broker: emulator::broker::Broker,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -154,6 +158,7 @@ pub(crate) async fn throughput(
         })
         .collect();
     let cs = c.clone();
+    beside.mark();
     let single = rate(args.concurrency, phase, move |_| {
         let c = cs.clone();
         async move { u64::from(c.send("fan3", payload()).await) }
@@ -175,11 +180,13 @@ pub(crate) async fn throughput(
         &format!("T beside it, {t_single:.0} req/s"),
         0.25,
     );
+    beside.writer();
 
     // Batch send: 64 x 1 KB per request.
     c.queue("batch").await?;
     let body = Arc::new(batch_body(64));
     let cb = c.clone();
+    beside.mark();
     let batch = rate(16, phase, move |_| {
         let (c, body) = (cb.clone(), body.clone());
         async move {
@@ -200,6 +207,7 @@ pub(crate) async fn throughput(
         &format!("T beside it, {t_batch:.0} req/s"),
         1.0,
     );
+    beside.writer();
 
     // Receive-and-delete and peek-lock + complete from prefilled queues, 16 receivers.
     let mut peek_lock = 0.0;
@@ -214,6 +222,7 @@ pub(crate) async fn throughput(
         )
         .await?;
         let cr = c.clone();
+        beside.mark();
         let got = rate(16, phase, move |_| {
             let c = cr.clone();
             async move {
@@ -234,6 +243,7 @@ pub(crate) async fn throughput(
             &format!("T beside it, {t_beside:.0} req/s"),
             target,
         );
+        beside.writer();
         peek_lock = got;
     }
 
@@ -243,11 +253,13 @@ pub(crate) async fn throughput(
     let mut fan = [0.0; 2];
     for (i, topic) in ["one", "ten"].into_iter().enumerate() {
         let cf = c.clone();
+        beside.mark();
         fan[i] = rate(args.concurrency, phase, move |_| {
             let c = cf.clone();
             async move { u64::from(c.send(topic, payload()).await) }
         })
         .await;
+        beside.writer();
     }
     report.baseline("send to a topic with 1 subscription", fan[0], "msg/s");
     report.ratio(
@@ -265,11 +277,13 @@ pub(crate) async fn throughput(
 /// the same request rate (ms), printed beside it. Returns the p99 (ms).
 pub(crate) async fn end_to_end(
     c: &Client,
-    seconds: f64,
+    beside: &mut Beside,
     floor: f64,
     report: &mut Report,
 ) -> anyhow::Result<f64> {
+    let seconds = beside.phase.as_secs_f64();
     c.topic("lat", 3).await?;
+    beside.mark();
     let origin = Instant::now();
     let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
     let receiving = Arc::new(AtomicBool::new(true));
@@ -326,6 +340,6 @@ pub(crate) async fn end_to_end(
         2.0,
         &format!(", durable; T at 4,000 req/s: p99 {floor:.2} ms"),
     );
-
+    beside.writer();
     Ok(pct(0.99))
 }

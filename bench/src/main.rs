@@ -133,13 +133,15 @@ async fn main() -> anyhow::Result<()> {
         concurrency: args.concurrency,
         phase,
         last: t,
+        broker: running.broker.clone(),
+        mark: emulator::store::WriterStats::default(),
     };
     let rest_peek_lock = if args.latency_only {
         None
     } else {
         Some(throughput(&c, &args, &mut beside, &mut report).await?)
     };
-    let rest_p99 = end_to_end(&c, args.seconds, e2e_floor, &mut report).await?;
+    let rest_p99 = end_to_end(&c, &mut beside, e2e_floor, &mut report).await?;
     let rest = amqp_figures::Rest {
         peek_lock: rest_peek_lock,
         p99: rest_p99,

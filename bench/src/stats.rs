@@ -106,6 +106,10 @@ pub(crate) struct Beside {
     pub(crate) phase: Duration,
     /// The last T measured.
     pub(crate) last: f64,
+    /// The in-process emulator's broker, whose store writer is read around each phase.
+    pub(crate) broker: emulator::broker::Broker,
+    /// The writer's counters when the current phase started.
+    pub(crate) mark: emulator::store::WriterStats,
 }
 
 impl Beside {
@@ -115,6 +119,34 @@ impl Beside {
         let mean = (self.last + after) / 2.0;
         self.last = after;
         Ok(mean)
+    }
+
+    /// Marks the start of a phase for [`Beside::writer`].
+    pub(crate) fn mark(&mut self) {
+        self.mark = self.broker.writer_stats();
+    }
+
+    /// Prints where the store writer's time went since [`Beside::mark`]: per cycle, the
+    /// mean of each stage, and how long a request waited for its cycle to start.
+    pub(crate) fn writer(&mut self) {
+        let w = self.broker.writer_stats().since(&self.mark);
+        let cycles = w.cycles.max(1) as f64;
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / cycles;
+        println!(
+            "  store writer: {} cycles, {:.1} requests and {:.0} keys each; \
+             mean µs resolve {:.0}, append {:.0}, sync {:.0}, apply {:.0}, checkpoint {:.0}; \
+             queued {:.0} µs per request; longest cycle {:.1} ms",
+            w.cycles,
+            w.requests as f64 / cycles,
+            w.ops as f64 / cycles,
+            per(w.resolve),
+            per(w.append),
+            per(w.sync),
+            per(w.apply),
+            per(w.checkpoint),
+            w.queued.as_secs_f64() * 1e6 / w.requests.max(1) as f64,
+            w.longest_cycle.as_secs_f64() * 1e3,
+        );
     }
 }
 

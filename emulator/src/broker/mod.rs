@@ -323,6 +323,11 @@ impl Broker {
         &self.clock
     }
 
+    /// Where the store's writer thread spent its time so far (see [`store::WriterStats`]).
+    pub fn writer_stats(&self) -> store::WriterStats {
+        self.store.writer_stats()
+    }
+
     /// Flushes the store.
     ///
     /// # Errors

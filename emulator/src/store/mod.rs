@@ -5,6 +5,7 @@
 mod codec;
 mod keys;
 mod snapshot;
+mod stats;
 mod wal;
 mod writer;
 
@@ -15,6 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use keys::{Key, KeyBytes};
+pub use stats::WriterStats;
 
 use writer::{Trees, Writer};
 
@@ -403,6 +405,11 @@ impl Store {
     /// [`Error::Flush`] when the last flush fails.
     pub async fn close(&self) -> Result<()> {
         self.writer.close().await
+    }
+
+    /// Where the writer thread's time went so far; resets [`WriterStats::longest_cycle`].
+    pub fn writer_stats(&self) -> WriterStats {
+        self.writer.stats()
     }
 
     /// Bytes sled reports on disk (0 in memory).

@@ -8,9 +8,11 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::stats::{Counters, Stages, WriterStats};
 use super::wal::{Op, Wal};
 use super::{Durability, Error, Key, Result, Write};
 
@@ -25,8 +27,9 @@ const BATCH_FROM: usize = 64;
 const CHECKPOINT_BYTES: u64 = 32 << 20;
 
 enum Request {
-    /// Writes to apply; `true` forces an fsync even without full durability.
-    Apply(Vec<Write>, bool, oneshot::Sender<Result<()>>),
+    /// Writes to apply; `true` forces an fsync even without full durability; when it was
+    /// submitted.
+    Apply(Vec<Write>, bool, Instant, oneshot::Sender<Result<()>>),
     Close(oneshot::Sender<Result<()>>),
 }
 
@@ -39,6 +42,8 @@ pub(super) struct Writer {
     thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
     /// Write requests submitted so far.
     submitted: Arc<AtomicU64>,
+    /// Where the thread's time goes.
+    counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for Request {
@@ -60,14 +65,22 @@ impl Writer {
         durability: Durability,
     ) -> std::io::Result<Self> {
         let (requests, inbox) = mpsc::unbounded_channel::<Request>();
+        let counters = Arc::new(Counters::default());
+        let thread_counters = counters.clone();
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(inbox, trees, wal, durability))?;
+            .spawn(move || run(inbox, trees, wal, durability, &thread_counters))?;
         Ok(Writer {
             requests,
             thread: Arc::new(Mutex::new(Some(thread))),
             submitted: Arc::default(),
+            counters,
         })
+    }
+
+    /// What the thread did so far; resets the longest cycle.
+    pub(super) fn stats(&self) -> WriterStats {
+        self.counters.read()
     }
 
     /// Write requests submitted so far.
@@ -81,7 +94,7 @@ impl Writer {
         let (reply, done) = oneshot::channel();
         self.submitted.fetch_add(1, Ordering::SeqCst);
         self.requests
-            .send(Request::Apply(writes, false, reply))
+            .send(Request::Apply(writes, false, Instant::now(), reply))
             .map_err(|_| Error::ShutDown)?;
         done.await.map_err(|_| Error::ShutDown)?
     }
@@ -90,7 +103,7 @@ impl Writer {
     pub(super) async fn flush(&self) -> Result<()> {
         let (reply, done) = oneshot::channel();
         self.requests
-            .send(Request::Apply(Vec::new(), true, reply))
+            .send(Request::Apply(Vec::new(), true, Instant::now(), reply))
             .map_err(|_| Error::ShutDown)?;
         done.await.map_err(|_| Error::ShutDown)?
     }
@@ -123,6 +136,7 @@ fn run(
     trees: Trees,
     mut wal: Option<Wal>,
     durability: Durability,
+    counters: &Counters,
 ) {
     let mut failed: Option<Arc<sled::Error>> = None;
     while let Some(first) = inbox.blocking_recv() {
@@ -137,9 +151,11 @@ fn run(
         let mut replies = Vec::new();
         let mut closing = None;
         let mut forced = false;
+        let (started, mut queued) = (Instant::now(), Duration::ZERO);
         for request in pending {
             match request {
-                Request::Apply(w, force, reply) => {
+                Request::Apply(w, force, submitted, reply) => {
+                    queued += started.saturating_duration_since(submitted);
                     writes.push(w);
                     replies.push(reply);
                     forced |= force;
@@ -147,6 +163,7 @@ fn run(
                 Request::Close(reply) => closing = Some(reply),
             }
         }
+        let mut stages = Stages::default();
         let outcome = match &failed {
             // After a failed write nothing more is acknowledged (fail-stop).
             Some(e) => Err(e.clone()),
@@ -154,9 +171,10 @@ fn run(
                 sync: durability == Durability::Full || forced || closing.is_some(),
                 checkpoint: closing.is_some(),
             }
-            .run(&trees, wal.as_mut(), writes)
+            .run(&trees, wal.as_mut(), writes, &mut stages)
             .map_err(Arc::new),
         };
+        counters.cycle(replies.len(), queued, &stages);
         if let Err(e) = &outcome {
             if failed.is_none() {
                 tracing::error!(error = %e, "store write failed; the store stops acknowledging writes");
@@ -248,23 +266,25 @@ impl Cycle {
         trees: &Trees,
         wal: Option<&mut Wal>,
         requests: Vec<Vec<Write>>,
+        stages: &mut Stages,
     ) -> std::result::Result<(), sled::Error> {
-        let ops = resolve(trees, requests)?;
+        let ops = stages.time(|s| &mut s.resolve, || resolve(trees, requests))?;
+        stages.ops = ops.len();
         match wal {
             Some(wal) => {
                 if !ops.is_empty() {
-                    wal.append(&ops)?;
+                    stages.time(|s| &mut s.append, || wal.append(&ops))?;
                 }
                 if self.sync {
-                    wal.sync()?;
+                    stages.time(|s| &mut s.sync, || wal.sync())?;
                 }
-                trees.apply(&ops)?;
+                stages.time(|s| &mut s.apply, || trees.apply(&ops))?;
                 if self.checkpoint || wal.len() > CHECKPOINT_BYTES {
-                    trees.checkpoint(wal)?;
+                    stages.time(|s| &mut s.checkpoint, || trees.checkpoint(wal))?;
                 }
             }
             // In memory: nothing outlives the process, so there is nothing to sync.
-            None => trees.apply(&ops)?,
+            None => stages.time(|s| &mut s.apply, || trees.apply(&ops))?,
         }
         Ok(())
     }

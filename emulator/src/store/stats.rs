@@ -1,0 +1,163 @@
+//! Where the writer thread's time goes: cumulative counters the writer raises once per
+//! cycle (a handful of atomic adds, nothing per key), read as differences between two
+//! [`WriterStats`] snapshots. The benchmark prints them beside its figures, so a latency or
+//! throughput figure comes with the share the store's single writer had in it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// What the writer did since it started (see [`WriterStats::since`] for a window).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Cycles run (each one log record and at most one sync).
+    pub cycles: u64,
+    /// Write requests answered (a cycle serves every request pending when it starts).
+    pub requests: u64,
+    /// Keys written (after a cycle's writes are resolved to one final value per key).
+    pub ops: u64,
+    /// Summed over requests: from submission to the start of the cycle that served it.
+    pub queued: Duration,
+    /// Resolving a cycle's writes to final values (reads sled for counters and prefixes).
+    pub resolve: Duration,
+    /// Appending the log record.
+    pub append: Duration,
+    /// `fdatasync` of the log.
+    pub sync: Duration,
+    /// Applying the record to sled.
+    pub apply: Duration,
+    /// Checkpoints (sled flush and log reset).
+    pub checkpoint: Duration,
+    /// The longest single cycle since the previous [`super::Store::writer_stats`] call:
+    /// the longest any request waited behind the writer's own work.
+    pub longest_cycle: Duration,
+}
+
+impl WriterStats {
+    /// The counters of the window from `earlier` to `self` (`longest_cycle` is already per
+    /// window, and kept).
+    #[must_use]
+    pub fn since(&self, earlier: &WriterStats) -> WriterStats {
+        WriterStats {
+            cycles: self.cycles.saturating_sub(earlier.cycles),
+            requests: self.requests.saturating_sub(earlier.requests),
+            ops: self.ops.saturating_sub(earlier.ops),
+            queued: self.queued.saturating_sub(earlier.queued),
+            resolve: self.resolve.saturating_sub(earlier.resolve),
+            append: self.append.saturating_sub(earlier.append),
+            sync: self.sync.saturating_sub(earlier.sync),
+            apply: self.apply.saturating_sub(earlier.apply),
+            checkpoint: self.checkpoint.saturating_sub(earlier.checkpoint),
+            longest_cycle: self.longest_cycle,
+        }
+    }
+}
+
+/// Time spent in each stage of the cycle being measured.
+#[derive(Debug, Default)]
+pub(super) struct Stages {
+    /// Keys the cycle wrote.
+    pub(super) ops: usize,
+    pub(super) resolve: Duration,
+    pub(super) append: Duration,
+    pub(super) sync: Duration,
+    pub(super) apply: Duration,
+    pub(super) checkpoint: Duration,
+}
+
+impl Stages {
+    /// Runs `stage`, adding its time to the field `at` picks.
+    pub(super) fn time<T>(
+        &mut self,
+        at: fn(&mut Stages) -> &mut Duration,
+        stage: impl FnOnce() -> T,
+    ) -> T {
+        let start = Instant::now();
+        let out = stage();
+        *at(self) += start.elapsed();
+        out
+    }
+}
+
+/// The shared counters, in nanoseconds.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    cycles: AtomicU64,
+    requests: AtomicU64,
+    ops: AtomicU64,
+    queued: AtomicU64,
+    resolve: AtomicU64,
+    append: AtomicU64,
+    sync: AtomicU64,
+    apply: AtomicU64,
+    checkpoint: AtomicU64,
+    longest_cycle: AtomicU64,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Counters {
+    /// Records one cycle that served `requests` requests (waiting `queued` in all).
+    pub(super) fn cycle(&self, requests: usize, queued: Duration, stages: &Stages) {
+        let add = |counter: &AtomicU64, value: u64| {
+            counter.fetch_add(value, Ordering::Relaxed);
+        };
+        add(&self.cycles, 1);
+        add(&self.requests, requests as u64);
+        add(&self.ops, stages.ops as u64);
+        add(&self.queued, nanos(queued));
+        add(&self.resolve, nanos(stages.resolve));
+        add(&self.append, nanos(stages.append));
+        add(&self.sync, nanos(stages.sync));
+        add(&self.apply, nanos(stages.apply));
+        add(&self.checkpoint, nanos(stages.checkpoint));
+        let total = stages.resolve + stages.append + stages.sync + stages.apply + stages.checkpoint;
+        self.longest_cycle
+            .fetch_max(nanos(total), Ordering::Relaxed);
+    }
+
+    /// A snapshot; resets the longest cycle.
+    pub(super) fn read(&self) -> WriterStats {
+        let get = |counter: &AtomicU64| Duration::from_nanos(counter.load(Ordering::Relaxed));
+        WriterStats {
+            cycles: self.cycles.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+            ops: self.ops.load(Ordering::Relaxed),
+            queued: get(&self.queued),
+            resolve: get(&self.resolve),
+            append: get(&self.append),
+            sync: get(&self.sync),
+            apply: get(&self.apply),
+            checkpoint: get(&self.checkpoint),
+            longest_cycle: Duration::from_nanos(self.longest_cycle.swap(0, Ordering::Relaxed)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_counts_its_own_cycles_and_the_longest_resets_on_read() {
+        let counters = Counters::default();
+        let ms = Duration::from_millis;
+        let stages = |sync| Stages {
+            ops: 3,
+            sync,
+            apply: ms(1),
+            ..Stages::default()
+        };
+        counters.cycle(2, ms(4), &stages(ms(2)));
+        let first = counters.read();
+        assert_eq!((first.cycles, first.requests, first.ops), (1, 2, 3));
+        assert_eq!(first.longest_cycle, ms(3));
+        counters.cycle(5, ms(1), &stages(ms(1)));
+        let window = counters.read().since(&first);
+        assert_eq!((window.cycles, window.requests, window.ops), (1, 5, 3));
+        assert_eq!((window.queued, window.sync), (ms(1), ms(1)));
+        // The first cycle's 3 ms belongs to the earlier window.
+        assert_eq!(window.longest_cycle, ms(2));
+    }
+}
