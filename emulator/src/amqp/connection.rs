@@ -225,6 +225,9 @@ struct Connection {
 }
 
 /// Writes one frame to the (buffered) socket.
+/// Most frames and events handled between two flushes of the socket.
+const MOST_BEFORE_FLUSH: usize = 256;
+
 async fn write(
     out: &mut BufWriter<OwnedWriteHalf>,
     channel: u16,
@@ -254,27 +257,8 @@ impl Connection {
         let mut beat = tokio::time::interval(Duration::from_secs(3600));
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let go_on = tokio::select! {
-                frame = frames.recv() => match frame {
-                    Some(Ok(Some(frame))) => {
-                        let had_heartbeat = self.heartbeat;
-                        let go_on = self.on_frame(frame).await?;
-                        if self.heartbeat != had_heartbeat
-                            && let Some(every) = self.heartbeat
-                        {
-                            beat = tokio::time::interval(every);
-                            beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                        }
-                        go_on
-                    }
-                    Some(Ok(None)) | None => false,
-                    Some(Err(e)) => {
-                        if let Some(error) = connection_error(&e) {
-                            let _ = self.close(Some(error)).await;
-                        }
-                        return Err(e);
-                    }
-                },
+            let mut go_on = tokio::select! {
+                frame = frames.recv() => self.on_read(frame, &mut beat).await?,
                 Some(event) = events.recv() => {
                     self.on_event(event).await?;
                     true
@@ -292,9 +276,50 @@ impl Connection {
                     false
                 }
             };
+            // Whatever else is ready goes out in the same flush: one write for a burst of
+            // dispositions or transfers, not one each.
+            let mut more = 0;
+            while go_on && more < MOST_BEFORE_FLUSH {
+                more += 1;
+                if let Ok(event) = events.try_recv() {
+                    self.on_event(event).await?;
+                } else if let Ok(frame) = frames.try_recv() {
+                    go_on = self.on_read(Some(frame), &mut beat).await?;
+                } else {
+                    break;
+                }
+            }
             self.out.flush().await?;
             if !go_on {
                 return Ok(());
+            }
+        }
+    }
+
+    /// Handles what the reader task passed on; false once the connection is over.
+    async fn on_read(
+        &mut self,
+        frame: Option<Result<Option<Frame>, IoError>>,
+        beat: &mut tokio::time::Interval,
+    ) -> Result<bool, IoError> {
+        match frame {
+            Some(Ok(Some(frame))) => {
+                let had_heartbeat = self.heartbeat;
+                let go_on = self.on_frame(frame).await?;
+                if self.heartbeat != had_heartbeat
+                    && let Some(every) = self.heartbeat
+                {
+                    *beat = tokio::time::interval(every);
+                    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                }
+                Ok(go_on)
+            }
+            Some(Ok(None)) | None => Ok(false),
+            Some(Err(e)) => {
+                if let Some(error) = connection_error(&e) {
+                    let _ = self.close(Some(error)).await;
+                }
+                Err(e)
             }
         }
     }

@@ -203,13 +203,12 @@ impl Credit {
 /// arrives after its link is gone (and its handle reused) is recognised and dropped.
 #[derive(Debug)]
 pub(crate) enum Event {
-    /// A delivery from the client was sent to the broker: the state to answer it with.
+    /// Deliveries from the client were sent to the broker (one write): the state to answer
+    /// each with, in delivery order.
     Sent {
         channel: u16,
         serial: u64,
-        delivery_id: u32,
-        settled: bool,
-        state: DeliveryState,
+        outcomes: Vec<Outcome>,
     },
     /// A message taken for a receiver link, with one unit of its credit reserved.
     Take {
@@ -232,12 +231,21 @@ pub(crate) enum Event {
         serial: u64,
         payload: Vec<u8>,
     },
-    /// A settlement was applied (or not): the state to answer the client's disposition with.
+    /// Settlements were applied (or not): for each delivery id, the state to answer the
+    /// client's disposition with.
     Settled {
         channel: u16,
-        delivery_id: u32,
-        state: DeliveryState,
+        answers: Vec<(u32, DeliveryState)>,
     },
+}
+
+/// What became of one delivery of a client's sender link.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    pub(crate) delivery_id: u32,
+    /// The client sent it settled: nothing answers it.
+    pub(crate) settled: bool,
+    pub(crate) state: DeliveryState,
 }
 
 /// A peek-lock delivery's lock.

@@ -12,7 +12,7 @@ use futures_util::stream::FuturesOrdered;
 use std::future::Future as _;
 use tokio::sync::mpsc;
 
-use super::link::{Event, Incoming, broker_error, error};
+use super::link::{Event, Incoming, Outcome, broker_error, error};
 use super::{Context, convert};
 use crate::broker::{self, Outgoing};
 
@@ -78,8 +78,8 @@ async fn write(context: &Context, path: &str, batch: &[Incoming]) -> Vec<Deliver
         .collect()
 }
 
-/// Sends what a client's sender link delivers to `path`; each outcome goes back as
-/// [`Event::Sent`], in delivery order. Up to [`WRITES_IN_FLIGHT`] writes overlap (one
+/// Sends what a client's sender link delivers to `path`; each write's outcomes go back as
+/// one [`Event::Sent`], in delivery order. Up to [`WRITES_IN_FLIGHT`] writes overlap (one
 /// encodes while another waits for its fsync); each is started (decoded, and its sequence
 /// numbers taken) before the next, so the queue's order is the link's.
 pub(crate) async fn send_task(
@@ -98,17 +98,17 @@ pub(crate) async fn send_task(
             biased;
             Some((batch, states)) = inflight.next(), if !inflight.is_empty() => {
                 let batch: Vec<Incoming> = batch;
-                for (d, state) in batch.into_iter().zip(states) {
-                    let sent = Event::Sent {
-                        channel,
-                        serial,
+                let outcomes = batch
+                    .into_iter()
+                    .zip(states)
+                    .map(|(d, state)| Outcome {
                         delivery_id: d.delivery_id,
                         settled: d.settled,
                         state,
-                    };
-                    if events.send(sent).await.is_err() {
-                        return;
-                    }
+                    })
+                    .collect();
+                if events.send(Event::Sent { channel, serial, outcomes }).await.is_err() {
+                    return;
                 }
             }
             n = deliveries.recv_many(&mut arrived, MOST_PER_WRITE),

@@ -66,20 +66,30 @@ pub(crate) async fn settle_task(
             batch = rest;
             let settles = same.iter().map(|r| (r.token, r.how.clone())).collect();
             let held = context.broker.settle_tokens(&target, settles).await;
+            // One event per run of requests on the same channel.
+            let mut answers: Vec<(u16, Vec<(u32, DeliveryState)>)> = Vec::new();
             for (i, request) in same.iter().enumerate() {
                 let state = match &held {
                     Ok(held) => outcome(request, Ok(held.get(i).copied().unwrap_or(false))),
                     Err(e) => outcome(request, Err(e)),
                 };
-                if request.answer {
-                    let settled = Event::Settled {
-                        channel: request.channel,
-                        delivery_id: request.delivery_id,
-                        state,
-                    };
-                    if events.send(settled).await.is_err() {
-                        return;
+                if !request.answer {
+                    continue;
+                }
+                match answers.last_mut() {
+                    Some((channel, run)) if *channel == request.channel => {
+                        run.push((request.delivery_id, state));
                     }
+                    _ => answers.push((request.channel, vec![(request.delivery_id, state)])),
+                }
+            }
+            for (channel, answers) in answers {
+                if events
+                    .send(Event::Settled { channel, answers })
+                    .await
+                    .is_err()
+                {
+                    return;
                 }
             }
         }

@@ -73,6 +73,24 @@ fn action(state: Option<&DeliveryState>) -> Action {
     }
 }
 
+/// Runs of consecutive delivery ids with equal states, in order, each at most
+/// [`MAX_RANGE`] long: `(first, last, state)`.
+fn ranges(answers: Vec<(u32, DeliveryState)>) -> Vec<(u32, u32, DeliveryState)> {
+    let mut runs: Vec<(u32, u32, DeliveryState)> = Vec::new();
+    for (id, state) in answers {
+        match runs.last_mut() {
+            Some((first, last, s))
+                // Never across the wrap of delivery ids: clients read `first..=last`.
+                if last.checked_add(1) == Some(id) && *s == state && id - *first < MAX_RANGE =>
+            {
+                *last = id;
+            }
+            _ => runs.push((id, id, state)),
+        }
+    }
+    runs
+}
+
 impl Connection {
     /// Handles what a link task reports.
     pub(super) async fn on_event(&mut self, event: Event) -> Result<(), IoError> {
@@ -80,9 +98,7 @@ impl Connection {
             Event::Sent {
                 channel,
                 serial,
-                delivery_id,
-                settled,
-                state,
+                outcomes,
             } => {
                 let Some(session) = self.sessions.get_mut(&channel) else {
                     return Ok(());
@@ -90,15 +106,18 @@ impl Connection {
                 let Some((handle, link)) = session.by_serial(serial) else {
                     return Ok(());
                 };
-                link.outstanding = link.outstanding.saturating_sub(1);
+                link.outstanding = link.outstanding.saturating_sub(outcomes.len() as u32);
                 let refill = (link.credit_left + link.outstanding < LINK_CREDIT / 2).then(|| {
                     link.credit_left = LINK_CREDIT - link.outstanding;
                     (link.delivery_count, link.credit_left)
                 });
-                if !settled {
-                    self.disposition_out(channel, Role::Receiver, delivery_id, state)
-                        .await?;
-                }
+                let answers = outcomes
+                    .into_iter()
+                    .filter(|o| !o.settled)
+                    .map(|o| (o.delivery_id, o.state))
+                    .collect();
+                self.dispositions_out(channel, Role::Receiver, answers)
+                    .await?;
                 if let Some((count, credit)) = refill {
                     self.link_flow(channel, handle, count, credit, false)
                         .await?;
@@ -178,12 +197,8 @@ impl Connection {
                 }
                 self.send_replies(channel, handle).await?;
             }
-            Event::Settled {
-                channel,
-                delivery_id,
-                state,
-            } => {
-                self.disposition_out(channel, Role::Sender, delivery_id, state)
+            Event::Settled { channel, answers } => {
+                self.dispositions_out(channel, Role::Sender, answers)
                     .await?;
             }
         }
@@ -198,18 +213,33 @@ impl Connection {
         delivery_id: u32,
         state: DeliveryState,
     ) -> Result<(), IoError> {
+        self.dispositions_out(channel, role, vec![(delivery_id, state)])
+            .await
+    }
+
+    /// Settled dispositions of ours for these deliveries: one frame per run of consecutive
+    /// delivery ids answered with the same state (`first..=last`, as every client reads).
+    pub(super) async fn dispositions_out(
+        &mut self,
+        channel: u16,
+        role: Role,
+        answers: Vec<(u32, DeliveryState)>,
+    ) -> Result<(), IoError> {
         if !self.sessions.contains_key(&channel) {
             return Ok(());
         }
-        let d = Disposition {
-            role,
-            first: delivery_id,
-            last: None,
-            settled: true,
-            state: Some(state),
-            batchable: false,
-        };
-        write(&mut self.out, channel, FrameBody::Disposition(d)).await
+        for (first, last, state) in ranges(answers) {
+            let d = Disposition {
+                role: role.clone(),
+                first,
+                last: (last != first).then_some(last),
+                settled: true,
+                state: Some(state),
+                batchable: false,
+            };
+            write(&mut self.out, channel, FrameBody::Disposition(d)).await?;
+        }
+        Ok(())
     }
 
     /// Writes waiting transfers while the session's window allows.
@@ -356,5 +386,59 @@ impl Connection {
                 .await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepted() -> DeliveryState {
+        DeliveryState::Accepted(Accepted {})
+    }
+
+    fn released() -> DeliveryState {
+        DeliveryState::Released(Released {})
+    }
+
+    #[test]
+    fn consecutive_ids_with_one_state_share_a_disposition() {
+        let answers = vec![
+            (4, accepted()),
+            (5, accepted()),
+            (6, released()),
+            (7, accepted()),
+            (9, accepted()),
+        ];
+        assert_eq!(
+            ranges(answers),
+            vec![
+                (4, 5, accepted()),
+                (6, 6, released()),
+                (7, 7, accepted()),
+                (9, 9, accepted()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_range_never_wraps_nor_outgrows_its_limit() {
+        let wrap = vec![
+            (u32::MAX - 1, accepted()),
+            (u32::MAX, accepted()),
+            (0, accepted()),
+        ];
+        assert_eq!(
+            ranges(wrap),
+            vec![(u32::MAX - 1, u32::MAX, accepted()), (0, 0, accepted())]
+        );
+        let long: Vec<_> = (0..MAX_RANGE + 1).map(|id| (id, accepted())).collect();
+        assert_eq!(
+            ranges(long),
+            vec![
+                (0, MAX_RANGE - 1, accepted()),
+                (MAX_RANGE, MAX_RANGE, accepted())
+            ]
+        );
     }
 }
