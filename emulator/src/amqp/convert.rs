@@ -5,8 +5,8 @@
 use chrono::{DateTime, Utc};
 use fe2o3_amqp_types::messaging::message::__private::{Deserializable, Serializable};
 use fe2o3_amqp_types::messaging::{
-    AmqpSequence, AmqpValue, ApplicationProperties, Batch, Body, Data, DeliveryAnnotations,
-    Message, MessageAnnotations, MessageId, Properties, annotations::OwnedKey,
+    AmqpSequence, AmqpValue, Batch, Body, Data, DeliveryAnnotations, Message, MessageId,
+    Properties, annotations::OwnedKey,
 };
 use fe2o3_amqp_types::primitives::{Binary, SimpleValue, Symbol, Timestamp, Value};
 use serde_amqp::described::Described;
@@ -100,7 +100,7 @@ fn annotation<'a>(m: &'a Message<Body<Value>>, key: &str) -> Option<&'a Value> {
 }
 
 /// A custom property's header text for an AMQP application property value.
-fn property_text(value: &SimpleValue) -> Option<String> {
+pub(super) fn property_text(value: &SimpleValue) -> Option<String> {
     let typed = match value {
         SimpleValue::Null => return None,
         SimpleValue::Bool(b) => PropertyValue::Bool(*b),
@@ -137,7 +137,7 @@ fn property_text(value: &SimpleValue) -> Option<String> {
 }
 
 /// An AMQP application property value for a custom property's header text.
-fn property_value(raw: &str) -> SimpleValue {
+pub(super) fn property_value(raw: &str) -> SimpleValue {
     match parse_property(raw) {
         PropertyValue::String(s) => SimpleValue::String(s),
         PropertyValue::Int(n) => match i32::try_from(n) {
@@ -152,6 +152,7 @@ fn property_value(raw: &str) -> SimpleValue {
 
 /// The broker's message for one AMQP message (contract 5.1-5.6).
 fn outgoing(m: Message<Body<Value>>) -> Result<Outgoing, DecodeError> {
+    let amqp = super::extras::keep(&m);
     let p = m.properties.clone().unwrap_or_default();
     let partition_key = match annotation(&m, "x-opt-partition-key") {
         None | Some(Value::Null) => None,
@@ -212,6 +213,7 @@ fn outgoing(m: Message<Body<Value>>) -> Result<Outgoing, DecodeError> {
             content_type: p.content_type.map(|s| s.0),
             user,
             body_section,
+            amqp,
         },
         body,
         time_to_live: m
@@ -279,8 +281,8 @@ pub(crate) fn encode_in_state(
         .and_then(|s| chrono::Duration::try_milliseconds((s * 1000.0) as i64))
         .and_then(|d| received.enqueued_at.checked_add_signed(d));
     let properties = Properties {
-        message_id: props.message_id.clone().map(MessageId::String),
-        correlation_id: props.correlation_id.clone().map(MessageId::String),
+        message_id: super::extras::message_id(props),
+        correlation_id: super::extras::correlation_id(props),
         to: props.to.clone(),
         subject: props.label.clone(),
         reply_to: props.reply_to.clone(),
@@ -290,7 +292,7 @@ pub(crate) fn encode_in_state(
         reply_to_group_id: props.reply_to_session_id.clone(),
         ..Properties::default()
     };
-    let mut annotations = MessageAnnotations::default();
+    let mut annotations = super::extras::annotations(props);
     let mut put = |k: &str, v: Value| annotations.0.insert(OwnedKey::Symbol(Symbol::from(k)), v);
     put(
         "x-opt-enqueued-time",
@@ -317,13 +319,7 @@ pub(crate) fn encode_in_state(
         );
         delivery_annotations = Some(d);
     }
-    let application_properties = (!props.user.is_empty()).then(|| {
-        let mut a = ApplicationProperties::default();
-        for (name, raw) in &props.user {
-            a.0.insert(name.clone(), property_value(raw));
-        }
-        a
-    });
+    let application_properties = super::extras::properties(props);
     let mut payload = serde_amqp::to_vec(&header)?;
     payload.extend(write(&Message {
         header: None,

@@ -14,6 +14,7 @@ mod cbs;
 mod connection;
 mod convert;
 mod depth;
+mod extras;
 mod fields;
 mod io;
 mod link;

@@ -29,6 +29,33 @@ pub struct MessageProps {
     /// they came. `None` for a plain body (REST, or AMQP `data`).
     #[serde(default)]
     pub body_section: Option<BodySection>,
+    /// What an AMQP sender set that the texts above cannot carry exactly. `None` from REST,
+    /// and when the texts carry everything.
+    #[serde(default)]
+    pub amqp: Option<AmqpExtras>,
+}
+
+/// The parts of an AMQP message kept in their AMQP encoding, so that AMQP receivers get back
+/// the types that were sent while REST receivers read the texts. The front-end that wrote
+/// them uses each one only while the text it stands beside is unchanged (a rule action or a
+/// settlement may have changed a property since).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AmqpExtras {
+    /// The application properties whose text would not give back their value exactly (a
+    /// `uint`, a `uuid`, `binary`, a `null`...), as one encoded `application-properties`
+    /// section.
+    #[serde(default, with = "serde_bytes")]
+    pub properties: Option<Vec<u8>>,
+    /// The message annotations the sender set besides those the broker reads, as one encoded
+    /// `message-annotations` section.
+    #[serde(default, with = "serde_bytes")]
+    pub annotations: Option<Vec<u8>>,
+    /// `message-id` when it is not a string, encoded.
+    #[serde(default, with = "serde_bytes")]
+    pub message_id: Option<Vec<u8>>,
+    /// `correlation-id` when it is not a string, encoded.
+    #[serde(default, with = "serde_bytes")]
+    pub correlation_id: Option<Vec<u8>>,
 }
 
 /// An AMQP body that is not made of `data` sections.
@@ -59,6 +86,7 @@ impl MessageProps {
             content_type,
             user,
             body_section: None,
+            amqp: None,
         }
     }
 
