@@ -134,7 +134,8 @@ impl Beside {
         let per = |d: Duration| d.as_secs_f64() * 1e6 / cycles;
         println!(
             "  store writer: {} cycles, {:.1} requests and {:.0} keys each; \
-             mean µs resolve {:.0}, append {:.0}, sync {:.0}, apply {:.0}, checkpoint {:.0}; \
+             mean µs resolve {:.0}, append {:.0}, sync {:.0}, handoff {:.0}; \
+             applier (after the answers) apply {:.0}, checkpoint {:.0}; \
              queued {:.0} µs per request; longest cycle {:.1} ms",
             w.cycles,
             w.requests as f64 / cycles,
@@ -142,6 +143,7 @@ impl Beside {
             per(w.resolve),
             per(w.append),
             per(w.sync),
+            per(w.handoff),
             per(w.apply),
             per(w.checkpoint),
             w.queued.as_secs_f64() * 1e6 / w.requests.max(1) as f64,

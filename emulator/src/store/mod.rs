@@ -2,13 +2,17 @@
 //! that applies batches with group commit. See `emulator/ARCHITECTURE.md` for the layout
 //! and what "durable" means.
 
+mod applier;
 mod codec;
 mod keys;
+mod overlay;
 mod snapshot;
 mod stats;
+mod trees;
 mod wal;
 mod writer;
 
+use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -18,7 +22,8 @@ use serde::de::DeserializeOwned;
 pub use keys::{Key, KeyBytes};
 pub use stats::WriterStats;
 
-use writer::{Trees, Writer};
+use trees::Trees;
+use writer::Writer;
 
 /// Store failures. Every one is fail-stop for the request that hit it.
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +157,7 @@ impl Store {
             entities: db.open_tree("entities")?,
             messages: db.open_tree("messages")?,
             db,
+            overlay: Arc::default(),
         };
         let (wal, snapshot, dir) = match &options.location {
             Location::Directory(dir) => {
@@ -212,8 +218,9 @@ impl Store {
         Ok(())
     }
 
-    fn tree(&self, key: &Key) -> &sled::Tree {
-        self.trees.tree(!key.is_entity())
+    /// True when `key` lives in the `messages` tree.
+    fn messages(key: &Key) -> bool {
+        !key.is_entity()
     }
 
     /// Reads one record.
@@ -223,8 +230,8 @@ impl Store {
     /// [`Error::Sled`] or [`Error::Decode`].
     pub fn get<T: DeserializeOwned>(&self, key: impl Into<Key>) -> Result<Option<T>> {
         let key = key.into();
-        self.tree(&key)
-            .get(key.to_bytes())?
+        self.trees
+            .get(Self::messages(&key), &key.to_bytes())?
             .map(|bytes| decode(&key, &bytes))
             .transpose()
     }
@@ -239,7 +246,7 @@ impl Store {
         key: impl Into<Key>,
     ) -> Result<Option<(T, Vec<u8>)>> {
         let key = key.into();
-        match self.tree(&key).get(key.to_bytes())? {
+        match self.trees.get(Self::messages(&key), &key.to_bytes())? {
             None => Ok(None),
             Some(bytes) => {
                 codec::decode_with_body(&bytes)
@@ -295,9 +302,13 @@ impl Store {
     ) -> Result<Option<Vec<u8>>> {
         let (from, within) = (from.into(), within.into());
         let prefix = within.to_prefix_bytes();
-        match self.tree(&from).range(from.to_bytes()..).keys().next() {
-            Some(key) => {
-                let key = key?;
+        let first = self
+            .trees
+            .range(Self::messages(&from), &from.to_bytes(), Bound::Unbounded)
+            .next();
+        match first {
+            Some(item) => {
+                let (key, _) = item?;
                 Ok(key.starts_with(&prefix).then(|| key.to_vec()))
             }
             None => Ok(None),
@@ -311,15 +322,10 @@ impl Store {
     /// [`Error::Sled`].
     pub fn last_key(&self, from: impl Into<Key>, to: impl Into<Key>) -> Result<Option<Vec<u8>>> {
         let (from, to) = (from.into(), to.into());
-        match self
-            .tree(&from)
-            .range(from.to_bytes()..=to.to_bytes())
-            .keys()
-            .next_back()
-        {
-            Some(key) => Ok(Some(key?.to_vec())),
-            None => Ok(None),
-        }
+        let last = self
+            .trees
+            .last_key(Self::messages(&from), &from.to_bytes(), &to.to_bytes())?;
+        Ok(last.map(|key| key.to_vec()))
     }
 
     /// Calls `visit` with every record below `prefix`, in key order, without holding them
@@ -334,11 +340,10 @@ impl Store {
         mut visit: impl FnMut(&[u8], T) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), E> {
         let prefix = prefix.into();
-        walk(
-            &prefix,
-            self.tree(&prefix).scan_prefix(prefix.to_prefix_bytes()),
-            &mut visit,
-        )
+        let records = self
+            .trees
+            .scan_prefix(Self::messages(&prefix), &prefix.to_prefix_bytes());
+        walk(&prefix, records, &mut visit)
     }
 
     /// The records from `from` to `to`, both included (keys of the same tree), in key
@@ -355,8 +360,13 @@ impl Store {
         to: impl Into<Key>,
     ) -> impl Iterator<Item = Result<(Vec<u8>, T)>> {
         let (from, to) = (from.into(), to.into());
-        self.tree(&from)
-            .range(from.to_bytes()..=to.to_bytes())
+        let to_bytes = to.to_bytes();
+        self.trees
+            .range(
+                Self::messages(&from),
+                &from.to_bytes(),
+                Bound::Included(&to_bytes),
+            )
             .map(move |item| {
                 let (key, bytes) = item?;
                 Ok((key.to_vec(), decode(&from, &bytes)?))
@@ -371,7 +381,10 @@ impl Store {
     pub fn count(&self, prefix: impl Into<Key>) -> Result<u64> {
         let prefix = prefix.into();
         let mut n = 0;
-        for item in self.tree(&prefix).scan_prefix(prefix.to_prefix_bytes()) {
+        let records = self
+            .trees
+            .scan_prefix(Self::messages(&prefix), &prefix.to_prefix_bytes());
+        for item in records {
             item?;
             n += 1;
         }
@@ -422,18 +435,27 @@ impl Store {
 const WAL_FILE: &str = "emulator.wal";
 
 /// Opens the write-ahead log and replays it into sled (the writes since the last
-/// checkpoint, some of which sled may not have made durable), then checkpoints.
-/// True beside the log when it had records to replay.
+/// checkpoint, some of which sled may not have made durable): first the log a checkpoint
+/// in progress left, then the current one. Then checkpoints. True beside the log when
+/// there were records to replay.
 fn recover(trees: &Trees, path: &std::path::Path) -> Result<(wal::Wal, bool)> {
+    let old = wal::old_path(path);
+    let earlier = wal::read_records(&old).map_err(sled::Error::Io)?;
     let (mut wal, records) = wal::Wal::open(path).map_err(sled::Error::Io)?;
-    if !records.is_empty() {
-        tracing::info!(records = records.len(), "replaying the write-ahead log");
-        for ops in &records {
+    let replayed = earlier.len() + records.len();
+    if replayed > 0 {
+        tracing::info!(records = replayed, "replaying the write-ahead log");
+        for ops in earlier.iter().chain(&records) {
             trees.apply(ops)?;
         }
         trees.checkpoint(&mut wal)?;
     }
-    Ok((wal, !records.is_empty()))
+    if old.exists() {
+        std::fs::remove_file(&old)
+            .and_then(|()| wal::sync_dir(&old))
+            .map_err(sled::Error::Io)?;
+    }
+    Ok((wal, replayed > 0))
 }
 
 /// How long [`Store::open`] waits for another handle of the same folder to let go.
@@ -460,7 +482,7 @@ fn open_waiting_for_lock(config: &sled::Config) -> std::result::Result<sled::Db,
 /// Decodes each record of `records` (of the tree and layout of `key`) and hands it on.
 fn walk<T: DeserializeOwned, E: From<Error>>(
     key: &Key,
-    records: sled::Iter,
+    records: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
     visit: &mut impl FnMut(&[u8], T) -> std::result::Result<(), E>,
 ) -> std::result::Result<(), E> {
     for item in records {
@@ -478,231 +500,4 @@ fn decode<T: DeserializeOwned>(key: &Key, bytes: &[u8]) -> Result<T> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::Address;
-
-    fn on_disk(folder: PathBuf, durability: Durability) -> Options {
-        Options {
-            location: Location::Directory(folder),
-            cache_bytes: 1 << 20,
-            durability,
-        }
-    }
-
-    fn memory() -> Store {
-        Store::open(&Options {
-            location: Location::InMemory,
-            cache_bytes: 1 << 20,
-            durability: Durability::Full,
-        })
-        .unwrap()
-    }
-
-    #[tokio::test]
-    async fn put_get_scan_delete_prefix() {
-        let store = memory();
-        let t = Address::Topic("t".into());
-        let sub = |t: &str, s: &str| Address::Subscription(t.into(), s.into());
-        store
-            .apply(vec![
-                Write::put(t.clone(), &"topic"),
-                Write::put(sub("t", "a"), &"s1"),
-                Write::put(sub("t", "b"), &"s2"),
-                Write::put(sub("t2", "a"), &"other"),
-                Write::put(
-                    Address::Rule("t".into(), "a".into(), "$default".into()),
-                    &"rule",
-                ),
-                Write::put(Key::Message(7, 1), &"m"),
-                Write::put(Key::Message(7, 2), &"m2"),
-                Write::put(Key::Message(8, 1), &"other"),
-            ])
-            .await
-            .unwrap();
-        assert_eq!(
-            store.get::<String>(t.clone()).unwrap().as_deref(),
-            Some("topic")
-        );
-        assert_eq!(store.scan::<String>(Key::Messages(7)).unwrap(), ["m", "m2"]);
-        assert_eq!(store.scan::<String>(sub("t", "")).unwrap(), ["s1", "s2"]);
-        assert_eq!(store.count(sub("t", "")).unwrap(), 2);
-        store
-            .apply(vec![
-                Write::delete(t.clone()),
-                Write::delete_prefix(sub("t", "")),
-                Write::delete_prefix(Address::Rule("t".into(), String::new(), String::new())),
-                Write::delete_prefix(Key::Messages(7)),
-            ])
-            .await
-            .unwrap();
-        assert!(store.get::<String>(t).unwrap().is_none());
-        assert_eq!(store.count(Key::Messages(7)).unwrap(), 0);
-        assert_eq!(store.count(Key::Messages(8)).unwrap(), 1);
-        assert_eq!(store.count(sub("t", "")).unwrap(), 0);
-        assert_eq!(store.count(sub("t2", "")).unwrap(), 1);
-    }
-
-    #[tokio::test]
-    async fn raised_counters_never_go_back() {
-        let store = memory();
-        let n = Key::NextSequence(3);
-        // Out of order within one batch, then a lower value in a later batch.
-        store
-            .apply(vec![Write::raise(n.clone(), 7), Write::raise(n.clone(), 6)])
-            .await
-            .unwrap();
-        assert_eq!(store.get::<u64>(n.clone()).unwrap(), Some(7));
-        store.apply(vec![Write::raise(n.clone(), 5)]).await.unwrap();
-        assert_eq!(store.get::<u64>(n.clone()).unwrap(), Some(7));
-        store.apply(vec![Write::raise(n.clone(), 9)]).await.unwrap();
-        assert_eq!(store.get::<u64>(n).unwrap(), Some(9));
-    }
-
-    #[tokio::test]
-    async fn many_concurrent_writers_share_flushes() {
-        let store = memory();
-        let tasks: Vec<_> = (0..64u64)
-            .map(|i| {
-                let store = store.clone();
-                tokio::spawn(
-                    async move { store.apply(vec![Write::put(Key::Message(1, i), &i)]).await },
-                )
-            })
-            .collect();
-        for t in tasks {
-            t.await.unwrap().unwrap();
-        }
-        assert_eq!(store.count(Key::Messages(1)).unwrap(), 64);
-    }
-
-    #[tokio::test]
-    async fn later_writes_in_a_cycle_win() {
-        let store = memory();
-        store
-            .apply(vec![
-                Write::put(Key::Message(9, 1), &"before"),
-                Write::delete_prefix(Key::Messages(9)),
-                Write::put(Key::Message(9, 2), &"after"),
-                Write::put(Key::Message(9, 3), &"first"),
-                Write::put(Key::Message(9, 3), &"second"),
-                Write::put(Key::Message(9, 4), &"gone"),
-                Write::delete(Key::Message(9, 4)),
-            ])
-            .await
-            .unwrap();
-        assert_eq!(
-            store.scan::<String>(Key::Messages(9)).unwrap(),
-            ["after", "second"]
-        );
-    }
-
-    #[tokio::test]
-    async fn opening_replays_the_write_ahead_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let folder = dir.path().join("db");
-        let options = on_disk(folder.clone(), Durability::Full);
-        let store = Store::open(&options).unwrap();
-        store
-            .apply(vec![
-                Write::put(Key::Message(1, 1), &"kept"),
-                Write::put(Key::Message(1, 2), &"removed by the log"),
-            ])
-            .await
-            .unwrap();
-        store.close().await.unwrap();
-        drop(store);
-        // What a killed process leaves: records in the log that sled never made durable.
-        {
-            let (mut log, records) = wal::Wal::open(&folder.join(WAL_FILE)).unwrap();
-            assert!(records.is_empty(), "close checkpoints and empties the log");
-            let op = |key: Key, value: Option<Vec<u8>>| wal::Op {
-                messages: true,
-                key: key.to_bytes(),
-                value,
-            };
-            log.append(&[
-                op(Key::Message(1, 2), None),
-                op(Key::Message(1, 3), Some(codec::encode(&"replayed"))),
-            ])
-            .unwrap();
-            log.sync().unwrap();
-        }
-        let store = Store::open(&options).unwrap();
-        assert_eq!(
-            store.scan::<String>(Key::Messages(1)).unwrap(),
-            ["kept", "replayed"]
-        );
-        assert_eq!(std::fs::metadata(folder.join(WAL_FILE)).unwrap().len(), 0);
-        store.close().await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn an_index_snapshot_is_kept_only_by_a_quiet_close_and_read_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let options = on_disk(dir.path().join("db"), Durability::Full);
-        let reopen = |store: Store| {
-            drop(store);
-            Store::open(&options).unwrap()
-        };
-        // A write after the mark: the index may not match, so none is kept.
-        let store = Store::open(&options).unwrap();
-        let mark = store.submitted();
-        store
-            .apply(vec![Write::put(Key::Message(1, 1), &"late")])
-            .await
-            .unwrap();
-        store
-            .close_with_snapshot(mark, &b"stale".to_vec())
-            .await
-            .unwrap();
-        let store = reopen(store);
-        assert_eq!(store.take_snapshot::<Vec<u8>>(), None);
-        // A quiet close keeps it for exactly one open.
-        let mark = store.submitted();
-        store
-            .close_with_snapshot(mark, &b"index".to_vec())
-            .await
-            .unwrap();
-        let store = reopen(store);
-        assert_eq!(
-            store.take_snapshot::<Vec<u8>>().as_deref(),
-            Some(&b"index"[..])
-        );
-        assert_eq!(store.take_snapshot::<Vec<u8>>(), None);
-        store.close().await.unwrap();
-        let store = reopen(store);
-        assert_eq!(
-            store.take_snapshot::<Vec<u8>>(),
-            None,
-            "deleted as the store opened"
-        );
-        // In memory there is nowhere to keep one.
-        let memory = memory();
-        memory
-            .close_with_snapshot(memory.submitted(), &b"x".to_vec())
-            .await
-            .unwrap();
-        store.close().await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn reopen_keeps_records_and_close_refuses_later_writes() {
-        let dir = tempfile::tempdir().unwrap();
-        let options = on_disk(dir.path().join("db"), Durability::None);
-        {
-            let store = Store::open(&options).unwrap();
-            store
-                .apply(vec![Write::put(Address::Queue("q".into()), &42u32)])
-                .await
-                .unwrap();
-            store.close().await.unwrap();
-            assert!(matches!(store.apply(vec![]).await, Err(Error::ShutDown)));
-        }
-        let store = Store::open(&options).unwrap();
-        assert_eq!(
-            store.get::<u32>(Address::Queue("q".into())).unwrap(),
-            Some(42)
-        );
-    }
-}
+mod tests;

@@ -23,9 +23,12 @@ pub struct WriterStats {
     pub append: Duration,
     /// `fdatasync` of the log.
     pub sync: Duration,
-    /// Applying the record to sled.
+    /// Publishing the record in the overlay and handing it to the applier (waiting when
+    /// the applier is far behind).
+    pub handoff: Duration,
+    /// Applying records to sled, on the applier thread (after the acknowledgement).
     pub apply: Duration,
-    /// Checkpoints (sled flush and log reset).
+    /// Checkpoints (sled flush and old log deleted), on the applier thread.
     pub checkpoint: Duration,
     /// The longest single cycle since the previous [`super::Store::writer_stats`] call:
     /// the longest any request waited behind the writer's own work.
@@ -45,6 +48,7 @@ impl WriterStats {
             resolve: self.resolve.saturating_sub(earlier.resolve),
             append: self.append.saturating_sub(earlier.append),
             sync: self.sync.saturating_sub(earlier.sync),
+            handoff: self.handoff.saturating_sub(earlier.handoff),
             apply: self.apply.saturating_sub(earlier.apply),
             checkpoint: self.checkpoint.saturating_sub(earlier.checkpoint),
             longest_cycle: self.longest_cycle,
@@ -55,13 +59,14 @@ impl WriterStats {
 /// Time spent in each stage of the cycle being measured.
 #[derive(Debug, Default)]
 pub(super) struct Stages {
+    /// Requests the cycle served.
+    pub(super) requests: usize,
     /// Keys the cycle wrote.
     pub(super) ops: usize,
     pub(super) resolve: Duration,
     pub(super) append: Duration,
     pub(super) sync: Duration,
-    pub(super) apply: Duration,
-    pub(super) checkpoint: Duration,
+    pub(super) handoff: Duration,
 }
 
 impl Stages {
@@ -88,6 +93,7 @@ pub(super) struct Counters {
     resolve: AtomicU64,
     append: AtomicU64,
     sync: AtomicU64,
+    handoff: AtomicU64,
     apply: AtomicU64,
     checkpoint: AtomicU64,
     longest_cycle: AtomicU64,
@@ -98,23 +104,33 @@ fn nanos(d: Duration) -> u64 {
 }
 
 impl Counters {
-    /// Records one cycle that served `requests` requests (waiting `queued` in all).
-    pub(super) fn cycle(&self, requests: usize, queued: Duration, stages: &Stages) {
+    /// Records one writer cycle that served `stages.requests` requests (waiting `queued` in
+    /// all).
+    pub(super) fn cycle(&self, queued: Duration, stages: &Stages) {
         let add = |counter: &AtomicU64, value: u64| {
             counter.fetch_add(value, Ordering::Relaxed);
         };
         add(&self.cycles, 1);
-        add(&self.requests, requests as u64);
+        add(&self.requests, stages.requests as u64);
         add(&self.ops, stages.ops as u64);
         add(&self.queued, nanos(queued));
         add(&self.resolve, nanos(stages.resolve));
         add(&self.append, nanos(stages.append));
         add(&self.sync, nanos(stages.sync));
-        add(&self.apply, nanos(stages.apply));
-        add(&self.checkpoint, nanos(stages.checkpoint));
-        let total = stages.resolve + stages.append + stages.sync + stages.apply + stages.checkpoint;
+        add(&self.handoff, nanos(stages.handoff));
+        let total = stages.resolve + stages.append + stages.sync + stages.handoff;
         self.longest_cycle
             .fetch_max(nanos(total), Ordering::Relaxed);
+    }
+
+    /// Records one record the applier put into sled.
+    pub(super) fn applied(&self, took: Duration) {
+        self.apply.fetch_add(nanos(took), Ordering::Relaxed);
+    }
+
+    /// Records one checkpoint of the applier.
+    pub(super) fn checkpointed(&self, took: Duration) {
+        self.checkpoint.fetch_add(nanos(took), Ordering::Relaxed);
     }
 
     /// A snapshot; resets the longest cycle.
@@ -128,6 +144,7 @@ impl Counters {
             resolve: get(&self.resolve),
             append: get(&self.append),
             sync: get(&self.sync),
+            handoff: get(&self.handoff),
             apply: get(&self.apply),
             checkpoint: get(&self.checkpoint),
             longest_cycle: Duration::from_nanos(self.longest_cycle.swap(0, Ordering::Relaxed)),
@@ -143,20 +160,26 @@ mod tests {
     fn a_window_counts_its_own_cycles_and_the_longest_resets_on_read() {
         let counters = Counters::default();
         let ms = Duration::from_millis;
-        let stages = |sync| Stages {
+        let stages = |requests, sync| Stages {
+            requests,
             ops: 3,
             sync,
-            apply: ms(1),
+            handoff: ms(1),
             ..Stages::default()
         };
-        counters.cycle(2, ms(4), &stages(ms(2)));
+        counters.cycle(ms(4), &stages(2, ms(2)));
+        counters.applied(ms(7));
         let first = counters.read();
         assert_eq!((first.cycles, first.requests, first.ops), (1, 2, 3));
         assert_eq!(first.longest_cycle, ms(3));
-        counters.cycle(5, ms(1), &stages(ms(1)));
+        assert_eq!(first.apply, ms(7));
+        counters.cycle(ms(1), &stages(5, ms(1)));
         let window = counters.read().since(&first);
         assert_eq!((window.cycles, window.requests, window.ops), (1, 5, 3));
-        assert_eq!((window.queued, window.sync), (ms(1), ms(1)));
+        assert_eq!(
+            (window.queued, window.sync, window.apply),
+            (ms(1), ms(1), ms(0))
+        );
         // The first cycle's 3 ms belongs to the earlier window.
         assert_eq!(window.longest_cycle, ms(2));
     }

@@ -11,10 +11,14 @@
 //! is the tree (0 entities, 1 messages) and bit 1 is put (1) or remove (0). Replay stops at
 //! the first record that is short or fails its checksum: that is the torn tail of a write
 //! that was never acknowledged.
+//!
+//! At a checkpoint the writer does not stop: it renames the log to `<name>.old` and goes
+//! on in a new file, and the applier deletes the old one once sled holds and has flushed
+//! everything in it. A start replays the old file (if a crash left it), then the current.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// One operation of a record: the final state of one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +39,43 @@ const PUT_BIT: u8 = 2;
 pub(super) struct Wal {
     file: File,
     len: u64,
+    path: PathBuf,
+}
+
+/// Where the log being checkpointed lies while a new one is written.
+pub(super) fn old_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".old");
+    PathBuf::from(name)
+}
+
+/// The intact records of a log file (none when it does not exist).
+pub(super) fn read_records(path: &Path) -> std::io::Result<Vec<Vec<Op>>> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    Ok(parse(&bytes).0)
+}
+
+/// The intact records at the start of `bytes`, and where they end.
+fn parse(bytes: &[u8]) -> (Vec<Vec<Op>>, usize) {
+    let mut records = Vec::new();
+    let mut at = 0;
+    while let Some((ops, next)) = record_at(bytes, at) {
+        records.push(ops);
+        at = next;
+    }
+    (records, at)
+}
+
+/// Makes a file's creation, rename or removal in `dir` durable.
+pub(super) fn sync_dir(file: &Path) -> std::io::Result<()> {
+    match file.parent() {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
 }
 
 impl Wal {
@@ -48,12 +89,7 @@ impl Wal {
             .open(path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        let mut records = Vec::new();
-        let mut at = 0;
-        while let Some((ops, next)) = record_at(&bytes, at) {
-            records.push(ops);
-            at = next;
-        }
+        let (records, at) = parse(&bytes);
         if at < bytes.len() {
             tracing::warn!(
                 kept = at,
@@ -68,6 +104,7 @@ impl Wal {
             Wal {
                 file,
                 len: at as u64,
+                path: path.to_path_buf(),
             },
             records,
         ))
@@ -93,6 +130,24 @@ impl Wal {
     /// Bytes in the log.
     pub(super) fn len(&self) -> u64 {
         self.len
+    }
+
+    /// Goes on in a new, empty file; the current one becomes [`old_path`], for the caller
+    /// to delete once everything in it is durable elsewhere. Call only when no old file is
+    /// left. Returns the old file's path.
+    pub(super) fn rotate(&mut self) -> std::io::Result<PathBuf> {
+        let old = old_path(&self.path);
+        std::fs::rename(&self.path, &old)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&self.path)?;
+        sync_dir(&self.path)?;
+        self.file = file;
+        self.len = 0;
+        Ok(old)
     }
 
     /// Empties the log; call only once everything in it is durable elsewhere.

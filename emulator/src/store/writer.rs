@@ -1,9 +1,11 @@
 //! The single writer: every write goes through one thread that takes all pending batches,
 //! resolves them to the final value of each key, appends that as one record to the
-//! write-ahead log, `fdatasync`s once (group commit), applies it to sled and then answers
-//! them all. One writer keeps sled away from heavy concurrent insert+remove (sled 0.34 issue
-//! #1412) and from concurrent flushes (issue #1308), and many writers share each sync. Why
-//! durability comes from a log of our own rather than sled's flush: see `wal.rs`.
+//! write-ahead log, `fdatasync`s once (group commit), publishes it in the overlay and then
+//! answers them all; the applier thread puts the record into sled afterwards
+//! (`applier.rs`). One thread writing sled keeps it away from heavy concurrent
+//! insert+remove (sled 0.34 issue #1412) and from concurrent flushes (issue #1308), and
+//! many writers share each sync. Why durability comes from a log of our own rather than
+//! sled's flush: see `wal.rs`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,19 +14,19 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::applier::{self, Job, Shared};
 use super::stats::{Counters, Stages, WriterStats};
+use super::trees::Trees;
 use super::wal::{Op, Wal};
 use super::{Durability, Error, Key, Result, Write};
 
 /// Most requests merged into one cycle.
 const MAX_BATCH: usize = 1024;
 
-/// Operations from which a record is applied as one sled batch per tree.
-const BATCH_FROM: usize = 64;
-
-/// Log size past which the writer flushes sled and empties the log (a checkpoint). It bounds
-/// what a start after a crash replays.
-const CHECKPOINT_BYTES: u64 = 32 << 20;
+/// Log size past which the writer goes on in a new log file and the applier checkpoints the
+/// old one (flushes sled, deletes it). It bounds what a start after a crash replays.
+/// (1 MiB in the unit tests, so that they rotate.)
+const CHECKPOINT_BYTES: u64 = if cfg!(test) { 1 << 20 } else { 32 << 20 };
 
 enum Request {
     /// Writes to apply; `true` forces an fsync even without full durability; when it was
@@ -136,9 +138,17 @@ fn run(
     trees: Trees,
     mut wal: Option<Wal>,
     durability: Durability,
-    counters: &Counters,
+    counters: &Arc<Counters>,
 ) {
-    let mut failed: Option<Arc<sled::Error>> = None;
+    let shared = Arc::new(Shared::default());
+    let (jobs, applier) = match applier::start(trees.clone(), shared.clone(), counters.clone()) {
+        Ok(started) => started,
+        Err(e) => {
+            tracing::error!(error = %e, "the store's applier thread did not start");
+            return;
+        }
+    };
+    let mut generation = 0u64;
     while let Some(first) = inbox.blocking_recv() {
         let mut pending = vec![first];
         while pending.len() < MAX_BATCH {
@@ -163,131 +173,117 @@ fn run(
                 Request::Close(reply) => closing = Some(reply),
             }
         }
-        let mut stages = Stages::default();
-        let outcome = match &failed {
-            // After a failed write nothing more is acknowledged (fail-stop).
-            Some(e) => Err(e.clone()),
-            None => Cycle {
-                sync: durability == Durability::Full || forced || closing.is_some(),
-                checkpoint: closing.is_some(),
-            }
-            .run(&trees, wal.as_mut(), writes, &mut stages)
-            .map_err(Arc::new),
+        let mut stages = Stages {
+            requests: replies.len(),
+            ..Stages::default()
         };
-        counters.cycle(replies.len(), queued, &stages);
-        if let Err(e) = &outcome {
-            if failed.is_none() {
-                tracing::error!(error = %e, "store write failed; the store stops acknowledging writes");
+        let sync = durability == Durability::Full || forced || closing.is_some();
+        let outcome = match shared.failed() {
+            // After a failed write nothing more is acknowledged (fail-stop).
+            Some(e) => Err(e),
+            None => cycle(&trees, wal.as_mut(), writes, sync, &mut stages).map_err(Arc::new),
+        };
+        match &outcome {
+            // Visible to readers before it is acknowledged.
+            Ok(ops) => {
+                generation += 1;
+                stages.time(
+                    |s| &mut s.handoff,
+                    || trees.overlay.publish(generation, ops),
+                );
             }
-            failed = Some(e.clone());
+            Err(e) => shared.fail(e.clone()),
         }
         for reply in replies {
-            let _ = reply.send(outcome.clone().map_err(Error::Flush));
+            let _ = reply.send(
+                outcome
+                    .as_ref()
+                    .map(drop)
+                    .map_err(|e| Error::Flush(e.clone())),
+            );
+        }
+        if let Ok(ops) = outcome {
+            // Waits when the applier is far behind.
+            let handed = stages.time(
+                |s| &mut s.handoff,
+                || {
+                    shared.hand(&ops);
+                    jobs.send(Job::Apply(generation, ops))
+                },
+            );
+            if handed.is_err() {
+                shared.fail(Arc::new(stopped_applier()));
+            }
+        }
+        counters.cycle(queued, &stages);
+        if let Some(wal) = wal.as_mut()
+            && closing.is_none()
+            && wal.len() > CHECKPOINT_BYTES
+            && !shared.checkpointing.load(Ordering::SeqCst)
+        {
+            match wal.rotate() {
+                Ok(old) => {
+                    shared.checkpointing.store(true, Ordering::SeqCst);
+                    if jobs.send(Job::Checkpoint(old)).is_err() {
+                        shared.fail(Arc::new(stopped_applier()));
+                    }
+                }
+                Err(e) => shared.fail(Arc::new(sled::Error::Io(e))),
+            }
         }
         if let Some(reply) = closing {
+            let closed = close(&jobs, wal.as_mut());
             // Let go of sled (and its file lock) before saying the store is closed.
-            drop((trees, wal));
-            let _ = reply.send(outcome.map_err(Error::Flush));
+            drop((jobs, trees, wal));
+            if applier.join().is_err() {
+                tracing::error!("the store's applier thread panicked");
+            }
+            let _ = reply.send(closed.map_err(Error::Flush));
             return;
         }
     }
 }
 
-/// The sled database and its two trees (handles: cloning is cheap).
-#[derive(Debug, Clone)]
-pub(super) struct Trees {
-    pub(super) db: sled::Db,
-    pub(super) entities: sled::Tree,
-    pub(super) messages: sled::Tree,
+fn stopped_applier() -> sled::Error {
+    sled::Error::ReportableBug("the store's applier thread stopped".into())
 }
 
-impl Trees {
-    /// The `messages` tree, or the `entities` one.
-    pub(super) fn tree(&self, messages: bool) -> &sled::Tree {
-        if messages {
-            &self.messages
-        } else {
-            &self.entities
-        }
-    }
-
-    /// Applies one record's operations. Small records go in as plain inserts and removes:
-    /// each `apply_batch` seals an I/O buffer (see `wal.rs`), which only pays off when it
-    /// carries many writes. Atomicity comes from the log either way.
-    pub(super) fn apply(&self, ops: &[Op]) -> std::result::Result<(), sled::Error> {
-        if ops.len() >= BATCH_FROM {
-            for messages in [false, true] {
-                let mut batch = sled::Batch::default();
-                let mut any = false;
-                for op in ops.iter().filter(|o| o.messages == messages) {
-                    any = true;
-                    match &op.value {
-                        Some(v) => batch.insert(op.key.as_slice(), v.as_slice()),
-                        None => batch.remove(op.key.as_slice()),
-                    }
-                }
-                if any {
-                    self.tree(messages).apply_batch(batch)?;
-                }
-            }
-            return Ok(());
-        }
-        for op in ops {
-            let tree = self.tree(op.messages);
-            match &op.value {
-                Some(v) => tree.insert(op.key.as_slice(), v.as_slice()).map(drop)?,
-                None => tree.remove(op.key.as_slice()).map(drop)?,
-            }
-        }
-        Ok(())
-    }
-
-    /// Flushes sled, then empties the log: everything the log held is now in sled's own
-    /// durable state.
-    pub(super) fn checkpoint(&self, wal: &mut Wal) -> std::result::Result<(), sled::Error> {
-        self.db.flush()?;
-        wal.reset()?;
-        Ok(())
+/// Waits until the applier has put everything into sled and flushed it, then empties the
+/// log: a clean close leaves nothing to replay.
+fn close(
+    jobs: &std::sync::mpsc::Sender<Job>,
+    wal: Option<&mut Wal>,
+) -> std::result::Result<(), Arc<sled::Error>> {
+    let (reply, drained) = std::sync::mpsc::sync_channel(1);
+    jobs.send(Job::Drain(reply))
+        .map_err(|_| Arc::new(stopped_applier()))?;
+    drained.recv().map_err(|_| Arc::new(stopped_applier()))??;
+    match wal {
+        Some(wal) => wal.reset().map_err(|e| Arc::new(sled::Error::Io(e))),
+        None => Ok(()),
     }
 }
 
-/// What one writer cycle must do besides applying.
-#[derive(Debug, Clone, Copy)]
-struct Cycle {
-    /// Sync the log before answering.
+/// One cycle up to its acknowledgement: the requests' final values, appended to the log and
+/// synced when `sync` (in memory there is no log: nothing outlives the process).
+fn cycle(
+    trees: &Trees,
+    wal: Option<&mut Wal>,
+    requests: Vec<Vec<Write>>,
     sync: bool,
-    /// Checkpoint whatever the log's size (on close).
-    checkpoint: bool,
-}
-
-impl Cycle {
-    fn run(
-        self,
-        trees: &Trees,
-        wal: Option<&mut Wal>,
-        requests: Vec<Vec<Write>>,
-        stages: &mut Stages,
-    ) -> std::result::Result<(), sled::Error> {
-        let ops = stages.time(|s| &mut s.resolve, || resolve(trees, requests))?;
-        stages.ops = ops.len();
-        match wal {
-            Some(wal) => {
-                if !ops.is_empty() {
-                    stages.time(|s| &mut s.append, || wal.append(&ops))?;
-                }
-                if self.sync {
-                    stages.time(|s| &mut s.sync, || wal.sync())?;
-                }
-                stages.time(|s| &mut s.apply, || trees.apply(&ops))?;
-                if self.checkpoint || wal.len() > CHECKPOINT_BYTES {
-                    stages.time(|s| &mut s.checkpoint, || trees.checkpoint(wal))?;
-                }
-            }
-            // In memory: nothing outlives the process, so there is nothing to sync.
-            None => stages.time(|s| &mut s.apply, || trees.apply(&ops))?,
+    stages: &mut Stages,
+) -> std::result::Result<Vec<Op>, sled::Error> {
+    let ops = stages.time(|s| &mut s.resolve, || resolve(trees, requests))?;
+    stages.ops = ops.len();
+    if let Some(wal) = wal {
+        if !ops.is_empty() {
+            stages.time(|s| &mut s.append, || wal.append(&ops))?;
         }
-        Ok(())
+        if sync {
+            stages.time(|s| &mut s.sync, || wal.sync())?;
+        }
     }
+    Ok(ops)
 }
 
 /// Where a key lives in a cycle's overlay: (in the `messages` tree, key bytes).
@@ -311,8 +307,8 @@ fn resolve(trees: &Trees, requests: Vec<Vec<Write>>) -> std::result::Result<Vec<
             Write::DeletePrefix(k) => {
                 let messages = !k.is_entity();
                 let prefix = k.to_prefix_bytes();
-                for key in trees.tree(messages).scan_prefix(&prefix).keys() {
-                    overlay.insert((messages, key?.to_vec()), None);
+                for item in trees.scan_prefix(messages, &prefix) {
+                    overlay.insert((messages, item?.0.to_vec()), None);
                 }
                 for (_, value) in overlay
                     .range_mut((messages, prefix.clone())..)
@@ -325,7 +321,7 @@ fn resolve(trees: &Trees, requests: Vec<Vec<Write>>) -> std::result::Result<Vec<
                 let slot = slot(&k);
                 let current = match overlay.get(&slot) {
                     Some(bytes) => bytes.clone(),
-                    None => trees.tree(slot.0).get(&slot.1)?.map(|v| v.to_vec()),
+                    None => trees.get(slot.0, &slot.1)?.map(|v| v.to_vec()),
                 };
                 // An unreadable stored counter is replaced: the raised value is the newest fact.
                 let current = current
