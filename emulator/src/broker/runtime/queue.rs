@@ -512,12 +512,20 @@ impl Queue {
         let bytes = |entries: &mut dyn Iterator<Item = &Entry>| {
             entries.map(|e| e.delivery.size).sum::<u64>()
         };
+        // Deferred messages wait among the scheduled ones, but the service counts them as
+        // active: they stay in the main queue, set aside.
+        let deferred = state
+            .scheduled
+            .range((DEFERRED_UNTIL, 0)..)
+            .filter(|(_, e)| e.delivery.deferred)
+            .count() as u64;
         Counts {
             active: (state.main.ready.len() + state.main.locked.len()) as u64
-                + state.main.cold.count,
+                + state.main.cold.count
+                + deferred,
             dead_letter: (state.dead.ready.len() + state.dead.locked.len()) as u64
                 + state.dead.cold.count,
-            scheduled: state.scheduled.len() as u64,
+            scheduled: state.scheduled.len() as u64 - deferred,
             bytes: state.main.cold.bytes
                 + state.dead.cold.bytes
                 + bytes(&mut state.main.ready.values())
