@@ -19,7 +19,7 @@ use super::trees::Trees;
 use super::wal::{Op, sync_dir};
 
 /// Bytes of keys and values waiting for the applier before the writer waits for it.
-const MOST_PENDING_BYTES: u64 = 64 << 20;
+const MOST_PENDING_BYTES: u64 = 16 << 20;
 
 /// What the applier is asked to do, in order.
 pub(super) enum Job {
