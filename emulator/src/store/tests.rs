@@ -285,3 +285,47 @@ async fn reopen_keeps_records_and_close_refuses_later_writes() {
         Some(42)
     );
 }
+
+#[tokio::test]
+async fn cycles_merged_by_the_applier_leave_each_keys_last_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = on_disk(dir.path().join("db"), Durability::None);
+    let store = Store::open(&options).unwrap();
+    // Many small cycles in flight at once, each key written, rewritten and some removed:
+    // the applier takes queued cycles together and keeps each key's last value.
+    let writers: Vec<_> = (0..16u64)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..50u64 {
+                    let key = Key::Message(3, w * 100 + i);
+                    store
+                        .apply(vec![Write::put(key.clone(), &"first")])
+                        .await
+                        .unwrap();
+                    store
+                        .apply(vec![Write::put(key.clone(), &"second")])
+                        .await
+                        .unwrap();
+                    if i % 2 == 0 {
+                        store.apply(vec![Write::delete(key)]).await.unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let check = |store: &Store| {
+        let kept: Vec<(Vec<u8>, String)> = store.scan_with_keys(Key::Messages(3)).unwrap();
+        assert_eq!(kept.len(), 16 * 25);
+        assert!(kept.iter().all(|(_, v)| v == "second"));
+    };
+    check(&store);
+    store.close().await.unwrap();
+    drop(store);
+    let store = Store::open(&options).unwrap();
+    check(&store);
+    store.close().await.unwrap();
+}
