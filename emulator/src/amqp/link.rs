@@ -1,26 +1,19 @@
-//! Links: what an attach names (contract 3.1), the credit a receiver link grants, and the
-//! tasks that do a link's waiting: one that sends what a client's sender link delivers,
-//! in order (`sending.rs`), and one that takes messages for a client's receiver link while
-//! it has credit.
+//! Links: what an attach names (contract 3.1), the credit a receiver link grants, and what
+//! the tasks that do a link's waiting report: one sends what a client's sender link
+//! delivers, in order (`sending.rs`), and one takes messages for a client's receiver link
+//! while it has credit (`receiving.rs`).
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Mutex;
 
 use fe2o3_amqp_types::definitions::{AmqpError, Error as AmqpErrorBody, ErrorCondition, LinkError};
 use fe2o3_amqp_types::messaging::DeliveryState;
 use fe2o3_amqp_types::primitives::Symbol;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::{Context, convert};
-use crate::broker::{self, ReceiveMode, ReceiveTarget};
+use crate::broker;
 use crate::model::EntityPath;
 use crate::sync::lock;
-
-/// How long one receive waits for a message before it looks at its credit again.
-const LONG_POLL: Duration = Duration::from_secs(30);
-/// Most messages one take locks (or removes) in one durable write.
-const MOST_PER_TAKE: u32 = 64;
 
 /// What a link's address names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,7 +128,7 @@ impl Credit {
 
     /// Waits for credit and reserves up to `most` units of it: `Some((units, draining))`,
     /// or `None` once closed.
-    async fn reserve(&self, most: u32) -> Option<(u32, bool)> {
+    pub(crate) async fn reserve(&self, most: u32) -> Option<(u32, bool)> {
         loop {
             let changed = self.changed.notified();
             {
@@ -153,7 +146,8 @@ impl Credit {
         }
     }
 
-    fn unreserve(&self, units: u32) {
+    /// Gives back reserved units that were not used.
+    pub(crate) fn unreserve(&self, units: u32) {
         let mut s = lock(&self.state);
         s.reserved = s.reserved.saturating_sub(units);
     }
@@ -190,6 +184,11 @@ impl Credit {
     pub(crate) fn snapshot(&self) -> (u32, u32) {
         let s = lock(&self.state);
         (s.delivery_count, s.available())
+    }
+
+    /// Completes at the next flow, drain end or close.
+    pub(crate) fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
     }
 
     /// The link is gone: its task stops.
@@ -263,73 +262,4 @@ pub(crate) struct Incoming {
     pub(crate) settled: bool,
     pub(crate) format: u32,
     pub(crate) payload: Vec<u8>,
-}
-
-/// Takes messages from `target` for a client's receiver link while it has credit; each goes
-/// to the connection as [`Event::Take`]. A drain with nothing left is [`Event::Drained`].
-pub(crate) async fn receive_task(
-    context: Arc<Context>,
-    target: ReceiveTarget,
-    mode: ReceiveMode,
-    credit: Arc<Credit>,
-    events: mpsc::Sender<Event>,
-    channel: u16,
-    serial: u64,
-) {
-    while let Some((units, drain)) = credit.reserve(MOST_PER_TAKE).await {
-        let wait = if drain { Duration::ZERO } else { LONG_POLL };
-        let changed = credit.changed.notified();
-        let render = |r: broker::Received| {
-            let payload = convert::encode(&r).map_err(|e| broker::Error::Render {
-                reason: e.to_string(),
-            })?;
-            let lock = r.lock.map(|(token, _)| Lock { token });
-            Ok((payload, lock))
-        };
-        // A flow (a drain, most often) that arrives while the receive waits ends the wait,
-        // so the credit is looked at again; once messages are taken, the take completes.
-        let taken = context
-            .broker
-            .receive_many(&target, mode, units as usize, wait, changed, render)
-            .await;
-        match taken {
-            Ok(messages) => {
-                credit.unreserve(units - messages.len() as u32);
-                let none = messages.is_empty();
-                for (payload, lock) in messages {
-                    let take = Event::Take {
-                        channel,
-                        serial,
-                        payload,
-                        lock,
-                    };
-                    if events.send(take).await.is_err() {
-                        return;
-                    }
-                }
-                if none && drain {
-                    // Wait for the connection to end the drain before looking again.
-                    let answered = credit.changed.notified();
-                    if events
-                        .send(Event::Drained { channel, serial })
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    answered.await;
-                }
-            }
-            Err(e) => {
-                credit.unreserve(units);
-                let failed = Event::Failed {
-                    channel,
-                    serial,
-                    error: broker_error(&e),
-                };
-                let _ = events.send(failed).await;
-                return;
-            }
-        }
-    }
 }

@@ -19,6 +19,7 @@ mod fields;
 mod io;
 mod link;
 mod management;
+mod receiving;
 mod rules;
 mod sending;
 mod settling;

@@ -189,7 +189,7 @@ impl Connection {
             Plan::Requests(node) => (Work::Requests { node }, true, u64::from(MAX_FRAME_SIZE) * 4),
             Plan::ReceiveFrom(target, mode) => {
                 let credit = Arc::new(Credit::default());
-                let task = tokio::spawn(link::receive_task(
+                let task = tokio::spawn(crate::amqp::receiving::receive_task(
                     self.context.clone(),
                     target.clone(),
                     mode,
