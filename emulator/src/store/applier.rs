@@ -161,7 +161,25 @@ fn apply(trees: &Trees, shared: &Shared, counters: &Counters, cycles: &[(u64, Ve
     counters.applied(started.elapsed());
 }
 
+/// The failure the writer reports once the applier thread is gone.
+pub(super) fn stopped_applier() -> sled::Error {
+    sled::Error::ReportableBug("the store's applier thread stopped".into())
+}
+
+/// Fails the store if the applier thread unwinds (sled panicked): the writer, which may be
+/// waiting for the applier's backlog to shrink, stops waiting and refuses writes.
+struct FailOnPanic<'a>(&'a Shared);
+
+impl Drop for FailOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.fail(Arc::new(stopped_applier()));
+        }
+    }
+}
+
 fn run(inbox: &Receiver<Job>, trees: &Trees, shared: &Shared, counters: &Counters) {
+    let _guard = FailOnPanic(shared);
     // Below the writer and the request handlers: on two cores the applier, which nothing
     // waits for, otherwise takes the writer's turn and lengthens its cycles. (On Linux a
     // nice value is per thread.)

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::applier::{self, Job, Shared};
+use super::applier::{self, Job, Shared, stopped_applier};
 use super::stats::{Counters, Stages, WriterStats};
 use super::trees::Trees;
 use super::wal::{Op, Wal};
@@ -242,10 +242,6 @@ fn run(
             return;
         }
     }
-}
-
-fn stopped_applier() -> sled::Error {
-    sled::Error::ReportableBug("the store's applier thread stopped".into())
 }
 
 /// Waits until the applier has put everything into sled and flushed it, then empties the
