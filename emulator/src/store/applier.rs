@@ -8,7 +8,6 @@
 //! checkpoint's flush (tens of milliseconds, many small cycles) does not stall the writer,
 //! while a run of large batches cannot grow memory without limit.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel};
@@ -16,16 +15,12 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use super::stats::Counters;
-use super::trees::{OpRef, Trees};
+use super::trees::Trees;
 use super::wal::{Op, sync_dir};
 
 /// How much less CPU share the applier thread asks for than the rest of the process.
 #[cfg(target_os = "linux")]
 const APPLIER_NICENESS: i32 = 10;
-
-/// Keys past which no more cycles join one write to sled: a write frees the backlog the
-/// writer may be waiting on only once it is done, so it must stay short.
-const MOST_MERGED_KEYS: usize = 1024;
 
 /// Bytes of keys and values waiting for the applier before the writer waits for it.
 const MOST_PENDING_BYTES: u64 = 16 << 20;
@@ -113,54 +108,6 @@ pub(super) fn start(
     Ok((jobs, thread))
 }
 
-/// Each key of merged cycles, in key order: (in `messages`, key) → its last value (`None`:
-/// removed) and the cycle that wrote it.
-type Last<'a> = BTreeMap<(bool, &'a [u8]), (Option<&'a [u8]>, u64)>;
-
-/// Puts cycles into sled as one write: each key's last value only, so a message sent and
-/// removed within the cycles queued together (taken at once, completed at once) never
-/// reaches sled at all.
-fn apply(trees: &Trees, shared: &Shared, counters: &Counters, cycles: &[(u64, Vec<Op>)]) {
-    let done = |shared: &Shared| {
-        for (_, ops) in cycles {
-            shared.done(ops);
-        }
-    };
-    // After a failure the cycles stay in the overlay: they are in the log, and readers
-    // keep seeing what was acknowledged.
-    if shared.failed().is_some() {
-        done(shared);
-        return;
-    }
-    let started = Instant::now();
-    let mut last: Last<'_> = BTreeMap::new();
-    for (generation, ops) in cycles {
-        for op in ops {
-            last.insert(
-                (op.messages, op.key.as_slice()),
-                (op.value.as_deref(), *generation),
-            );
-        }
-    }
-    let ops: Vec<OpRef<'_>> = last
-        .iter()
-        .map(|(&(messages, key), &(value, _))| OpRef {
-            messages,
-            key,
-            value,
-        })
-        .collect();
-    match trees.apply_refs(&ops) {
-        Ok(()) => trees.overlay.applied_keys(
-            last.iter()
-                .map(|(&(messages, key), &(_, generation))| (messages, key, generation)),
-        ),
-        Err(e) => shared.fail(Arc::new(e)),
-    }
-    done(shared);
-    counters.applied(started.elapsed());
-}
-
 /// The failure the writer reports once the applier thread is gone.
 pub(super) fn stopped_applier() -> sled::Error {
     sled::Error::ReportableBug("the store's applier thread stopped".into())
@@ -185,35 +132,22 @@ fn run(inbox: &Receiver<Job>, trees: &Trees, shared: &Shared, counters: &Counter
     // nice value is per thread.)
     #[cfg(target_os = "linux")]
     let _ = rustix::process::nice(APPLIER_NICENESS);
-    let mut next = None;
-    loop {
-        let job = match next.take() {
-            Some(job) => job,
-            None => match inbox.recv() {
-                Ok(job) => job,
-                Err(_) => return,
-            },
-        };
+    for job in inbox {
         match job {
             Job::Apply(generation, ops) => {
-                // Every cycle queued behind it goes into sled with it, up to the next
-                // checkpoint or drain.
-                let mut merged = ops.len();
-                let mut cycles = vec![(generation, ops)];
-                while merged < MOST_MERGED_KEYS {
-                    match inbox.try_recv() {
-                        Ok(Job::Apply(generation, ops)) => {
-                            merged += ops.len();
-                            cycles.push((generation, ops));
-                        }
-                        Ok(other) => {
-                            next = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
+                // After a failure the cycle stays in the overlay: it is in the log, and
+                // readers keep seeing what was acknowledged.
+                if shared.failed().is_some() {
+                    shared.done(&ops);
+                    continue;
                 }
-                apply(trees, shared, counters, &cycles);
+                let started = Instant::now();
+                match trees.apply(&ops) {
+                    Ok(()) => trees.overlay.applied(generation, &ops),
+                    Err(e) => shared.fail(Arc::new(e)),
+                }
+                shared.done(&ops);
+                counters.applied(started.elapsed());
             }
             Job::Checkpoint(old) => {
                 let started = Instant::now();

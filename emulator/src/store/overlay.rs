@@ -69,14 +69,17 @@ impl Overlay {
         }
     }
 
-    /// Forgets keys now in sled, each written last by the cycle given beside it, except
-    /// those a later cycle wrote again.
-    pub(super) fn applied_keys<'a>(&self, keys: impl Iterator<Item = (bool, &'a [u8], u64)>) {
+    /// Forgets cycle `generation`'s operations, now in sled, except the keys a later
+    /// cycle wrote again.
+    pub(super) fn applied(&self, generation: u64, ops: &[Op]) {
         let mut trees = self.write();
-        for (messages, key, generation) in keys {
-            let tree = &mut trees[usize::from(messages)];
-            if tree.get(key).is_some_and(|e| e.generation == generation) {
-                tree.remove(key);
+        for op in ops {
+            let tree = &mut trees[usize::from(op.messages)];
+            if tree
+                .get(op.key.as_slice())
+                .is_some_and(|e| e.generation == generation)
+            {
+                tree.remove(op.key.as_slice());
             }
         }
     }
@@ -228,11 +231,11 @@ mod tests {
         let overlay = Overlay::default();
         overlay.publish(1, &[op(b"a", Some(b"1")), op(b"b", Some(b"1"))]);
         overlay.publish(2, &[op(b"b", None)]);
-        overlay.applied_keys([(true, &b"a"[..], 1), (true, b"b", 1)].into_iter());
+        overlay.applied(1, &[op(b"a", Some(b"1")), op(b"b", Some(b"1"))]);
         assert_eq!(overlay.get(true, b"a"), Pending::No);
         assert_eq!(overlay.get(true, b"b"), Pending::Removed);
         assert_eq!(overlay.get(false, b"b"), Pending::No);
-        overlay.applied_keys([(true, &b"b"[..], 2)].into_iter());
+        overlay.applied(2, &[op(b"b", None)]);
         assert_eq!(overlay.len(), 0);
     }
 }

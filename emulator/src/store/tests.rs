@@ -287,12 +287,12 @@ async fn reopen_keeps_records_and_close_refuses_later_writes() {
 }
 
 #[tokio::test]
-async fn cycles_merged_by_the_applier_leave_each_keys_last_value() {
+async fn keys_written_rewritten_and_removed_at_once_keep_their_last_value() {
     let dir = tempfile::tempdir().unwrap();
     let options = on_disk(dir.path().join("db"), Durability::None);
     let store = Store::open(&options).unwrap();
-    // Many small cycles in flight at once, each key written, rewritten and some removed:
-    // the applier takes queued cycles together and keeps each key's last value.
+    // Many small cycles in flight at once, each key written, rewritten and some removed,
+    // while the applier catches up behind the writer: reads and a reopen see last values.
     let writers: Vec<_> = (0..16u64)
         .map(|w| {
             let store = store.clone();

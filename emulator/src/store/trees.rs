@@ -87,21 +87,15 @@ impl Trees {
     /// each `apply_batch` seals an I/O buffer (see `wal.rs`), which only pays off when it
     /// carries many writes. Atomicity comes from the log either way.
     pub(super) fn apply(&self, ops: &[Op]) -> std::result::Result<(), sled::Error> {
-        let ops: Vec<OpRef<'_>> = ops.iter().map(OpRef::from).collect();
-        self.apply_refs(&ops)
-    }
-
-    /// As [`Trees::apply`], over borrowed operations.
-    pub(super) fn apply_refs(&self, ops: &[OpRef<'_>]) -> std::result::Result<(), sled::Error> {
         if ops.len() >= BATCH_FROM {
             for messages in [false, true] {
                 let mut batch = sled::Batch::default();
                 let mut any = false;
                 for op in ops.iter().filter(|o| o.messages == messages) {
                     any = true;
-                    match op.value {
-                        Some(v) => batch.insert(op.key, v),
-                        None => batch.remove(op.key),
+                    match &op.value {
+                        Some(v) => batch.insert(op.key.as_slice(), v.as_slice()),
+                        None => batch.remove(op.key.as_slice()),
                     }
                 }
                 if any {
@@ -112,9 +106,9 @@ impl Trees {
         }
         for op in ops {
             let tree = self.tree(op.messages);
-            match op.value {
-                Some(v) => tree.insert(op.key, v).map(drop)?,
-                None => tree.remove(op.key).map(drop)?,
+            match &op.value {
+                Some(v) => tree.insert(op.key.as_slice(), v.as_slice()).map(drop)?,
+                None => tree.remove(op.key.as_slice()).map(drop)?,
             }
         }
         Ok(())
@@ -126,24 +120,6 @@ impl Trees {
         self.db.flush()?;
         wal.reset()?;
         Ok(())
-    }
-}
-
-/// One key's final state, borrowed from a record.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct OpRef<'a> {
-    pub(super) messages: bool,
-    pub(super) key: &'a [u8],
-    pub(super) value: Option<&'a [u8]>,
-}
-
-impl<'a> From<&'a Op> for OpRef<'a> {
-    fn from(op: &'a Op) -> Self {
-        OpRef {
-            messages: op.messages,
-            key: &op.key,
-            value: op.value.as_deref(),
-        }
     }
 }
 
