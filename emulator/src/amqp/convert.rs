@@ -20,6 +20,25 @@ use crate::model::message::{BodySection, MessageProps};
 /// message, each a complete encoded message.
 pub(crate) const BATCH_FORMAT: u32 = 0x8001_3700;
 
+/// Message annotations the broker reads into a message's fields (contract 5.2).
+const PARTITION_KEY: &str = "x-opt-partition-key";
+const SCHEDULED_ENQUEUE_TIME: &str = "x-opt-scheduled-enqueue-time";
+/// Message annotations the broker sets on every delivery (contract 5.3).
+const ENQUEUED_TIME: &str = "x-opt-enqueued-time";
+const SEQUENCE_NUMBER: &str = "x-opt-sequence-number";
+const MESSAGE_STATE: &str = "x-opt-message-state";
+const LOCKED_UNTIL: &str = "x-opt-locked-until";
+
+/// The annotations above: a sender's own copy of these is not kept (`extras.rs`).
+pub(super) const BROKER_ANNOTATIONS: [&str; 6] = [
+    PARTITION_KEY,
+    SCHEDULED_ENQUEUE_TIME,
+    ENQUEUED_TIME,
+    SEQUENCE_NUMBER,
+    MESSAGE_STATE,
+    LOCKED_UNTIL,
+];
+
 /// Why a transfer's payload is not a message the broker can take (`amqp:decode-error`).
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DecodeError {
@@ -154,15 +173,15 @@ pub(super) fn property_value(raw: &str) -> SimpleValue {
 fn outgoing(m: Message<Body<Value>>) -> Result<Outgoing, DecodeError> {
     let amqp = super::extras::keep(&m);
     let p = m.properties.clone().unwrap_or_default();
-    let partition_key = match annotation(&m, "x-opt-partition-key") {
+    let partition_key = match annotation(&m, PARTITION_KEY) {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => return Err(DecodeError::Annotation("x-opt-partition-key")),
+        Some(_) => return Err(DecodeError::Annotation(PARTITION_KEY)),
     };
-    let scheduled_at = match annotation(&m, "x-opt-scheduled-enqueue-time") {
+    let scheduled_at = match annotation(&m, SCHEDULED_ENQUEUE_TIME) {
         None | Some(Value::Null) => None,
         Some(Value::Timestamp(t)) => timestamp_to_date(t),
-        Some(_) => return Err(DecodeError::Annotation("x-opt-scheduled-enqueue-time")),
+        Some(_) => return Err(DecodeError::Annotation(SCHEDULED_ENQUEUE_TIME)),
     };
     let user = m
         .application_properties
@@ -295,23 +314,20 @@ pub(crate) fn encode_in_state(
     let mut annotations = super::extras::annotations(props);
     let mut put = |k: &str, v: Value| annotations.0.insert(OwnedKey::Symbol(Symbol::from(k)), v);
     put(
-        "x-opt-enqueued-time",
+        ENQUEUED_TIME,
         Value::Timestamp(date_to_timestamp(received.enqueued_at)),
     );
     put(
-        "x-opt-sequence-number",
+        SEQUENCE_NUMBER,
         Value::Long(i64::try_from(received.sequence_number).unwrap_or(i64::MAX)),
     );
-    put("x-opt-message-state", Value::Int(state));
+    put(MESSAGE_STATE, Value::Int(state));
     if let Some(key) = &props.partition_key {
-        put("x-opt-partition-key", Value::String(key.clone()));
+        put(PARTITION_KEY, Value::String(key.clone()));
     }
     let mut delivery_annotations = None;
     if let Some((token, until)) = received.lock {
-        put(
-            "x-opt-locked-until",
-            Value::Timestamp(date_to_timestamp(until)),
-        );
+        put(LOCKED_UNTIL, Value::Timestamp(date_to_timestamp(until)));
         let mut d = DeliveryAnnotations::default();
         d.0.insert(
             OwnedKey::Symbol(Symbol::from("x-opt-lock-token")),

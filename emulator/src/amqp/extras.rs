@@ -10,19 +10,8 @@ use fe2o3_amqp_types::messaging::{
 };
 use fe2o3_amqp_types::primitives::SimpleValue;
 
-use super::convert::{id_text, property_text, property_value};
+use super::convert::{BROKER_ANNOTATIONS, id_text, property_text, property_value};
 use crate::model::message::{AmqpExtras, MessageProps};
-
-/// Annotations the broker reads into a message's fields, or sets itself on every delivery:
-/// a sender's copy of these is not kept.
-const BROKER_ANNOTATIONS: [&str; 6] = [
-    "x-opt-partition-key",
-    "x-opt-scheduled-enqueue-time",
-    "x-opt-enqueued-time",
-    "x-opt-sequence-number",
-    "x-opt-message-state",
-    "x-opt-locked-until",
-];
 
 fn encoded<T: serde::Serialize>(value: &T) -> Option<Vec<u8>> {
     serde_amqp::to_vec(value).ok()

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use super::stats::Counters;
 use super::trees::Trees;
-use super::wal::{Op, sync_dir};
+use super::wal::{self, Op};
 
 /// How much less CPU share the applier thread asks for than the rest of the process.
 #[cfg(target_os = "linux")]
@@ -151,11 +151,11 @@ fn run(inbox: &Receiver<Job>, trees: &Trees, shared: &Shared, counters: &Counter
             }
             Job::Checkpoint(old) => {
                 let started = Instant::now();
-                let done = trees.db.flush().map(drop).and_then(|()| {
-                    std::fs::remove_file(&old)
-                        .and_then(|()| sync_dir(&old))
-                        .map_err(sled::Error::Io)
-                });
+                let done = trees
+                    .db
+                    .flush()
+                    .map(drop)
+                    .and_then(|()| wal::remove(&old).map_err(sled::Error::Io));
                 match done {
                     Ok(()) => shared.checkpointing.store(false, Ordering::SeqCst),
                     // The old file stays: a start replays it.

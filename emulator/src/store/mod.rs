@@ -451,9 +451,7 @@ fn recover(trees: &Trees, path: &std::path::Path) -> Result<(wal::Wal, bool)> {
         trees.checkpoint(&mut wal)?;
     }
     if old.exists() {
-        std::fs::remove_file(&old)
-            .and_then(|()| wal::sync_dir(&old))
-            .map_err(sled::Error::Io)?;
+        wal::remove(&old).map_err(sled::Error::Io)?;
     }
     Ok((wal, replayed > 0))
 }

@@ -17,6 +17,7 @@ use std::sync::RwLock;
 use sled::IVec;
 
 use super::wal::Op;
+use crate::sync::{read, write};
 
 /// A pending key: its final value (`None`: removed), and the cycle that wrote it.
 #[derive(Debug)]
@@ -43,21 +44,9 @@ pub(super) enum Pending {
 }
 
 impl Overlay {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, [BTreeMap<Vec<u8>, Entry>; 2]> {
-        self.trees
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, [BTreeMap<Vec<u8>, Entry>; 2]> {
-        self.trees
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Makes cycle `generation`'s operations visible (before it is acknowledged).
     pub(super) fn publish(&self, generation: u64, ops: &[Op]) {
-        let mut trees = self.write();
+        let mut trees = write(&self.trees);
         for op in ops {
             trees[usize::from(op.messages)].insert(
                 op.key.clone(),
@@ -72,7 +61,7 @@ impl Overlay {
     /// Forgets cycle `generation`'s operations, now in sled, except the keys a later
     /// cycle wrote again.
     pub(super) fn applied(&self, generation: u64, ops: &[Op]) {
-        let mut trees = self.write();
+        let mut trees = write(&self.trees);
         for op in ops {
             let tree = &mut trees[usize::from(op.messages)];
             if tree
@@ -87,13 +76,13 @@ impl Overlay {
     /// Keys pending in both trees.
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        let trees = self.read();
+        let trees = read(&self.trees);
         trees[0].len() + trees[1].len()
     }
 
     /// A key's pending state.
     pub(super) fn get(&self, messages: bool, key: &[u8]) -> Pending {
-        match self.read()[usize::from(messages)].get(key) {
+        match read(&self.trees)[usize::from(messages)].get(key) {
             None => Pending::No,
             Some(Entry { value: None, .. }) => Pending::Removed,
             Some(Entry { value: Some(v), .. }) => Pending::Value(v.clone()),
@@ -107,7 +96,7 @@ impl Overlay {
         from: Bound<&[u8]>,
         to: Bound<&[u8]>,
     ) -> Vec<(Vec<u8>, Option<IVec>)> {
-        let trees = self.read();
+        let trees = read(&self.trees);
         let tree = &trees[usize::from(messages)];
         if tree.is_empty() {
             return Vec::new();

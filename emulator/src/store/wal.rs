@@ -70,8 +70,14 @@ fn parse(bytes: &[u8]) -> (Vec<Vec<Op>>, usize) {
     (records, at)
 }
 
+/// Deletes a log file that is durable elsewhere now, durably.
+pub(super) fn remove(path: &Path) -> std::io::Result<()> {
+    std::fs::remove_file(path)?;
+    sync_dir(path)
+}
+
 /// Makes a file's creation, rename or removal in `dir` durable.
-pub(super) fn sync_dir(file: &Path) -> std::io::Result<()> {
+fn sync_dir(file: &Path) -> std::io::Result<()> {
     match file.parent() {
         Some(dir) => File::open(dir)?.sync_all(),
         None => Ok(()),
