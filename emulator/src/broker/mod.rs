@@ -2,6 +2,7 @@
 //! only way to disk.
 
 mod duplicates;
+mod handoff;
 mod management;
 mod receive;
 mod recover;

@@ -8,7 +8,7 @@ use servicebus_wire::message::{PropertyValue, format_property};
 use uuid::Uuid;
 
 use super::runtime::{
-    self, Effect, Entity, Queue, QueueSettings, ReceiveMode, Settle, Subqueue, Taken,
+    self, Effect, Entity, Offer, Parked, Queue, QueueSettings, ReceiveMode, Settle, Subqueue, Taken,
 };
 use super::send::ttl_span;
 use super::{Broker, Error, Result, allowed};
@@ -71,6 +71,50 @@ fn queue_of(entity: &Entity) -> Result<&Queue> {
         kind: "queue or subscription",
         path: entity.path.clone(),
     })
+}
+
+/// The offer a parked receiver gets; `None` when its slot went without one (pending
+/// for ever when it is not parked for hand-offs).
+async fn offered(parked: &mut Option<Parked<'_>>) -> Option<Offer> {
+    match parked {
+        Some(parked) => (&mut parked.offers).await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Renders a handed-off message and tells the send whether it could, then waits until the
+/// send has made the message and its removal durable: the answer, or `None` when that
+/// write failed (nothing was taken then). A render that fails leaves the message to be
+/// filed as usual and returns its error, as for a take.
+async fn handed<R>(
+    offer: Offer,
+    render: &mut impl FnMut(Received) -> Result<R>,
+) -> Result<Option<R>> {
+    let Offer {
+        seq,
+        delivery,
+        enqueued_at,
+        time_to_live,
+        props,
+        body,
+        verdict,
+        commit,
+    } = offer;
+    // A panic drops `verdict` with the offer: the send files the copy as usual.
+    let answer = render(Received {
+        sequence_number: seq,
+        delivery_count: delivery.delivery_count,
+        enqueued_at,
+        time_to_live,
+        lock: None,
+        props,
+        body,
+    });
+    if verdict.send(answer.is_ok()).is_err() {
+        return Ok(None);
+    }
+    let answer = answer?;
+    Ok((commit.await == Ok(true)).then_some(answer))
 }
 
 impl Broker {
@@ -215,8 +259,19 @@ impl Broker {
             if self.runtime.is_closing() {
                 return Ok(Vec::new());
             }
+            // A receive-and-delete receiver takes hand-offs: a message sent while it waits
+            // comes with the send's own write, not after a second one. (Parked before it
+            // counts as waiting: whoever sees it waiting may hand it a message.)
+            let mut parked = (mode == ReceiveMode::ReceiveAndDelete && which == Subqueue::Main)
+                .then(|| queue.park());
             let _waiting = runtime::Waiting::new(queue);
             tokio::select! {
+                biased;
+                Some(offer) = offered(&mut parked) => {
+                    if let Some(answer) = handed(offer, &mut render).await? {
+                        return Ok(vec![answer]);
+                    }
+                }
                 () = &mut notified => {}
                 () = &mut closed => return Ok(Vec::new()),
                 () = &mut interrupt => return Ok(Vec::new()),
@@ -365,7 +420,7 @@ impl Broker {
 
     /// The time to live a receiver sees: the service lowers a message's to its entity's
     /// `DefaultMessageTimeToLive` (and, through a subscription, to its topic's) silently.
-    fn effective_ttl(&self, receivable: &Entity, owner: u64, sent: f64) -> f64 {
+    pub(super) fn effective_ttl(&self, receivable: &Entity, owner: u64, sent: f64) -> f64 {
         let mut ttl = ttl_span(sent).min(receivable.description().default_message_time_to_live);
         if owner != receivable.id
             && let Some(topic) = self.runtime.by_id(owner)

@@ -9,6 +9,7 @@ use servicebus_wire::message::{
 };
 use servicebus_wire::{EntityKind, TimeSpan};
 
+use super::handoff::{Sent, Source};
 use super::runtime::{self, Entity, Entry};
 use super::{Broker, Error, Result, allowed};
 use crate::filter::value::{Properties, PropertiesMut, SystemProperty, Value};
@@ -242,9 +243,10 @@ impl Verdict {
 
 /// Where one copy of a message goes: to whom, its delivery record and its changed
 /// properties (named so as not to shadow the prelude's `Copy`).
-struct Placement {
-    to: Arc<Entity>,
-    delivery: Delivery,
+#[derive(Debug)]
+pub(super) struct Placement {
+    pub(super) to: Arc<Entity>,
+    pub(super) delivery: Delivery,
     overrides: Option<MessageProps>,
 }
 
@@ -330,8 +332,21 @@ impl Broker {
             if copies.is_empty() {
                 continue;
             }
+            let source = copies
+                .iter()
+                .any(|c| c.to.queue.as_ref().is_some_and(|q| q.has_parked()))
+                .then(|| Source {
+                    props: message.props.clone(),
+                    body: message.body.clone(),
+                    time_to_live: message.time_to_live,
+                });
             Self::message_writes(&entity, &candidate, message, &copies, &mut writes);
-            deliveries.push((candidate.seq, copies, candidate.size));
+            deliveries.push(Sent {
+                seq: candidate.seq,
+                copies,
+                size: candidate.size,
+                source,
+            });
         }
         self.file(entity, writes, deliveries, now).await?;
         Ok((first..next).collect())
@@ -461,38 +476,47 @@ impl Broker {
         }
     }
 
-    /// Makes the writes durable, then files the deliveries where receivers find them.
+    /// Hands what it can to parked receivers, makes the writes (and the removals of what
+    /// was handed off) durable, then files the other deliveries where receivers find them.
     async fn file(
         &self,
         entity: Arc<Entity>,
-        writes: Vec<Write>,
-        deliveries: Vec<(u64, Vec<Placement>, u64)>,
+        mut writes: Vec<Write>,
+        deliveries: Vec<Sent>,
         now: DateTime<Utc>,
     ) -> Result<()> {
         // Once submitted, the writes land whether or not the client waits: the deliveries
         // are filed by a task of their own, so a sender that goes away (hyper then drops
         // this future) cannot leave stored messages no receiver will ever see.
-        let (store, runtime) = (self.store.clone(), self.runtime.clone());
-        let in_flight = runtime::SendInFlight::new(&runtime);
+        let broker = self.clone();
+        let in_flight = runtime::SendInFlight::new(&self.runtime);
         let filed = tokio::spawn(async move {
             let _in_flight = in_flight;
-            store.apply(writes).await?;
-            for (seq, copies, size) in deliveries {
-                entity.add_stored(size);
+            // Counted before any hand-off: a removal releases what the copies hold.
+            for sent in &deliveries {
+                entity.add_stored(sent.size);
                 if entity.kind == EntityKind::Topic {
-                    runtime.add_refs(entity.id, seq, copies.len() as u32);
+                    let copies = sent.copies.len() as u32;
+                    broker.runtime.add_refs(entity.id, sent.seq, copies);
                 }
-                for copy in copies {
-                    if let Some(queue) = &copy.to.queue {
-                        queue.insert(
-                            [Entry {
-                                seq,
-                                delivery: copy.delivery,
-                            }],
-                            now,
-                        );
-                    }
+            }
+            let handed = broker.hand_off(&entity, deliveries, now).await;
+            writes.extend(handed.writes);
+            // A failed write drops the commits: the receivers given a copy answer nothing.
+            broker.store.apply(writes).await?;
+            for (seq, copy) in handed.file {
+                if let Some(queue) = &copy.to.queue {
+                    queue.insert(
+                        [Entry {
+                            seq,
+                            delivery: copy.delivery,
+                        }],
+                        now,
+                    );
                 }
+            }
+            for commit in handed.commits {
+                let _ = commit.send(true);
             }
             Ok(())
         });

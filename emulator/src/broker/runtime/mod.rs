@@ -2,6 +2,7 @@
 //! subscription, rebuilt from the store on start.
 //!
 //! - [`entity`]: a queue, topic or subscription as the runtime knows it;
+//! - [`handoff`]: a sent message handed straight to a parked receiver;
 //! - [`queue`]: the delivery state of a queue or subscription (ready, cold, locked,
 //!   scheduled), and [`state`] behind it;
 //! - [`refs`]: how many copies point at each stored message of a topic;
@@ -11,6 +12,7 @@
 //! Locks in this module are std mutexes: none is held across an await.
 
 mod entity;
+mod handoff;
 mod queue;
 mod refs;
 mod snapshot;
@@ -33,6 +35,7 @@ use crate::store::{Key, Write};
 
 pub(crate) use crate::sync::{lock, read, write};
 pub(crate) use entity::Entity;
+pub(crate) use handoff::{Offer, Parked};
 pub(crate) use queue::{Effect, Entry, Queue, QueueSettings, Subqueue, Taken, Waiting};
 pub use queue::{ReceiveMode, Settle};
 use refs::RefCounts;

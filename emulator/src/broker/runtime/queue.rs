@@ -59,6 +59,8 @@ pub(crate) struct Queue {
     pub(super) dead_ready: Notify,
     /// Receives parked in a long poll right now.
     pub(crate) waiting: std::sync::atomic::AtomicUsize,
+    /// Receive-and-delete receivers parked for a hand-off (see [`super::handoff`]).
+    pub(super) slots: super::handoff::Slots,
 }
 
 /// Counts a parked receive while it lives; dropped when the receive returns or its client
@@ -153,6 +155,7 @@ impl Queue {
             main_ready: Notify::new(),
             dead_ready: Notify::new(),
             waiting: std::sync::atomic::AtomicUsize::new(0),
+            slots: super::handoff::Slots::default(),
         }
     }
 
