@@ -88,6 +88,11 @@ pub(crate) fn broker_error(e: &broker::Error) -> AmqpErrorBody {
 pub(crate) struct Credit {
     state: Mutex<CreditState>,
     changed: Notify,
+    /// Woken only for what a take waiting with credit reserved must answer at once: a
+    /// drain, credit cut below what is reserved, a close. A flow that only grants more
+    /// (fe2o3 and the SDKs top credit up after each message) leaves the take waiting,
+    /// still parked for a hand-off.
+    interrupt: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -105,13 +110,15 @@ struct CreditState {
 }
 
 impl CreditState {
-    fn available(&self) -> u32 {
+    /// Deliveries the client allows from here, reserved ones included.
+    fn granted(&self) -> u32 {
         let granted = self.limit.wrapping_sub(self.delivery_count);
         // More than 2^31 means the client's count is behind ours: no credit.
-        if granted > u32::MAX / 2 {
-            return 0;
-        }
-        granted.saturating_sub(self.reserved)
+        if granted > u32::MAX / 2 { 0 } else { granted }
+    }
+
+    fn available(&self) -> u32 {
+        self.granted().saturating_sub(self.reserved)
     }
 }
 
@@ -122,8 +129,12 @@ impl Credit {
         let base = delivery_count.unwrap_or(s.delivery_count);
         s.limit = base.wrapping_add(link_credit);
         s.drain = drain;
+        let interrupt = drain || s.granted() < s.reserved;
         drop(s);
         self.changed.notify_waiters();
+        if interrupt {
+            self.interrupt.notify_waiters();
+        }
     }
 
     /// Waits for credit and reserves up to `most` units of it: `Some((units, draining))`,
@@ -191,10 +202,17 @@ impl Credit {
         self.changed.notified()
     }
 
+    /// Completes at the next drain, cut below the reserved credit, or close: what a take
+    /// waiting with reserved credit must stop for.
+    pub(crate) fn interrupted(&self) -> tokio::sync::futures::Notified<'_> {
+        self.interrupt.notified()
+    }
+
     /// The link is gone: its task stops.
     pub(crate) fn close(&self) {
         lock(&self.state).closed = true;
         self.changed.notify_waiters();
+        self.interrupt.notify_waiters();
     }
 }
 
@@ -262,4 +280,35 @@ pub(crate) struct Incoming {
     pub(crate) settled: bool,
     pub(crate) format: u32,
     pub(crate) payload: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt as _;
+
+    use super::Credit;
+
+    /// Whether `interrupted()` fires across `change`.
+    fn interrupts(credit: &Credit, change: impl FnOnce(&Credit)) -> bool {
+        let interrupted = credit.interrupted();
+        tokio::pin!(interrupted);
+        interrupted.as_mut().enable();
+        change(credit);
+        interrupted.now_or_never().is_some()
+    }
+
+    #[tokio::test]
+    async fn only_what_a_waiting_take_must_answer_interrupts_it() {
+        let credit = Credit::default();
+        credit.flow(Some(0), 10, false);
+        assert_eq!(credit.reserve(4).await, Some((4, false)));
+        // Topping credit up (what clients do after each message) leaves the take waiting.
+        assert!(!interrupts(&credit, |c| c.flow(Some(0), 20, false)));
+        // Still at least what is reserved: no interrupt either.
+        assert!(!interrupts(&credit, |c| c.flow(Some(0), 4, false)));
+        // Cut below what is reserved, a drain, a close: each ends the wait.
+        assert!(interrupts(&credit, |c| c.flow(Some(0), 2, false)));
+        assert!(interrupts(&credit, |c| c.flow(Some(0), 10, true)));
+        assert!(interrupts(&credit, Credit::close));
+    }
 }

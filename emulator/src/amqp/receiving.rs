@@ -89,9 +89,10 @@ pub(crate) async fn receive_task(
     }
 }
 
-/// One take of up to `units` messages. A flow (a drain, most often) that arrives while it
-/// waits ends the wait, so the credit is looked at again; once messages are taken, the take
-/// completes. `taken` is set (and `took` signalled) as the first message is rendered,
+/// One take of up to `units` messages. A drain, a credit cut below what it reserved or a
+/// close that arrives while it waits ends the wait, so the credit is looked at again (a flow
+/// that only grants more does not: the take stays parked); once messages are taken, the
+/// take completes. `taken` is set (and `took` signalled) as the first message is rendered,
 /// before the take's durable write.
 async fn take(
     context: Arc<Context>,
@@ -102,7 +103,7 @@ async fn take(
     (taken, took): (Arc<AtomicBool>, Arc<Notify>),
 ) -> Taken {
     let wait = if drain { Duration::ZERO } else { LONG_POLL };
-    let changed = credit.changed();
+    let interrupted = credit.interrupted();
     let render = |r: broker::Received| {
         if !taken.swap(true, Ordering::SeqCst) {
             took.notify_one();
@@ -115,7 +116,7 @@ async fn take(
     };
     context
         .broker
-        .receive_many(&target, mode, units as usize, wait, changed, render)
+        .receive_many(&target, mode, units as usize, wait, interrupted, render)
         .await
 }
 
