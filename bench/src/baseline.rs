@@ -105,3 +105,29 @@ pub(crate) async fn t_rate(
     })
     .await)
 }
+
+/// The disk's own latency at the rate the end-to-end phase syncs: 1 KB appended to a file
+/// in `dir` and `fdatasync`ed, paced at 1,000 per second for `seconds`, on a thread of its
+/// own while the bench runs nothing else. Every durable answer waits for one such sync, so
+/// its tail is the floor of the emulator's durable tail. Returns p50, p99 and p99.9 (ms).
+pub(crate) fn disk_floor(dir: &std::path::Path, seconds: f64) -> std::io::Result<(f64, f64, f64)> {
+    use std::io::Write as _;
+    let path = dir.join("disk-floor");
+    let mut file = std::fs::File::create(&path)?;
+    let record = payload();
+    let start = Instant::now();
+    let mut l = Vec::new();
+    for i in 0..(1000.0 * seconds) as u32 {
+        let due = start + Duration::from_millis(u64::from(i));
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        let begun = Instant::now();
+        file.write_all(&record)?;
+        file.sync_data()?;
+        l.push(begun.elapsed().as_micros() as u64);
+    }
+    drop(file);
+    std::fs::remove_file(&path)?;
+    l.sort_unstable();
+    let pct = |p: f64| percentile_ms(&l, p);
+    Ok((pct(0.50), pct(0.99), pct(0.999)))
+}

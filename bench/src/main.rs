@@ -18,7 +18,7 @@ use std::time::Duration;
 use clap::Parser;
 
 pub(crate) use backplane_figures::backplane_figures;
-pub(crate) use baseline::{paced_trivial, steadiness, t_rate, trivial_server};
+pub(crate) use baseline::{disk_floor, paced_trivial, steadiness, t_rate, trivial_server};
 pub(crate) use client::{Client, batch_body, payload};
 pub(crate) use emulator_figures::{end_to_end, prefill, start_emulator, stress, throughput};
 pub(crate) use stats::{Beside, Report, lock, percentile_ms, rate, sorted};
@@ -102,13 +102,21 @@ async fn main() -> anyhow::Result<()> {
         "T paced at 4,000 req/s (the end-to-end phase's request rate)"
     );
 
+    let args_seconds = args.seconds;
     let (slow, slowest) = tokio::task::spawn_blocking(move || steadiness(phase)).await?;
     println!(
         "{:<62} {slow:>12.1} %  of 50 ms windows ran >= 2x slower than the median (slowest {slowest:.1}x)",
         "machine steadiness: fixed arithmetic on one thread"
     );
-
     let dir = tempfile::tempdir()?;
+    let floor_dir = dir.path().to_path_buf();
+    let (p50, p99, p999) =
+        tokio::task::spawn_blocking(move || disk_floor(&floor_dir, args_seconds)).await??;
+    println!(
+        "{:<62} {p50:>12.2} ms p50  {p99:.2} ms p99  {p999:.2} ms p99.9",
+        "disk: 1 KB append + fdatasync paced at 1,000/s (durable floor)"
+    );
+
     if !args.skip_backplane {
         report.misses += backplane_figures(&args, dir.path(), trivial).await?;
     }

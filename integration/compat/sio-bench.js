@@ -75,7 +75,11 @@ async function main() {
       }, 2);
     });
   }
-  await Promise.race([finished, new Promise((r) => setTimeout(r, deadlineMs))]);
+  // The deadline timer is cleared once every copy arrived: a pending timer would keep node
+  // alive (idle) until it fired, about a minute after the figures are printed.
+  let deadline;
+  await Promise.race([finished, new Promise((r) => (deadline = setTimeout(r, deadlineMs)))]);
+  clearTimeout(deadline);
   latencies.sort((a, b) => a - b);
   const pct = (p) => (latencies.length ? latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * p))] : NaN);
   const seconds = ((delivered > 0 ? last : now()) - start) / 1000;
