@@ -8,6 +8,7 @@ mod backplane_figures;
 mod baseline;
 mod client;
 mod emulator_figures;
+mod redis_peer;
 mod socketio;
 mod stats;
 mod stored;
@@ -117,6 +118,15 @@ async fn main() -> anyhow::Result<()> {
         "disk: 1 KB append + fdatasync paced at 1,000/s (durable floor)"
     );
 
+    let redis = redis_peer::Redis::start().await?;
+    if redis.is_none() {
+        report.misses += 1;
+        println!(
+            "{:<62} {:>12}  (redis-server is not installed: scripts/bench installs it)  MISSED",
+            "peer: Redis", "not run"
+        );
+    }
+
     if !args.skip_backplane {
         report.misses += backplane_figures(&args, dir.path(), trivial).await?;
     }
@@ -125,11 +135,16 @@ async fn main() -> anyhow::Result<()> {
         socketio::figures(
             &emulator::connection_string(running.addr, KEY_NAME, KEY),
             args.seconds,
+            redis.as_ref(),
+            &mut report,
         )
         .await?;
         running.stop().await;
     }
     if args.skip_emulator {
+        if let Some(redis) = redis {
+            redis.stop().await;
+        }
         println!("\n{} target(s) missed", report.misses);
         return Ok(());
     }
@@ -150,6 +165,14 @@ async fn main() -> anyhow::Result<()> {
         Some(throughput(&c, &args, &mut beside, &mut report).await?)
     };
     let rest_p99 = end_to_end(&c, &mut beside, e2e_floor, &mut report).await?;
+    if let Some(redis) = redis {
+        let (p50, p99, got, expected) = redis_peer::pubsub_latency(&redis, args.seconds).await?;
+        println!(
+            "{:<62} {p50:>12.2} ms p50  {p99:.2} ms p99  ({got} of {expected} copies received)",
+            "peer: Redis pub/sub at 1,000 msg/s to 3 subscribers (in memory)"
+        );
+        redis.stop().await;
+    }
     let rest = amqp_figures::Rest {
         peek_lock: rest_peek_lock,
         p99: rest_p99,

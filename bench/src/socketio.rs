@@ -1,7 +1,8 @@
 //! Room broadcasts between real Socket.IO clients (npm `socket.io-client`, run by
 //! `integration/compat/sio-bench.js`): across two socketioxide servers through the
 //! backplane's Service Bus adapter and the emulator, beside one server with socketioxide's
-//! own in-process adapter, in one run.
+//! own in-process adapter and two servers with socketioxide's own Redis adapter
+//! (`socketioxide-redis`, the peer), in one run.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,7 +13,14 @@ use serde_json::Value;
 use socketioxide::SocketIo;
 use socketioxide::adapter::{Adapter, Emitter, LocalAdapter};
 use socketioxide::extract::{AckSender, Data, SocketRef};
+use socketioxide_redis::{RedisAdapter, RedisAdapterCtr};
 use tokio::task::JoinHandle;
+
+use crate::redis_peer::Redis;
+use crate::stats::Report;
+
+/// (events/s, p50 ms, p99 ms, delivered, expected) of one client run.
+type Figures = (f64, f64, f64, u64, u64);
 
 /// The relay every server runs: `join` a room, `bench` events go to room "bench" as `m`.
 fn relay<A: Adapter>(socket: SocketRef<A>) {
@@ -49,7 +57,7 @@ async fn clients(
     recv: SocketAddr,
     messages: usize,
     rate: usize,
-) -> anyhow::Result<(f64, f64, f64, u64, u64)> {
+) -> anyhow::Result<Figures> {
     let output = tokio::process::Command::new("node")
         .arg("sio-bench.js")
         .current_dir(testkit::compat_dir())
@@ -77,15 +85,22 @@ async fn clients(
     ))
 }
 
-fn print(name: &str, (rate, p50, p99, delivered, expected): (f64, f64, f64, u64, u64)) {
+fn print(name: &str, (rate, p50, p99, delivered, expected): Figures) {
     println!(
         "{name:<62} {rate:>12.0} events/s  p50 {p50:.2} ms  p99 {p99:.2} ms  ({delivered}/{expected} delivered)"
     );
 }
 
 /// Prints the Socket.IO figures: the in-process adapter on one server, then the Service
-/// Bus adapter across two servers through the emulator at `connection`.
-pub(crate) async fn figures(connection: &str, seconds: f64) -> anyhow::Result<()> {
+/// Bus adapter across two servers through the emulator at `connection`, then (when
+/// `redis` runs) socketioxide's Redis adapter across two servers, and the Service Bus
+/// adapter's figures as ratios of Redis's.
+pub(crate) async fn figures(
+    connection: &str,
+    seconds: f64,
+    redis: Option<&Redis>,
+    report: &mut Report,
+) -> anyhow::Result<()> {
     testkit::ensure_compat_packages();
     println!();
     let messages = 20_000;
@@ -98,10 +113,11 @@ pub(crate) async fn figures(connection: &str, seconds: f64) -> anyhow::Result<()
     io.ns("/", async |s: SocketRef<LocalAdapter>| relay(s));
     let (local, local_task) = serve(layer).await?;
     let runs = |name: &'static str, send, recv| async move {
-        print(name, clients(send, recv, messages, 0).await?);
+        let unpaced = clients(send, recv, messages, 0).await?;
+        print(name, unpaced);
         let paced = clients(send, recv, paced_messages, paced_rate).await?;
         print(&format!("  same, paced {paced_rate} msgs/s"), paced);
-        anyhow::Ok(())
+        anyhow::Ok((unpaced, paced))
     };
     runs(
         "socket.io room broadcast, 1 server, in-process adapter",
@@ -136,7 +152,7 @@ pub(crate) async fn figures(connection: &str, seconds: f64) -> anyhow::Result<()
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (a, b) = (servers[0].0, servers[1].0);
-    runs(
+    let service_bus = runs(
         "socket.io room broadcast, 2 servers, Service Bus adapter",
         a,
         b,
@@ -147,5 +163,48 @@ pub(crate) async fn figures(connection: &str, seconds: f64) -> anyhow::Result<()
         task.abort();
         let _ = state.shutdown().await;
     }
+    let Some(redis) = redis else {
+        return Ok(());
+    };
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        // socketioxide-redis speaks RESP3 (redis 7 and later).
+        let client = redis::Client::open(format!("{}/?protocol=resp3", redis.url))?;
+        let adapter = RedisAdapterCtr::new_with_redis(&client).await?;
+        let (layer, io) = SocketIo::builder()
+            .with_adapter::<RedisAdapter<Emitter>>(adapter)
+            .build_layer();
+        io.ns("/", async |s: SocketRef<RedisAdapter<Emitter>>| relay(s))
+            .await?;
+        let (addr, task) = serve(layer).await?;
+        servers.push((addr, task, io));
+    }
+    let (a, b) = (servers[0].0, servers[1].0);
+    let peer = runs(
+        "socket.io room broadcast, 2 servers, socketioxide-redis (peer)",
+        a,
+        b,
+    )
+    .await?;
+    for (_, task, io) in servers {
+        io.close().await;
+        task.abort();
+    }
+    report.ratio(
+        "Service Bus adapter events/s against Redis's",
+        service_bus.0.0,
+        "events/s",
+        peer.0.0,
+        "socketioxide-redis",
+        1.0,
+    );
+    let paced_limit = (peer.1.2 * 1.5 * 100.0).round() / 100.0;
+    report.limit(
+        &format!("Service Bus adapter paced {paced_rate}/s p99 against Redis's"),
+        service_bus.1.2,
+        "ms",
+        paced_limit,
+        &format!(", 1.5x socketioxide-redis's {:.2} ms", peer.1.2),
+    );
     Ok(())
 }
