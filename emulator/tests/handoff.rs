@@ -1,7 +1,7 @@
-//! Hand-off: a message sent while receive-and-delete receivers are parked goes to them with
-//! the send's own durable write (no second write for the removal), arrives as a taken
-//! message would, and is gone for good; a receiver that cannot take it leaves it
-//! receivable.
+//! Hand-off: a message sent while receivers are parked goes to them with the send's own
+//! durable write (no second write for the removal or the lock) and arrives as a taken
+//! message would: received and deleted, it is gone for good; locked, it is settled as any
+//! lock. A receiver that cannot take it leaves it receivable.
 
 mod common;
 
@@ -189,4 +189,77 @@ async fn a_receiver_that_cannot_render_leaves_the_message_receivable() {
         1,
         "the failed hand-off counted nothing"
     );
+}
+
+#[tokio::test]
+async fn a_parked_peek_lock_receiver_gets_the_message_locked_in_the_sends_write() {
+    let server = Server::memory().await;
+    let c = server.client();
+    c.put("/q", queue("<LockDuration>PT1M</LockDuration>"))
+        .await;
+    let peek_lock = |c: &Client| {
+        let c = c.clone();
+        tokio::spawn(async move {
+            let url = "/q/messages/head?timeout=60";
+            c.send("POST", url, None, &[], Some(c.token())).await
+        })
+    };
+    for (round, settle) in [(1, "DELETE"), (2, "PUT")] {
+        let waiter = peek_lock(&c);
+        server.parked("q").await;
+        let before = server.broker.writer_stats();
+        let body = format!("locked {round}");
+        assert_eq!(c.post_message("/q/messages", &body, &[]).await.status, 201);
+        let r = tokio::time::timeout(Duration::from_secs(60), waiter)
+            .await
+            .expect("the long poll answers")
+            .unwrap();
+        assert_eq!((r.status, r.body.as_str()), (201, body.as_str()));
+        let broker = r.broker();
+        assert_eq!(broker["DeliveryCount"], 1);
+        assert!(broker["LockToken"].is_string(), "{broker}");
+        assert!(broker["LockedUntilUtc"].is_string(), "{broker}");
+        assert_eq!(
+            server.broker.writer_stats().since(&before).requests,
+            1,
+            "the send and the lock are one durable write"
+        );
+        // Locked: nobody else gets it.
+        let other = c
+            .send(
+                "POST",
+                "/q/messages/head?timeout=0",
+                None,
+                &[],
+                Some(c.token()),
+            )
+            .await;
+        assert_eq!(other.status, 204);
+        // Settled as any lock: completed (DELETE) or unlocked (PUT).
+        let location = r.location_path();
+        let settled = c.send(settle, &location, None, &[], Some(c.token())).await;
+        assert_eq!(settled.status, 200, "{settle}: {}", settled.body);
+    }
+    // The unlocked one comes back with its delivery counted; the completed one is gone.
+    let again = c
+        .send(
+            "DELETE",
+            "/q/messages/head?timeout=0",
+            None,
+            &[],
+            Some(c.token()),
+        )
+        .await;
+    assert_eq!((again.status, again.body.as_str()), (200, "locked 2"));
+    assert_eq!(again.broker()["DeliveryCount"], 2);
+    let none = c
+        .send(
+            "DELETE",
+            "/q/messages/head?timeout=0",
+            None,
+            &[],
+            Some(c.token()),
+        )
+        .await;
+    assert_eq!(none.status, 204);
 }

@@ -1,14 +1,15 @@
 //! The send's side of a hand-off (see `runtime::handoff` for the exchange): offer each
-//! copy that may go straight to a parked receive-and-delete receiver, and turn the copies
-//! the receivers took into removals written with the send.
+//! copy that may go straight to a parked receiver, and turn the copies the receivers took
+//! into removals (receive-and-delete) or locks (peek-lock) written with the send.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
+use uuid::Uuid;
 
 use super::Broker;
-use super::runtime::{Effect, Entity, Offer};
+use super::runtime::{Effect, Entity, Offer, QueueSettings};
 use super::send::Placement;
 use crate::model::message::{Delivery, MessageProps};
 use crate::store::Write;
@@ -38,22 +39,52 @@ pub(super) struct Sent {
     pub(super) source: Option<Source>,
 }
 
+/// What [`Broker::offer`] gives [`Pending`].
+struct Offered {
+    delivery: Delivery,
+    lock: Option<(Uuid, DateTime<Utc>)>,
+    verdict: oneshot::Receiver<bool>,
+    commit: oneshot::Sender<bool>,
+}
+
 /// A copy offered to a receiver, waiting for its verdict.
 struct Pending {
     seq: u64,
     copy: Placement,
     delivery: Delivery,
+    lock: Option<(Uuid, DateTime<Utc>)>,
     verdict: oneshot::Receiver<bool>,
     commit: oneshot::Sender<bool>,
 }
 
-/// What the offers came to: copies to file as usual, removals to write with the send, and
-/// the receivers to tell once they are durable.
+/// What the offers came to: copies to file as usual, removals and locks to write with the
+/// send, locks to file once that is durable, and the receivers to tell then.
 #[derive(Default)]
 pub(super) struct Handed {
     pub(super) file: Vec<(u64, Placement)>,
     pub(super) writes: Vec<Write>,
+    locks: Vec<HandedLock>,
     pub(super) commits: Vec<oneshot::Sender<bool>>,
+}
+
+/// The lock of a copy handed to a peek-lock receiver, filed once the send is durable.
+struct HandedLock {
+    copy: Placement,
+    lock: (Uuid, DateTime<Utc>),
+    seq: u64,
+    delivery: Delivery,
+}
+
+impl Handed {
+    /// Files the locks of the copies handed to peek-lock receivers (call once the send's
+    /// write is durable).
+    pub(super) fn file_locks(&mut self) {
+        for l in self.locks.drain(..) {
+            if let Some(queue) = &l.copy.to.queue {
+                queue.lock_handed(l.lock, l.seq, l.delivery);
+            }
+        }
+    }
 }
 
 impl Broker {
@@ -80,12 +111,13 @@ impl Broker {
                     .as_ref()
                     .and_then(|s| self.offer(owner, seq, &copy, s, now))
                 {
-                    Some((delivery, verdict, commit)) => pending.push(Pending {
+                    Some(o) => pending.push(Pending {
                         seq,
                         copy,
-                        delivery,
-                        verdict,
-                        commit,
+                        delivery: o.delivery,
+                        lock: o.lock,
+                        verdict: o.verdict,
+                        commit: o.commit,
                     }),
                     None => handed.file.push((seq, copy)),
                 }
@@ -94,23 +126,38 @@ impl Broker {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         for p in pending {
             let verdict = tokio::time::timeout_at(deadline, p.verdict).await;
-            if matches!(verdict, Ok(Ok(true))) {
-                let removal = vec![Effect::Remove(p.seq, p.delivery)];
-                handed
-                    .writes
-                    .extend(self.runtime.writes_for(p.copy.to.id, removal));
-                handed.commits.push(p.commit);
-            } else {
+            if !matches!(verdict, Ok(Ok(true))) {
                 handed.file.push((p.seq, p.copy));
+                continue;
             }
+            let id = p.copy.to.id;
+            match p.lock {
+                None => {
+                    let removal = Effect::Remove(p.seq, p.delivery);
+                    handed
+                        .writes
+                        .extend(self.runtime.writes_for(id, vec![removal]));
+                }
+                Some(lock) => {
+                    let counted = Effect::Rewrite(p.seq, p.delivery.clone());
+                    handed
+                        .writes
+                        .extend(self.runtime.writes_for(id, vec![counted]));
+                    handed.locks.push(HandedLock {
+                        copy: p.copy,
+                        lock,
+                        seq: p.seq,
+                        delivery: p.delivery,
+                    });
+                }
+            }
+            handed.commits.push(p.commit);
         }
         handed
     }
 
     /// Offers one copy to a receiver parked on its queue or subscription, if the copy is
-    /// receivable now and one is parked; the delivery it is handed with, the verdict to
-    /// wait for and the commit to send.
-    #[allow(clippy::type_complexity)] // the three parts of one offer, taken apart at once
+    /// receivable now and one is parked: what the send then waits for.
     fn offer(
         &self,
         owner: &Entity,
@@ -118,7 +165,7 @@ impl Broker {
         copy: &Placement,
         source: &Source,
         now: DateTime<Utc>,
-    ) -> Option<(Delivery, oneshot::Receiver<bool>, oneshot::Sender<bool>)> {
+    ) -> Option<Offered> {
         let d = &copy.delivery;
         let receivable = d.dead_letter.is_none()
             && !d.overridden
@@ -128,7 +175,8 @@ impl Broker {
         if !receivable {
             return None;
         }
-        let slot = copy.to.queue.as_ref()?.claim()?;
+        let settings = QueueSettings::of(&copy.to.description());
+        let claim = copy.to.queue.as_ref()?.claim(&settings, now)?;
         let delivery = Delivery {
             delivery_count: d.delivery_count.saturating_add(1),
             ..d.clone()
@@ -144,11 +192,17 @@ impl Broker {
                 .map(|sent| self.effective_ttl(&copy.to, owner.id, sent)),
             props: source.props.clone(),
             body: source.body.clone(),
+            lock: claim.lock,
             verdict: verdict_tx,
             commit: commit_rx,
         };
         // A receiver that left since it was claimed drops the offer: filed as usual.
-        slot.send(offer).ok()?;
-        Some((delivery, verdict, commit))
+        claim.slot.send(offer).ok()?;
+        Some(Offered {
+            delivery,
+            lock: claim.lock,
+            verdict,
+            commit,
+        })
     }
 }

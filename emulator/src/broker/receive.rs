@@ -83,8 +83,8 @@ async fn offered(parked: &mut Option<Parked<'_>>) -> Option<Offer> {
 }
 
 /// Renders a handed-off message and tells the send whether it could, then waits until the
-/// send has made the message and its removal durable: the answer, or `None` when that
-/// write failed (nothing was taken then). A render that fails leaves the message to be
+/// send has made the message and its removal or lock durable: the answer, or `None` when
+/// that write failed (nothing was taken then). A render that fails leaves the message to be
 /// filed as usual and returns its error, as for a take.
 async fn handed<R>(
     offer: Offer,
@@ -97,6 +97,7 @@ async fn handed<R>(
         time_to_live,
         props,
         body,
+        lock,
         verdict,
         commit,
     } = offer;
@@ -106,7 +107,7 @@ async fn handed<R>(
         delivery_count: delivery.delivery_count,
         enqueued_at,
         time_to_live,
-        lock: None,
+        lock,
         props,
         body,
     });
@@ -259,11 +260,10 @@ impl Broker {
             if self.runtime.is_closing() {
                 return Ok(Vec::new());
             }
-            // A receive-and-delete receiver takes hand-offs: a message sent while it waits
-            // comes with the send's own write, not after a second one. (Parked before it
-            // counts as waiting: whoever sees it waiting may hand it a message.)
-            let mut parked = (mode == ReceiveMode::ReceiveAndDelete && which == Subqueue::Main)
-                .then(|| queue.park());
+            // A receiver of the main subqueue takes hand-offs: a message sent while it
+            // waits comes with the send's own write, not after a second one. (Parked before
+            // it counts as waiting: whoever sees it waiting may hand it a message.)
+            let mut parked = (which == Subqueue::Main).then(|| queue.park(mode));
             let _waiting = runtime::Waiting::new(queue);
             tokio::select! {
                 biased;

@@ -500,10 +500,11 @@ impl Broker {
                     broker.runtime.add_refs(entity.id, sent.seq, copies);
                 }
             }
-            let handed = broker.hand_off(&entity, deliveries, now).await;
-            writes.extend(handed.writes);
+            let mut handed = broker.hand_off(&entity, deliveries, now).await;
+            writes.append(&mut handed.writes);
             // A failed write drops the commits: the receivers given a copy answer nothing.
             broker.store.apply(writes).await?;
+            handed.file_locks();
             for (seq, copy) in handed.file {
                 if let Some(queue) = &copy.to.queue {
                     queue.insert(

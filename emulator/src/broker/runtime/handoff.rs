@@ -1,8 +1,8 @@
-//! Hand-off: a message sent while a receive-and-delete receiver is parked on an empty
-//! queue or subscription goes straight to that receiver, and its removal is written in the
-//! same durable write as the send. Without it, the message is filed after the send's
-//! write, the receiver wakes, and its removal waits for a second write: two fsyncs in a
-//! row on every message's way through (see issue 18's breakdown in the ARCHITECTURE).
+//! Hand-off: a message sent while a receiver is parked on an empty queue or subscription
+//! goes straight to that receiver, and its removal (receive-and-delete) or its lock
+//! (peek-lock) is written in the same durable write as the send. Without it, the message
+//! is filed after the send's write, the receiver wakes, and its take waits for a second
+//! write: two fsyncs in a row on every message's way through (see the ARCHITECTURE).
 //!
 //! The exchange, for one copy:
 //! 1. the receiver parks a [`Parked`] slot on the queue beside its wake-up;
@@ -10,9 +10,9 @@
 //!    ready or cold, so nothing older is overtaken) and passes an [`Offer`];
 //! 3. the receiver renders its answer and says whether it could ([`Offer::verdict`]): if
 //!    not (or it went away), the send files the copy as usual, and it stays receivable;
-//! 4. the send writes the message and its removal at once, then tells the receiver
-//!    ([`Offer::commit`]), which answers only then: nothing is answered before it is
-//!    durable.
+//! 4. the send writes the message and its removal or lock at once, files the lock
+//!    ([`Queue::lock_handed`]), then tells the receiver ([`Offer::commit`]), which answers
+//!    only then: nothing is answered before it is durable.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -20,11 +20,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
+use uuid::Uuid;
 
 use crate::model::message::{Delivery, MessageProps};
 
 use super::lock;
-use super::queue::Queue;
+use super::queue::{Entry, Locked, Queue, QueueSettings, ReceiveMode, lock_until};
 
 /// A copy handed to a parked receiver, with the delivery count of its first delivery.
 #[derive(Debug)]
@@ -36,6 +37,8 @@ pub(crate) struct Offer {
     pub(crate) time_to_live: Option<f64>,
     pub(crate) props: MessageProps,
     pub(crate) body: Vec<u8>,
+    /// Lock token and expiry, for a peek-lock receiver.
+    pub(crate) lock: Option<(Uuid, DateTime<Utc>)>,
     /// The receiver's answer: `true` when it rendered the message and will return it.
     pub(crate) verdict: oneshot::Sender<bool>,
     /// `true` once the removal is durable; `false` (or dropped) when the write failed.
@@ -46,7 +49,15 @@ pub(crate) struct Offer {
 #[derive(Debug, Default)]
 pub(crate) struct Slots {
     next: AtomicU64,
-    parked: Mutex<VecDeque<(u64, oneshot::Sender<Offer>)>>,
+    parked: Mutex<VecDeque<(u64, ReceiveMode, oneshot::Sender<Offer>)>>,
+}
+
+/// A parked receiver claimed by a send: where its offer goes, and the lock it takes the
+/// message with (peek-lock).
+#[derive(Debug)]
+pub(crate) struct Claim {
+    pub(crate) slot: oneshot::Sender<Offer>,
+    pub(crate) lock: Option<(Uuid, DateTime<Utc>)>,
 }
 
 /// A receiver's slot while it is parked; dropping it takes the slot back (an offer already
@@ -61,16 +72,16 @@ pub(crate) struct Parked<'a> {
 
 impl Drop for Parked<'_> {
     fn drop(&mut self) {
-        lock(&self.queue.slots.parked).retain(|(id, _)| *id != self.id);
+        lock(&self.queue.slots.parked).retain(|(id, ..)| *id != self.id);
     }
 }
 
 impl Queue {
-    /// Parks a receive-and-delete receiver of the main subqueue for hand-offs.
-    pub(crate) fn park(&self) -> Parked<'_> {
+    /// Parks a receiver of the main subqueue for hand-offs.
+    pub(crate) fn park(&self, mode: ReceiveMode) -> Parked<'_> {
         let id = self.slots.next.fetch_add(1, Ordering::Relaxed);
         let (tx, offers) = oneshot::channel();
-        lock(&self.slots.parked).push_back((id, tx));
+        lock(&self.slots.parked).push_back((id, mode, tx));
         Parked {
             queue: self,
             id,
@@ -86,17 +97,35 @@ impl Queue {
 
     /// The oldest parked receiver still there, taken out of the queue, when the main
     /// subqueue has nothing ready or cold: a message handed off then overtakes nothing.
-    pub(crate) fn claim(&self) -> Option<oneshot::Sender<Offer>> {
+    /// A peek-lock receiver's claim carries a new lock, lasting from `now`.
+    pub(crate) fn claim(&self, settings: &QueueSettings, now: DateTime<Utc>) -> Option<Claim> {
         let state = lock(&self.state);
         if !state.main.ready.is_empty() || state.main.cold.count > 0 {
             return None;
         }
         let mut parked = lock(&self.slots.parked);
-        while let Some((_, slot)) = parked.pop_front() {
+        while let Some((_, mode, slot)) = parked.pop_front() {
             if !slot.is_closed() {
-                return Some(slot);
+                let lock = (mode == ReceiveMode::PeekLock)
+                    .then(|| (Uuid::new_v4(), lock_until(now, settings)));
+                return Some(Claim { slot, lock });
             }
         }
         None
+    }
+
+    /// Files the lock of a copy handed to a peek-lock receiver, once the send that wrote
+    /// it is durable: from here it is settled, renewed or expires as any lock.
+    pub(crate) fn lock_handed(
+        &self,
+        (token, until): (Uuid, DateTime<Utc>),
+        seq: u64,
+        delivery: Delivery,
+    ) {
+        let entry = Entry { seq, delivery };
+        lock(&self.state)
+            .main
+            .locked
+            .insert(token, Locked { entry, until });
     }
 }
