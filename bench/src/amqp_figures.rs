@@ -185,6 +185,7 @@ async fn end_to_end(
     let _ = session.end().await;
     let _ = connection.close().await;
     let l = sorted(&latencies);
+    crate::report::series("emulator over AMQP, 1,000 msg/s to 3 subscriptions", &l);
     Ok((
         percentile_ms(&l, 0.50),
         percentile_ms(&l, 0.99),
@@ -201,7 +202,7 @@ pub(crate) async fn figures(
     rest: Rest,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    println!();
+    out!("");
     if let Some(rest_peek_lock) = rest.peek_lock {
         let phase = beside.phase;
         c.queue("amqp-send").await?;
@@ -246,7 +247,7 @@ pub(crate) async fn figures(
     }
     beside.mark();
     let (p50, p99, got, want) = end_to_end(c, amqp, beside.phase.as_secs_f64()).await?;
-    println!(
+    out!(
         "{:<62} {p50:>12.2} ms  ({got} of {want} copies received)",
         "AMQP end-to-end latency p50 at 1,000 msg/s to 3 subscriptions"
     );

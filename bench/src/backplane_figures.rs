@@ -19,7 +19,7 @@ pub(crate) async fn backplane_figures(
     trivial: SocketAddr,
 ) -> anyhow::Result<usize> {
     use backplane::transport::{MemoryTransport, ServiceBusTransport};
-    println!();
+    out!("");
     let saturate = Load::Saturate(args.bp_publishers);
     let mut misses = 0;
     let memory = backplane_run(MemoryTransport::new(), true, args.seconds, saturate).await?;
@@ -40,7 +40,9 @@ pub(crate) async fn backplane_figures(
         if packing {
             let ok = figures.0 >= 100_000.0;
             misses += usize::from(!ok);
-            println!(
+            let value = format!("{:.0} events/s", figures.0);
+            crate::report::target(&name, value, ">= 100,000 events/s".into(), ok);
+            out!(
                 "  target >= 100,000 events/s with packing: {}",
                 if ok { "ok" } else { "MISSED" }
             );
@@ -55,22 +57,28 @@ pub(crate) async fn backplane_figures(
     // A paced event costs 5 requests (counted: 5,017 req/s): its send, and a peek-lock and
     // a complete on each of the 2 other nodes.
     let (floor_p50, floor_p99) = paced_trivial(trivial, args.seconds, 5).await;
-    println!(
+    out!(
         "{:<62} {floor_p50:>12.2} ms p50  {floor_p99:.2} ms p99",
         "  T paced at 5,000 req/s (that phase's request rate)"
     );
     misses += usize::from(paced.2 >= 5.0);
-    println!(
+    crate::report::target(
+        "backplane, 3 nodes, emulator, paced 1,000 events/s: p99",
+        format!("{:.2} ms", paced.2),
+        format!("< 5 ms; T at 5,000 req/s: p99 {floor_p99:.2} ms"),
+        paced.2 < 5.0,
+    );
+    out!(
         "  target p99 < 5 ms at 1,000 events/s: {}",
         if paced.2 < 5.0 { "ok" } else { "MISSED" }
     );
     running.stop().await;
-    println!();
+    out!("");
     Ok(misses)
 }
 
 pub(crate) fn print_backplane(name: &str, (rate, p50, p99): (f64, f64, f64)) {
-    println!("{name:<62} {rate:>12.0} events/s delivered  p50 {p50:.2} ms  p99 {p99:.2} ms");
+    out!("{name:<62} {rate:>12.0} events/s delivered  p50 {p50:.2} ms  p99 {p99:.2} ms");
 }
 
 /// Events sent before this (micros since the run began) are not timed.
@@ -177,10 +185,14 @@ pub(crate) async fn backplane_run<T: backplane::transport::Transport + Clone>(
         r.abort();
     }
     let l = sorted(&latencies);
+    if let Load::Paced(rate) = load {
+        let name = format!("backplane, 3 nodes, paced {rate} events/s");
+        crate::report::series(&name, &l);
+    }
     let pct = |p: f64| percentile_ms(&l, p);
     let got = delivered.load(Ordering::Relaxed);
     if got < want {
-        println!("  (only {got} of {want} deliveries arrived within the deadline)");
+        out!("  (only {got} of {want} deliveries arrived within the deadline)");
     }
     Ok((got as f64 / elapsed, pct(0.50), pct(0.99)))
 }

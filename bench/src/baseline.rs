@@ -48,6 +48,8 @@ pub(crate) async fn paced_trivial(addr: SocketAddr, seconds: f64, per_ms: usize)
         }
     }
     l.sort_unstable();
+    let name = format!("T paced at {per_ms},000 req/s (the floor)");
+    crate::report::series(&name, &l);
     let pct = |p: f64| percentile_ms(&l, p);
     (pct(0.50), pct(0.99))
 }

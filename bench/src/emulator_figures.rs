@@ -124,7 +124,7 @@ pub(crate) async fn stress(c: &Client, seconds: u64) -> anyhow::Result<()> {
         }
     }
     let ops = progress.load(Ordering::Relaxed);
-    println!(
+    out!(
         "{:<62} {:>12.0} op/s  ({ops} operations in {seconds} s, no stall)",
         "stress: mixed send / lock+complete / receive-and-delete",
         ops as f64 / seconds as f64
@@ -325,8 +325,9 @@ pub(crate) async fn end_to_end(
         let _ = r.await;
     }
     let l = sorted(&latencies);
+    crate::report::series("emulator over REST, 1,000 msg/s to 3 subscriptions", &l);
     let pct = |p: f64| percentile_ms(&l, p);
-    println!(
+    out!(
         "{:<62} {:>12.2} ms  ({} of {} copies received)",
         "end-to-end latency p50 at 1,000 msg/s to 3 subscriptions",
         pct(0.50),

@@ -3,12 +3,20 @@
 //! numbers drift from machine to machine (`PERF-NOTES.md`). Loopback only; every load loop
 //! is bounded in time and count.
 
+/// Prints a line of output and keeps it for `--report` (see [`report::line`]).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::report::line(format!($($arg)*))
+    };
+}
+
 mod amqp_figures;
 mod backplane_figures;
 mod baseline;
 mod client;
 mod emulator_figures;
 mod redis_peer;
+mod report;
 mod socketio;
 mod stats;
 mod stored;
@@ -64,6 +72,10 @@ pub(crate) struct Args {
     /// message is in flight).
     #[arg(long, default_value_t = 256)]
     pub(crate) bp_publishers: usize,
+    /// Also write `BENCHMARKS.md` and its plots (`benchmarks/*.svg`) into the current
+    /// folder, and show the running phase.
+    #[arg(long)]
+    pub(crate) report: bool,
     /// The emulator binary (release), for start-up, RSS and disk figures.
     #[arg(long, default_value = "target/release/emulator")]
     pub(crate) emulator_binary: PathBuf,
@@ -79,11 +91,26 @@ async fn main() -> anyhow::Result<()> {
     #[cfg(target_os = "linux")]
     let _ = rustix::thread::disable_transparent_huge_pages(true);
     let args = Args::parse();
-    let phase = Duration::from_secs_f64(args.seconds);
     let mut report = Report { misses: 0 };
-    println!(
+    run(&args, &mut report).await?;
+    out!("\n{} target(s) missed", report.misses);
+    if args.report {
+        let command: Vec<String> = std::env::args().skip(1).collect();
+        let command = format!("scripts/bench {}", command.join(" "));
+        report::write(std::path::Path::new("."), command.trim())?;
+        println!("wrote BENCHMARKS.md and benchmarks/*.svg");
+    }
+    Ok(())
+}
+
+/// Every section the arguments ask for, in order.
+async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
+    let phase = Duration::from_secs_f64(args.seconds);
+    report::phase("T, the baselines");
+    out!(
         "emulator benchmarks: {} s per phase, {} concurrent senders, reqwest client, loopback\n",
-        args.seconds, args.concurrency
+        args.seconds,
+        args.concurrency
     );
 
     // T: the trivial handler with the same client and concurrency.
@@ -91,21 +118,21 @@ async fn main() -> anyhow::Result<()> {
     let t = t_rate(trivial, args.concurrency, phase).await?;
     report.baseline("T: trivial axum POST 1 KB -> 201", t, "req/s");
     let (p50, p99) = paced_trivial(trivial, args.seconds, 1).await;
-    println!(
+    out!(
         "{:<62} {p50:>12.2} ms p50  {p99:.2} ms p99",
         "T paced at 1,000 req/s (latency floor of client + server)"
     );
     // The end-to-end phase makes 4 requests per message (a send, then a receive on each
     // of 3 subscriptions): its latency is read beside T at that rate.
     let (p50, e2e_floor) = paced_trivial(trivial, args.seconds, 4).await;
-    println!(
+    out!(
         "{:<62} {p50:>12.2} ms p50  {e2e_floor:.2} ms p99",
         "T paced at 4,000 req/s (the end-to-end phase's request rate)"
     );
 
     let args_seconds = args.seconds;
     let (slow, slowest) = tokio::task::spawn_blocking(move || steadiness(phase)).await?;
-    println!(
+    out!(
         "{:<62} {slow:>12.1} %  of 50 ms windows ran >= 2x slower than the median (slowest {slowest:.1}x)",
         "machine steadiness: fixed arithmetic on one thread"
     );
@@ -113,30 +140,34 @@ async fn main() -> anyhow::Result<()> {
     let floor_dir = dir.path().to_path_buf();
     let (p50, p99, p999) =
         tokio::task::spawn_blocking(move || disk_floor(&floor_dir, args_seconds)).await??;
-    println!(
+    out!(
         "{:<62} {p50:>12.2} ms p50  {p99:.2} ms p99  {p999:.2} ms p99.9",
         "disk: 1 KB append + fdatasync paced at 1,000/s (durable floor)"
     );
 
+    report::phase("Redis (the peer)");
     let redis = redis_peer::Redis::start().await?;
     if redis.is_none() {
         report.misses += 1;
-        println!(
+        out!(
             "{:<62} {:>12}  (redis-server is not installed: scripts/bench installs it)  MISSED",
-            "peer: Redis", "not run"
+            "peer: Redis",
+            "not run"
         );
     }
 
     if !args.skip_backplane {
-        report.misses += backplane_figures(&args, dir.path(), trivial).await?;
+        report::phase("backplane");
+        report.misses += backplane_figures(args, dir.path(), trivial).await?;
     }
     if !args.skip_socketio {
+        report::phase("Socket.IO");
         let running = start_emulator(&dir.path().join("socketio"), args.durability).await?;
         socketio::figures(
             &emulator::connection_string(running.addr, KEY_NAME, KEY),
             args.seconds,
             redis.as_ref(),
-            &mut report,
+            report,
         )
         .await?;
         running.stop().await;
@@ -145,9 +176,9 @@ async fn main() -> anyhow::Result<()> {
         if let Some(redis) = redis {
             redis.stop().await;
         }
-        println!("\n{} target(s) missed", report.misses);
         return Ok(());
     }
+    report::phase("emulator");
     let running = start_emulator(&dir.path().join("main"), args.durability).await?;
     let c = Client::new(running.addr);
 
@@ -162,12 +193,13 @@ async fn main() -> anyhow::Result<()> {
     let rest_peek_lock = if args.latency_only {
         None
     } else {
-        Some(throughput(&c, &args, &mut beside, &mut report).await?)
+        Some(throughput(&c, args, &mut beside, report).await?)
     };
-    let rest_p99 = end_to_end(&c, &mut beside, e2e_floor, &mut report).await?;
+    report::phase("end-to-end latency");
+    let rest_p99 = end_to_end(&c, &mut beside, e2e_floor, report).await?;
     if let Some(redis) = redis {
         let (p50, p99, got, expected) = redis_peer::pubsub_latency(&redis, args.seconds).await?;
-        println!(
+        out!(
             "{:<62} {p50:>12.2} ms p50  {p99:.2} ms p99  ({got} of {expected} copies received)",
             "peer: Redis pub/sub at 1,000 msg/s to 3 subscribers (in memory)"
         );
@@ -178,19 +210,21 @@ async fn main() -> anyhow::Result<()> {
         p99: rest_p99,
         e2e_floor,
     };
-    amqp_figures::figures(&c, running.amqp, &mut beside, rest, &mut report).await?;
+    report::phase("AMQP");
+    amqp_figures::figures(&c, running.amqp, &mut beside, rest, report).await?;
 
     if args.stress_secs > 0 {
+        report::phase("stress");
         stress(&c, args.stress_secs).await?;
     }
     running.stop().await;
     if !args.latency_only {
-        amqp_figures::idle_connections(&args, &mut report, dir.path()).await?;
+        amqp_figures::idle_connections(args, report, dir.path()).await?;
     }
 
     if args.stored > 0 {
-        stored(&args, &mut report, dir.path()).await?;
+        report::phase("1M stored messages");
+        stored(args, report, dir.path()).await?;
     }
-    println!("\n{} target(s) missed", report.misses);
     Ok(())
 }

@@ -125,6 +125,7 @@ pub(crate) async fn pubsub_latency(
         s.await?;
     }
     let l = sorted(&latencies);
+    crate::report::series("Redis pub/sub (peer, in memory), 1,000 msg/s to 3", &l);
     Ok((
         percentile_ms(&l, 0.50),
         percentile_ms(&l, 0.99),

@@ -86,7 +86,7 @@ async fn clients(
 }
 
 fn print(name: &str, (rate, p50, p99, delivered, expected): Figures) {
-    println!(
+    out!(
         "{name:<62} {rate:>12.0} events/s  p50 {p50:.2} ms  p99 {p99:.2} ms  ({delivered}/{expected} delivered)"
     );
 }
@@ -102,7 +102,7 @@ pub(crate) async fn figures(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     testkit::ensure_compat_packages();
-    println!();
+    out!("");
     let messages = 20_000;
     let paced_rate = 500;
     let paced_messages = ((seconds * paced_rate as f64) as usize).max(500);

@@ -50,7 +50,7 @@ pub(crate) struct Report {
 
 impl Report {
     pub(crate) fn baseline(&self, name: &str, value: f64, unit: &str) {
-        println!("{name:<62} {value:>12.0} {unit}");
+        out!("{name:<62} {value:>12.0} {unit}");
     }
 
     /// A figure beside its baseline, with the target ratio.
@@ -66,7 +66,14 @@ impl Report {
         let r = value / baseline;
         let ok = r >= target;
         self.misses += usize::from(!ok);
-        println!(
+        crate::report::bar(name, r * 100.0, target * 100.0);
+        crate::report::target(
+            name,
+            format!("{value:.0} {unit} = {:.0}% of {baseline_name}", r * 100.0),
+            format!(">= {:.0}%", target * 100.0),
+            ok,
+        );
+        out!(
             "{name:<62} {value:>12.0} {unit}  = {:>5.0}% of {baseline_name} (target >= {:.0}%)  {}",
             r * 100.0,
             target * 100.0,
@@ -77,7 +84,13 @@ impl Report {
     pub(crate) fn limit(&mut self, name: &str, value: f64, unit: &str, limit: f64, context: &str) {
         let ok = value <= limit;
         self.misses += usize::from(!ok);
-        println!(
+        crate::report::target(
+            name,
+            format!("{value:.2} {unit}"),
+            format!("<= {limit} {unit}{context}"),
+            ok,
+        );
+        out!(
             "{name:<62} {value:>12.2} {unit}  (target <= {limit} {unit}{context})  {}",
             if ok { "ok" } else { "MISSED" }
         );
@@ -132,7 +145,7 @@ impl Beside {
         let w = self.broker.writer_stats().since(&self.mark);
         let cycles = w.cycles.max(1) as f64;
         let per = |d: Duration| d.as_secs_f64() * 1e6 / cycles;
-        println!(
+        out!(
             "  store writer: {} cycles, {:.1} requests and {:.0} keys each; \
              mean µs resolve {:.0}, append {:.0}, sync {:.0}, handoff {:.0}; \
              applier (after the answers) apply {:.0}, checkpoint {:.0}; \

@@ -123,7 +123,7 @@ pub(crate) async fn stored(args: &Args, report: &mut Report, dir: &Path) -> anyh
         }
     }
     let stored = requests * 64;
-    println!(
+    out!(
         "{:<62} {:>12.0} msg/s  ({stored} messages in {:.1} s)",
         "fill (batch send)",
         stored as f64 / fill_start.elapsed().as_secs_f64(),
@@ -184,7 +184,7 @@ pub(crate) async fn stored(args: &Args, report: &mut Report, dir: &Path) -> anyh
     );
     // Beside the figure above (the process that filled the store): what a fresh start over
     // the same store holds, to tell the index's share from what the fill left behind.
-    println!(
+    out!(
         "{:<62} {:>12.2} MB",
         "  RSS right after that start-up",
         restarted.emulator.child.id().map_or(0.0, rss_mb)
@@ -196,7 +196,7 @@ pub(crate) async fn stored(args: &Args, report: &mut Report, dir: &Path) -> anyh
         .await
         .map_err(anyhow::Error::msg)?;
     let rebuilt = spawn(&args.emulator_binary, &data).await?;
-    println!(
+    out!(
         "{:<62} {:>12.2} ms",
         "  start-up after a SIGKILL (index rebuilt from the records)",
         rebuilt.started_in.as_secs_f64() * 1000.0
