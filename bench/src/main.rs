@@ -3,7 +3,7 @@
 //! numbers drift from machine to machine (`PERF-NOTES.md`). Loopback only; every load loop
 //! is bounded in time and count.
 
-/// Prints a line of output and keeps it for `--report` (see [`report::line`]).
+/// Prints a line of output and keeps it for `--report` (see [`report::line()`]).
 macro_rules! out {
     ($($arg:tt)*) => {
         $crate::report::line(format!($($arg)*))

@@ -1,6 +1,6 @@
 //! What one run leaves behind with `--report`: `BENCHMARKS.md` (the machine, the commit,
 //! every figure against its target, the whole output) and SVG plots beside it (latency
-//! CDFs, throughput bars). Every line the bench prints goes through [`line`] (the `out!`
+//! CDFs, throughput bars). Every line the bench prints goes through [`line()`] (the `out!`
 //! macro), so the report holds exactly what the terminal showed; the phases that measure
 //! latency hand their samples to [`series`], and every ratio figure its bar to [`bar`].
 //! While it runs, a spinner (`indicatif`, on a terminal only) names the phase.
