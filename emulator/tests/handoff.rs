@@ -38,6 +38,11 @@ async fn parked(server: &Server, target: &ReceiveTarget, n: usize) {
         .expect("the receives never parked");
 }
 
+/// `method` on `path` (a messaging path such as `/q/messages/head?timeout=0`), signed.
+async fn call(c: &Client, method: &str, path: &str) -> Reply {
+    c.send(method, path, None, &[], Some(c.token())).await
+}
+
 /// A receive-and-delete long poll on `path`, answered whole.
 fn long_poll(c: &Client, path: &str) -> tokio::task::JoinHandle<Reply> {
     let (c, url) = (c.clone(), format!("{path}/messages/head?timeout=60"));
@@ -105,26 +110,15 @@ async fn parked_receivers_get_the_message_in_the_sends_own_write() {
     let server = Server::start(durable(dir.path())).await;
     let c = server.client();
     for s in ["a", "b"] {
-        let r = c
-            .send(
-                "DELETE",
-                &format!("/t/Subscriptions/{s}/messages/head?timeout=0"),
-                None,
-                &[],
-                Some(c.token()),
-            )
-            .await;
-        assert_eq!(r.status, 204, "subscription {s} got its copy back");
-    }
-    let r = c
-        .send(
+        let r = call(
+            &c,
             "DELETE",
-            "/t/Subscriptions/c/messages/head?timeout=0",
-            None,
-            &[],
-            Some(c.token()),
+            &format!("/t/Subscriptions/{s}/messages/head?timeout=0"),
         )
         .await;
+        assert_eq!(r.status, 204, "subscription {s} got its copy back");
+    }
+    let r = call(&c, "DELETE", "/t/Subscriptions/c/messages/head?timeout=0").await;
     assert_eq!((r.status, r.body.as_str()), (200, "handed"));
     // Its last copy gone, the message itself is released.
     assert_eq!(text(&c.get("/t").await.description(), "SizeInBytes"), "0");
@@ -174,15 +168,7 @@ async fn a_receiver_that_cannot_render_leaves_the_message_receivable() {
         matches!(failed, Err(emulator::broker::Error::Render { .. })),
         "{failed:?}"
     );
-    let r = c
-        .send(
-            "DELETE",
-            "/q/messages/head?timeout=0",
-            None,
-            &[],
-            Some(c.token()),
-        )
-        .await;
+    let r = call(&c, "DELETE", "/q/messages/head?timeout=0").await;
     assert_eq!((r.status, r.body.as_str()), (200, "kept"));
     assert_eq!(
         r.broker()["DeliveryCount"],
@@ -201,7 +187,7 @@ async fn a_parked_peek_lock_receiver_gets_the_message_locked_in_the_sends_write(
         let c = c.clone();
         tokio::spawn(async move {
             let url = "/q/messages/head?timeout=60";
-            c.send("POST", url, None, &[], Some(c.token())).await
+            call(&c, "POST", url).await
         })
     };
     for (round, settle) in [(1, "DELETE"), (2, "PUT")] {
@@ -225,15 +211,7 @@ async fn a_parked_peek_lock_receiver_gets_the_message_locked_in_the_sends_write(
             "the send and the lock are one durable write"
         );
         // Locked: nobody else gets it.
-        let other = c
-            .send(
-                "POST",
-                "/q/messages/head?timeout=0",
-                None,
-                &[],
-                Some(c.token()),
-            )
-            .await;
+        let other = call(&c, "POST", "/q/messages/head?timeout=0").await;
         assert_eq!(other.status, 204);
         // Settled as any lock: completed (DELETE) or unlocked (PUT).
         let location = r.location_path();
@@ -241,25 +219,9 @@ async fn a_parked_peek_lock_receiver_gets_the_message_locked_in_the_sends_write(
         assert_eq!(settled.status, 200, "{settle}: {}", settled.body);
     }
     // The unlocked one comes back with its delivery counted; the completed one is gone.
-    let again = c
-        .send(
-            "DELETE",
-            "/q/messages/head?timeout=0",
-            None,
-            &[],
-            Some(c.token()),
-        )
-        .await;
+    let again = call(&c, "DELETE", "/q/messages/head?timeout=0").await;
     assert_eq!((again.status, again.body.as_str()), (200, "locked 2"));
     assert_eq!(again.broker()["DeliveryCount"], 2);
-    let none = c
-        .send(
-            "DELETE",
-            "/q/messages/head?timeout=0",
-            None,
-            &[],
-            Some(c.token()),
-        )
-        .await;
+    let none = call(&c, "DELETE", "/q/messages/head?timeout=0").await;
     assert_eq!(none.status, 204);
 }

@@ -104,15 +104,21 @@ fn nanos(d: Duration) -> u64 {
 }
 
 impl Counters {
-    /// Records one writer cycle that served `stages.requests` requests (waiting `queued` in
-    /// all).
+    /// Counts one writer cycle, its requests and keys: called before the requests are
+    /// answered, so that whoever saw an answer sees it counted.
+    pub(super) fn served(&self, stages: &Stages) {
+        self.cycles.fetch_add(1, Ordering::Relaxed);
+        self.requests
+            .fetch_add(stages.requests as u64, Ordering::Relaxed);
+        self.ops.fetch_add(stages.ops as u64, Ordering::Relaxed);
+    }
+
+    /// Records the times of one writer cycle (its requests waited `queued` in all), once
+    /// it is over.
     pub(super) fn cycle(&self, queued: Duration, stages: &Stages) {
         let add = |counter: &AtomicU64, value: u64| {
             counter.fetch_add(value, Ordering::Relaxed);
         };
-        add(&self.cycles, 1);
-        add(&self.requests, stages.requests as u64);
-        add(&self.ops, stages.ops as u64);
         add(&self.queued, nanos(queued));
         add(&self.resolve, nanos(stages.resolve));
         add(&self.append, nanos(stages.append));
@@ -167,12 +173,14 @@ mod tests {
             handoff: ms(1),
             ..Stages::default()
         };
+        counters.served(&stages(2, ms(2)));
         counters.cycle(ms(4), &stages(2, ms(2)));
         counters.applied(ms(7));
         let first = counters.read();
         assert_eq!((first.cycles, first.requests, first.ops), (1, 2, 3));
         assert_eq!(first.longest_cycle, ms(3));
         assert_eq!(first.apply, ms(7));
+        counters.served(&stages(5, ms(1)));
         counters.cycle(ms(1), &stages(5, ms(1)));
         let window = counters.read().since(&first);
         assert_eq!((window.cycles, window.requests, window.ops), (1, 5, 3));

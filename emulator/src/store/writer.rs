@@ -194,6 +194,7 @@ fn run(
             }
             Err(e) => shared.fail(e.clone()),
         }
+        counters.served(&stages);
         for reply in replies {
             let _ = reply.send(
                 outcome
