@@ -63,6 +63,17 @@ pub(crate) async fn receive_task(
             && started
                 .iter()
                 .all(|s| !s.drain && s.taken.load(Ordering::SeqCst));
+        // A take that starts on an empty queue parks, and takes the next message (most
+        // often handed off with the send's write) alone: it reserves one unit and leaves
+        // the rest of the credit to the take after it, which can then park while the first
+        // one's message is being made durable. (Reserving everything made the next take
+        // wait for credit until the first was reported, and messages sent meanwhile missed
+        // the hand-off.) On a queue with messages ready, a take reserves up to 64.
+        let most = if !may_start || context.broker.may_have_ready(&target) {
+            MOST_PER_TAKE
+        } else {
+            1
+        };
         tokio::select! {
             biased;
             Some(taken) = inflight.next(), if !started.is_empty() => {
@@ -71,7 +82,7 @@ pub(crate) async fn receive_task(
                     return;
                 }
             }
-            reserved = credit.reserve(MOST_PER_TAKE), if may_start => {
+            reserved = credit.reserve(most), if may_start => {
                 let Some((units, drain)) = reserved else { return };
                 let taken = Arc::new(AtomicBool::new(false));
                 inflight.push_back(take(

@@ -709,4 +709,17 @@ impl Broker {
             .as_ref()
             .map_or(0, |q| q.waiting.load(std::sync::atomic::Ordering::SeqCst)))
     }
+
+    /// Whether a receive on `target` would find a message now, or might: true for a
+    /// dead-letter subqueue and for a missing entity (the receive reports that). False
+    /// means a receive would park, and take at most one message, handed off.
+    pub fn may_have_ready(&self, target: &ReceiveTarget) -> bool {
+        if target.dead_letter {
+            return true;
+        }
+        match self.receivable(target) {
+            Ok((entity, _)) => entity.queue.as_ref().is_none_or(|q| q.has_ready()),
+            Err(_) => true,
+        }
+    }
 }

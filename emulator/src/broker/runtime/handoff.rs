@@ -26,6 +26,7 @@ use crate::model::message::{Delivery, MessageProps};
 
 use super::lock;
 use super::queue::{Entry, Locked, Queue, QueueSettings, ReceiveMode, lock_until};
+use super::state::QueueState;
 
 /// A copy handed to a parked receiver, with the delivery count of its first delivery.
 #[derive(Debug)]
@@ -100,7 +101,7 @@ impl Queue {
     /// A peek-lock receiver's claim carries a new lock, lasting from `now`.
     pub(crate) fn claim(&self, settings: &QueueSettings, now: DateTime<Utc>) -> Option<Claim> {
         let state = lock(&self.state);
-        if !state.main.ready.is_empty() || state.main.cold.count > 0 {
+        if main_has_ready(&state) {
             return None;
         }
         let mut parked = lock(&self.slots.parked);
@@ -112,6 +113,11 @@ impl Queue {
             }
         }
         None
+    }
+
+    /// Whether the main subqueue has anything ready or cold now.
+    pub(crate) fn has_ready(&self) -> bool {
+        main_has_ready(&lock(&self.state))
     }
 
     /// Files the lock of a copy handed to a peek-lock receiver, once the send that wrote
@@ -128,4 +134,8 @@ impl Queue {
             .locked
             .insert(token, Locked { entry, until });
     }
+}
+
+fn main_has_ready(state: &QueueState) -> bool {
+    !state.main.ready.is_empty() || state.main.cold.count > 0
 }
