@@ -712,7 +712,7 @@ impl Broker {
 
     /// Whether a receive on `target` would find a message now, or might: true for a
     /// dead-letter subqueue and for a missing entity (the receive reports that). False
-    /// means a receive would park, and take at most one message, handed off.
+    /// means a receive would park now (and most often be handed the next message).
     pub fn may_have_ready(&self, target: &ReceiveTarget) -> bool {
         if target.dead_letter {
             return true;
