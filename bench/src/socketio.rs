@@ -51,10 +51,11 @@ async fn serve(
     Ok((addr, task))
 }
 
-/// One run of the client script; returns (events/s, p50 ms, p99 ms, delivered, expected).
+/// One run of the client script: (events/s, p50 ms, p99 ms, delivered, expected). A paced
+/// run's latencies also go to the report's CDF, as `name`'s.
 async fn clients(
-    send: SocketAddr,
-    recv: SocketAddr,
+    name: &str,
+    (send, recv): (SocketAddr, SocketAddr),
     messages: usize,
     rate: usize,
 ) -> anyhow::Result<Figures> {
@@ -75,6 +76,18 @@ async fn clients(
         String::from_utf8_lossy(&output.stderr)
     );
     let v: Value = serde_json::from_slice(&output.stdout)?;
+    if rate > 0 {
+        // Sorted already; milliseconds to microseconds for the report's CDF.
+        let samples: Vec<u64> = v["samples"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_f64))
+            .into_iter()
+            .flatten()
+            .map(|ms| (ms * 1000.0) as u64)
+            .collect();
+        let name = name.trim_start_matches("socket.io room broadcast, ");
+        crate::report::series(&format!("Socket.IO {name}, paced {rate}/s"), &samples);
+    }
     let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     Ok((
         f("rate"),
@@ -113,9 +126,9 @@ pub(crate) async fn figures(
     io.ns("/", async |s: SocketRef<LocalAdapter>| relay(s));
     let (local, local_task) = serve(layer).await?;
     let runs = |name: &'static str, send, recv| async move {
-        let unpaced = clients(send, recv, messages, 0).await?;
+        let unpaced = clients(name, (send, recv), messages, 0).await?;
         print(name, unpaced);
-        let paced = clients(send, recv, paced_messages, paced_rate).await?;
+        let paced = clients(name, (send, recv), paced_messages, paced_rate).await?;
         print(&format!("  same, paced {paced_rate} msgs/s"), paced);
         anyhow::Ok((unpaced, paced))
     };

@@ -4,8 +4,9 @@
 // takes them with at most WINDOW in flight to it (RATE=0; socketioxide drops what overflows
 // a socket's buffer, 128 packets by default, so the window is per receiver, not a total),
 // or at RATE per second, and prints one JSON line: delivered events/s (over the time to the
-// last delivery, so an event lost does not count the wait for it) and latency percentiles
-// (sender and receivers share this process's clock).
+// last delivery, so an event lost does not count the wait for it), latency percentiles
+// (sender and receivers share this process's clock) and, for the report's plot, up to 1,000
+// evenly spaced latencies of the sorted sample (ms).
 "use strict";
 const { io } = require("socket.io-client");
 
@@ -83,7 +84,9 @@ async function main() {
   latencies.sort((a, b) => a - b);
   const pct = (p) => (latencies.length ? latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * p))] : NaN);
   const seconds = ((delivered > 0 ? last : now()) - start) / 1000;
-  console.log(JSON.stringify({ delivered, expected, seconds, rate: delivered / seconds, p50: pct(0.5), p99: pct(0.99) }));
+  const step = Math.max(1, Math.ceil(latencies.length / 1000));
+  const samples = latencies.filter((_, k) => k % step === 0 || k === latencies.length - 1);
+  console.log(JSON.stringify({ delivered, expected, seconds, rate: delivered / seconds, p50: pct(0.5), p99: pct(0.99), samples }));
   sender.close();
   for (const s of sockets) s.close();
 }
