@@ -74,7 +74,11 @@ pub(crate) fn write(dir: &Path, command: &str) -> anyhow::Result<()> {
     let mut md = String::from("# Benchmarks\n\n");
     writeln!(md, "One run of `{command}`.\n")?;
     writeln!(md, "- Commit: `{}`", git(&["rev-parse", "--short", "HEAD"]))?;
-    writeln!(md, "- Date (UTC): {}", chrono_now())?;
+    writeln!(
+        md,
+        "- Date (UTC): {}",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M")
+    )?;
     writeln!(md, "- Machine: {}\n", machine())?;
     md.push_str(
         "Every figure is read beside a baseline measured in the same run (T, a trivial axum \
@@ -106,16 +110,6 @@ fn git(args: &[&str]) -> String {
         .filter(|o| o.status.success())
         .map_or_else(
             || "unknown".into(),
-            |o| String::from_utf8_lossy(&o.stdout).trim().to_string(),
-        )
-}
-
-fn chrono_now() -> String {
-    std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M"])
-        .output()
-        .map_or_else(
-            |_| "unknown".into(),
             |o| String::from_utf8_lossy(&o.stdout).trim().to_string(),
         )
 }

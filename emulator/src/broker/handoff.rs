@@ -51,10 +51,7 @@ struct Offered {
 struct Pending {
     seq: u64,
     copy: Placement,
-    delivery: Delivery,
-    lock: Option<(Uuid, DateTime<Utc>)>,
-    verdict: oneshot::Receiver<bool>,
-    commit: oneshot::Sender<bool>,
+    offered: Offered,
 }
 
 /// What the offers came to: copies to file as usual, removals and locks to write with the
@@ -111,47 +108,35 @@ impl Broker {
                     .as_ref()
                     .and_then(|s| self.offer(owner, seq, &copy, s, now))
                 {
-                    Some(o) => pending.push(Pending {
-                        seq,
-                        copy,
-                        delivery: o.delivery,
-                        lock: o.lock,
-                        verdict: o.verdict,
-                        commit: o.commit,
-                    }),
+                    Some(offered) => pending.push(Pending { seq, copy, offered }),
                     None => handed.file.push((seq, copy)),
                 }
             }
         }
         let deadline = tokio::time::Instant::now() + PATIENCE;
-        for p in pending {
-            let verdict = tokio::time::timeout_at(deadline, p.verdict).await;
+        for Pending { seq, copy, offered } in pending {
+            let verdict = tokio::time::timeout_at(deadline, offered.verdict).await;
             if !matches!(verdict, Ok(Ok(true))) {
-                handed.file.push((p.seq, p.copy));
+                handed.file.push((seq, copy));
                 continue;
             }
-            let id = p.copy.to.id;
-            match p.lock {
-                None => {
-                    let removal = Effect::Remove(p.seq, p.delivery);
-                    handed
-                        .writes
-                        .extend(self.runtime.writes_for(id, vec![removal]));
-                }
-                Some(lock) => {
-                    let counted = Effect::Rewrite(p.seq, p.delivery.clone());
-                    handed
-                        .writes
-                        .extend(self.runtime.writes_for(id, vec![counted]));
-                    handed.locks.push(HandedLock {
-                        copy: p.copy,
-                        lock,
-                        seq: p.seq,
-                        delivery: p.delivery,
-                    });
-                }
+            // Received and deleted: removed; locked: its delivery counted, as a take does.
+            let delivery = offered.delivery;
+            let effect = match offered.lock {
+                None => Effect::Remove(seq, delivery.clone()),
+                Some(_) => Effect::Rewrite(seq, delivery.clone()),
+            };
+            let writes = self.runtime.writes_for(copy.to.id, vec![effect]);
+            handed.writes.extend(writes);
+            if let Some(lock) = offered.lock {
+                handed.locks.push(HandedLock {
+                    copy,
+                    lock,
+                    seq,
+                    delivery,
+                });
             }
-            handed.commits.push(p.commit);
+            handed.commits.push(offered.commit);
         }
         handed
     }
