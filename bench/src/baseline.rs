@@ -113,14 +113,47 @@ pub(crate) async fn t_rate(
 /// own while the bench runs nothing else. Every durable answer waits for one such sync, so
 /// its tail is the floor of the emulator's durable tail. Returns p50, p99 and p99.9 (ms).
 pub(crate) fn disk_floor(dir: &std::path::Path, seconds: f64) -> std::io::Result<(f64, f64, f64)> {
+    let l = disk_syncs(dir, seconds, payload().len(), true)?;
+    let pct = |p: f64| percentile_ms(&l, p);
+    Ok((pct(0.50), pct(0.99), pct(0.999)))
+}
+
+/// The disk alone as the store writer uses it when saturated: `bytes` appended and
+/// `fdatasync`ed back to back for `seconds`. The writer's longest cycle is read beside its
+/// maximum, so a stall can be told from the disk's own. Returns p99.9 and the maximum (ms).
+pub(crate) fn disk_saturated(
+    dir: &std::path::Path,
+    seconds: f64,
+    bytes: usize,
+) -> std::io::Result<(f64, f64)> {
+    let l = disk_syncs(dir, seconds, bytes, false)?;
+    Ok((percentile_ms(&l, 0.999), percentile_ms(&l, 1.0)))
+}
+
+/// The latencies (µs, sorted) of appends of `bytes` to a new file in `dir`, each followed
+/// by `fdatasync`, for `seconds`: paced at 1,000 per second or back to back.
+fn disk_syncs(
+    dir: &std::path::Path,
+    seconds: f64,
+    bytes: usize,
+    paced: bool,
+) -> std::io::Result<Vec<u64>> {
     use std::io::Write as _;
     let path = dir.join("disk-floor");
     let mut file = std::fs::File::create(&path)?;
-    let record = payload();
+    let record = vec![b'x'; bytes.max(1)];
     let start = Instant::now();
+    let end = start + Duration::from_secs_f64(seconds);
     let mut l = Vec::new();
-    for i in 0..(1000.0 * seconds) as u32 {
-        let due = start + Duration::from_millis(u64::from(i));
+    for i in 0u64.. {
+        let due = if paced {
+            start + Duration::from_millis(i)
+        } else {
+            Instant::now()
+        };
+        if due >= end {
+            break;
+        }
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
         let begun = Instant::now();
         file.write_all(&record)?;
@@ -130,6 +163,5 @@ pub(crate) fn disk_floor(dir: &std::path::Path, seconds: f64) -> std::io::Result
     drop(file);
     std::fs::remove_file(&path)?;
     l.sort_unstable();
-    let pct = |p: f64| percentile_ms(&l, p);
-    Ok((pct(0.50), pct(0.99), pct(0.999)))
+    Ok(l)
 }

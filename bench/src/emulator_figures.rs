@@ -132,6 +132,39 @@ pub(crate) async fn stress(c: &Client, seconds: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The store writer's longest cycle under saturated single sends (`w`, that phase's
+/// window), beside the disk alone doing what that cycle does most: appends of the phase's
+/// mean record size, each synced, back to back for as long as the phase ran.
+async fn writer_stall(
+    w: &emulator::store::WriterStats,
+    phase: Duration,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let record = usize::try_from(w.bytes / w.cycles.max(1)).unwrap_or(usize::MAX);
+    let dir = tempfile::tempdir()?;
+    let at = dir.path().to_path_buf();
+    let (p999, max) =
+        tokio::task::spawn_blocking(move || disk_saturated(&at, phase.as_secs_f64(), record))
+            .await??;
+    report.limit(
+        "store writer stall under saturated single sends (longest cycle)",
+        w.longest_cycle.as_secs_f64() * 1e3,
+        "ms",
+        5.0,
+        &format!(
+            "; longest sync {:.2} ms; the disk alone, {record} B appended + fdatasync \
+             back to back: max {max:.2} ms, p99.9 {p999:.2} ms{}",
+            w.longest_sync.as_secs_f64() * 1e3,
+            if max > 5.0 {
+                " (the disk alone misses it too)"
+            } else {
+                ""
+            }
+        ),
+    );
+    Ok(())
+}
+
 /// The throughput figures: single and batch sends, both receive modes, fan-out.
 /// Returns the peek-lock + complete rate, which the AMQP figure is read beside.
 pub(crate) async fn throughput(
@@ -180,7 +213,8 @@ pub(crate) async fn throughput(
         &format!("T beside it, {t_single:.0} req/s"),
         0.25,
     );
-    beside.writer();
+    let w = beside.writer();
+    writer_stall(&w, phase, report).await?;
 
     // Batch send: 64 x 1 KB per request.
     c.queue("batch").await?;

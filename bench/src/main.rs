@@ -27,7 +27,9 @@ use std::time::Duration;
 use clap::Parser;
 
 pub(crate) use backplane_figures::backplane_figures;
-pub(crate) use baseline::{disk_floor, paced_trivial, steadiness, t_rate, trivial_server};
+pub(crate) use baseline::{
+    disk_floor, disk_saturated, paced_trivial, steadiness, t_rate, trivial_server,
+};
 pub(crate) use client::{Client, batch_body, payload};
 pub(crate) use emulator_figures::{end_to_end, prefill, start_emulator, stress, throughput};
 pub(crate) use stats::{Beside, Report, lock, percentile_ms, rate, sorted};

@@ -140,8 +140,9 @@ impl Beside {
     }
 
     /// Prints where the store writer's time went since [`Beside::mark`]: per cycle, the
-    /// mean of each stage, and how long a request waited for its cycle to start.
-    pub(crate) fn writer(&mut self) {
+    /// mean of each stage, and how long a request waited for its cycle to start. Returns
+    /// that window's counters.
+    pub(crate) fn writer(&mut self) -> emulator::store::WriterStats {
         let w = self.broker.writer_stats().since(&self.mark);
         let cycles = w.cycles.max(1) as f64;
         let per = |d: Duration| d.as_secs_f64() * 1e6 / cycles;
@@ -149,7 +150,8 @@ impl Beside {
             "  store writer: {} cycles, {:.1} requests and {:.0} keys each; \
              mean µs resolve {:.0}, append {:.0}, sync {:.0}, handoff {:.0}; \
              applier (after the answers) apply {:.0}, checkpoint {:.0}; \
-             queued {:.0} µs per request; longest cycle {:.1} ms",
+             queued {:.0} µs per request; longest cycle {:.1} ms, longest sync {:.1} ms; \
+             {:.1} KB per record",
             w.cycles,
             w.requests as f64 / cycles,
             w.ops as f64 / cycles,
@@ -161,7 +163,10 @@ impl Beside {
             per(w.checkpoint),
             w.queued.as_secs_f64() * 1e6 / w.requests.max(1) as f64,
             w.longest_cycle.as_secs_f64() * 1e3,
+            w.longest_sync.as_secs_f64() * 1e3,
+            w.bytes as f64 / cycles / 1024.0,
         );
+        w
     }
 }
 

@@ -15,6 +15,8 @@ pub struct WriterStats {
     pub requests: u64,
     /// Keys written (after a cycle's writes are resolved to one final value per key).
     pub ops: u64,
+    /// Bytes appended to the log.
+    pub bytes: u64,
     /// Summed over requests: from submission to the start of the cycle that served it.
     pub queued: Duration,
     /// Resolving a cycle's writes to final values (reads sled for counters and prefixes).
@@ -33,6 +35,9 @@ pub struct WriterStats {
     /// The longest single cycle since the previous [`super::Store::writer_stats`] call:
     /// the longest any request waited behind the writer's own work.
     pub longest_cycle: Duration,
+    /// The longest single `fdatasync` since the previous [`super::Store::writer_stats`]
+    /// call: how much of [`WriterStats::longest_cycle`] the disk can account for.
+    pub longest_sync: Duration,
 }
 
 impl WriterStats {
@@ -44,6 +49,7 @@ impl WriterStats {
             cycles: self.cycles.saturating_sub(earlier.cycles),
             requests: self.requests.saturating_sub(earlier.requests),
             ops: self.ops.saturating_sub(earlier.ops),
+            bytes: self.bytes.saturating_sub(earlier.bytes),
             queued: self.queued.saturating_sub(earlier.queued),
             resolve: self.resolve.saturating_sub(earlier.resolve),
             append: self.append.saturating_sub(earlier.append),
@@ -52,6 +58,7 @@ impl WriterStats {
             apply: self.apply.saturating_sub(earlier.apply),
             checkpoint: self.checkpoint.saturating_sub(earlier.checkpoint),
             longest_cycle: self.longest_cycle,
+            longest_sync: self.longest_sync,
         }
     }
 }
@@ -63,6 +70,8 @@ pub(super) struct Stages {
     pub(super) requests: usize,
     /// Keys the cycle wrote.
     pub(super) ops: usize,
+    /// Bytes the cycle appended to the log.
+    pub(super) bytes: usize,
     pub(super) resolve: Duration,
     pub(super) append: Duration,
     pub(super) sync: Duration,
@@ -89,6 +98,7 @@ pub(super) struct Counters {
     cycles: AtomicU64,
     requests: AtomicU64,
     ops: AtomicU64,
+    bytes: AtomicU64,
     queued: AtomicU64,
     resolve: AtomicU64,
     append: AtomicU64,
@@ -97,6 +107,7 @@ pub(super) struct Counters {
     apply: AtomicU64,
     checkpoint: AtomicU64,
     longest_cycle: AtomicU64,
+    longest_sync: AtomicU64,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -111,6 +122,7 @@ impl Counters {
         self.requests
             .fetch_add(stages.requests as u64, Ordering::Relaxed);
         self.ops.fetch_add(stages.ops as u64, Ordering::Relaxed);
+        self.bytes.fetch_add(stages.bytes as u64, Ordering::Relaxed);
     }
 
     /// Records the times of one writer cycle (its requests waited `queued` in all), once
@@ -127,6 +139,8 @@ impl Counters {
         let total = stages.resolve + stages.append + stages.sync + stages.handoff;
         self.longest_cycle
             .fetch_max(nanos(total), Ordering::Relaxed);
+        self.longest_sync
+            .fetch_max(nanos(stages.sync), Ordering::Relaxed);
     }
 
     /// Records one record the applier put into sled.
@@ -139,13 +153,14 @@ impl Counters {
         self.checkpoint.fetch_add(nanos(took), Ordering::Relaxed);
     }
 
-    /// A snapshot; resets the longest cycle.
+    /// A snapshot; resets the longest cycle and sync.
     pub(super) fn read(&self) -> WriterStats {
         let get = |counter: &AtomicU64| Duration::from_nanos(counter.load(Ordering::Relaxed));
         WriterStats {
             cycles: self.cycles.load(Ordering::Relaxed),
             requests: self.requests.load(Ordering::Relaxed),
             ops: self.ops.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
             queued: get(&self.queued),
             resolve: get(&self.resolve),
             append: get(&self.append),
@@ -154,6 +169,7 @@ impl Counters {
             apply: get(&self.apply),
             checkpoint: get(&self.checkpoint),
             longest_cycle: Duration::from_nanos(self.longest_cycle.swap(0, Ordering::Relaxed)),
+            longest_sync: Duration::from_nanos(self.longest_sync.swap(0, Ordering::Relaxed)),
         }
     }
 }
@@ -169,6 +185,7 @@ mod tests {
         let stages = |requests, sync| Stages {
             requests,
             ops: 3,
+            bytes: 100,
             sync,
             handoff: ms(1),
             ..Stages::default()
@@ -179,6 +196,7 @@ mod tests {
         let first = counters.read();
         assert_eq!((first.cycles, first.requests, first.ops), (1, 2, 3));
         assert_eq!(first.longest_cycle, ms(3));
+        assert_eq!((first.longest_sync, first.bytes), (ms(2), 100));
         assert_eq!(first.apply, ms(7));
         counters.served(&stages(5, ms(1)));
         counters.cycle(ms(1), &stages(5, ms(1)));
@@ -190,5 +208,6 @@ mod tests {
         );
         // The first cycle's 3 ms belongs to the earlier window.
         assert_eq!(window.longest_cycle, ms(2));
+        assert_eq!((window.longest_sync, window.bytes), (ms(1), 100));
     }
 }

@@ -117,7 +117,8 @@ impl Wal {
     }
 
     /// Appends one record (not yet durable: see [`Wal::sync`]).
-    pub(super) fn append(&mut self, ops: &[Op]) -> std::io::Result<()> {
+    /// Returns the record's length in bytes.
+    pub(super) fn append(&mut self, ops: &[Op]) -> std::io::Result<usize> {
         let payload = encode(ops);
         let mut record = Vec::with_capacity(HEADER + payload.len());
         record.extend_from_slice(&u32_len(payload.len())?.to_le_bytes());
@@ -125,7 +126,7 @@ impl Wal {
         record.extend_from_slice(&payload);
         self.file.write_all(&record)?;
         self.len += record.len() as u64;
-        Ok(())
+        Ok(record.len())
     }
 
     /// Makes every appended record durable.

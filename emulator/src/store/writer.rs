@@ -274,7 +274,7 @@ fn cycle(
     stages.ops = ops.len();
     if let Some(wal) = wal {
         if !ops.is_empty() {
-            stages.time(|s| &mut s.append, || wal.append(&ops))?;
+            stages.bytes = stages.time(|s| &mut s.append, || wal.append(&ops))?;
         }
         if sync {
             stages.time(|s| &mut s.sync, || wal.sync())?;
