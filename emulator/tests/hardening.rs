@@ -677,16 +677,23 @@ async fn a_receiver_sees_the_effective_time_to_live() {
     e.assert_serving().await;
 }
 
-// 17. Feed entries carry lower-case `subscriptions` and `rules` in their ids.
+// 17. Feed entries name their subscriptions and rules with the segments as requested:
+// PyPI azure-servicebus 0.21.1 asks in lower case and looks for `/subscriptions` and
+// `/rules`; the npm admin client asks with capitals and matches `/Subscriptions/`, `/Rules/`.
 #[tokio::test]
-async fn feed_entry_ids_use_lower_case_segments() {
+async fn feed_entry_ids_echo_the_requested_segments() {
     let (mut e, c) = start(&["--in-memory"]).await;
     topic_and_subscription(&c).await;
     for (path, segment) in [
-        ("/t/Subscriptions", "/t/subscriptions/s"),
+        ("/t/subscriptions", "/t/subscriptions/s"),
+        ("/t/Subscriptions/", "/t/Subscriptions/s"),
         (
-            "/t/Subscriptions/s/Rules",
+            "/t/subscriptions/s/rules",
             "/t/subscriptions/s/rules/$Default",
+        ),
+        (
+            "/t/Subscriptions/s/Rules/",
+            "/t/Subscriptions/s/Rules/$Default",
         ),
     ] {
         let feed = c.get(path).await.xml();

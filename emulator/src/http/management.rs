@@ -77,8 +77,7 @@ pub(super) async fn handle(
                 &page,
                 skip,
                 top,
-                // The service writes lower-case segments here; clients derive names from them.
-                |v| format!("{}/{topic}/subscriptions/{}", ctx.base(), v.record.name),
+                |v| listed_id(ctx, &v.record.name),
             ))
         }
         (&Method::GET, Target::Rules(topic, sub)) => {
@@ -87,19 +86,7 @@ pub(super) async fn handle(
             let entries: Vec<String> = page
                 .items
                 .iter()
-                .map(|r| {
-                    rule_entry(
-                        ctx,
-                        r,
-                        // Lower-case segments, as the service writes them.
-                        &format!(
-                            "{}/{topic}/subscriptions/{sub}/rules/{}",
-                            ctx.base(),
-                            r.name
-                        ),
-                        true,
-                    )
-                })
+                .map(|r| rule_entry(ctx, r, &listed_id(ctx, &r.name), true))
                 .collect();
             Ok(feed_response(ctx, "Rules", &entries, skip, top, page.total))
         }
@@ -205,6 +192,19 @@ fn put_response(
 }
 
 /// The entry's id and self link: the request's own URL with its casing, plus `api-version`.
+/// The `<id>` of an entry in a subscription or rule feed: the feed's path as requested,
+/// then the name. Clients derive names from these ids case-sensitively, each from the
+/// casing it requested with: PyPI `azure-servicebus` 0.21.1 asks for `/subscriptions` and
+/// `/rules` and looks for them; the npm admin client asks for `/Subscriptions/` and `/Rules/`
+/// and matches those (legacy `azure-sb` splits on `/`).
+fn listed_id(ctx: &RequestContext, name: &str) -> String {
+    format!(
+        "{}{}/{name}",
+        ctx.base(),
+        ctx.raw_path.trim_end_matches('/')
+    )
+}
+
 fn own_url(ctx: &RequestContext) -> String {
     format!("{}{}{}", ctx.base(), ctx.raw_path, ctx.version_suffix())
 }
