@@ -107,6 +107,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let primary = settings.keys[0].clone();
     let emulator = Emulator::open(settings).await.context("cannot start")?;
+    let tls = emulator.tls().cloned();
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;
@@ -118,7 +119,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         })?;
     let amqp_addr = amqp.local_addr()?;
     let shutdown = shutdown_signal();
-    let banner = [
+    let mut banner = vec![
         format!("Service Bus emulator listening on http://{addr} ({location})"),
         format!(
             "Connection string: {}",
@@ -130,6 +131,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             connection_string(amqp_addr, &primary.name, &primary.key)
         ),
     ];
+    if let Some(tls) = &tls {
+        banner.extend(tls_banner(addr, tls));
+    }
     // Whoever started us may stop reading once it has the address (a closed pipe): that
     // is no reason to stop serving.
     if let Err(e) = print_lines(&banner) {
@@ -138,6 +142,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     tracing::info!(%addr, "ready");
     emulator.serve_all(listener, Some(amqp), shutdown).await?;
     Ok(())
+}
+
+/// Where HTTPS is served and how each client trusts it.
+fn tls_banner(addr: std::net::SocketAddr, tls: &crate::tls::Tls) -> Vec<String> {
+    let mut lines = vec![format!(
+        "HTTPS on the same port: https://localhost:{} (certificate {})",
+        addr.port(),
+        tls.cert.display()
+    )];
+    if let Some(ca) = &tls.ca {
+        let ca = ca.display();
+        lines.extend([
+            format!("Trust the emulator's CA {ca} (the Python and Linux variables replace the default bundle: keep them to local runs):"),
+            format!("  Node.js: NODE_EXTRA_CA_CERTS={ca}"),
+            format!("  Python:  REQUESTS_CA_BUNDLE={ca} (sync clients), SSL_CERT_FILE={ca} (aio clients)"),
+            format!("  .NET:    SSL_CERT_FILE={ca} on Linux; certutil -user -addstore Root {ca} on Windows"),
+            format!("  curl:    curl --cacert {ca} https://localhost:{}/", addr.port()),
+        ]);
+    }
+    lines
 }
 
 /// Writes `lines` to standard output and flushes it.

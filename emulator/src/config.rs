@@ -135,6 +135,33 @@ pub struct Cli {
     #[arg(long, env = "EMULATOR_IDLE_TIMEOUT", default_value_t = DEFAULT_IDLE_TIMEOUT_SECS,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub idle_timeout: u64,
+    /// Serve HTTPS too, on the same port as HTTP (a connection that opens with a TLS
+    /// handshake gets TLS), with a local CA and certificate generated into --tls-dir on the
+    /// first start and reused after. Needed by the SDKs' administration clients.
+    #[arg(long, env = "EMULATOR_TLS")]
+    pub tls: bool,
+    /// Folder of the generated CA and certificate (ca.pem, cert.pem, key.pem); implies
+    /// --tls. Default: DATA_DIR/tls, or servicebus-emulator-tls in the system temporary
+    /// folder with --in-memory.
+    #[arg(long, env = "EMULATOR_TLS_DIR", value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// Serve this certificate chain (PEM, leaf first) instead of a generated one; implies
+    /// --tls and needs --tls-key.
+    #[arg(
+        long,
+        env = "EMULATOR_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        env = "EMULATOR_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
     /// Most queues and topics together (the Standard tier's quota).
     #[arg(long, env = "EMULATOR_MAX_ENTITIES", default_value_t = Quotas::STANDARD.entities)]
     pub max_entities: usize,
@@ -187,6 +214,8 @@ pub struct Settings {
     pub idle_timeout: Duration,
     /// Entity quotas.
     pub quotas: Quotas,
+    /// HTTPS beside HTTP on the REST port, with this certificate; `None`: HTTP only.
+    pub tls: Option<crate::tls::TlsSource>,
 }
 
 impl Settings {
@@ -209,6 +238,7 @@ impl Settings {
             max_connections: DEFAULT_MAX_CONNECTIONS as usize,
             idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
             quotas: Quotas::STANDARD,
+            tls: None,
         }
     }
 }
@@ -227,6 +257,19 @@ impl Cli {
         }];
         keys.extend(self.extra_keys);
         let entities = self.config.as_deref().map(ConfigFile::load).transpose()?;
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsSource::Files { cert, key }),
+            _ if self.tls || self.tls_dir.is_some() => Some(crate::tls::TlsSource::Generated {
+                dir: self.tls_dir.unwrap_or_else(|| {
+                    if self.in_memory {
+                        std::env::temp_dir().join("servicebus-emulator-tls")
+                    } else {
+                        self.data_dir.join("tls")
+                    }
+                }),
+            }),
+            _ => None,
+        };
         Ok(Settings {
             namespace: self.namespace,
             keys,
@@ -249,6 +292,7 @@ impl Cli {
                 sql_filters_per_topic: self.max_sql_filters_per_topic,
                 correlation_filters_per_topic: self.max_correlation_filters_per_topic,
             },
+            tls,
         })
     }
 }

@@ -35,6 +35,7 @@ mod http;
 pub mod model;
 pub mod store;
 mod sync;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -61,6 +62,9 @@ pub enum Error {
     /// Serving failed.
     #[error("I/O failed")]
     Io(#[from] std::io::Error),
+    /// The TLS certificate could not be generated or loaded.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// Largest request head (request line and headers) accepted; `431` above it. The service
@@ -76,6 +80,7 @@ pub struct Emulator {
     state: Arc<http::AppState>,
     limits: http::ConnectionLimits,
     amqp: Arc<amqp::Context>,
+    tls: Option<tls::Tls>,
 }
 
 impl Emulator {
@@ -84,7 +89,7 @@ impl Emulator {
     /// # Errors
     ///
     /// [`Error::Store`] when the store cannot be opened, [`Error::Config`] when a declared
-    /// entity is refused.
+    /// entity is refused, [`Error::Tls`] when the certificate cannot be made or loaded.
     pub async fn open(settings: Settings) -> Result<Self, Error> {
         let clock = match settings.clock {
             config::ClockMode::System => Clock::System,
@@ -99,6 +104,8 @@ impl Emulator {
     ///
     /// As [`Emulator::open`].
     pub async fn open_with_clock(settings: Settings, clock: Clock) -> Result<Self, Error> {
+        // Before the store: a bad certificate path should not cost a store open.
+        let tls = settings.tls.as_ref().map(tls::Tls::load).transpose()?;
         let store = store::Store::open(&store::Options {
             location: settings.location.clone(),
             cache_bytes: settings.cache_bytes,
@@ -142,12 +149,18 @@ impl Emulator {
                 shutdown_grace: SHUTDOWN_GRACE,
             },
             amqp,
+            tls,
         })
     }
 
     /// The broker, for embedding and tests.
     pub fn broker(&self) -> &Broker {
         &self.state.broker
+    }
+
+    /// The TLS certificate served beside plain HTTP, when [`Settings::tls`] asked for one.
+    pub fn tls(&self) -> Option<&tls::Tls> {
+        self.tls.as_ref()
     }
 
     /// The HTTP surface as a router (for `tower::ServiceExt::oneshot` tests).
@@ -192,6 +205,7 @@ impl Emulator {
             http,
             self.router(),
             self.limits,
+            self.tls.as_ref().map(tls::Tls::acceptor),
             self.state.namespace.clone(),
             async move {
                 shutdown.await;

@@ -66,6 +66,20 @@ fn bad_input_exits_non_zero_naming_the_problem() {
         "{err}"
     );
 
+    // A certificate that is not there, or a certificate without its key.
+    let cert = dir.path().join("nope-cert.pem");
+    let key = dir.path().join("nope-key.pem");
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let (code, _, err) = run(&["--in-memory", "--tls-cert", cert, "--tls-key", key]);
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("TLS: certificate") && err.contains("nope-cert.pem"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["--in-memory", "--tls-cert", cert]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("--tls-key"), "{err}");
+
     let not_json = dir.path().join("x.json");
     std::fs::write(&not_json, "{ nope").unwrap();
     let (code, _, err) = run(&["--in-memory", "--config", not_json.to_str().unwrap()]);

@@ -26,7 +26,7 @@ use crate::auth::Authenticator;
 use crate::broker::Broker;
 use crate::config::MissingEntityGet;
 pub(crate) use error::ApiError;
-pub(crate) use serve::{ConnectionLimits, serve};
+pub(crate) use serve::{ConnectionLimits, OverTls, serve};
 use target::Target;
 
 /// Largest request body of any kind (a Premium-size message).
@@ -88,10 +88,12 @@ pub(crate) struct RequestContext {
     pub(crate) params: Vec<(String, String)>,
     /// The namespace name.
     pub(crate) namespace: String,
+    /// `https` for a request that came over TLS, else `http`.
+    pub(crate) scheme: &'static str,
 }
 
 impl RequestContext {
-    fn new(uri: &Uri, headers: &HeaderMap, namespace: &str) -> Self {
+    fn new(uri: &Uri, headers: &HeaderMap, namespace: &str, secure: bool) -> Self {
         let host = headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
@@ -125,6 +127,7 @@ impl RequestContext {
             raw_query,
             params,
             namespace: namespace.to_string(),
+            scheme: if secure { "https" } else { "http" },
         }
     }
 
@@ -138,7 +141,7 @@ impl RequestContext {
 
     /// `http://{Host}`.
     pub(crate) fn base(&self) -> String {
-        format!("http://{}", self.host)
+        format!("{}://{}", self.scheme, self.host)
     }
 
     /// `?api-version=X` when the request carried one, else empty.
@@ -188,7 +191,8 @@ fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
 async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
-    let ctx = RequestContext::new(&uri, &headers, &state.namespace);
+    let secure = parts.extensions.get::<OverTls>().is_some();
+    let ctx = RequestContext::new(&uri, &headers, &state.namespace, secure);
     let target = match Target::parse(&ctx.raw_path) {
         Ok(t) => t,
         Err(e) => return ApiError::from(e).into_response(&ctx),

@@ -9,6 +9,9 @@
 //! - Request headers are capped at `max_header_bytes` (`431` above it).
 //! - On shutdown, nothing more is accepted, parked long polls are answered at once, in-flight
 //!   requests finish, and connections still open after `shutdown_grace` are dropped.
+//! - With TLS, HTTPS and HTTP share the port: a connection whose first byte is a TLS
+//!   handshake record (22) is served over TLS, any other over plain HTTP. The first byte
+//!   and the handshake must come within `header_read_timeout`, like a request's headers.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,7 +25,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tower::ServiceExt as _;
@@ -42,13 +45,23 @@ pub(crate) struct ConnectionLimits {
     pub(crate) shutdown_grace: Duration,
 }
 
+/// Marks a request that came over TLS (a request extension).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OverTls;
+
+/// The first byte of a TLS connection: a handshake record.
+const TLS_HANDSHAKE: u8 = 22;
+
 /// Serves `router` on `listener` until `shutdown` completes; `on_shutdown` runs once it has,
 /// before in-flight requests are waited for (the broker answers parked long polls there).
+/// With `tls`, HTTPS beside HTTP on the same port.
 /// (The accept loop and its stop are one sequence; it runs a little over 80 lines.)
+#[allow(clippy::too_many_arguments)] // the loop's inputs, each used once
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     namespace: String,
     shutdown: impl Future<Output = ()> + Send,
     on_shutdown: impl FnOnce(),
@@ -64,6 +77,9 @@ pub(crate) async fn serve(
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let busy = Arc::new(Semaphore::new(BUSY_ANSWERS));
     let graceful = GracefulShutdown::new();
+    // Ends handshakes still under way at shutdown: a connection is watched (and waited
+    // for) only once it speaks HTTP.
+    let stopping = tokio_util::sync::CancellationToken::new();
     let mut tasks = JoinSet::new();
     let namespace: Arc<str> = namespace.into();
     tokio::pin!(shutdown);
@@ -85,21 +101,52 @@ pub(crate) async fn serve(
         // Small answers (most of ours) go out at once rather than after the peer's delayed
         // acknowledgement of the previous segment.
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(stream);
         if let Ok(permit) = connections.clone().try_acquire_owned() {
-            let service = TowerToHyperService::new(
-                router
-                    .clone()
-                    .map_request(|req: Request<Incoming>| req.map(Body::new)),
-            );
-            let conn = graceful.watch(http.serve_connection(io, service));
+            let router = router.clone();
+            // Requests of a TLS connection carry `OverTls`, so answers name `https://` URLs.
+            let service = move |secure: bool| {
+                TowerToHyperService::new(router.map_request(move |req: Request<Incoming>| {
+                    let mut req = req.map(Body::new);
+                    if secure {
+                        req.extensions_mut().insert(OverTls);
+                    }
+                    req
+                }))
+            };
+            let (http, watcher, tls) = (http.clone(), graceful.watcher(), tls.clone());
+            let stopping = stopping.clone();
             tasks.spawn(async move {
                 let _permit = permit;
-                if let Err(e) = conn.await {
+                let served = match tls {
+                    None => {
+                        watcher
+                            .watch(http.serve_connection(TokioIo::new(stream), service(false)))
+                            .await
+                    }
+                    Some(tls) => match stopping
+                        .run_until_cancelled(secure(stream, &tls, limits.header_read_timeout))
+                        .await
+                        .flatten()
+                    {
+                        Some(Ok(tls)) => {
+                            watcher
+                                .watch(http.serve_connection(TokioIo::new(tls), service(true)))
+                                .await
+                        }
+                        Some(Err(plain)) => {
+                            watcher
+                                .watch(http.serve_connection(TokioIo::new(plain), service(false)))
+                                .await
+                        }
+                        None => return,
+                    },
+                };
+                if let Err(e) = served {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
             });
         } else if let Ok(permit) = busy.clone().try_acquire_owned() {
+            let io = TokioIo::new(stream);
             let (max, namespace) = (limits.max_connections, namespace.clone());
             let mut http = http.clone();
             http.keep_alive(false);
@@ -114,6 +161,7 @@ pub(crate) async fn serve(
         }
     }
     drop(listener);
+    stopping.cancel();
     on_shutdown();
     if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
         .await
@@ -126,6 +174,33 @@ pub(crate) async fn serve(
     }
     tasks.shutdown().await;
     Ok(())
+}
+
+/// TLS for a connection that opens with a handshake (`Ok`), the plain stream for any other
+/// (`Err`); `None` when the first byte or the handshake does not come within `timeout`, or
+/// the handshake fails (logged; the connection is closed).
+async fn secure(
+    stream: TcpStream,
+    tls: &tokio_rustls::TlsAcceptor,
+    timeout: Duration,
+) -> Option<Result<tokio_rustls::server::TlsStream<TcpStream>, TcpStream>> {
+    let opened = tokio::time::timeout(timeout, async {
+        let mut first = [0u8; 1];
+        match stream.peek(&mut first).await {
+            Ok(1) if first[0] == TLS_HANDSHAKE => Some(tls.accept(stream).await.map(Ok)),
+            Ok(1) => Some(Ok(Err(stream))),
+            _ => None,
+        }
+    })
+    .await;
+    match opened {
+        Ok(Some(Ok(io))) => Some(io),
+        Ok(Some(Err(e))) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Ok(None) | Err(_) => None,
+    }
 }
 
 /// `503` ServerBusy for a connection over the limit.
