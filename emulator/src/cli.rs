@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 
-use crate::{Cli, Emulator, connection_string, store::Location};
+use crate::{Cli, Emulator, connection_string, store::Location, tls_connection_string};
 
 /// The allocator setting [`main`] starts the process with, and its value in milliseconds.
 const PURGE_DELAY: (&str, &str) = ("MIMALLOC_PURGE_DELAY", "10");
@@ -94,7 +94,7 @@ async fn serve_async() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let bind = cli.bind;
-    let amqp_bind = cli.amqp_bind;
+    let (amqp_bind, amqps_bind) = (cli.amqp_bind, cli.amqps_bind);
     let settings = cli.into_settings()?;
     if let Some(file) = &settings.entities {
         for ignored in &file.ignored {
@@ -118,6 +118,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             format!("cannot listen for AMQP on {amqp_bind} (--amqp-bind; port 0 picks a free port)")
         })?;
     let amqp_addr = amqp.local_addr()?;
+    let amqps = match &tls {
+        Some(_) => Some(tokio::net::TcpListener::bind(amqps_bind).await.with_context(|| {
+            format!(
+                "cannot listen for AMQP over TLS on {amqps_bind} (--amqps-bind; port 0 picks a free port)"
+            )
+        })?),
+        None => None,
+    };
+    let amqps_addr = amqps
+        .as_ref()
+        .map(tokio::net::TcpListener::local_addr)
+        .transpose()?;
     let shutdown = shutdown_signal();
     let mut banner = vec![
         format!("Service Bus emulator listening on http://{addr} ({location})"),
@@ -125,7 +137,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             "Connection string: {}",
             connection_string(addr, &primary.name, &primary.key)
         ),
-        format!("AMQP 1.0 listening on amqp://{amqp_addr}"),
+        match amqps_addr {
+            // One line: harnesses read the AMQP address from it.
+            Some(tls) => {
+                format!("AMQP 1.0 listening on amqp://{amqp_addr} and, over TLS, amqps://{tls}")
+            }
+            None => format!("AMQP 1.0 listening on amqp://{amqp_addr}"),
+        },
         format!(
             "AMQP connection string (Service Bus SDKs): {}",
             connection_string(amqp_addr, &primary.name, &primary.key)
@@ -134,13 +152,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(tls) = &tls {
         banner.extend(tls_banner(addr, tls));
     }
+    if let Some(tls) = amqps_addr {
+        banner.push(format!(
+            "AMQPS connection string (the SDKs over TLS; trust the CA as above, Python: connection_verify=CA): {}",
+            tls_connection_string(tls, &primary.name, &primary.key)
+        ));
+    }
     // Whoever started us may stop reading once it has the address (a closed pipe): that
     // is no reason to stop serving.
     if let Err(e) = print_lines(&banner) {
         tracing::warn!(error = %e, "cannot write the address to standard output; serving anyway");
     }
     tracing::info!(%addr, "ready");
-    emulator.serve_all(listener, Some(amqp), shutdown).await?;
+    let listeners = crate::Listeners {
+        http: listener,
+        amqp: Some(amqp),
+        amqps,
+    };
+    emulator.serve_listeners(listeners, shutdown).await?;
     Ok(())
 }
 

@@ -73,6 +73,10 @@ pub struct Cli {
     /// for any free port).
     #[arg(long, env = "EMULATOR_AMQP_BIND", default_value = "127.0.0.1:5672")]
     pub amqp_bind: SocketAddr,
+    /// Address to listen on for AMQP 1.0 over TLS, with --tls only (port 0 for any free
+    /// port). The SDKs use TLS when the connection string lacks UseDevelopmentEmulator=true.
+    #[arg(long, env = "EMULATOR_AMQPS_BIND", default_value = "127.0.0.1:5671")]
+    pub amqps_bind: SocketAddr,
     /// Folder of the sled store, created if missing.
     #[arg(
         long,

@@ -196,10 +196,45 @@ impl Emulator {
         amqp: Option<tokio::net::TcpListener>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
+        let listeners = Listeners {
+            http,
+            amqp,
+            amqps: None,
+        };
+        self.serve_listeners(listeners, shutdown).await
+    }
+
+    /// As [`Emulator::serve_all`], with AMQP over TLS on `listeners.amqps` too when the
+    /// emulator has a certificate ([`Settings::tls`]; without one that listener is not
+    /// served).
+    ///
+    /// # Errors
+    ///
+    /// As [`Emulator::serve_all`].
+    pub async fn serve_listeners(
+        self,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let Listeners { http, amqp, amqps } = listeners;
         let broker = self.state.broker.clone();
         let stop = tokio_util::sync::CancellationToken::new();
-        let amqp_task = amqp
-            .map(|listener| tokio::spawn(amqp::serve(listener, self.amqp.clone(), stop.clone())));
+        let amqps = match (amqps, &self.tls) {
+            (Some(listener), Some(tls)) => Some((listener, tls.acceptor())),
+            (Some(_), None) => {
+                tracing::warn!("an AMQPS listener without a certificate (--tls): not served");
+                None
+            }
+            (None, _) => None,
+        };
+        let amqp_task = amqp.map(|listener| {
+            tokio::spawn(amqp::serve(
+                listener,
+                amqps,
+                self.amqp.clone(),
+                stop.clone(),
+            ))
+        });
         let stop_all = stop.clone();
         let served = http::serve(
             http,
@@ -223,6 +258,25 @@ impl Emulator {
         tracing::info!("stopped; store flushed");
         Ok(())
     }
+}
+
+/// Where [`Emulator::serve_listeners`] serves.
+#[derive(Debug)]
+pub struct Listeners {
+    /// REST (and HTTPS beside it with [`Settings::tls`]).
+    pub http: tokio::net::TcpListener,
+    /// AMQP 1.0 over plain TCP.
+    pub amqp: Option<tokio::net::TcpListener>,
+    /// AMQP 1.0 over TLS (served beside `amqp`, and only with a certificate).
+    pub amqps: Option<tokio::net::TcpListener>,
+}
+
+/// The connection string for AMQP over TLS at `addr` (`--tls`): no
+/// `UseDevelopmentEmulator`, so the SDKs use TLS. The address as bound (the generated
+/// certificate names 127.0.0.1 and ::1 too): `localhost` may resolve to `::1` first, which a
+/// listener on 127.0.0.1 refuses, and the PyPI SDK does not try the next address.
+pub fn tls_connection_string(addr: SocketAddr, key_name: &str, key: &str) -> String {
+    format!("Endpoint=sb://{addr};SharedAccessKeyName={key_name};SharedAccessKey={key};")
 }
 
 /// The development connection string for an emulator at `addr`.

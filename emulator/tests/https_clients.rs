@@ -2,6 +2,8 @@
 //! the way the banner tells a user to, and nothing rewrites their URLs.
 //! - npm `@azure/service-bus` 7.9.5's and PyPI `azure-servicebus` 7.15.0's administration
 //!   clients, which only speak `https://` (`admin-https.test.js`, `admin_https_test.py`);
+//! - the same SDKs' AMQP clients over TLS (`--amqps-bind`), given a connection string
+//!   without `UseDevelopmentEmulator`, as they would reach Azure on 5671;
 //! - the legacy npm `azure-sb` client, its whole management and messaging suite, over
 //!   `https://localhost:PORT`.
 
@@ -69,6 +71,16 @@ fn connection_strings(emulator: &ChildEmulator) -> Vec<(&'static str, String)> {
             "EMULATOR_AMQP_CONNECTION_STRING",
             emulator::connection_string(amqp, common::KEY_NAME, common::KEY),
         ),
+        (
+            "EMULATOR_AMQPS_CONNECTION_STRING",
+            emulator::tls_connection_string(
+                emulator
+                    .amqps_addr
+                    .expect("the banner names the AMQPS address"),
+                common::KEY_NAME,
+                common::KEY,
+            ),
+        ),
     ]
 }
 
@@ -83,8 +95,8 @@ async fn the_npm_admin_client_manages_entities_over_https_unpatched() {
     env.push(("NODE_EXTRA_CA_CERTS", ca.display().to_string()));
     let out = run(node, &args, &env).await;
     assert!(
-        out.contains("pass 3") && out.contains("fail 0"),
-        "expected 3 passing node tests:\n{out}"
+        out.contains("pass 4") && out.contains("fail 0"),
+        "expected 4 passing node tests:\n{out}"
     );
     // Without the CA the same client refuses the certificate: it really spoke TLS.
     let mut env = connection_strings(&emulator);
@@ -104,10 +116,12 @@ async fn the_pypi_admin_client_manages_entities_over_https_unpatched() {
     let (emulator, ca) = start(work.path()).await;
     let mut env = connection_strings(&emulator);
     env.push(("REQUESTS_CA_BUNDLE", ca.display().to_string()));
+    // The SDK's own option for AMQP over TLS (it reads no variable: certifi by default).
+    env.push(("EMULATOR_CA", ca.display().to_string()));
     let out = run(&python, &["-m", "unittest", "-v", "admin_https_test"], &env).await;
     assert!(
-        out.contains("Ran 4 tests") && out.contains("\nOK"),
-        "expected 4 passing Python tests:\n{out}"
+        out.contains("Ran 6 tests") && out.contains("\nOK"),
+        "expected 6 passing Python tests:\n{out}"
     );
     assert_eq!(emulator.terminate().await, Ok(Some(0)));
 }

@@ -2,7 +2,7 @@
 // entities over the emulator's HTTPS (`--tls`). The client always builds
 // `https://{endpoint}/...` URLs, so it is given the emulator's connection string as printed
 // and nothing else: no pipeline policy, no URL rewriting. Node trusts the emulator's CA
-// through NODE_EXTRA_CA_CERTS, as the banner says. With EXPECT_UNTRUSTED=1 (and no CA) it
+// through NODE_EXTRA_CA_CERTS, as the banner says; so does its AMQP client over TLS. With EXPECT_UNTRUSTED=1 (and no CA) it
 // checks instead that the client refuses the certificate: the traffic really is TLS.
 // Run by emulator/tests/https_clients.rs with EMULATOR_CONNECTION_STRING.
 'use strict';
@@ -69,6 +69,25 @@ if (untrusted) {
     assert.equal(subs.subscriptionCount, 1);
     await admin.deleteTopic('https-topic');
     assert.equal(await admin.topicExists('https-topic'), false);
+  });
+
+  test('the AMQP client over TLS, as it reaches Azure on 5671', async () => {
+    const admin = new ServiceBusAdministrationClient(connectionString);
+    await admin.createQueue('over-amqps');
+    // No UseDevelopmentEmulator: the SDK speaks AMQP over TLS, trusting the CA through
+    // NODE_EXTRA_CA_CERTS like every other Node TLS client.
+    const client = new ServiceBusClient(process.env.EMULATOR_AMQPS_CONNECTION_STRING);
+    try {
+      await client.createSender('over-amqps').sendMessages({ body: 'over amqps', applicationProperties: { n: 1 } });
+      const receiver = client.createReceiver('over-amqps');
+      const [message] = await receiver.receiveMessages(1, { maxWaitTimeInMs: 10000 });
+      assert.equal(message.body, 'over amqps');
+      assert.equal(message.applicationProperties.n, 1);
+      await receiver.completeMessage(message);
+    } finally {
+      await client.close();
+    }
+    assert.equal((await admin.getQueueRuntimeProperties('over-amqps')).activeMessageCount, 0);
   });
 
   test('an entity the admin client made over HTTPS carries messages over AMQP', async () => {

@@ -14,11 +14,14 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
     ServiceRequestError,
 )
-from azure.servicebus import ServiceBusClient, ServiceBusMessage
+from azure.servicebus import ServiceBusClient, ServiceBusMessage, TransportType
+from azure.servicebus.exceptions import ServiceBusConnectionError
 from azure.servicebus.management import ServiceBusAdministrationClient, SqlRuleFilter
 
 CONNECTION_STRING = os.environ["EMULATOR_CONNECTION_STRING"]
 AMQP_CONNECTION_STRING = os.environ["EMULATOR_AMQP_CONNECTION_STRING"]
+# sb://127.0.0.1:PORT, from the AMQPS connection string's Endpoint.
+AMQPS_ENDPOINT = os.environ["EMULATOR_AMQPS_CONNECTION_STRING"].split(";")[0].split("=", 1)[1]
 
 
 def admin(**kwargs):
@@ -68,6 +71,40 @@ class AdministrationOverHttps(unittest.TestCase):
                 receiver.complete_message(message)
         with admin() as client:
             self.assertEqual(client.get_queue_runtime_properties("py-https-then-amqp").active_message_count, 0)
+
+    def test_the_amqp_client_over_tls(self):
+        # No UseDevelopmentEmulator: the SDK speaks AMQP over TLS, as to Azure. Over TLS it
+        # ignores the Endpoint's port (always 5671): custom_endpoint_address is its option
+        # for another (with transport_type, which it would otherwise turn to websockets). It reads no variable for its CA (certifi by default):
+        # connection_verify is its option.
+        with admin() as client:
+            client.create_queue("py-over-amqps")
+        amqps = ServiceBusClient.from_connection_string(
+            os.environ["EMULATOR_AMQPS_CONNECTION_STRING"],
+            custom_endpoint_address=AMQPS_ENDPOINT,
+            transport_type=TransportType.Amqp,
+            connection_verify=os.environ["EMULATOR_CA"],
+        )
+        with amqps:
+            with amqps.get_queue_sender("py-over-amqps") as sender:
+                sender.send_messages(ServiceBusMessage("over amqps"))
+            with amqps.get_queue_receiver("py-over-amqps", max_wait_time=10) as receiver:
+                [message] = receiver.receive_messages(max_message_count=1, max_wait_time=10)
+                self.assertEqual(str(message), "over amqps")
+                receiver.complete_message(message)
+
+    def test_the_amqp_client_over_tls_refuses_an_untrusted_certificate(self):
+        amqps = ServiceBusClient.from_connection_string(
+            os.environ["EMULATOR_AMQPS_CONNECTION_STRING"],
+            custom_endpoint_address=AMQPS_ENDPOINT,
+            transport_type=TransportType.Amqp,
+            retry_total=0,
+        )
+        with amqps:
+            with self.assertRaises(ServiceBusConnectionError) as refused:
+                with amqps.get_queue_sender("anything") as sender:
+                    sender.send_messages(ServiceBusMessage("never"))
+            self.assertIn("CERTIFICATE_VERIFY_FAILED", repr(refused.exception) + repr(refused.exception.__cause__))
 
     def test_without_the_ca_the_certificate_is_refused(self):
         # The public roots only: the emulator's certificate must not verify.

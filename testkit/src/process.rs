@@ -23,6 +23,21 @@ pub struct ChildEmulator {
     pub connection_string: String,
     /// The AMQP address it printed (binaries older than the AMQP listener print none).
     pub amqp_addr: Option<SocketAddr>,
+    /// The AMQP-over-TLS address it printed (with `--tls` only).
+    pub amqps_addr: Option<SocketAddr>,
+}
+
+/// The AMQP and AMQPS addresses of the banner's AMQP line
+/// (`AMQP 1.0 listening on amqp://A[ and, over TLS, amqps://B]`).
+fn amqp_addresses(line: &str) -> (Option<SocketAddr>, Option<SocketAddr>) {
+    let Some(rest) = line.strip_prefix("AMQP 1.0 listening on amqp://") else {
+        return (None, None);
+    };
+    let amqp = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+    let amqps = rest
+        .split_once("amqps://")
+        .and_then(|(_, a)| a.trim().parse().ok());
+    (amqp, amqps)
 }
 
 impl ChildEmulator {
@@ -64,6 +79,7 @@ impl ChildEmulator {
             .args(["--bind", bind])
             // Any free port for AMQP, unless `args` name one (a flag beats the variable).
             .env("EMULATOR_AMQP_BIND", "127.0.0.1:0")
+            .env("EMULATOR_AMQPS_BIND", "127.0.0.1:0")
             .args(args)
             .current_dir(cwd)
             .env_remove("RUST_LOG")
@@ -88,18 +104,16 @@ impl ChildEmulator {
                     // The AMQP line follows at once, in the same write; an older binary
                     // prints none.
                     let next = tokio::time::timeout(BANNER_LINE, lines.next_line()).await;
-                    let amqp_addr = match next {
-                        Ok(Ok(Some(line))) => line
-                            .strip_prefix("AMQP 1.0 listening on amqp://")
-                            .and_then(|a| a.trim().parse::<SocketAddr>().ok()),
-                        _ => None,
+                    let (amqp_addr, amqps_addr) = match next {
+                        Ok(Ok(Some(line))) => amqp_addresses(&line),
+                        _ => (None, None),
                     };
-                    return Ok((addr, cs.to_string(), amqp_addr));
+                    return Ok((addr, cs.to_string(), amqp_addr, amqps_addr));
                 }
             }
             Err("the emulator exited before printing its address".to_string())
         };
-        let (addr, connection_string, amqp_addr) = tokio::time::timeout(DEADLINE, read)
+        let (addr, connection_string, amqp_addr, amqps_addr) = tokio::time::timeout(DEADLINE, read)
             .await
             .map_err(|_| format!("no address printed within {DEADLINE:?}"))??;
         Ok(ChildEmulator {
@@ -107,6 +121,7 @@ impl ChildEmulator {
             addr,
             connection_string,
             amqp_addr,
+            amqps_addr,
         })
     }
 

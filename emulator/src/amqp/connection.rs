@@ -12,14 +12,13 @@ use fe2o3_amqp_types::definitions::{Fields, Handle};
 use fe2o3_amqp_types::performatives::{Begin, Close, Detach, End, Flow, Open};
 use fe2o3_amqp_types::primitives::{Symbol, Value};
 use tokio::io::{AsyncWriteExt, BufWriter};
-use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::cbs::Tokens;
 use super::io::{self, FrameReader, IoError, Principal};
 use super::link::{self, Credit, Event, Lock};
+use super::stream::{Stream, WriteHalf};
 use super::{CHANNEL_MAX, Context, MAX_FRAME_SIZE, settling};
 use crate::broker::ReceiveTarget;
 
@@ -35,11 +34,11 @@ pub(super) const LINK_CREDIT: u32 = 256;
 /// Reports from link tasks waiting for the connection task.
 const EVENTS: usize = 256;
 /// How long a client has for the protocol headers and SASL.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves one connection until either side closes it or `stop` is cancelled.
-pub(super) async fn run(mut stream: TcpStream, context: Arc<Context>, stop: CancellationToken) {
-    let peer = stream.peer_addr().ok();
+pub(super) async fn run(mut stream: Stream, context: Arc<Context>, stop: CancellationToken) {
+    let peer = stream.peer();
     let principal = tokio::select! {
         () = stop.cancelled() => return,
         shaken = tokio::time::timeout(
@@ -54,7 +53,7 @@ pub(super) async fn run(mut stream: TcpStream, context: Arc<Context>, stop: Canc
             Err(_) => return,
         },
     };
-    let (read, write) = stream.into_split();
+    let (read, write) = stream.split();
     let (frames_tx, frames) = mpsc::channel(32);
     let reader = tokio::spawn(async move {
         let mut reader = FrameReader::new(read, MAX_FRAME_SIZE);
@@ -209,7 +208,7 @@ impl Session {
 #[derive(Debug)]
 struct Connection {
     context: Arc<Context>,
-    out: BufWriter<OwnedWriteHalf>,
+    out: BufWriter<WriteHalf>,
     /// The client's max-frame-size: no frame we write is larger.
     max_frame_out: u32,
     principal: Principal,
@@ -229,7 +228,7 @@ struct Connection {
 const MOST_BEFORE_FLUSH: usize = 256;
 
 async fn write(
-    out: &mut BufWriter<OwnedWriteHalf>,
+    out: &mut BufWriter<WriteHalf>,
     channel: u16,
     body: FrameBody,
 ) -> Result<(), IoError> {

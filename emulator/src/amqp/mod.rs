@@ -23,6 +23,7 @@ mod receiving;
 mod rules;
 mod sending;
 mod settling;
+mod stream;
 
 use std::sync::Arc;
 
@@ -53,14 +54,23 @@ pub(crate) struct Context {
     pub(crate) max_connections: usize,
 }
 
-/// Accepts AMQP connections until `stop` is cancelled, then closes every connection with
-/// `amqp:connection:forced` and returns once they are gone.
-pub(crate) async fn serve(listener: TcpListener, context: Arc<Context>, stop: CancellationToken) {
+/// Accepts AMQP connections on `plain` and, when given, AMQP over TLS on `tls`, until
+/// `stop` is cancelled; then closes every connection with `amqp:connection:forced` and
+/// returns once they are gone. A TLS handshake runs in the connection's own task, bounded
+/// like the AMQP handshake after it.
+pub(crate) async fn serve(
+    plain: TcpListener,
+    tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+    context: Arc<Context>,
+    stop: CancellationToken,
+) {
     let mut connections = JoinSet::new();
+    let (secure, acceptor) = tls.unzip();
     loop {
-        let accepted = tokio::select! {
+        let (accepted, over_tls) = tokio::select! {
             () = stop.cancelled() => break,
-            accepted = listener.accept() => accepted,
+            accepted = plain.accept() => (accepted, false),
+            accepted = accept(secure.as_ref()) => (accepted, true),
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
         let (stream, peer) = match accepted {
@@ -77,9 +87,49 @@ pub(crate) async fn serve(listener: TcpListener, context: Arc<Context>, stop: Ca
             continue;
         }
         let _ = stream.set_nodelay(true);
-        connections.spawn(connection::run(stream, context.clone(), stop.child_token()));
+        let (context, stop) = (context.clone(), stop.child_token());
+        match (over_tls, &acceptor) {
+            (true, Some(acceptor)) => {
+                let acceptor = acceptor.clone();
+                connections.spawn(async move {
+                    let shake = tokio::time::timeout(
+                        connection::HANDSHAKE_TIMEOUT,
+                        acceptor.accept(stream),
+                    );
+                    let secured = tokio::select! {
+                        () = stop.cancelled() => return,
+                        secured = shake => secured,
+                    };
+                    match secured {
+                        Ok(Ok(tls)) => {
+                            connection::run(stream::Stream::Tls(Box::new(tls)), context, stop)
+                                .await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+            _ => {
+                connections.spawn(connection::run(
+                    stream::Stream::Plain(stream),
+                    context,
+                    stop,
+                ));
+            }
+        }
     }
     while connections.join_next().await.is_some() {}
+}
+
+/// The next connection on `listener`; never completes without one.
+async fn accept(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Decodes one frame as the listener does (its 4-byte size included), for fuzzing and
