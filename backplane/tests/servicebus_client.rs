@@ -348,3 +348,53 @@ async fn retries_transient_failures_only() {
         "{e:?}"
     );
 }
+
+/// An emulator serving HTTPS with a CA generated into `dir` (`emulator --tls`), and its
+/// connection string for `https://` (no `UseDevelopmentEmulator`).
+async fn https_emulator(dir: &std::path::Path) -> (tokio::sync::oneshot::Sender<()>, String) {
+    let settings = emulator::Settings {
+        tls: Some(emulator::tls::TlsSource::Generated {
+            dir: dir.to_path_buf(),
+        }),
+        ..emulator::Settings::in_memory()
+    };
+    let served = emulator::Emulator::open(settings).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(served.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let connection = format!(
+        "Endpoint=sb://{addr};SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE"
+    );
+    (stop, connection)
+}
+
+#[tokio::test]
+async fn over_https_trusting_the_emulators_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stop, connection) = https_emulator(dir.path()).await;
+    let parsed = ConnectionString::parse(&connection).unwrap();
+    let ca = std::fs::read(dir.path().join("ca.pem")).unwrap();
+    let c = Client::with_ca(&parsed, RetryPolicy::default(), &ca).unwrap();
+    assert!(c.base_url().starts_with("https://"), "{}", c.base_url());
+    assert!(c.create_queue_if_missing("tls").await.unwrap());
+    c.send("tls", &Message::new(b"over tls".to_vec()))
+        .await
+        .unwrap();
+    let got = c
+        .receive_and_delete("tls", Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("the message");
+    assert_eq!(got.body, b"over tls");
+
+    // Without the CA the public roots refuse the certificate: a transport error.
+    let untrusting = Client::new(&parsed, RetryPolicy::none());
+    let refused = untrusting.get_entity("tls").await.unwrap_err();
+    assert!(matches!(refused, Error::Transport(_)), "{refused:?}");
+    // A CA file that holds no certificate is refused up front.
+    let bad = Client::with_ca(&parsed, RetryPolicy::default(), b"not a certificate").unwrap_err();
+    assert!(matches!(bad, Error::Certificate(_)), "{bad:?}");
+}

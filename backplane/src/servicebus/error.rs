@@ -52,6 +52,9 @@ pub enum Error {
     /// The answer could not be read.
     #[error("unexpected response: {0}")]
     Protocol(String),
+    /// A certificate authority to trust could not be read (see `Client::with_ca`).
+    #[error("cannot use the certificate authority: {0}")]
+    Certificate(String),
     /// A custom property that cannot travel as a header (a standard HTTP header name, or
     /// not a header name at all): the service would drop it.
     #[error(

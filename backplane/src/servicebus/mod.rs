@@ -99,10 +99,42 @@ impl Client {
     /// A client for a parsed connection string with a retry policy.
     pub fn new(connection: &ConnectionString, retry: RetryPolicy) -> Self {
         // Building a client with only these settings does not fail.
-        let http = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(90))
+        let http = Self::http().build().unwrap_or_default();
+        Self::with_http(connection, retry, http)
+    }
+
+    /// As [`Client::new`], trusting the certificate authorities of `ca_pem` (PEM, one or
+    /// more certificates) beside the public roots: for an emulator serving HTTPS with its
+    /// own CA (`emulator --tls` writes it as `ca.pem`). The connection string then leaves
+    /// out `UseDevelopmentEmulator`, so that the client speaks `https://`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Certificate`] when `ca_pem` holds no readable certificate.
+    pub fn with_ca(
+        connection: &ConnectionString,
+        retry: RetryPolicy,
+        ca_pem: &[u8],
+    ) -> Result<Self> {
+        let unusable = |e: reqwest::Error| Error::Certificate(e.to_string());
+        let roots = reqwest::Certificate::from_pem_bundle(ca_pem).map_err(unusable)?;
+        if roots.is_empty() {
+            return Err(Error::Certificate("no CERTIFICATE block in the PEM".into()));
+        }
+        let http = roots
+            .into_iter()
+            .fold(Self::http(), reqwest::ClientBuilder::add_root_certificate)
             .build()
-            .unwrap_or_default();
+            .map_err(unusable)?;
+        Ok(Self::with_http(connection, retry, http))
+    }
+
+    /// The HTTP client's settings.
+    fn http() -> reqwest::ClientBuilder {
+        reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(90))
+    }
+
+    fn with_http(connection: &ConnectionString, retry: RetryPolicy, http: reqwest::Client) -> Self {
         Client {
             inner: Arc::new(Inner {
                 http,
