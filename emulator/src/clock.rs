@@ -30,6 +30,11 @@ impl Clock {
         Clock::Manual(Arc::new(Mutex::new(start)))
     }
 
+    /// Whether it moves only when told.
+    pub fn is_manual(&self) -> bool {
+        matches!(self, Clock::Manual(_))
+    }
+
     /// The current time.
     pub fn now(&self) -> DateTime<Utc> {
         match self {

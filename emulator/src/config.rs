@@ -166,6 +166,10 @@ pub struct Cli {
         requires = "tls_cert"
     )]
     pub tls_key: Option<PathBuf>,
+    /// A fault plan (JSON: seed and rules) to inject from the start; the control API
+    /// (PUT /$emulator/faults) can replace it. See the README's "Testing your retry logic".
+    #[arg(long, env = "EMULATOR_FAULTS", value_name = "FILE")]
+    pub faults: Option<PathBuf>,
     /// Most queues and topics together (the Standard tier's quota).
     #[arg(long, env = "EMULATOR_MAX_ENTITIES", default_value_t = Quotas::STANDARD.entities)]
     pub max_entities: usize,
@@ -220,6 +224,9 @@ pub struct Settings {
     pub quotas: Quotas,
     /// HTTPS beside HTTP on the REST port, with this certificate; `None`: HTTP only.
     pub tls: Option<crate::tls::TlsSource>,
+    /// Faults to inject from the start (see [`crate::faults`]); `None`: none until the
+    /// control API sets a plan.
+    pub faults: Option<crate::faults::FaultPlan>,
 }
 
 impl Settings {
@@ -243,6 +250,7 @@ impl Settings {
             idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
             quotas: Quotas::STANDARD,
             tls: None,
+            faults: None,
         }
     }
 }
@@ -261,6 +269,7 @@ impl Cli {
         }];
         keys.extend(self.extra_keys);
         let entities = self.config.as_deref().map(ConfigFile::load).transpose()?;
+        let faults = self.faults.as_deref().map(load_faults).transpose()?;
         let tls = match (self.tls_cert, self.tls_key) {
             (Some(cert), Some(key)) => Some(crate::tls::TlsSource::Files { cert, key }),
             _ if self.tls || self.tls_dir.is_some() => Some(crate::tls::TlsSource::Generated {
@@ -297,8 +306,19 @@ impl Cli {
                 correlation_filters_per_topic: self.max_correlation_filters_per_topic,
             },
             tls,
+            faults,
         })
     }
+}
+
+/// Reads and checks a fault plan file.
+fn load_faults(path: &std::path::Path) -> Result<crate::faults::FaultPlan, ConfigError> {
+    let bad = |reason: String| ConfigError::Faults {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    crate::faults::FaultPlan::parse(&bytes).map_err(bad)
 }
 
 /// A Config.json that could not be used.
@@ -312,6 +332,14 @@ pub enum ConfigError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// The fault plan file cannot be read or is not a valid plan.
+    #[error("fault file {path}: {reason}")]
+    Faults {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
     },
     /// The file is not JSON of the expected shape.
     #[error("config file {path} is invalid: {reason}")]

@@ -30,6 +30,7 @@ pub mod broker;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod faults;
 pub mod filter;
 mod http;
 pub mod model;
@@ -139,6 +140,7 @@ impl Emulator {
             settings.namespace.clone(),
             settings.missing_entity_get,
             settings.idle_timeout,
+            Arc::new(faults::Faults::with(settings.faults.clone())),
         );
         Ok(Emulator {
             state: Arc::new(state),

@@ -80,6 +80,20 @@ fn bad_input_exits_non_zero_naming_the_problem() {
     assert_ne!(code, Some(0));
     assert!(err.contains("--tls-key"), "{err}");
 
+    // A fault plan that is not one.
+    let faults = dir.path().join("faults.json");
+    std::fs::write(
+        &faults,
+        r#"{"rules": [{"operations": ["send"], "everyNth": 0, "effect": {"type": "serverBusy"}}]}"#,
+    )
+    .unwrap();
+    let (code, _, err) = run(&["--in-memory", "--faults", faults.to_str().unwrap()]);
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("faults.json") && err.contains("rules[0]: everyNth must be at least 1"),
+        "{err}"
+    );
+
     let not_json = dir.path().join("x.json");
     std::fs::write(&not_json, "{ nope").unwrap();
     let (code, _, err) = run(&["--in-memory", "--config", not_json.to_str().unwrap()]);

@@ -30,7 +30,7 @@ pub(super) const MAX_BATCH_BYTES: usize = 1024 * 1024;
 pub(super) fn need(target: &Target) -> Need {
     match target {
         Target::Send(_) => Need::Right(Right::Send),
-        Target::ClockAdvance => Need::Right(Right::Manage),
+        Target::ClockAdvance | Target::Control(_) => Need::Right(Right::Manage),
         _ => Need::Right(Right::Listen),
     }
 }

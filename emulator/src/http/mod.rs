@@ -2,7 +2,9 @@
 //! case-insensitive, which a route table cannot express), checks SAS, and hands over to the
 //! surface's module. Errors become responses in `error.rs` only.
 
+mod control;
 mod error;
+mod faults;
 mod management;
 mod messages;
 mod serve;
@@ -26,6 +28,7 @@ use crate::auth::Authenticator;
 use crate::broker::Broker;
 use crate::config::MissingEntityGet;
 pub(crate) use error::ApiError;
+pub(crate) use faults::Dropper;
 pub(crate) use serve::{ConnectionLimits, OverTls, serve};
 use target::Target;
 
@@ -51,6 +54,8 @@ pub(crate) struct AppState {
     pub(crate) bodies: Semaphore,
     /// How long a body may take to arrive once its headers have.
     pub(crate) body_timeout: Duration,
+    /// The fault injector (no plan: no faults).
+    pub(crate) faults: std::sync::Arc<crate::faults::Faults>,
 }
 
 impl AppState {
@@ -61,6 +66,7 @@ impl AppState {
         namespace: String,
         missing_get: MissingEntityGet,
         body_timeout: Duration,
+        faults: std::sync::Arc<crate::faults::Faults>,
     ) -> Self {
         AppState {
             broker,
@@ -69,6 +75,7 @@ impl AppState {
             missing_get,
             bodies: Semaphore::new(BODY_BUDGET_BYTES / 1024),
             body_timeout,
+            faults,
         }
     }
 }
@@ -192,6 +199,7 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Respo
     let (parts, body) = request.into_parts();
     let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
     let secure = parts.extensions.get::<OverTls>().is_some();
+    let dropper = parts.extensions.get::<Dropper>().cloned();
     let ctx = RequestContext::new(&uri, &headers, &state.namespace, secure);
     let target = match Target::parse(&ctx.raw_path) {
         Ok(t) => t,
@@ -209,7 +217,7 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Respo
         target,
         Target::Send(_) | Target::Head(_) | Target::Locked(..) | Target::ClockAdvance
     );
-    let need = if messaging {
+    let need = if messaging || matches!(target, Target::Control(_)) {
         messages::need(&target)
     } else {
         management::need(&target, &method)
@@ -225,6 +233,15 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Respo
         Ok(body) => body,
         Err(e) => return e.into_response(&ctx),
     };
+    if let Target::Control(control) = &target {
+        return control::handle(&state, &ctx, &method, control, &body)
+            .instrument(span)
+            .await;
+    }
+    let after = match faults::before(&state, &ctx, &method, &target).await {
+        Ok(after) => after,
+        Err(answer) => return answer,
+    };
     let result = if messaging {
         messages::handle(&state, &ctx, &method, &target, &headers, body)
             .instrument(span)
@@ -234,7 +251,8 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Respo
             .instrument(span)
             .await
     };
-    result.unwrap_or_else(|e| e.into_response(&ctx))
+    let response = result.unwrap_or_else(|e| e.into_response(&ctx));
+    faults::after(&state, after, dropper, response).await
 }
 
 /// Reads the body once the request is authorized: refused at once when `Content-Length`

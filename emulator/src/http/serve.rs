@@ -30,7 +30,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tower::ServiceExt as _;
 
-use super::ApiError;
+use super::{ApiError, Dropper};
 
 /// Connections over the limit that are answered `503` at once; past these, a connection
 /// over the limit is closed without an answer (a flood must not cost a task each).
@@ -103,10 +103,14 @@ pub(crate) async fn serve(
         let _ = stream.set_nodelay(true);
         if let Ok(permit) = connections.clone().try_acquire_owned() {
             let router = router.clone();
+            // Cancelled by a lost-ack fault: the connection closes without an answer.
+            let dropped = tokio_util::sync::CancellationToken::new();
+            let dropper = Dropper(dropped.clone());
             // Requests of a TLS connection carry `OverTls`, so answers name `https://` URLs.
             let service = move |secure: bool| {
                 TowerToHyperService::new(router.map_request(move |req: Request<Incoming>| {
                     let mut req = req.map(Body::new);
+                    req.extensions_mut().insert(dropper.clone());
                     if secure {
                         req.extensions_mut().insert(OverTls);
                     }
@@ -117,29 +121,36 @@ pub(crate) async fn serve(
             let stopping = stopping.clone();
             tasks.spawn(async move {
                 let _permit = permit;
-                let served = match tls {
-                    None => {
-                        watcher
-                            .watch(http.serve_connection(TokioIo::new(stream), service(false)))
+                let serving = async {
+                    match tls {
+                        None => {
+                            watcher
+                                .watch(http.serve_connection(TokioIo::new(stream), service(false)))
+                                .await
+                        }
+                        Some(tls) => match stopping
+                            .run_until_cancelled(secure(stream, &tls, limits.header_read_timeout))
                             .await
+                            .flatten()
+                        {
+                            Some(Ok(tls)) => {
+                                watcher
+                                    .watch(http.serve_connection(TokioIo::new(tls), service(true)))
+                                    .await
+                            }
+                            Some(Err(plain)) => {
+                                watcher
+                                    .watch(
+                                        http.serve_connection(TokioIo::new(plain), service(false)),
+                                    )
+                                    .await
+                            }
+                            None => Ok(()),
+                        },
                     }
-                    Some(tls) => match stopping
-                        .run_until_cancelled(secure(stream, &tls, limits.header_read_timeout))
-                        .await
-                        .flatten()
-                    {
-                        Some(Ok(tls)) => {
-                            watcher
-                                .watch(http.serve_connection(TokioIo::new(tls), service(true)))
-                                .await
-                        }
-                        Some(Err(plain)) => {
-                            watcher
-                                .watch(http.serve_connection(TokioIo::new(plain), service(false)))
-                                .await
-                        }
-                        None => return,
-                    },
+                };
+                let Some(served) = dropped.run_until_cancelled(serving).await else {
+                    return;
                 };
                 if let Err(e) = served {
                     tracing::debug!(error = %e, "connection ended with an error");

@@ -35,6 +35,23 @@ pub(crate) enum Target {
     Locked(EntityPath, String, String),
     /// `POST /$emulator/clock/advance`: the manual clock's control endpoint.
     ClockAdvance,
+    /// The rest of the control API under `/$emulator/`.
+    Control(Control),
+}
+
+/// A control API resource (`/$emulator/...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Control {
+    /// `/$emulator/faults`: the fault plan and its counts.
+    Faults,
+    /// `/$emulator/clock`: broker time.
+    Clock,
+    /// `/$emulator/peek/{receivable}`.
+    Peek(EntityPath),
+    /// `/$emulator/purge/{receivable}`.
+    Purge(EntityPath),
+    /// `/$emulator/reset`, or `/$emulator/reset/{queue or topic}`.
+    Reset(Option<String>),
 }
 
 /// Why a path names nothing.
@@ -73,6 +90,9 @@ impl Target {
             }
             [e, c, a] if is(e, "$emulator") && is(c, "clock") && is(a, "advance") => {
                 return Ok(Target::ClockAdvance);
+            }
+            [e, rest @ ..] if is(e, "$emulator") => {
+                return control(rest, path).map(Target::Control);
             }
             _ => {}
         }
@@ -120,7 +140,36 @@ impl Target {
             Target::Head(_) => "/{receivable}/messages/head",
             Target::Locked(..) => "/{receivable}/messages/{id}/{lock}",
             Target::ClockAdvance => "/$emulator/clock/advance",
+            Target::Control(Control::Faults) => "/$emulator/faults",
+            Target::Control(Control::Clock) => "/$emulator/clock",
+            Target::Control(Control::Peek(_)) => "/$emulator/peek/{receivable}",
+            Target::Control(Control::Purge(_)) => "/$emulator/purge/{receivable}",
+            Target::Control(Control::Reset(_)) => "/$emulator/reset[/{entity}]",
         }
+    }
+}
+
+/// Classifies the segments after `$emulator`.
+fn control(rest: &[&str], path: &str) -> Result<Control, BadPath> {
+    let receivable = |segments: &[&str]| {
+        EntityPath::from_segments(segments)
+            .ok_or_else(|| BadPath(format!("'{path}' names no queue, subscription or subqueue")))
+    };
+    match rest {
+        [f] if is(f, "faults") => Ok(Control::Faults),
+        [c] if is(c, "clock") => Ok(Control::Clock),
+        [p, entity @ ..] if is(p, "peek") && !entity.is_empty() => {
+            receivable(entity).map(Control::Peek)
+        }
+        [p, entity @ ..] if is(p, "purge") && !entity.is_empty() => {
+            receivable(entity).map(Control::Purge)
+        }
+        [r] if is(r, "reset") => Ok(Control::Reset(None)),
+        [r, entity @ ..] if is(r, "reset") => Ok(Control::Reset(Some(entity.join("/")))),
+        _ => Err(BadPath(format!(
+            "'{path}' is not a control endpoint: faults, clock, clock/advance, \
+             peek/{{entity}}, purge/{{entity}}, reset[/{{entity}}]"
+        ))),
     }
 }
 
