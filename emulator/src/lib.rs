@@ -127,7 +127,9 @@ impl Emulator {
         // Token expiry is wall-clock time even with a manual broker clock: clients sign
         // tokens with the real time.
         let authenticator = auth::Authenticator::new(settings.keys.clone(), Clock::System);
+        let live = Arc::new(http::Live::default());
         let amqp = Arc::new(amqp::Context {
+            live: live.clone(),
             broker: broker.clone(),
             auth: authenticator.clone(),
             keys: settings.keys.clone(),
@@ -141,6 +143,7 @@ impl Emulator {
             settings.missing_entity_get,
             settings.idle_timeout,
             Arc::new(faults::Faults::with(settings.faults.clone())),
+            live,
         );
         Ok(Emulator {
             state: Arc::new(state),
@@ -242,6 +245,7 @@ impl Emulator {
             http,
             self.router(),
             self.limits,
+            self.state.metrics.live.clone(),
             self.tls.as_ref().map(tls::Tls::acceptor),
             self.state.namespace.clone(),
             async move {

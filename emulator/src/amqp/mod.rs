@@ -52,6 +52,8 @@ pub(crate) struct Context {
     pub(crate) namespace: String,
     /// Most connections served at once; more are closed at once.
     pub(crate) max_connections: usize,
+    /// Open connections, for metrics.
+    pub(crate) live: Arc<crate::http::Live>,
 }
 
 /// Accepts AMQP connections on `plain` and, when given, AMQP over TLS on `tls`, until
@@ -88,10 +90,12 @@ pub(crate) async fn serve(
         }
         let _ = stream.set_nodelay(true);
         let (context, stop) = (context.clone(), stop.child_token());
+        let open = crate::http::Open::new(&context.live, |l| &l.amqp);
         match (over_tls, &acceptor) {
             (true, Some(acceptor)) => {
                 let acceptor = acceptor.clone();
                 connections.spawn(async move {
+                    let _open = open;
                     let shake = tokio::time::timeout(
                         connection::HANDSHAKE_TIMEOUT,
                         acceptor.accept(stream),
@@ -111,11 +115,10 @@ pub(crate) async fn serve(
                 });
             }
             _ => {
-                connections.spawn(connection::run(
-                    stream::Stream::Plain(stream),
-                    context,
-                    stop,
-                ));
+                connections.spawn(async move {
+                    let _open = open;
+                    connection::run(stream::Stream::Plain(stream), context, stop).await;
+                });
             }
         }
     }

@@ -9,6 +9,7 @@ mod recover;
 mod runtime;
 mod send;
 mod sweep;
+mod traffic;
 
 use std::sync::{Arc, Mutex};
 
@@ -29,6 +30,7 @@ pub use management::{DEFAULT_RULE_NAME, EntityView, Page, PutOutcome};
 pub use receive::{PeekState, ReceiveTarget, Received};
 pub use runtime::{ReceiveMode, Settle};
 pub use send::Outgoing;
+pub use traffic::EntityTraffic;
 
 /// Receivable deliveries each queue, subscription and dead-letter subqueue keeps in
 /// memory by default (see [`Options::window`]).

@@ -65,6 +65,13 @@ pub struct Received {
     pub body: Vec<u8>,
 }
 
+/// Counts `n` messages received from `entity` (metrics).
+fn count_received(entity: &Entity, n: usize) {
+    entity
+        .received
+        .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// The subqueues of a queue or subscription; a topic has none to receive from.
 fn queue_of(entity: &Entity) -> Result<&Queue> {
     entity.queue.as_ref().ok_or_else(|| Error::NotFound {
@@ -252,9 +259,11 @@ impl Broker {
                 }
             }
             if !taken.is_empty() {
-                return self
+                let answers = self
                     .commit(&entity, queue, which, taken, effects, &mut render, now)
-                    .await;
+                    .await?;
+                count_received(&entity, answers.len());
+                return Ok(answers);
             }
             self.persist(entity.id, effects).await?;
             if self.runtime.is_closing() {
@@ -269,6 +278,7 @@ impl Broker {
                 biased;
                 Some(offer) = offered(&mut parked) => {
                     if let Some(answer) = handed(offer, &mut render).await? {
+                        count_received(&entity, 1);
                         return Ok(vec![answer]);
                     }
                 }

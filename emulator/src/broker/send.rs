@@ -348,7 +348,11 @@ impl Broker {
                 source,
             });
         }
-        self.file(entity, writes, deliveries, now).await?;
+        let sent = next - first;
+        self.file(entity.clone(), writes, deliveries, now).await?;
+        entity
+            .sent
+            .fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
         Ok((first..next).collect())
     }
 

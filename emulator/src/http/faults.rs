@@ -32,7 +32,9 @@ pub(super) enum After {
 fn classify(method: &Method, target: &Target) -> Option<(Operation, String)> {
     let receivable = EntityPath::location_path;
     Some(match (method, target) {
-        (_, Target::Health | Target::ClockAdvance | Target::Control(_)) => return None,
+        (_, Target::Health | Target::Metrics | Target::ClockAdvance | Target::Control(_)) => {
+            return None;
+        }
         (_, Target::Send(path)) => (Operation::Send, path.clone()),
         (&Method::POST, Target::Head(p)) => (Operation::PeekLock, receivable(p)),
         (_, Target::Head(p)) => (Operation::ReceiveAndDelete, receivable(p)),
@@ -52,6 +54,25 @@ fn classify(method: &Method, target: &Target) -> Option<(Operation, String)> {
             (Operation::Manage, String::new())
         }
     })
+}
+
+/// The operation's name in metrics: a fault rule's name for what rules select, else what
+/// the request is.
+pub(super) fn operation_name(method: &Method, target: &Target) -> &'static str {
+    match (classify(method, target), target) {
+        (Some((operation, _)), _) => match operation {
+            Operation::Send => "send",
+            Operation::PeekLock => "peekLock",
+            Operation::ReceiveAndDelete => "receiveAndDelete",
+            Operation::Complete => "complete",
+            Operation::Abandon => "abandon",
+            Operation::RenewLock => "renewLock",
+            Operation::Manage | Operation::Any => "manage",
+        },
+        (None, Target::Health) => "health",
+        (None, Target::Metrics) => "metrics",
+        (None, _) => "control",
+    }
 }
 
 /// Before the operation: `Err` with the answer when a fault replaces it, else what to do

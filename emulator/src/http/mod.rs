@@ -7,6 +7,7 @@ mod error;
 mod faults;
 mod management;
 mod messages;
+mod metrics;
 mod serve;
 mod target;
 
@@ -29,6 +30,7 @@ use crate::broker::Broker;
 use crate::config::MissingEntityGet;
 pub(crate) use error::ApiError;
 pub(crate) use faults::Dropper;
+pub(crate) use metrics::{Live, Open};
 pub(crate) use serve::{ConnectionLimits, OverTls, serve};
 use target::Target;
 
@@ -56,6 +58,8 @@ pub(crate) struct AppState {
     pub(crate) body_timeout: Duration,
     /// The fault injector (no plan: no faults).
     pub(crate) faults: std::sync::Arc<crate::faults::Faults>,
+    /// Request counts and connection gauges for `/metrics`.
+    pub(crate) metrics: metrics::Metrics,
 }
 
 impl AppState {
@@ -67,6 +71,7 @@ impl AppState {
         missing_get: MissingEntityGet,
         body_timeout: Duration,
         faults: std::sync::Arc<crate::faults::Faults>,
+        live: std::sync::Arc<Live>,
     ) -> Self {
         AppState {
             broker,
@@ -76,6 +81,10 @@ impl AppState {
             bodies: Semaphore::new(BODY_BUDGET_BYTES / 1024),
             body_timeout,
             faults,
+            metrics: metrics::Metrics {
+                requests: prometheus_client::metrics::family::Family::default(),
+                live,
+            },
         }
     }
 }
@@ -196,6 +205,17 @@ fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
 }
 
 async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let (response, operation) = answer(&state, request).await;
+    let labels = metrics::RequestLabels {
+        operation,
+        status: response.status().as_u16(),
+    };
+    state.metrics.requests.get_or_create(&labels).inc();
+    response
+}
+
+/// The answer to a request, and the operation it was (for metrics).
+async fn answer(state: &Arc<AppState>, request: Request) -> (Response, &'static str) {
     let (parts, body) = request.into_parts();
     let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
     let secure = parts.extensions.get::<OverTls>().is_some();
@@ -203,15 +223,17 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Respo
     let ctx = RequestContext::new(&uri, &headers, &state.namespace, secure);
     let target = match Target::parse(&ctx.raw_path) {
         Ok(t) => t,
-        Err(e) => return ApiError::from(e).into_response(&ctx),
+        Err(e) => return (ApiError::from(e).into_response(&ctx), "unknown"),
     };
+    let operation = faults::operation_name(&method, &target);
     let span = tracing::debug_span!("request", %method, route = target.template());
-    if target == Target::Health {
-        return if method == Method::GET {
-            health()
-        } else {
-            ApiError::method_not_allowed(&method, target.template()).into_response(&ctx)
+    if matches!(target, Target::Health | Target::Metrics) {
+        let response = match (&method, &target) {
+            (&Method::GET, Target::Health) => health(),
+            (&Method::GET, _) => metrics::scrape(state),
+            _ => ApiError::method_not_allowed(&method, target.template()).into_response(&ctx),
         };
+        return (response, operation);
     }
     let messaging = matches!(
         target,
@@ -227,32 +249,36 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Respo
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok());
     if let Err(e) = state.auth.authorize(authorization, &ctx.decoded_path, need) {
-        return ApiError::from(e).into_response(&ctx);
+        return (ApiError::from(e).into_response(&ctx), operation);
     }
-    let body = match read_body(&state, &method, &target, &headers, body).await {
+    let body = match read_body(state, &method, &target, &headers, body).await {
         Ok(body) => body,
-        Err(e) => return e.into_response(&ctx),
+        Err(e) => return (e.into_response(&ctx), operation),
     };
     if let Target::Control(control) = &target {
-        return control::handle(&state, &ctx, &method, control, &body)
+        let response = control::handle(state, &ctx, &method, control, &body)
             .instrument(span)
             .await;
+        return (response, operation);
     }
-    let after = match faults::before(&state, &ctx, &method, &target).await {
+    let after = match faults::before(state, &ctx, &method, &target).await {
         Ok(after) => after,
-        Err(answer) => return answer,
+        Err(answer) => return (answer, operation),
     };
     let result = if messaging {
-        messages::handle(&state, &ctx, &method, &target, &headers, body)
+        messages::handle(state, &ctx, &method, &target, &headers, body)
             .instrument(span)
             .await
     } else {
-        management::handle(&state, &ctx, &method, &target, &headers, &body)
+        management::handle(state, &ctx, &method, &target, &headers, &body)
             .instrument(span)
             .await
     };
     let response = result.unwrap_or_else(|e| e.into_response(&ctx));
-    faults::after(&state, after, dropper, response).await
+    (
+        faults::after(state, after, dropper, response).await,
+        operation,
+    )
 }
 
 /// Reads the body once the request is authorized: refused at once when `Content-Length`

@@ -30,7 +30,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tower::ServiceExt as _;
 
-use super::{ApiError, Dropper};
+use super::{ApiError, Dropper, Live, Open};
 
 /// Connections over the limit that are answered `503` at once; past these, a connection
 /// over the limit is closed without an answer (a flood must not cost a task each).
@@ -61,6 +61,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    live: Arc<Live>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     namespace: String,
     shutdown: impl Future<Output = ()> + Send,
@@ -119,8 +120,9 @@ pub(crate) async fn serve(
             };
             let (http, watcher, tls) = (http.clone(), graceful.watcher(), tls.clone());
             let stopping = stopping.clone();
+            let open = Open::new(&live, |l| &l.http);
             tasks.spawn(async move {
-                let _permit = permit;
+                let (_permit, _open) = (permit, open);
                 let serving = async {
                     match tls {
                         None => {

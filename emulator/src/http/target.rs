@@ -11,6 +11,8 @@ use crate::model::path::is_keyword as is;
 pub(crate) enum Target {
     /// `GET /health`.
     Health,
+    /// `GET /metrics`: OpenMetrics text.
+    Metrics,
     /// `/$namespaceinfo`.
     NamespaceInfo,
     /// `/$Resources/Queues`.
@@ -80,6 +82,7 @@ impl Target {
         let segments: Vec<&str> = path.split('/').collect();
         match segments.as_slice() {
             [h] if is(h, "health") => return Ok(Target::Health),
+            [m] if is(m, "metrics") => return Ok(Target::Metrics),
             [n] if is(n, "$namespaceinfo") => return Ok(Target::NamespaceInfo),
             [r, q] if is(r, "$Resources") && is(q, "Queues") => return Ok(Target::ListQueues),
             [r, t] if is(r, "$Resources") && is(t, "Topics") => return Ok(Target::ListTopics),
@@ -128,6 +131,7 @@ impl Target {
     pub(crate) fn template(&self) -> &'static str {
         match self {
             Target::Health => "/health",
+            Target::Metrics => "/metrics",
             Target::NamespaceInfo => "/$namespaceinfo",
             Target::ListQueues => "/$Resources/Queues",
             Target::ListTopics => "/$Resources/Topics",

@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use keys::{Key, KeyBytes};
-pub use stats::WriterStats;
+pub use stats::{BATCH_BUCKETS, Buckets, COMMIT_BUCKETS_US, WriterStats};
 
 use trees::Trees;
 use writer::Writer;

@@ -6,6 +6,82 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// Upper bounds (µs) of the group-commit latency buckets: one cycle, from its start to its
+/// acknowledgement (a last bucket holds the rest).
+pub const COMMIT_BUCKETS_US: [u64; 12] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
+/// Upper bounds of the requests-per-cycle (batch size) buckets.
+pub const BATCH_BUCKETS: [u64; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+
+/// Observations in buckets: `counts[i]` holds those at most `bounds[i]` and above the bound
+/// before; the last count holds those above every bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Buckets<const N: usize> {
+    /// Per bucket, not cumulative.
+    pub counts: [u64; N],
+    /// The sum of the observations (µs, or requests).
+    pub sum: u64,
+}
+
+impl<const N: usize> Default for Buckets<N> {
+    fn default() -> Self {
+        Buckets {
+            counts: [0; N],
+            sum: 0,
+        }
+    }
+}
+
+impl<const N: usize> Buckets<N> {
+    fn since(&self, earlier: &Self) -> Self {
+        let mut counts = [0; N];
+        for (i, c) in counts.iter_mut().enumerate() {
+            *c = self.counts[i].saturating_sub(earlier.counts[i]);
+        }
+        Buckets {
+            counts,
+            sum: self.sum.saturating_sub(earlier.sum),
+        }
+    }
+}
+
+/// Atomic [`Buckets`].
+#[derive(Debug)]
+struct AtomicBuckets<const N: usize> {
+    counts: [AtomicU64; N],
+    sum: AtomicU64,
+}
+
+impl<const N: usize> Default for AtomicBuckets<N> {
+    fn default() -> Self {
+        AtomicBuckets {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<const N: usize> AtomicBuckets<N> {
+    fn observe(&self, bounds: &[u64], value: u64) {
+        let i = bounds
+            .iter()
+            .position(|b| value <= *b)
+            .unwrap_or(bounds.len());
+        if let Some(c) = self.counts.get(i) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum.fetch_add(value, Ordering::Relaxed);
+    }
+
+    fn read(&self) -> Buckets<N> {
+        Buckets {
+            counts: std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed)),
+            sum: self.sum.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// What the writer did since it started (see [`WriterStats::since`] for a window).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriterStats {
@@ -38,6 +114,10 @@ pub struct WriterStats {
     /// The longest single `fdatasync` since the previous [`super::Store::writer_stats`]
     /// call: how much of [`WriterStats::longest_cycle`] the disk can account for.
     pub longest_sync: Duration,
+    /// Group-commit latency per cycle, µs, over [`COMMIT_BUCKETS_US`].
+    pub commit_latency: Buckets<13>,
+    /// Requests per cycle, over [`BATCH_BUCKETS`].
+    pub batch_size: Buckets<12>,
 }
 
 impl WriterStats {
@@ -59,6 +139,8 @@ impl WriterStats {
             checkpoint: self.checkpoint.saturating_sub(earlier.checkpoint),
             longest_cycle: self.longest_cycle,
             longest_sync: self.longest_sync,
+            commit_latency: self.commit_latency.since(&earlier.commit_latency),
+            batch_size: self.batch_size.since(&earlier.batch_size),
         }
     }
 }
@@ -108,6 +190,8 @@ pub(super) struct Counters {
     checkpoint: AtomicU64,
     longest_cycle: AtomicU64,
     longest_sync: AtomicU64,
+    commit_latency: AtomicBuckets<13>,
+    batch_size: AtomicBuckets<12>,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -141,6 +225,10 @@ impl Counters {
             .fetch_max(nanos(total), Ordering::Relaxed);
         self.longest_sync
             .fetch_max(nanos(stages.sync), Ordering::Relaxed);
+        let micros = u64::try_from(total.as_micros()).unwrap_or(u64::MAX);
+        self.commit_latency.observe(&COMMIT_BUCKETS_US, micros);
+        self.batch_size
+            .observe(&BATCH_BUCKETS, stages.requests as u64);
     }
 
     /// Records one record the applier put into sled.
@@ -170,6 +258,8 @@ impl Counters {
             checkpoint: get(&self.checkpoint),
             longest_cycle: Duration::from_nanos(self.longest_cycle.swap(0, Ordering::Relaxed)),
             longest_sync: Duration::from_nanos(self.longest_sync.swap(0, Ordering::Relaxed)),
+            commit_latency: self.commit_latency.read(),
+            batch_size: self.batch_size.read(),
         }
     }
 }
@@ -209,5 +299,14 @@ mod tests {
         // The first cycle's 3 ms belongs to the earlier window.
         assert_eq!(window.longest_cycle, ms(2));
         assert_eq!((window.longest_sync, window.bytes), (ms(1), 100));
+        // The first cycle took 3 ms for 2 requests, the second 2 ms for 5.
+        let latency = first.commit_latency.counts;
+        assert_eq!((latency[5], first.commit_latency.sum), (1, 3000));
+        assert_eq!(window.commit_latency.counts[4], 1);
+        assert_eq!(window.batch_size.counts[1], 0);
+        assert_eq!(
+            (first.batch_size.counts[1], window.batch_size.counts[3]),
+            (1, 1)
+        );
     }
 }

@@ -34,6 +34,10 @@ pub(crate) struct Entity {
     pub(crate) seen: Mutex<History>,
     /// Last send, receive or update, for `AutoDeleteOnIdle`.
     pub(super) last_used: Mutex<DateTime<Utc>>,
+    /// Messages accepted for it since the emulator started (queues and topics; metrics).
+    pub(crate) sent: AtomicU64,
+    /// Messages received from it (any subqueue) since the emulator started (metrics).
+    pub(crate) received: AtomicU64,
 }
 
 impl Entity {

@@ -186,6 +186,8 @@ impl Runtime {
             subscriptions: RwLock::default(),
             seen: Mutex::default(),
             last_used: Mutex::new(now),
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
         });
         let mut entities = write(&self.entities);
         entities.by_id.insert(id, entity.clone());
