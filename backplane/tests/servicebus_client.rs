@@ -1,8 +1,6 @@
-//! The REST client against the emulator (in-process), and its retry rules against a
-//! counting stub.
+//! The REST client against the emulator (in-process), and its retry rules against the
+//! emulator's own fault injection.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use backplane::servicebus::{
@@ -225,37 +223,39 @@ async fn a_wrong_key_is_unauthorized_and_bad_strings_are_typed() {
     assert!(format!("{e:?}").contains("SharedAccessKeyName"));
 }
 
-/// A stub that answers each path's scripted statuses in turn and counts requests.
-async fn stub(
-    script: Vec<(u16, Option<&'static str>)>,
-) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    let hits = Arc::new(AtomicUsize::new(0));
-    let script = Arc::new(script);
-    let counter = hits.clone();
-    let app = axum::Router::new().fallback(move || {
-        let (hits, script) = (counter.clone(), script.clone());
-        async move {
-            let i = hits.fetch_add(1, Ordering::SeqCst);
-            let (status, retry_after) = script[i.min(script.len() - 1)];
-            let mut r = axum::response::IntoResponse::into_response(
-                axum::http::StatusCode::from_u16(status).unwrap(),
-            );
-            if let Some(after) = retry_after {
-                r.headers_mut()
-                    .insert("retry-after", after.parse().unwrap());
-            }
-            r
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (addr, hits)
+/// An emulator injecting the faults of `plan` (its fault injection, `--faults`), with a
+/// queue `q`.
+async fn faulty(plan: &str) -> InProcessEmulator {
+    let emulator = InProcessEmulator::start_with(emulator::Settings {
+        faults: Some(emulator::faults::FaultPlan::parse(plan.as_bytes()).unwrap()),
+        ..emulator::Settings::in_memory()
+    })
+    .await
+    .unwrap();
+    let setup = Client::from_connection_string(&emulator.connection_string()).unwrap();
+    assert!(setup.create_queue_if_missing("q").await.unwrap());
+    emulator
 }
 
-fn stub_client(addr: std::net::SocketAddr, retries: u32) -> Client {
+/// How many sends the emulator answered with `status`, from its `/metrics`.
+async fn sends(emulator: &InProcessEmulator, status: u16) -> u64 {
+    let text = reqwest::get(format!("http://{}/metrics", emulator.addr()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sample =
+        format!("servicebus_emulator_requests_total{{operation=\"send\",status=\"{status}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&sample))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+fn fast_retries(emulator: &InProcessEmulator, key: &str, retries: u32) -> Client {
     let cs = ConnectionString::parse(&format!(
-        "Endpoint=sb://{addr};SharedAccessKeyName=k;SharedAccessKey=v;UseDevelopmentEmulator=true"
+        "Endpoint=sb://{};SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey={key};UseDevelopmentEmulator=true",
+        emulator.addr()
     ))
     .unwrap();
     Client::new(
@@ -268,37 +268,61 @@ fn stub_client(addr: std::net::SocketAddr, retries: u32) -> Client {
     )
 }
 
+/// Counts, on one emulator, the messages `q` holds.
+async fn held(emulator: &InProcessEmulator) -> usize {
+    let c = Client::from_connection_string(&emulator.connection_string()).unwrap();
+    let mut n = 0;
+    while c
+        .receive_and_delete("q", Duration::ZERO)
+        .await
+        .unwrap()
+        .is_some()
+    {
+        n += 1;
+    }
+    n
+}
+
 #[tokio::test]
 async fn retries_transient_failures_only() {
-    // A 4xx is a mistake: one request, no retry.
-    let (addr, hits) = stub(vec![(400, None)]).await;
-    let e = stub_client(addr, 5)
-        .send("q", &Message::new("x"))
+    // A client mistake (here a missing queue): one request, no retry.
+    let emulator = faulty(r#"{"rules": []}"#).await;
+    let e = fast_retries(&emulator, "SAS_KEY_VALUE", 5)
+        .send("missing", &Message::new("x"))
         .await
         .unwrap_err();
-    assert!(matches!(e, Error::Service { status: 400, .. }) && !e.is_transient());
-    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert!(e.is_not_found() && !e.is_transient(), "{e:?}");
+    assert_eq!(sends(&emulator, 404).await, 1);
 
-    // 503 with Retry-After, then success.
-    let (addr, hits) = stub(vec![(503, Some("0")), (500, None), (201, None)]).await;
-    stub_client(addr, 5)
+    // 503 ServerBusy with Retry-After, then 500, then success: sent exactly once.
+    let emulator = faulty(
+        r#"{"rules": [
+            {"operations": ["send"], "times": 1, "effect": {"type": "serverBusy", "retryAfter": "0"}},
+            {"operations": ["send"], "times": 1, "effect": {"type": "status", "status": 500}}
+        ]}"#,
+    )
+    .await;
+    fast_retries(&emulator, "SAS_KEY_VALUE", 5)
         .send("q", &Message::new("x"))
         .await
         .unwrap();
-    assert_eq!(hits.load(Ordering::SeqCst), 3);
+    let statuses = (
+        sends(&emulator, 503).await,
+        sends(&emulator, 500).await,
+        sends(&emulator, 201).await,
+    );
+    assert_eq!(statuses, (1, 1, 1));
+    assert_eq!(held(&emulator).await, 1);
 
     // Retry-After as an HTTP date (here in the past: retry at once). Without it the client
     // would wait its backoff of an hour, and the deadline would fail the test.
-    let (addr, hits) = stub(vec![
-        (503, Some("Thu, 01 Jan 1970 00:00:00 GMT")),
-        (201, None),
-    ])
+    let emulator = faulty(
+        r#"{"rules": [{"operations": ["send"], "times": 1,
+            "effect": {"type": "serverBusy", "retryAfter": "Thu, 01 Jan 1970 00:00:00 GMT"}}]}"#,
+    )
     .await;
     let patient = Client::new(
-        &ConnectionString::parse(&format!(
-            "Endpoint=sb://{addr};SharedAccessKeyName=k;SharedAccessKey=v;UseDevelopmentEmulator=true"
-        ))
-        .unwrap(),
+        &ConnectionString::parse(&emulator.connection_string()).unwrap(),
         RetryPolicy {
             max_retries: 1,
             base_delay: Duration::from_secs(3600),
@@ -312,41 +336,74 @@ async fn retries_transient_failures_only() {
     .await
     .expect("a Retry-After date in the past means: retry now")
     .unwrap();
-    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        (sends(&emulator, 503).await, sends(&emulator, 201).await),
+        (1, 1)
+    );
 
-    // Still busy after the retries: a transient error.
-    let (addr, hits) = stub(vec![(503, Some("0"))]).await;
-    let e = stub_client(addr, 2)
+    // Still busy after the retries: a transient error, nothing sent.
+    let emulator = faulty(
+        r#"{"rules": [{"operations": ["send"], "effect": {"type": "serverBusy", "retryAfter": "0"}}]}"#,
+    )
+    .await;
+    let e = fast_retries(&emulator, "SAS_KEY_VALUE", 2)
         .send("q", &Message::new("x"))
         .await
         .unwrap_err();
     assert!(e.is_transient(), "{e:?}");
-    assert_eq!(hits.load(Ordering::SeqCst), 3);
+    assert_eq!(sends(&emulator, 503).await, 3);
+    assert_eq!(held(&emulator).await, 0);
 
     // A 401 re-signs once, then is final.
-    let (addr, hits) = stub(vec![(401, None)]).await;
+    let emulator = faulty(r#"{"rules": []}"#).await;
     assert!(
-        stub_client(addr, 5)
+        fast_retries(&emulator, "wrong-key", 5)
             .send("q", &Message::new("x"))
             .await
             .unwrap_err()
             .is_unauthorized()
     );
-    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    assert_eq!(sends(&emulator, 401).await, 2);
 
     // Nobody listening: transient, retried.
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let e = stub_client(closed, 1)
-        .send("q", &Message::new("x"))
-        .await
-        .unwrap_err();
+    let cs = ConnectionString::parse(&format!(
+        "Endpoint=sb://{closed};SharedAccessKeyName=k;SharedAccessKey=v;UseDevelopmentEmulator=true"
+    ))
+    .unwrap();
+    let e = Client::new(
+        &cs,
+        RetryPolicy {
+            max_retries: 1,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+        },
+    )
+    .send("q", &Message::new("x"))
+    .await
+    .unwrap_err();
     assert!(
         matches!(e, Error::Transport(_)) && e.is_transient(),
         "{e:?}"
     );
+}
+
+#[tokio::test]
+async fn a_lost_ack_is_retried_and_stores_the_message_twice() {
+    // The send is applied, then the connection closes unanswered: the client retries (a
+    // transport error is transient) and the message is stored twice, as on the service
+    // without duplicate detection: at least once, which the backplane's node dedups.
+    let emulator = faulty(
+        r#"{"rules": [{"operations": ["send"], "times": 1, "effect": {"type": "dropAfterApply"}}]}"#,
+    )
+    .await;
+    let c = fast_retries(&emulator, "SAS_KEY_VALUE", 3);
+    c.send("q", &Message::new("once")).await.unwrap();
+    assert_eq!(sends(&emulator, 201).await, 1, "the retry's answer");
+    assert_eq!(held(&emulator).await, 2);
 }
 
 /// An emulator serving HTTPS with a CA generated into `dir` (`emulator --tls`), and its
