@@ -249,6 +249,8 @@ struct Active {
 /// The emulator's fault injector: no plan until one is set.
 #[derive(Debug, Default)]
 pub struct Faults {
+    /// Whether a plan is set: without one, requests pass without taking the lock.
+    armed: std::sync::atomic::AtomicBool,
     active: Mutex<Option<Active>>,
     /// Faults injected under every plan so far.
     total: std::sync::atomic::AtomicU64,
@@ -269,11 +271,14 @@ impl Faults {
         let counts = vec![RuleCount::default(); plan.rules.len()];
         let rng = ChaCha8Rng::seed_from_u64(plan.seed);
         *crate::sync::lock(&self.active) = Some(Active { plan, rng, counts });
+        self.armed.store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Stops injecting.
     pub fn clear(&self) {
         *crate::sync::lock(&self.active) = None;
+        self.armed
+            .store(false, std::sync::atomic::Ordering::Release);
     }
 
     /// The plan and each rule's counts.
@@ -288,8 +293,16 @@ impl Faults {
         self.total.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Whether a plan is set (a cheap check before a request is classified).
+    pub fn armed(&self) -> bool {
+        self.armed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// The effect for one request of `operation` on `entity`, if a rule fires.
     pub fn decide(&self, operation: Operation, entity: &str) -> Option<Effect> {
+        if !self.armed.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
         let mut slot = crate::sync::lock(&self.active);
         let active = slot.as_mut()?;
         let mut fired = None;

@@ -83,6 +83,9 @@ pub(super) async fn before(
     method: &Method,
     target: &Target,
 ) -> Result<After, Response> {
+    if !state.faults.armed() {
+        return Ok(After::Answer);
+    }
     let Some((operation, entity)) = classify(method, target) else {
         return Ok(After::Answer);
     };
