@@ -27,40 +27,41 @@ pub(super) enum After {
     Release(EntityPath),
 }
 
-/// The operation and entity a request is, for fault rules; `None` for what faults never
-/// touch (health, the control API).
-fn classify(method: &Method, target: &Target) -> Option<(Operation, String)> {
-    let receivable = EntityPath::location_path;
+/// The operation a request is, for fault rules; `None` for what faults never touch
+/// (health, metrics, the control API).
+fn operation(method: &Method, target: &Target) -> Option<Operation> {
     Some(match (method, target) {
         (_, Target::Health | Target::Metrics | Target::ClockAdvance | Target::Control(_)) => {
             return None;
         }
-        (_, Target::Send(path)) => (Operation::Send, path.clone()),
-        (&Method::POST, Target::Head(p)) => (Operation::PeekLock, receivable(p)),
-        (_, Target::Head(p)) => (Operation::ReceiveAndDelete, receivable(p)),
-        (&Method::DELETE, Target::Locked(p, ..)) => (Operation::Complete, receivable(p)),
-        (&Method::PUT, Target::Locked(p, ..)) => (Operation::Abandon, receivable(p)),
-        (_, Target::Locked(p, ..)) => (Operation::RenewLock, receivable(p)),
-        (_, Target::Entity(name)) => (Operation::Manage, name.clone()),
-        (_, Target::Subscriptions(topic)) => (Operation::Manage, topic.clone()),
-        (_, Target::Subscription(topic, sub) | Target::Rules(topic, sub)) => {
-            (Operation::Manage, format!("{topic}/Subscriptions/{sub}"))
-        }
-        (_, Target::Rule(topic, sub, rule)) => (
-            Operation::Manage,
-            format!("{topic}/Subscriptions/{sub}/Rules/{rule}"),
-        ),
-        (_, Target::NamespaceInfo | Target::ListQueues | Target::ListTopics) => {
-            (Operation::Manage, String::new())
-        }
+        (_, Target::Send(_)) => Operation::Send,
+        (&Method::POST, Target::Head(_)) => Operation::PeekLock,
+        (_, Target::Head(_)) => Operation::ReceiveAndDelete,
+        (&Method::DELETE, Target::Locked(..)) => Operation::Complete,
+        (&Method::PUT, Target::Locked(..)) => Operation::Abandon,
+        (_, Target::Locked(..)) => Operation::RenewLock,
+        _ => Operation::Manage,
     })
+}
+
+/// The entity path a request names, as fault rules match it.
+fn entity(target: &Target) -> String {
+    match target {
+        Target::Send(path) | Target::Entity(path) | Target::Subscriptions(path) => path.clone(),
+        Target::Head(p) | Target::Locked(p, ..) => p.location_path(),
+        Target::Subscription(topic, sub) | Target::Rules(topic, sub) => {
+            format!("{topic}/Subscriptions/{sub}")
+        }
+        Target::Rule(topic, sub, rule) => format!("{topic}/Subscriptions/{sub}/Rules/{rule}"),
+        _ => String::new(),
+    }
 }
 
 /// The operation's name in metrics: a fault rule's name for what rules select, else what
 /// the request is.
 pub(super) fn operation_name(method: &Method, target: &Target) -> &'static str {
-    match (classify(method, target), target) {
-        (Some((operation, _)), _) => match operation {
+    match (operation(method, target), target) {
+        (Some(operation), _) => match operation {
             Operation::Send => "send",
             Operation::PeekLock => "peekLock",
             Operation::ReceiveAndDelete => "receiveAndDelete",
@@ -86,9 +87,10 @@ pub(super) async fn before(
     if !state.faults.armed() {
         return Ok(After::Answer);
     }
-    let Some((operation, entity)) = classify(method, target) else {
+    let Some(operation) = operation(method, target) else {
         return Ok(After::Answer);
     };
+    let entity = entity(target);
     let Some(effect) = state.faults.decide(operation, &entity) else {
         return Ok(After::Answer);
     };
