@@ -163,6 +163,11 @@ impl Emulator {
         &self.state.broker
     }
 
+    /// The fault injector, for embedding and tests (see [`faults`]).
+    pub fn faults(&self) -> Arc<faults::Faults> {
+        self.state.faults.clone()
+    }
+
     /// The TLS certificate served beside plain HTTP, when [`Settings::tls`] asked for one.
     pub fn tls(&self) -> Option<&tls::Tls> {
         self.tls.as_ref()

@@ -72,6 +72,10 @@ pub struct Cluster {
     members: Vec<Member>,
     /// Subscriptions of crashed nodes still on the bus (their janitor time has not come).
     lingering: usize,
+    /// Faults the emulator injects, across its restarts too.
+    faults: Option<emulator::faults::FaultPlan>,
+    /// Faults injected by the emulator's earlier runs (before its restarts).
+    injected_before: u64,
     counter: u64,
 }
 
@@ -84,10 +88,11 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
-fn settings(dir: &std::path::Path) -> Settings {
+fn settings(dir: &std::path::Path, faults: Option<emulator::faults::FaultPlan>) -> Settings {
     Settings {
         location: Location::Directory(dir.join("bus")),
         clock: ClockMode::Manual,
+        faults,
         ..Settings::in_memory()
     }
 }
@@ -100,8 +105,24 @@ impl Cluster {
     ///
     /// When the emulator or a node cannot start.
     pub async fn start(n: usize, topic: &str, base: NodeConfig) -> Result<Cluster, String> {
+        Self::start_with_faults(n, topic, base, None).await
+    }
+
+    /// As [`Cluster::start`], with the emulator injecting `faults` (kept across its
+    /// restarts). Faults on management are the caller's to avoid: a node that cannot
+    /// create its subscription fails to start.
+    ///
+    /// # Errors
+    ///
+    /// As [`Cluster::start`].
+    pub async fn start_with_faults(
+        n: usize,
+        topic: &str,
+        base: NodeConfig,
+        faults: Option<emulator::faults::FaultPlan>,
+    ) -> Result<Cluster, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let bus = InProcessEmulator::start_with(settings(dir.path()))
+        let bus = InProcessEmulator::start_with(settings(dir.path(), faults.clone()))
             .await
             .map_err(|e| format!("emulator: {e}"))?;
         let client =
@@ -117,6 +138,8 @@ impl Cluster {
             base,
             members: Vec::new(),
             lingering: 0,
+            faults,
+            injected_before: 0,
             counter: 0,
         };
         for _ in 0..n {
@@ -343,13 +366,24 @@ impl Cluster {
     /// When it cannot restart.
     pub async fn restart_bus(&mut self) -> Result<(), String> {
         if let Some(bus) = self.bus.take() {
+            self.injected_before += bus.faults_injected();
             bus.stop().await.map_err(|e| format!("bus stop: {e}"))?;
         }
-        let bus = InProcessEmulator::start_on(settings(self.dir.path()), self.addr)
-            .await
-            .map_err(|e| format!("bus restart: {e}"))?;
+        let bus =
+            InProcessEmulator::start_on(settings(self.dir.path(), self.faults.clone()), self.addr)
+                .await
+                .map_err(|e| format!("bus restart: {e}"))?;
         self.bus = Some(bus);
         Ok(())
+    }
+
+    /// Faults the emulator injected so far, across its restarts.
+    pub fn faults_injected(&self) -> u64 {
+        self.injected_before
+            + self
+                .bus
+                .as_ref()
+                .map_or(0, InProcessEmulator::faults_injected)
     }
 
     /// Moves the emulator's clock forward (locks expire, messages come again).

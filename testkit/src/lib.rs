@@ -82,6 +82,7 @@ pub struct InProcessEmulator {
     addr: SocketAddr,
     amqp_addr: SocketAddr,
     broker: emulator::Broker,
+    faults: std::sync::Arc<emulator::faults::Faults>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), emulator::Error>>>,
 }
@@ -113,6 +114,7 @@ impl InProcessEmulator {
     pub async fn start_on(settings: Settings, addr: SocketAddr) -> Result<Self, emulator::Error> {
         let emulator = Emulator::open(settings).await?;
         let broker = emulator.broker().clone();
+        let faults = emulator.faults();
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let amqp = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
@@ -125,9 +127,15 @@ impl InProcessEmulator {
             addr,
             amqp_addr,
             broker,
+            faults,
             stop: Some(stop),
             task: Some(task),
         })
+    }
+
+    /// Faults it injected since it started.
+    pub fn faults_injected(&self) -> u64 {
+        self.faults.injected()
     }
 
     /// The address it serves REST on.
