@@ -333,11 +333,13 @@ const RESERVED_HEADERS: [&str; 30] = [
 ];
 
 /// Whether a header name cannot carry a custom property: a standard or restricted HTTP
-/// header, a Service Bus protocol header, or an `x-ms-`, `x-forwarded-` or `proxy-` one.
+/// header, a Service Bus protocol header, or an `x-ms-`, `x-forwarded-`, `proxy-` or `sec-`
+/// one. Browsers add `Sec-Fetch-*` and `Sec-CH-UA*` to every request and forbid scripts
+/// to set any `Sec-` header, so none is a property a sender chose.
 pub fn is_reserved_header(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     RESERVED_HEADERS.contains(&lower.as_str())
-        || ["x-ms-", "x-forwarded-", "proxy-"]
+        || ["x-ms-", "x-forwarded-", "proxy-", "sec-"]
             .iter()
             .any(|p| lower.starts_with(p))
 }
@@ -548,6 +550,22 @@ pub fn parse_batch(json: &[u8]) -> Result<Vec<BatchMessage>, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plumbing_headers_are_never_properties() {
+        for name in [
+            "Host",
+            "brokerproperties",
+            "x-ms-version",
+            "Sec-Fetch-Mode",
+            "sec-ch-ua",
+        ] {
+            assert!(is_reserved_header(name), "{name}");
+        }
+        for name in ["color", "Priority", "secret", "x-custom"] {
+            assert!(!is_reserved_header(name), "{name}");
+        }
+    }
 
     #[test]
     fn broker_properties_as_numbers_or_strings() {

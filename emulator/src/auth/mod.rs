@@ -236,6 +236,11 @@ impl Authenticator {
         Ok(signed)
     }
 
+    /// The primary key (the first configured; all rights).
+    pub fn primary(&self) -> Option<&SharedAccessKey> {
+        self.keys.first()
+    }
+
     /// Checks an `Authorization` header for a request on `path` that needs `need`.
     ///
     /// # Errors

@@ -31,9 +31,14 @@ pub(super) enum After {
 /// (health, metrics, the control API).
 fn operation(method: &Method, target: &Target) -> Option<Operation> {
     Some(match (method, target) {
-        (_, Target::Health | Target::Metrics | Target::ClockAdvance | Target::Control(_)) => {
-            return None;
-        }
+        (
+            _,
+            Target::Health
+            | Target::Metrics
+            | Target::Explorer(_)
+            | Target::ClockAdvance
+            | Target::Control(_),
+        ) => return None,
         (_, Target::Send(_)) => Operation::Send,
         (&Method::POST, Target::Head(_)) => Operation::PeekLock,
         (_, Target::Head(_)) => Operation::ReceiveAndDelete,
@@ -72,6 +77,7 @@ pub(super) fn operation_name(method: &Method, target: &Target) -> &'static str {
         },
         (None, Target::Health) => "health",
         (None, Target::Metrics) => "metrics",
+        (None, Target::Explorer(_)) => "explorer",
         (None, _) => "control",
     }
 }

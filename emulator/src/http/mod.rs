@@ -4,6 +4,7 @@
 
 mod control;
 mod error;
+mod explorer;
 mod faults;
 mod management;
 mod messages;
@@ -227,9 +228,16 @@ async fn answer(state: &Arc<AppState>, request: Request) -> (Response, &'static 
     };
     let operation = faults::operation_name(&method, &target);
     let span = tracing::debug_span!("request", %method, route = target.template());
-    if matches!(target, Target::Health | Target::Metrics) {
+    if matches!(
+        target,
+        Target::Health | Target::Metrics | Target::Explorer(_)
+    ) {
         let response = match (&method, &target) {
             (&Method::GET, Target::Health) => health(),
+            (&Method::GET, Target::Explorer(asset)) => match state.auth.primary() {
+                Some(key) => explorer::serve(*asset, &key.name, &key.key),
+                None => explorer::serve(*asset, "", ""),
+            },
             (&Method::GET, _) => metrics::scrape(state),
             _ => ApiError::method_not_allowed(&method, target.template()).into_response(&ctx),
         };

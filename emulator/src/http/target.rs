@@ -13,6 +13,8 @@ pub(crate) enum Target {
     Health,
     /// `GET /metrics`: OpenMetrics text.
     Metrics,
+    /// `GET /$explorer[/{file}]`: the explorer page.
+    Explorer(super::explorer::Asset),
     /// `/$namespaceinfo`.
     NamespaceInfo,
     /// `/$Resources/Queues`.
@@ -83,6 +85,12 @@ impl Target {
         match segments.as_slice() {
             [h] if is(h, "health") => return Ok(Target::Health),
             [m] if is(m, "metrics") => return Ok(Target::Metrics),
+            [e, rest @ ..] if is(e, "$explorer") && rest.len() <= 1 => {
+                let file = rest.first().copied().unwrap_or("");
+                return super::explorer::Asset::named(file)
+                    .map(Target::Explorer)
+                    .ok_or_else(|| BadPath(format!("'{path}' is not a file of the explorer")));
+            }
             [n] if is(n, "$namespaceinfo") => return Ok(Target::NamespaceInfo),
             [r, q] if is(r, "$Resources") && is(q, "Queues") => return Ok(Target::ListQueues),
             [r, t] if is(r, "$Resources") && is(t, "Topics") => return Ok(Target::ListTopics),
@@ -132,6 +140,7 @@ impl Target {
         match self {
             Target::Health => "/health",
             Target::Metrics => "/metrics",
+            Target::Explorer(_) => "/$explorer",
             Target::NamespaceInfo => "/$namespaceinfo",
             Target::ListQueues => "/$Resources/Queues",
             Target::ListTopics => "/$Resources/Topics",
