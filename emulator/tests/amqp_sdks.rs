@@ -28,26 +28,11 @@ async fn start(work: &std::path::Path) -> ChildEmulator {
 /// its output unless it exits 0.
 async fn run(program: &std::path::Path, args: &[&str], emulator: &ChildEmulator) -> String {
     let amqp = emulator.amqp_addr.expect("AMQP address").to_string();
-    let output = tokio::process::Command::new(program)
-        .args(args)
-        .current_dir(testkit::compat_dir())
-        .env("EMULATOR_AMQP", amqp)
-        .env("EMULATOR_URL", format!("http://{}", emulator.addr))
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(std::time::Duration::from_secs(300), output)
-        .await
-        .expect("the client program finishes within 5 minutes")
-        .unwrap_or_else(|e| panic!("{} cannot run: {e}", program.display()));
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}\n{stderr}");
-    assert!(
-        output.status.success(),
-        "{} failed:\n{stdout}\n{stderr}",
-        program.display()
-    );
-    stdout + &stderr
+    let env = [
+        ("EMULATOR_AMQP", amqp),
+        ("EMULATOR_URL", format!("http://{}", emulator.addr)),
+    ];
+    common::process::client(program, args, &env).await
 }
 
 #[tokio::test]

@@ -5,35 +5,14 @@
 
 mod common;
 
-use std::io::Write as _;
 use std::path::PathBuf;
 
 use common::process::Process;
 use common::{Client, KEY, KEY_NAME, queue};
 
-fn chromium() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("CHROMIUM") {
-        return Some(PathBuf::from(path));
-    }
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-}
-
 #[tokio::test]
 async fn the_explorer_drives_the_emulator_in_a_browser() {
-    let Some(chromium) = chromium() else {
-        // .ci/run installs Debian's chromium and sets CI=true: there a missing browser is a
-        // failure, not a green skip.
-        let why = "no Chromium (install Debian's `chromium` or set CHROMIUM)";
-        if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-            panic!("CI=true and {why}");
-        }
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED the_explorer_drives_the_emulator_in_a_browser: {why}"
-        );
+    let Some(chromium) = testkit::chromium("the_explorer_drives_the_emulator_in_a_browser") else {
         return;
     };
     testkit::ensure_compat_packages();

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::process::Process;
+use common::process::{Process, client as run};
 use testkit::process::ChildEmulator;
 
 /// The binary with a certificate generated into `work/tls`; returns it and the CA's path.
@@ -25,35 +25,6 @@ async fn start(work: &std::path::Path) -> (ChildEmulator, std::path::PathBuf) {
     )
     .await;
     (emulator, tls.join("ca.pem"))
-}
-
-/// Runs `program` in the compat folder with `env`; fails the test with its output unless
-/// it exits 0, else returns stdout and stderr.
-async fn run(program: &std::path::Path, args: &[&str], env: &[(&str, String)]) -> String {
-    let mut command = tokio::process::Command::new(program);
-    command
-        .args(args)
-        .current_dir(testkit::compat_dir())
-        .env_remove("NODE_EXTRA_CA_CERTS")
-        .env_remove("REQUESTS_CA_BUNDLE")
-        .env_remove("SSL_CERT_FILE")
-        .kill_on_drop(true);
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    let output = tokio::time::timeout(std::time::Duration::from_secs(300), command.output())
-        .await
-        .expect("the client program finishes within 5 minutes")
-        .unwrap_or_else(|e| panic!("{} cannot run: {e}", program.display()));
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}\n{stderr}");
-    assert!(
-        output.status.success(),
-        "{} failed:\n{stdout}\n{stderr}",
-        program.display()
-    );
-    stdout + &stderr
 }
 
 /// The connection strings a user copies from the banner: REST (HTTPS on the same port)

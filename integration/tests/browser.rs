@@ -2,7 +2,6 @@
 //! `playwright-core`, opens the page of node A and of node B behind one emulator; a message
 //! typed on A appears on B. The screenshot is kept in `target/test-artifacts/`.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,31 +10,9 @@ use backplane::socketio::AdapterOptions;
 use demo::chat::{ChatNode, ChatOptions};
 use testkit::InProcessEmulator;
 
-fn chromium() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("CHROMIUM") {
-        return Some(PathBuf::from(path));
-    }
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_typed_on_a_appears_on_b() {
-    let Some(chromium) = chromium() else {
-        // .ci/run installs Debian's chromium and sets CI=true: there a missing browser is a
-        // failure, not a green skip.
-        let why = "no Chromium (install Debian's `chromium` or set CHROMIUM)";
-        if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-            panic!("CI=true and {why}");
-        }
-        // Elsewhere it may skip, visibly: written to the process's stderr directly, which
-        // the test runner does not capture (it captures only `print!` and `eprint!`).
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED a_message_typed_on_a_appears_on_b: {why}"
-        );
+    let Some(chromium) = testkit::chromium("a_message_typed_on_a_appears_on_b") else {
         return;
     };
     testkit::ensure_compat_packages();

@@ -208,6 +208,34 @@ pub fn compat_dir() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../integration/compat")
 }
 
+/// Debian's Chromium (or `CHROMIUM`) for a browser test named `test`. Without one, under
+/// `CI=true` (which `.ci/run` sets, after installing it) the test fails; elsewhere it is
+/// skipped, visibly: the skip is written to the process's stderr directly, which the test
+/// runner does not capture (it captures only `print!` and `eprint!`).
+///
+/// # Panics
+///
+/// Under `CI=true` when no Chromium is found.
+pub fn chromium(test: &str) -> Option<std::path::PathBuf> {
+    use std::io::Write as _;
+    if let Some(path) = std::env::var_os("CHROMIUM") {
+        return Some(std::path::PathBuf::from(path));
+    }
+    let found = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists());
+    if found.is_none() {
+        let why = "no Chromium (install Debian's `chromium` or set CHROMIUM)";
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
+            "CI=true and {why}"
+        );
+        let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+    }
+    found
+}
+
 /// Installs the locked npm packages of `integration/compat` if they are not there yet.
 ///
 /// # Panics

@@ -57,3 +57,33 @@ pub async fn kill_once(emulator: ChildEmulator, at_least: usize, progress: impl 
     child.start_kill().unwrap();
     child.wait().await.unwrap();
 }
+
+/// Runs a client program (node, the venv's python) in the compat folder with `env`, and
+/// none of the CA variables of the outer environment; fails the test with its output
+/// unless it exits 0 within 5 minutes, else returns its stdout and stderr.
+pub async fn client(program: &Path, args: &[&str], env: &[(&str, String)]) -> String {
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .current_dir(testkit::compat_dir())
+        .env_remove("NODE_EXTRA_CA_CERTS")
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .env_remove("SSL_CERT_FILE")
+        .kill_on_drop(true);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = tokio::time::timeout(std::time::Duration::from_secs(300), command.output())
+        .await
+        .expect("the client program finishes within 5 minutes")
+        .unwrap_or_else(|e| panic!("{} cannot run: {e}", program.display()));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}\n{stderr}");
+    assert!(
+        output.status.success(),
+        "{} failed:\n{stdout}\n{stderr}",
+        program.display()
+    );
+    stdout + &stderr
+}
