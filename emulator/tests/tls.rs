@@ -123,3 +123,28 @@ async fn a_stalled_handshake_holds_up_no_one() {
     assert_eq!(server.client().get("/health").await.status, 200);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_users_own_certificate_and_key_are_served() {
+    // A certificate made elsewhere (here by a first --tls run), given as files.
+    let made = tempfile::tempdir().unwrap();
+    emulator::tls::Tls::load(&TlsSource::Generated {
+        dir: made.path().to_path_buf(),
+    })
+    .unwrap();
+    let server = Server::start(Settings {
+        tls: Some(TlsSource::Files {
+            cert: made.path().join("cert.pem"),
+            key: made.path().join("key.pem"),
+        }),
+        ..Settings::in_memory()
+    })
+    .await;
+    let health = trusting(&made.path().join("ca.pem"))
+        .get(format!("https://localhost:{}/health", server.addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    server.stop().await;
+}
