@@ -154,7 +154,11 @@ fn names() -> Vec<String> {
             .nodename()
             .to_string_lossy()
             .into_owned();
-        if !host.is_empty() && !names.contains(&host) {
+        // Only a name a certificate can carry as is (an odd host name must not stop --tls).
+        let usable = host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if usable && !host.is_empty() && !names.contains(&host) {
             names.push(host);
         }
     }

@@ -103,60 +103,18 @@ pub(crate) async fn serve(
         // acknowledgement of the previous segment.
         let _ = stream.set_nodelay(true);
         if let Ok(permit) = connections.clone().try_acquire_owned() {
-            let router = router.clone();
-            // Cancelled by a lost-ack fault: the connection closes without an answer.
-            let dropped = tokio_util::sync::CancellationToken::new();
-            let dropper = Dropper(dropped.clone());
-            // Requests of a TLS connection carry `OverTls`, so answers name `https://` URLs.
-            let service = move |secure: bool| {
-                TowerToHyperService::new(router.map_request(move |req: Request<Incoming>| {
-                    let mut req = req.map(Body::new);
-                    req.extensions_mut().insert(dropper.clone());
-                    if secure {
-                        req.extensions_mut().insert(OverTls);
-                    }
-                    req
-                }))
+            let conn = Connection {
+                http: http.clone(),
+                router: router.clone(),
+                watcher: graceful.watcher(),
+                tls: tls.clone(),
+                stopping: stopping.clone(),
+                header_timeout: limits.header_read_timeout,
             };
-            let (http, watcher, tls) = (http.clone(), graceful.watcher(), tls.clone());
-            let stopping = stopping.clone();
             let open = Open::new(&live, |l| &l.http);
             tasks.spawn(async move {
                 let (_permit, _open) = (permit, open);
-                let serving = async {
-                    match tls {
-                        None => {
-                            watcher
-                                .watch(http.serve_connection(TokioIo::new(stream), service(false)))
-                                .await
-                        }
-                        Some(tls) => match stopping
-                            .run_until_cancelled(secure(stream, &tls, limits.header_read_timeout))
-                            .await
-                            .flatten()
-                        {
-                            Some(Ok(tls)) => {
-                                watcher
-                                    .watch(http.serve_connection(TokioIo::new(tls), service(true)))
-                                    .await
-                            }
-                            Some(Err(plain)) => {
-                                watcher
-                                    .watch(
-                                        http.serve_connection(TokioIo::new(plain), service(false)),
-                                    )
-                                    .await
-                            }
-                            None => Ok(()),
-                        },
-                    }
-                };
-                let Some(served) = dropped.run_until_cancelled(serving).await else {
-                    return;
-                };
-                if let Err(e) = served {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
+                conn.serve(stream).await;
             });
         } else if let Ok(permit) = busy.clone().try_acquire_owned() {
             let io = TokioIo::new(stream);
@@ -187,6 +145,69 @@ pub(crate) async fn serve(
     }
     tasks.shutdown().await;
     Ok(())
+}
+
+/// What serving one accepted connection needs.
+struct Connection {
+    http: hyper::server::conn::http1::Builder,
+    router: Router,
+    watcher: hyper_util::server::graceful::Watcher,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Cancelled at shutdown: ends a TLS handshake still under way.
+    stopping: tokio_util::sync::CancellationToken,
+    header_timeout: Duration,
+}
+
+impl Connection {
+    /// Serves `stream` until it closes, the shutdown grace ends, or a lost-ack fault drops
+    /// it (its requests carry a [`Dropper`]; requests over TLS carry [`OverTls`], so
+    /// answers name `https://` URLs).
+    async fn serve(self, stream: TcpStream) {
+        let Connection {
+            http,
+            router,
+            watcher,
+            tls,
+            stopping,
+            header_timeout,
+        } = self;
+        let dropped = tokio_util::sync::CancellationToken::new();
+        let dropper = Dropper(dropped.clone());
+        let service = move |secure: bool| {
+            TowerToHyperService::new(router.map_request(move |req: Request<Incoming>| {
+                let mut req = req.map(Body::new);
+                req.extensions_mut().insert(dropper.clone());
+                if secure {
+                    req.extensions_mut().insert(OverTls);
+                }
+                req
+            }))
+        };
+        let serving = async {
+            let Some(tls) = tls else {
+                let plain = http.serve_connection(TokioIo::new(stream), service(false));
+                return watcher.watch(plain).await;
+            };
+            match stopping
+                .run_until_cancelled(secure(stream, &tls, header_timeout))
+                .await
+                .flatten()
+            {
+                Some(Ok(tls)) => {
+                    let secured = http.serve_connection(TokioIo::new(tls), service(true));
+                    watcher.watch(secured).await
+                }
+                Some(Err(plain)) => {
+                    let plain = http.serve_connection(TokioIo::new(plain), service(false));
+                    watcher.watch(plain).await
+                }
+                None => Ok(()),
+            }
+        };
+        if let Some(Err(e)) = dropped.run_until_cancelled(serving).await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    }
 }
 
 /// TLS for a connection that opens with a handshake (`Ok`), the plain stream for any other
