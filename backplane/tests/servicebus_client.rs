@@ -455,3 +455,56 @@ async fn over_https_trusting_the_emulators_ca() {
     let bad = Client::with_ca(&parsed, RetryPolicy::default(), b"not a certificate").unwrap_err();
     assert!(matches!(bad, Error::Certificate(_)), "{bad:?}");
 }
+
+#[tokio::test]
+async fn a_busy_namespace_holds_back_every_request_of_the_client() {
+    // The first send to `q` is answered 503 ServerBusy with Retry-After 3 s. A send to
+    // another queue, started while the client knows the namespace is busy, waits too
+    // instead of reaching it: both land after the wait, not 3 s apart.
+    let emulator = faulty(
+        r#"{"rules": [{"operations": ["send"], "entities": ["q"], "times": 1,
+            "effect": {"type": "serverBusy", "retryAfter": "3"}}]}"#,
+    )
+    .await;
+    // Retry-After is honoured up to the policy's longest delay.
+    let c = Client::new(
+        &ConnectionString::parse(&emulator.connection_string()).unwrap(),
+        RetryPolicy {
+            max_retries: 3,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_secs(10),
+        },
+    );
+    assert!(c.create_queue_if_missing("other").await.unwrap());
+    let first = tokio::spawn({
+        let c = c.clone();
+        async move { c.send("q", &Message::new("first")).await }
+    });
+    let busy = || async { c.busy_for_now().map(drop).ok_or(()) };
+    testkit::wait_until(Duration::from_secs(30), Duration::from_millis(5), busy)
+        .await
+        .expect("the client learns that the namespace is busy");
+    c.send("other", &Message::new("second")).await.unwrap();
+    first.await.unwrap().unwrap();
+    assert_eq!(sends(&emulator, 503).await, 1);
+    assert_eq!(c.busy_for_now(), None, "the wait is over");
+
+    let enqueued = |queue: &'static str| {
+        let c = c.clone();
+        async move {
+            let m = c
+                .receive_and_delete(queue, Duration::ZERO)
+                .await
+                .unwrap()
+                .expect("the message");
+            m.broker.enqueued_time_utc.expect("EnqueuedTimeUtc")
+        }
+    };
+    let (first_at, second_at) = (enqueued("q").await, enqueued("other").await);
+    // Whole seconds on the wire: without the shared wait the second send would land about
+    // 3 s before the first's retry.
+    assert!(
+        second_at >= first_at - chrono::Duration::seconds(1),
+        "the second send went out during the wait: {second_at} vs {first_at}"
+    );
+}

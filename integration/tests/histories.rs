@@ -8,8 +8,9 @@
 //! are kept in `proptest-regressions/histories.txt`.
 //!
 //! The same property holds with the emulator injecting faults on every messaging
-//! operation (its seeded fault injection): ServerBusy, lost acknowledgements of sends and
-//! completes, lost locks and duplicate deliveries (16 cases by default).
+//! operation (its seeded fault injection): ServerBusy, throttling (429), lost
+//! acknowledgements of sends and completes, lost locks and duplicate deliveries (16 cases
+//! by default).
 
 use std::time::Duration;
 
@@ -65,6 +66,8 @@ fn faults(seed: u64) -> emulator::faults::FaultPlan {
         r#"{{"seed": {seed}, "rules": [
             {{"operations": ["send", "peekLock", "complete"], "probability": 0.08,
               "effect": {{"type": "serverBusy", "retryAfter": "0"}}}},
+            {{"operations": ["send", "peekLock"], "probability": 0.04,
+              "effect": {{"type": "status", "status": 429, "retryAfter": "0"}}}},
             {{"operations": ["send", "complete"], "probability": 0.05,
               "effect": {{"type": "dropAfterApply"}}}},
             {{"operations": ["complete"], "probability": 0.05, "effect": {{"type": "lockLost"}}}},

@@ -64,6 +64,10 @@ struct Inner {
     retry: RetryPolicy,
     /// The current token and when to sign a new one. A std mutex: never held across awaits.
     token: Mutex<Option<(String, Instant)>>,
+    /// Until when the namespace said it is busy (`503`/`429` with its wait): every request
+    /// of this client and its clones holds back until then, so that a node's publishers
+    /// and receivers do not stampede a busy namespace. A std mutex, never held across awaits.
+    busy_until: Mutex<Option<Instant>>,
 }
 
 /// What one request sends.
@@ -142,6 +146,7 @@ impl Client {
                 credential: connection.credential.clone(),
                 retry,
                 token: Mutex::new(None),
+                busy_until: Mutex::new(None),
             }),
         }
     }
@@ -183,6 +188,7 @@ impl Client {
         let mut attempt = 0;
         let mut resigned = false;
         loop {
+            self.wait_while_busy().await;
             let mut request = self
                 .inner
                 .http
@@ -241,9 +247,46 @@ impl Client {
                 };
             }
             let delay = self.inner.retry.delay(attempt, retry_after.flatten());
+            if let Ok(a) = &outcome
+                && matches!(
+                    a.status,
+                    StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+                )
+            {
+                self.busy_for(delay);
+            }
             tracing::warn!(%method, path = path_and_query, attempt, delay_ms = delay.as_millis() as u64, "transient failure; retrying");
             tokio::time::sleep(delay).await;
             attempt += 1;
+        }
+    }
+}
+
+impl Client {
+    /// How long the namespace asked this client to hold back (after a `503` ServerBusy or a
+    /// `429`), if it still does: every request waits that long first. For health checks
+    /// and diagnostics.
+    pub fn busy_for_now(&self) -> Option<Duration> {
+        let until = (*crate::sync::lock(&self.inner.busy_until))?;
+        until.checked_duration_since(Instant::now())
+    }
+
+    /// Holds every request back for `delay` from now (the later of two waits wins).
+    fn busy_for(&self, delay: Duration) {
+        let until = Instant::now() + delay;
+        let mut slot = crate::sync::lock(&self.inner.busy_until);
+        if slot.is_none_or(|current| current < until) {
+            *slot = Some(until);
+        }
+    }
+
+    async fn wait_while_busy(&self) {
+        if let Some(wait) = self.busy_for_now() {
+            tracing::debug!(
+                wait_ms = wait.as_millis() as u64,
+                "namespace busy; holding back"
+            );
+            tokio::time::sleep(wait).await;
         }
     }
 }
