@@ -13,8 +13,15 @@ use super::*;
 impl<T: Transport> Node<T> {
     /// This node and the nodes heard of within `dead_after`.
     pub fn live_nodes(&self) -> Vec<NodeId> {
-        let dead_after = self.shared.config.dead_after;
-        let mut live: Vec<NodeId> = lock(&self.shared.seen)
+        self.shared.live()
+    }
+}
+
+impl<T: Transport> Shared<T> {
+    /// This node and the nodes heard of within `dead_after`, sorted.
+    pub(super) fn live(&self) -> Vec<NodeId> {
+        let dead_after = self.config.dead_after;
+        let mut live: Vec<NodeId> = lock(&self.seen)
             .iter()
             .filter(|(_, at)| at.elapsed() < dead_after)
             .map(|(n, _)| n.clone())

@@ -17,6 +17,7 @@
 
 mod config;
 mod liveness;
+mod observe;
 mod outbox;
 mod receive;
 mod request;
@@ -35,6 +36,7 @@ use crate::transport::{Transport, TransportError};
 
 pub use config::{NodeConfig, ReceiveMode};
 use liveness::heartbeat_loop;
+pub use observe::Health;
 use outbox::Outbox;
 pub use outbox::partition_of;
 use receive::{gap_loop, receive_loop};
@@ -128,6 +130,8 @@ struct Shared<T: Transport> {
     outbox: Vec<Mutex<Outbox>>,
     events: mpsc::Sender<Received>,
     counters: Arc<NodeCounters>,
+    /// What [`Node::health`] reports. A std mutex: never held across an await.
+    health: Mutex<Health>,
     stop: Arc<AtomicBool>,
 }
 
@@ -183,6 +187,7 @@ impl<T: Transport> Node<T> {
             config: config.clone(),
             events,
             counters: counters.clone(),
+            health: Mutex::default(),
             stop: stop.clone(),
         });
         let mut tasks: Vec<JoinHandle<()>> = (0..partitions)
@@ -191,6 +196,7 @@ impl<T: Transport> Node<T> {
             .collect();
         tasks.push(tokio::spawn(gap_loop(shared.clone())));
         tasks.push(tokio::spawn(heartbeat_loop(shared.clone())));
+        tasks.push(tokio::spawn(observe::export_loop(shared.clone())));
         tracing::info!(node = %id, "node started");
         Ok((
             Node {
@@ -210,9 +216,30 @@ impl<T: Transport> Node<T> {
         &self.id
     }
 
-    /// The counters.
+    /// The counters. They are also exported every second through the `metrics` facade
+    /// (`backplane_events_published_total`, `..._received_total`,
+    /// `backplane_duplicates_suppressed_total`, `backplane_gaps_timed_out_total`,
+    /// `backplane_retries_total`, `backplane_messages_sent_total`,
+    /// `backplane_malformed_messages_total`, and the gauge `backplane_live_nodes`, each
+    /// labelled `node`) to whatever exporter the application installed.
     pub fn counters(&self) -> &NodeCounters {
         &self.counters
+    }
+
+    /// The node's health, for a readiness or liveness probe.
+    ///
+    /// ```no_run
+    /// # async fn probe(node: &backplane::node::Node<backplane::transport::MemoryTransport>) {
+    /// let health = node.health();
+    /// let ready = health.connected
+    ///     && health.subscription_present
+    ///     && health
+    ///         .last_contact
+    ///         .is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(90));
+    /// # }
+    /// ```
+    pub fn health(&self) -> Health {
+        lock(&self.shared.health).clone()
     }
 
     async fn stop_tasks(&self) {

@@ -89,14 +89,19 @@ impl<T: Transport> Shared<T> {
                 *next - 1
             }
         };
+        let span = tracing::debug_span!(
+            "backplane.publish",
+            origin = %self.id,
+            seq = event.seq,
+            partition,
+        );
         let bytes = Envelope {
             origin: self.id.clone(),
             events: vec![event],
         }
         .encode();
-        self.transports[partition]
-            .publish(&self.id, audience, bytes)
-            .await?;
+        let publish = self.transports[partition].publish(&self.id, audience, bytes);
+        tracing::Instrument::instrument(publish, span).await?;
         if kind_counts {
             self.counters.published.fetch_add(1, Ordering::Relaxed);
             self.counters.messages_sent.fetch_add(1, Ordering::Relaxed);
@@ -138,18 +143,25 @@ impl<T: Transport> Shared<T> {
         payload: Vec<u8>,
     ) -> Result<(), PublishError> {
         let (done, acknowledged) = tokio::sync::oneshot::channel();
+        let span = tracing::debug_span!(
+            "backplane.publish",
+            origin = %shared.id,
+            seq = tracing::field::Empty,
+            partition,
+        );
         {
             let mut event = shared.unnumbered(partition, Kind::Broadcast, target, payload)?;
             let mut outbox = lock(&shared.outbox[partition]);
             // Numbered under the outbox lock, so the queue is in sequence order.
             event.seq = shared.next_seq[partition].fetch_add(1, Ordering::SeqCst);
+            span.record("seq", event.seq);
             outbox.queue.push((event, done));
             if !outbox.sending {
                 outbox.sending = true;
                 tokio::spawn(Shared::flush(shared.clone(), partition));
             }
         }
-        match acknowledged.await {
+        match tracing::Instrument::instrument(acknowledged, span).await {
             Ok(Ok(())) => {
                 shared.counters.published.fetch_add(1, Ordering::Relaxed);
                 Ok(())

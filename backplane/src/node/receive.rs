@@ -52,6 +52,7 @@ pub(super) async fn receive_loop<T: Transport>(shared: Arc<Shared<T>>, partition
                     .await
             }
         };
+        shared.note_receive(&received);
         let delivery = match received {
             Ok(Some(d)) => d,
             Ok(None) => continue,
@@ -139,7 +140,14 @@ pub(super) async fn receive_loop<T: Transport>(shared: Arc<Shared<T>>, partition
 /// application dropped its receiver.
 pub(super) async fn hand_over<T: Transport>(shared: &Shared<T>, events: Vec<Received>) -> bool {
     for event in events {
-        if shared.events.send(event).await.is_err() {
+        let span = tracing::debug_span!(
+            "backplane.receive",
+            node = %shared.id,
+            origin = %event.origin,
+            seq = event.seq,
+        );
+        let sent = tracing::Instrument::instrument(shared.events.send(event), span).await;
+        if sent.is_err() {
             return false;
         }
         shared.counters.delivered.fetch_add(1, Ordering::Relaxed);
