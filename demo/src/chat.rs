@@ -16,7 +16,8 @@
 //! | `servers` | | | live servers (this one included) |
 //!
 //! Each socket gets `welcome` `{node, sid}` on connection. `message` events carry
-//! `{name, text, room, from, node}`.
+//! `{name, text, room, from, node}`. When a node starts, it tells the others with a
+//! server-side emit (`joined`), and their sockets get `server-joined` `{node}`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,7 +25,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use backplane::socketio::{AdapterOptions, AdapterState, Error as AdapterError, ServiceBusAdapter};
+use backplane::socketio::{
+    AdapterOptions, AdapterState, Error as AdapterError, ServerEvent, ServiceBusAdapter,
+};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -128,6 +131,7 @@ impl ChatNode {
             io: io.clone(),
             state: state.clone(),
         });
+        announce_joiners(&state, &io, &options.namespaces);
         for ns in &options.namespaces {
             let ctx = ctx.clone();
             io.ns(ns.clone(), move |socket: Socket| {
@@ -135,6 +139,8 @@ impl ChatNode {
             })
             .await?;
         }
+
+        state.server_side_emit("joined", &options.name).await?;
 
         let mut app = Router::new();
         if let Some(js) = &options.client_js {
@@ -181,6 +187,29 @@ impl ChatNode {
         self.server.abort();
         self.state.crash().await;
     }
+}
+
+/// When another node says it `joined` (a server-side emit), tells this node's sockets of
+/// every namespace: `server-joined` `{node}`.
+fn announce_joiners(state: &AdapterState, io: &SocketIo<Adapter>, namespaces: &[String]) {
+    let io = io.clone();
+    let namespaces = namespaces.to_vec();
+    state.on_server_event("joined", move |event: ServerEvent| {
+        let io = io.clone();
+        let namespaces = namespaces.clone();
+        async move {
+            let node: String = event.data().unwrap_or_default();
+            for ns in &namespaces {
+                let Some(ns) = io.of(ns.as_str()) else {
+                    continue;
+                };
+                let notice = json!({ "node": node });
+                if let Err(e) = ns.local().emit("server-joined", &notice).await {
+                    tracing::debug!(error = %e, "server-joined not sent");
+                }
+            }
+        }
+    });
 }
 
 fn answer(ack: AckSender<Adapter>, value: Value) {

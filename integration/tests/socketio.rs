@@ -29,6 +29,7 @@ fn options(emulator: &InProcessEmulator, name: &str, topic: &str) -> ChatOptions
                 ..NodeConfig::default()
             },
             request_timeout: Duration::from_secs(2),
+            ..AdapterOptions::default()
         },
         namespaces: vec!["/".into(), "/other".into()],
     }
@@ -328,6 +329,45 @@ async fn a_dead_server_does_not_hang_the_others() {
         agent_wait_servers(&mut agent, "a1", 2).await,
         "the dead server was never left out"
     );
+    for node in nodes {
+        node.shutdown().await.expect("clean shutdown");
+    }
+    emulator.stop().await.expect("emulator stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_server_is_announced_to_every_client_by_server_side_emit() {
+    let emulator = InProcessEmulator::start().await.expect("emulator starts");
+    let mut nodes = cluster(&emulator, &["A", "B"]).await;
+    let mut agent = SioAgent::start().await.expect("node.js starts");
+    for (client, node) in [("a1", 0), ("b1", 1)] {
+        agent
+            .connect(client, &nodes[node].url())
+            .await
+            .expect("connects");
+    }
+    nodes.push(
+        ChatNode::start(options(&emulator, "C", "chat"))
+            .await
+            .expect("C starts"),
+    );
+    let announced = |events: &HashMap<String, Vec<ClientEvent>>| {
+        ["a1", "b1"].iter().all(|client| {
+            events.get(*client).is_some_and(|seen| {
+                seen.iter()
+                    .any(|e| e.name == "server-joined" && e.data == json!({"node": "C"}))
+            })
+        })
+    };
+    assert!(
+        agent.wait_until(WAIT, announced).await,
+        "{:?}",
+        agent.events("a1")
+    );
+    // Once each, from the one server-side emit.
+    for client in ["a1", "b1"] {
+        assert_eq!(agent.received(client, "server-joined").len(), 1);
+    }
     for node in nodes {
         node.shutdown().await.expect("clean shutdown");
     }

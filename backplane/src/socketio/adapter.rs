@@ -70,7 +70,7 @@ impl<E: SocketEmitter, T: Transport + Clone> BackplaneAdapter<E, T> {
 
     async fn send_req(&self, req: RequestOut<'_>, target: Option<Uid>) -> Result<(), Error> {
         self.hub()?
-            .send_request(self.local.path(), &req, target)
+            .send_request(self.local.path(), &req, target, None)
             .await
     }
 
@@ -187,7 +187,11 @@ impl<E: SocketEmitter, T: Transport + Clone> CoreAdapter<E> for BackplaneAdapter
     ) -> Result<(), BroadcastError> {
         if self.is_remote(&opts) {
             let req = RequestOut::new(self.uid, RequestTypeOut::Broadcast(&packet), &opts);
-            self.send_req(req, opts.server_id)
+            // The partition of its room: the least by name, so that the same rooms in
+            // another order go the same way.
+            let room = opts.rooms.iter().min().map(|r| r.as_ref());
+            let hub = self.hub().map_err(AdapterError::from)?;
+            hub.send_request(self.local.path(), &req, opts.server_id, room)
                 .await
                 .map_err(AdapterError::from)?;
         }

@@ -3,7 +3,13 @@
 //! ```text
 //! request:  0x01 | namespace length (u16, big endian) | namespace | MessagePack RequestOut
 //! response: 0x02 | request id (16 ASCII bytes)        | MessagePack Response
+//! server:   0x03 | event name length (u16, big endian) | event name | MessagePack data
 //! ```
+//!
+//! A server event (`AdapterState::server_side_emit`) is for the servers themselves, not
+//! for a namespace. When it asks for acknowledgements it rides as a backplane request, and
+//! each answer is `0x01 | MessagePack answer` from a server with a handler for the event,
+//! or `0x00` from one without.
 //!
 //! The namespace keeps the namespaces of one app apart on their shared topic; a response
 //! is routed by its request id alone (ids are unique per server).
@@ -14,6 +20,7 @@ use socketioxide_core::Sid;
 
 const REQUEST: u8 = 1;
 const RESPONSE: u8 = 2;
+const SERVER: u8 = 3;
 /// A socket.io id is 16 characters.
 const SID_LEN: usize = 16;
 
@@ -24,6 +31,8 @@ pub(crate) enum Frame<'a> {
     Request { ns: &'a str, body: &'a [u8] },
     /// A response to the request `id`.
     Response { id: Sid, body: &'a [u8] },
+    /// An event for the servers.
+    Server { event: &'a str, body: &'a [u8] },
 }
 
 /// Why bytes are not a frame.
@@ -35,8 +44,8 @@ pub(crate) enum FrameError {
     /// The first byte is no known kind.
     #[error("unknown frame kind {0}")]
     Kind(u8),
-    /// The namespace is not UTF-8.
-    #[error("namespace is not UTF-8")]
+    /// The namespace (or server event name) is not UTF-8, or too long.
+    #[error("namespace or event name is not UTF-8 or too long")]
     Namespace,
     /// The request id is not a socket.io id.
     #[error("bad request id")]
@@ -45,13 +54,32 @@ pub(crate) enum FrameError {
 
 /// A request frame around an encoded `RequestOut`.
 pub(crate) fn request(ns: &str, body: &[u8]) -> Result<Vec<u8>, FrameError> {
-    let len = u16::try_from(ns.len()).map_err(|_| FrameError::Namespace)?;
-    let mut out = Vec::with_capacity(3 + ns.len() + body.len());
-    out.push(REQUEST);
+    named(REQUEST, ns, body)
+}
+
+/// A server event frame around encoded data.
+pub(crate) fn server(event: &str, body: &[u8]) -> Result<Vec<u8>, FrameError> {
+    named(SERVER, event, body)
+}
+
+/// `kind | name length | name | body`.
+fn named(kind: u8, name: &str, body: &[u8]) -> Result<Vec<u8>, FrameError> {
+    let len = u16::try_from(name.len()).map_err(|_| FrameError::Namespace)?;
+    let mut out = Vec::with_capacity(3 + name.len() + body.len());
+    out.push(kind);
     out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(ns.as_bytes());
+    out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(body);
     Ok(out)
+}
+
+/// Splits `name length | name | body`.
+fn split_named(rest: &[u8]) -> Result<(&str, &[u8]), FrameError> {
+    let (len, rest) = rest.split_at_checked(2).ok_or(FrameError::Truncated)?;
+    let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+    let (name, body) = rest.split_at_checked(len).ok_or(FrameError::Truncated)?;
+    let name = std::str::from_utf8(name).map_err(|_| FrameError::Namespace)?;
+    Ok((name, body))
 }
 
 /// A response frame around an encoded `Response`.
@@ -69,11 +97,12 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Frame<'_>, FrameError> {
     let (&kind, rest) = bytes.split_first().ok_or(FrameError::Truncated)?;
     match kind {
         REQUEST => {
-            let (len, rest) = rest.split_at_checked(2).ok_or(FrameError::Truncated)?;
-            let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
-            let (ns, body) = rest.split_at_checked(len).ok_or(FrameError::Truncated)?;
-            let ns = std::str::from_utf8(ns).map_err(|_| FrameError::Namespace)?;
+            let (ns, body) = split_named(rest)?;
             Ok(Frame::Request { ns, body })
+        }
+        SERVER => {
+            let (event, body) = split_named(rest)?;
+            Ok(Frame::Server { event, body })
         }
         RESPONSE => {
             let (id, body) = rest
@@ -113,6 +142,19 @@ mod tests {
             decode(&bytes).unwrap(),
             Frame::Response { id, body: b"xyz" }
         );
+    }
+
+    #[test]
+    fn server_event_round_trips() {
+        let bytes = server("joined", b"data").unwrap();
+        assert_eq!(
+            decode(&bytes).unwrap(),
+            Frame::Server {
+                event: "joined",
+                body: b"data"
+            }
+        );
+        assert_eq!(decode(&[3, 0, 2, b'a']), Err(FrameError::Truncated));
     }
 
     #[test]

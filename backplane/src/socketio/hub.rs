@@ -12,6 +12,8 @@ pub(super) struct Hub<T: Transport> {
     pub(super) uid: Uid,
     /// The namespaces of this server, by path. A std mutex: never held across an await.
     pub(super) handlers: Mutex<HashMap<String, RequestSink>>,
+    /// The server event handlers (shared with the state, where they are registered).
+    pub(super) server_handlers: ServerHandlers,
     /// Requests of this server waiting for answers, by request id.
     pub(super) responses: Arc<Mutex<ResponseHandlers<Vec<u8>>>>,
     pub(super) dispatcher: Mutex<Option<JoinHandle<()>>>,
@@ -30,18 +32,23 @@ impl<T: Transport> Hub<T> {
         Ok(())
     }
 
-    /// Publishes a request to every other node, or to `target` alone.
+    /// Publishes a request to every other node, or to `target` alone. A broadcast with a
+    /// `room` goes to that room's partition.
     pub(super) async fn send_request(
         &self,
         ns: &str,
         req: &RequestOut<'_>,
         target: Option<Uid>,
+        room: Option<&str>,
     ) -> Result<(), Error> {
         let body = rmp_serde::to_vec(req)?;
         let payload = frame::request(ns, &body).map_err(|_| Error::Namespace)?;
         match target {
             Some(uid) => self.node.publish_to(&node_of(uid)?, payload).await?,
-            None => self.node.publish(vec![], vec![], payload).await?,
+            None => {
+                let route = room.map(|r| vec![r.to_string()]).unwrap_or_default();
+                self.node.publish(route, vec![], payload).await?
+            }
         }
         Ok(())
     }
@@ -58,8 +65,9 @@ impl<T: Transport> Hub<T> {
         Ok(())
     }
 
-    pub(super) fn on_event(self: &Arc<Self>, payload: &[u8]) {
-        match frame::decode(payload) {
+    pub(super) fn on_event(self: &Arc<Self>, received: &Received) {
+        match frame::decode(&received.payload) {
+            Ok(Frame::Server { event, body }) => self.on_server_event(received, event, body),
             Ok(Frame::Request { ns, body }) => match rmp_serde::from_slice::<RequestIn>(body) {
                 Ok(req) => {
                     let sink = lock(&self.handlers).get(ns).cloned();
@@ -117,7 +125,7 @@ pub(super) async fn dispatch<T: Transport>(
 ) {
     while let Some(event) = events.recv().await {
         let Some(hub) = hub.upgrade() else { return };
-        hub.on_event(&event.payload);
+        hub.on_event(&event);
     }
 }
 

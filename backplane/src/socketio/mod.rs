@@ -58,6 +58,7 @@
 mod adapter;
 mod frame;
 mod hub;
+mod server_emit;
 mod state;
 
 use std::collections::{HashMap, HashSet};
@@ -111,6 +112,12 @@ pub struct AdapterOptions {
     /// How long a request waits for the other servers' answers, added to the
     /// acknowledgement timeout for broadcasts with acknowledgements (default 5 s).
     pub request_timeout: Duration,
+    /// How many topics room broadcasts are spread over (default 1). With K > 1,
+    /// [`AdapterState::connect`] uses the topic `name` and `name-1` .. `name-(K-1)`; a
+    /// broadcast to rooms goes to the topic of its room (the least by name when it names
+    /// several), so broadcasts to one room keep their order; room-less broadcasts, requests
+    /// and answers use the first topic. Every server of an app must use the same K.
+    pub partitions: usize,
 }
 
 impl Default for AdapterOptions {
@@ -118,6 +125,7 @@ impl Default for AdapterOptions {
         AdapterOptions {
             node: NodeConfig::default(),
             request_timeout: Duration::from_secs(5),
+            partitions: 1,
         }
     }
 }
@@ -138,6 +146,9 @@ pub enum Error {
     /// A request or answer could not be encoded.
     #[error("encoding failed")]
     Encode(#[from] rmp_serde::encode::Error),
+    /// A server event's data is not of the type asked.
+    #[error("decoding failed")]
+    Decode(#[from] rmp_serde::decode::Error),
     /// The namespace name is too long for a frame.
     #[error("namespace name too long")]
     Namespace,
@@ -163,5 +174,7 @@ impl From<Error> for AdapterError {
 
 pub use adapter::{BackplaneAdapter, InitRes};
 use hub::{Hub, RequestSink, decode_response, dispatch, node_of};
+use server_emit::ServerHandlers;
+pub use server_emit::{ServerAcks, ServerEvent};
 pub use state::AdapterState;
 use state::StateInner;

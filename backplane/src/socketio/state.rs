@@ -28,7 +28,10 @@ impl<T: Transport + Clone> fmt::Debug for AdapterState<T> {
 }
 
 pub(super) struct StateInner<T: Transport> {
-    pub(super) transport: T,
+    /// One per partition (topic).
+    pub(super) transports: Vec<T>,
+    /// The server event handlers, registered before or after the node starts.
+    pub(super) server_handlers: ServerHandlers,
     pub(super) options: AdapterOptions,
     /// The running node. A std mutex: never held across an await.
     pub(super) hub: Mutex<Option<Arc<Hub<T>>>>,
@@ -41,7 +44,8 @@ pub(super) struct StateInner<T: Transport> {
 
 impl AdapterState<ServiceBusTransport> {
     /// Connects to Service Bus (the emulator or a namespace) and creates `topic` if
-    /// missing. Every server of the app uses the same topic.
+    /// missing (and, with [`AdapterOptions::partitions`] K > 1, `topic-1` ..
+    /// `topic-(K-1)`). Every server of the app uses the same topic.
     ///
     /// # Errors
     ///
@@ -52,17 +56,31 @@ impl AdapterState<ServiceBusTransport> {
         options: AdapterOptions,
     ) -> Result<Self, Error> {
         let client = Client::from_connection_string(connection_string)?;
-        let transport = ServiceBusTransport::new(client, topic).await?;
-        Ok(Self::with_transport(transport, options))
+        let mut transports = Vec::with_capacity(options.partitions.max(1));
+        for partition in 0..options.partitions.max(1) {
+            let name = match partition {
+                0 => topic.to_string(),
+                k => format!("{topic}-{k}"),
+            };
+            transports.push(ServiceBusTransport::new(client.clone(), &name).await?);
+        }
+        Ok(Self::with_transports(transports, options))
     }
 }
 
 impl<T: Transport + Clone> AdapterState<T> {
     /// A state over any transport (a [`MemoryTransport`] shared by servers in one process).
     pub fn with_transport(transport: T, options: AdapterOptions) -> Self {
+        Self::with_transports(vec![transport], options)
+    }
+
+    /// A state over one transport per partition (topic), in the same order on every
+    /// server; [`AdapterOptions::partitions`] is not read.
+    pub fn with_transports(transports: Vec<T>, options: AdapterOptions) -> Self {
         AdapterState {
             inner: Arc::new(StateInner {
-                transport,
+                transports,
+                server_handlers: ServerHandlers::default(),
                 options,
                 hub: Mutex::new(None),
                 starting: tokio::sync::Mutex::new(()),
@@ -130,11 +148,12 @@ impl<T: Transport + Clone> StateInner<T> {
             node_id: Some(node_id.clone()),
             ..self.options.node.clone()
         };
-        let (node, events) = Node::start(self.transport.clone(), config).await?;
+        let (node, events) = Node::start_partitioned(self.transports.clone(), config).await?;
         let hub = Arc::new(Hub {
             node,
             uid,
             handlers: Mutex::default(),
+            server_handlers: self.server_handlers.clone(),
             responses: Arc::default(),
             dispatcher: Mutex::default(),
         });
