@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use backplane::node::NodeConfig;
-use backplane::socketio::{AdapterOptions, AdapterState, ServiceBusAdapter};
+use backplane::socketio::{AdapterOptions, AdapterState, ClusterEmitter, ServiceBusAdapter};
 use serde_json::Value;
 use socketioxide::SocketIo;
 use socketioxide::adapter::{Adapter, Emitter, LocalAdapter};
@@ -22,7 +22,8 @@ use crate::stats::Report;
 /// (events/s, p50 ms, p99 ms, delivered, expected) of one client run.
 type Figures = (f64, f64, f64, u64, u64);
 
-/// The relay every server runs: `join` a room, `bench` events go to room "bench" as `m`.
+/// The relay every server runs: `join` a room, `bench` events go to their `room` (or room
+/// "bench") as `m`.
 fn relay<A: Adapter>(socket: SocketRef<A>) {
     socket.on(
         "join",
@@ -34,7 +35,8 @@ fn relay<A: Adapter>(socket: SocketRef<A>) {
     socket.on(
         "bench",
         async |socket: SocketRef<A>, Data(v): Data<Value>| {
-            let _ = socket.to("bench").emit("m", &v).await;
+            let room = v["room"].as_str().unwrap_or("bench").to_string();
+            let _ = socket.to(room).emit("m", &v).await;
         },
     );
 }
@@ -58,6 +60,7 @@ async fn clients(
     (send, recv): (SocketAddr, SocketAddr),
     messages: usize,
     rate: usize,
+    rooms: usize,
 ) -> anyhow::Result<Figures> {
     let output = tokio::process::Command::new("node")
         .arg("sio-bench.js")
@@ -67,6 +70,7 @@ async fn clients(
         .env("RECEIVERS", "4")
         .env("MESSAGES", messages.to_string())
         .env("RATE", rate.to_string())
+        .env("ROOMS", rooms.to_string())
         .kill_on_drop(true)
         .output()
         .await?;
@@ -104,6 +108,91 @@ fn print(name: &str, (rate, p50, p99, delivered, expected): Figures) {
     );
 }
 
+/// Rooms of the partitioned runs.
+const ROOMS: usize = 8;
+
+/// A socketioxide server with the Service Bus adapter: its address, task, state and io.
+type SbServer = (
+    SocketAddr,
+    JoinHandle<()>,
+    AdapterState,
+    SocketIo<ServiceBusAdapter<Emitter>>,
+);
+
+/// Two relay servers with the Service Bus adapter on `topic` (over `partitions` topics),
+/// once they count each other.
+async fn service_bus_servers(
+    connection: &str,
+    topic: &str,
+    partitions: usize,
+) -> anyhow::Result<Vec<SbServer>> {
+    let options = AdapterOptions {
+        node: NodeConfig {
+            receive_timeout: Duration::from_secs(5),
+            ..NodeConfig::default()
+        },
+        partitions,
+        ..AdapterOptions::default()
+    };
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let state = AdapterState::connect(connection, topic, options.clone()).await?;
+        let (layer, io) = SocketIo::builder()
+            .with_adapter::<ServiceBusAdapter<Emitter>>(state.clone())
+            .build_layer();
+        io.ns("/", async |s: SocketRef<ServiceBusAdapter<Emitter>>| {
+            relay(s)
+        })
+        .await?;
+        let (addr, task) = serve(layer).await?;
+        servers.push((addr, task, state, io));
+    }
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    while servers.iter().any(|s| s.2.server_count() < 2) && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(servers)
+}
+
+/// How fast a [`ClusterEmitter`] publishes room emits (each acknowledged by the bus), 64
+/// at a time, with two servers receiving them.
+async fn emitter_rate(connection: &str, seconds: f64) -> anyhow::Result<()> {
+    use futures_util::StreamExt as _;
+    let servers = service_bus_servers(connection, "sio-emitter", 1).await?;
+    let emitter = ClusterEmitter::connect(connection, "sio-emitter", 1).await?;
+    let count = ((seconds * 2_000.0) as usize).clamp(1_000, 20_000);
+    let start = std::time::Instant::now();
+    let failed = futures_util::stream::iter(0..count)
+        .map(|i| {
+            let emitter = &emitter;
+            async move {
+                let room = format!("bench-{}", i % ROOMS);
+                emitter.of("/").to(room).emit("m", &i).await.is_err()
+            }
+        })
+        .buffer_unordered(64)
+        .filter(|failed| std::future::ready(*failed))
+        .count()
+        .await;
+    let elapsed = start.elapsed().as_secs_f64();
+    out!(
+        "{:<62} {:>12.0} emits/s  ({} of {count} failed)",
+        "cluster emitter (worker process) publishing room emits",
+        count as f64 / elapsed,
+        failed
+    );
+    stop(servers).await;
+    Ok(())
+}
+
+async fn stop(servers: Vec<SbServer>) {
+    for (_, task, state, io) in servers {
+        io.close().await;
+        task.abort();
+        let _ = state.shutdown().await;
+    }
+}
+
 /// Prints the Socket.IO figures: the in-process adapter on one server, then the Service
 /// Bus adapter across two servers through the emulator at `connection`, then (when
 /// `redis` runs) socketioxide's Redis adapter across two servers, and the Service Bus
@@ -126,9 +215,9 @@ pub(crate) async fn figures(
     io.ns("/", async |s: SocketRef<LocalAdapter>| relay(s));
     let (local, local_task) = serve(layer).await?;
     let runs = |name: &'static str, send, recv| async move {
-        let unpaced = clients(name, (send, recv), messages, 0).await?;
+        let unpaced = clients(name, (send, recv), messages, 0, 1).await?;
         print(name, unpaced);
-        let paced = clients(name, (send, recv), paced_messages, paced_rate).await?;
+        let paced = clients(name, (send, recv), paced_messages, paced_rate, 1).await?;
         print(&format!("  same, paced {paced_rate} msgs/s"), paced);
         anyhow::Ok((unpaced, paced))
     };
@@ -140,30 +229,7 @@ pub(crate) async fn figures(
     .await?;
     local_task.abort();
 
-    let options = AdapterOptions {
-        node: NodeConfig {
-            receive_timeout: Duration::from_secs(5),
-            ..NodeConfig::default()
-        },
-        ..AdapterOptions::default()
-    };
-    let mut servers = Vec::new();
-    for _ in 0..2 {
-        let state = AdapterState::connect(connection, "sio-bench", options.clone()).await?;
-        let (layer, io) = SocketIo::builder()
-            .with_adapter::<ServiceBusAdapter<Emitter>>(state.clone())
-            .build_layer();
-        io.ns("/", async |s: SocketRef<ServiceBusAdapter<Emitter>>| {
-            relay(s)
-        })
-        .await?;
-        let (addr, task) = serve(layer).await?;
-        servers.push((addr, task, state, io));
-    }
-    let until = tokio::time::Instant::now() + Duration::from_secs(30);
-    while servers.iter().any(|s| s.2.server_count() < 2) && tokio::time::Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let servers = service_bus_servers(connection, "sio-bench", 1).await?;
     let (a, b) = (servers[0].0, servers[1].0);
     let service_bus = runs(
         "socket.io room broadcast, 2 servers, Service Bus adapter",
@@ -171,11 +237,24 @@ pub(crate) async fn figures(
         b,
     )
     .await?;
-    for (_, task, state, io) in servers {
-        io.close().await;
-        task.abort();
-        let _ = state.shutdown().await;
+    stop(servers).await;
+
+    // Room broadcasts over 8 rooms, the adapter on one topic and on four (partitions).
+    let mut by_partitions = Vec::new();
+    for k in [1, 4] {
+        let servers = service_bus_servers(connection, &format!("sio-rooms-{k}"), k).await?;
+        let name = format!("  8 rooms, Service Bus adapter on {k} topic(s)");
+        let figures = clients(&name, (servers[0].0, servers[1].0), messages, 0, ROOMS).await?;
+        print(&name, figures);
+        by_partitions.push(figures.0);
+        stop(servers).await;
     }
+    out!(
+        "  4 topics against 1: {:.0}% of the events/s",
+        100.0 * by_partitions[1] / by_partitions[0]
+    );
+    emitter_rate(connection, seconds).await?;
+
     let Some(redis) = redis else {
         return Ok(());
     };

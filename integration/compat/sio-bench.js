@@ -6,7 +6,9 @@
 // or at RATE per second, and prints one JSON line: delivered events/s (over the time to the
 // last delivery, so an event lost does not count the wait for it), latency percentiles
 // (sender and receivers share this process's clock) and, for the report's plot, up to 1,000
-// evenly spaced latencies of the sorted sample (ms).
+// evenly spaced latencies of the sorted sample (ms). With ROOMS=K > 1 every receiver joins
+// rooms "bench-0" .. "bench-(K-1)" instead, and event i goes to room "bench-(i mod K)", so a
+// partitioned adapter can spread the rooms over its topics.
 "use strict";
 const { io } = require("socket.io-client");
 
@@ -16,6 +18,8 @@ const messages = Number(env.MESSAGES || 20000);
 const rate = Number(env.RATE || 0);
 const windowSize = Number(env.WINDOW || 64);
 const deadlineMs = Number(env.DEADLINE_MS || 60000);
+const rooms = Number(env.ROOMS || 1);
+const roomOf = (i) => (rooms > 1 ? "bench-" + (i % rooms) : undefined);
 const pad = "x".repeat(100);
 const now = () => performance.timeOrigin + performance.now();
 
@@ -29,7 +33,13 @@ function connect(url) {
 
 async function main() {
   const sockets = await Promise.all(Array.from({ length: receivers }, () => connect(env.RECV_URL)));
-  for (const s of sockets) await s.timeout(10000).emitWithAck("join", "bench");
+  for (const s of sockets) {
+    if (rooms > 1) {
+      for (let k = 0; k < rooms; k++) await s.timeout(10000).emitWithAck("join", "bench-" + k);
+    } else {
+      await s.timeout(10000).emitWithAck("join", "bench");
+    }
+  }
   const sender = await connect(env.SEND_URL);
   const expected = receivers * messages;
   const latencies = [];
@@ -61,14 +71,14 @@ async function main() {
       while (i - windowSize >= Math.min(...got) && now() < give_up) {
         await Promise.race([new Promise((r) => (wake = r)), new Promise((r) => setTimeout(r, 100))]);
       }
-      sender.emit("bench", { t: now(), i, pad });
+      sender.emit("bench", { t: now(), i, pad, room: roomOf(i) });
     }
   } else {
     let i = 0;
     await new Promise((resolve) => {
       const tick = setInterval(() => {
         const due = Math.min(messages, Math.floor(((now() - start) / 1000) * rate));
-        for (; i < due; i++) sender.emit("bench", { t: now(), i, pad });
+        for (; i < due; i++) sender.emit("bench", { t: now(), i, pad, room: roomOf(i) });
         if (i >= messages) {
           clearInterval(tick);
           resolve();

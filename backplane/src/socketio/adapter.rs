@@ -152,7 +152,10 @@ impl<E: SocketEmitter, T: Transport + Clone> CoreAdapter<E> for BackplaneAdapter
             let me = Arc::downgrade(&self);
             let sink: RequestSink = Arc::new(move |req| {
                 if let Some(adapter) = me.upgrade() {
-                    adapter.recv_req(req);
+                    match req {
+                        Inbound::Request(req) => adapter.recv_req(req),
+                        Inbound::Order(order) => adapter.apply_order(order),
+                    }
                 }
             });
             lock(&hub.handlers).insert(self.local.path().to_string(), sink);

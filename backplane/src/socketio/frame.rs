@@ -4,6 +4,7 @@
 //! request:  0x01 | namespace length (u16, big endian) | namespace | MessagePack RequestOut
 //! response: 0x02 | request id (16 ASCII bytes)        | MessagePack Response
 //! server:   0x03 | event name length (u16, big endian) | event name | MessagePack data
+//! emitter:  0x04 | namespace length (u16, big endian)  | namespace  | JSON order
 //! ```
 //!
 //! A server event (`AdapterState::server_side_emit`) is for the servers themselves, not
@@ -21,6 +22,7 @@ use socketioxide_core::Sid;
 const REQUEST: u8 = 1;
 const RESPONSE: u8 = 2;
 const SERVER: u8 = 3;
+const EMIT: u8 = 4;
 /// A socket.io id is 16 characters.
 const SID_LEN: usize = 16;
 
@@ -33,6 +35,8 @@ pub(crate) enum Frame<'a> {
     Response { id: Sid, body: &'a [u8] },
     /// An event for the servers.
     Server { event: &'a str, body: &'a [u8] },
+    /// A cluster emitter's order for the namespace `ns`.
+    Emit { ns: &'a str, body: &'a [u8] },
 }
 
 /// Why bytes are not a frame.
@@ -60,6 +64,11 @@ pub(crate) fn request(ns: &str, body: &[u8]) -> Result<Vec<u8>, FrameError> {
 /// A server event frame around encoded data.
 pub(crate) fn server(event: &str, body: &[u8]) -> Result<Vec<u8>, FrameError> {
     named(SERVER, event, body)
+}
+
+/// An emitter frame around a JSON order.
+pub(crate) fn emit(ns: &str, body: &[u8]) -> Result<Vec<u8>, FrameError> {
+    named(EMIT, ns, body)
 }
 
 /// `kind | name length | name | body`.
@@ -103,6 +112,10 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Frame<'_>, FrameError> {
         SERVER => {
             let (event, body) = split_named(rest)?;
             Ok(Frame::Server { event, body })
+        }
+        EMIT => {
+            let (ns, body) = split_named(rest)?;
+            Ok(Frame::Emit { ns, body })
         }
         RESPONSE => {
             let (id, body) = rest
@@ -155,6 +168,14 @@ mod tests {
             }
         );
         assert_eq!(decode(&[3, 0, 2, b'a']), Err(FrameError::Truncated));
+        let bytes = emit("/", b"{}").unwrap();
+        assert_eq!(
+            decode(&bytes).unwrap(),
+            Frame::Emit {
+                ns: "/",
+                body: b"{}"
+            }
+        );
     }
 
     #[test]

@@ -3,8 +3,20 @@
 
 use super::*;
 
-/// Applies a request to one namespace's sockets.
-pub(super) type RequestSink = Arc<dyn Fn(RequestIn) + Send + Sync>;
+/// What a namespace is asked to do: a server's request, or a cluster emitter's order.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "moved once per event into the namespace's sink, never stored"
+)]
+pub(super) enum Inbound {
+    /// A request of another server (socketioxide's remote-adapter format).
+    Request(RequestIn),
+    /// An order of a [`ClusterEmitter`](super::ClusterEmitter).
+    Order(Order),
+}
+
+/// Applies a request or order to one namespace's sockets.
+pub(super) type RequestSink = Arc<dyn Fn(Inbound) + Send + Sync>;
 
 /// One server's node and the routing of what it receives.
 pub(super) struct Hub<T: Transport> {
@@ -68,11 +80,18 @@ impl<T: Transport> Hub<T> {
     pub(super) fn on_event(self: &Arc<Self>, received: &Received) {
         match frame::decode(&received.payload) {
             Ok(Frame::Server { event, body }) => self.on_server_event(received, event, body),
+            Ok(Frame::Emit { ns, body }) => match serde_json::from_slice::<Order>(body) {
+                Ok(order) => match lock(&self.handlers).get(ns).cloned() {
+                    Some(sink) => sink(Inbound::Order(order)),
+                    None => tracing::debug!(ns, "an emitter's order for an absent namespace"),
+                },
+                Err(e) => tracing::warn!(error = %e, "dropping an undecodable emitter order"),
+            },
             Ok(Frame::Request { ns, body }) => match rmp_serde::from_slice::<RequestIn>(body) {
                 Ok(req) => {
                     let sink = lock(&self.handlers).get(ns).cloned();
                     match sink {
-                        Some(sink) => sink(req),
+                        Some(sink) => sink(Inbound::Request(req)),
                         None => self.answer_empty(req),
                     }
                 }

@@ -56,6 +56,7 @@
 //! [`Node::live_nodes`]: crate::node::Node::live_nodes
 
 mod adapter;
+mod emitter;
 mod frame;
 mod hub;
 mod server_emit;
@@ -149,6 +150,9 @@ pub enum Error {
     /// A server event's data is not of the type asked.
     #[error("decoding failed")]
     Decode(#[from] rmp_serde::decode::Error),
+    /// An emitter's order could not be encoded (its data is not JSON-representable).
+    #[error("emitter order: {0}")]
+    Order(String),
     /// The namespace name is too long for a frame.
     #[error("namespace name too long")]
     Namespace,
@@ -173,7 +177,9 @@ impl From<Error> for AdapterError {
 }
 
 pub use adapter::{BackplaneAdapter, InitRes};
-use hub::{Hub, RequestSink, decode_response, dispatch, node_of};
+use emitter::Order;
+pub use emitter::{ClusterEmitter, Operators};
+use hub::{Hub, Inbound, RequestSink, decode_response, dispatch, node_of};
 use server_emit::ServerHandlers;
 pub use server_emit::{ServerAcks, ServerEvent};
 pub use state::AdapterState;

@@ -57,11 +57,7 @@ impl AdapterState<ServiceBusTransport> {
     ) -> Result<Self, Error> {
         let client = Client::from_connection_string(connection_string)?;
         let mut transports = Vec::with_capacity(options.partitions.max(1));
-        for partition in 0..options.partitions.max(1) {
-            let name = match partition {
-                0 => topic.to_string(),
-                k => format!("{topic}-{k}"),
-            };
+        for name in partition_topics(topic, options.partitions) {
             transports.push(ServiceBusTransport::new(client.clone(), &name).await?);
         }
         Ok(Self::with_transports(transports, options))
@@ -162,4 +158,15 @@ impl<T: Transport + Clone> StateInner<T> {
         *lock(&self.hub) = Some(hub.clone());
         Ok(hub)
     }
+}
+
+/// The topics of an app over `partitions` topics: `topic`, then `topic-1` ..
+/// `topic-(partitions-1)` (at least the first).
+pub(super) fn partition_topics(topic: &str, partitions: usize) -> Vec<String> {
+    (0..partitions.max(1))
+        .map(|k| match k {
+            0 => topic.to_string(),
+            k => format!("{topic}-{k}"),
+        })
+        .collect()
 }
