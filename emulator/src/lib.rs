@@ -66,6 +66,9 @@ pub enum Error {
     /// The TLS certificate could not be generated or loaded.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// The secret for bearer tokens is unusable.
+    #[error("--jwt-secret: {0}")]
+    Jwt(#[from] auth::jwt::JwtError),
 }
 
 /// Largest request head (request line and headers) accepted; `431` above it. The service
@@ -126,7 +129,14 @@ impl Emulator {
         }
         // Token expiry is wall-clock time even with a manual broker clock: clients sign
         // tokens with the real time.
-        let authenticator = auth::Authenticator::new(settings.keys.clone(), Clock::System);
+        let authenticator = auth::Authenticator::new(settings.keys.clone(), Clock::System)
+            .with_jwt(
+                settings
+                    .jwt_secret
+                    .as_deref()
+                    .map(auth::jwt::JwtVerifier::new)
+                    .transpose()?,
+            );
         let live = Arc::new(http::Live::default());
         let amqp = Arc::new(amqp::Context {
             live: live.clone(),

@@ -13,7 +13,29 @@ use super::*;
 /// How often a node exports its counters.
 pub(super) const EXPORT_EVERY: Duration = Duration::from_secs(1);
 
-/// A node's health, for an application's readiness or liveness probe.
+/// A node's health, for an application's readiness or liveness probe, from
+/// [`Node::health`](super::Node::health).
+///
+/// ```
+/// use backplane::node::Health;
+/// use std::time::{Duration, Instant};
+///
+/// fn ready(health: &Health) -> bool {
+///     health.connected
+///         && health.subscription_present
+///         && health
+///             .last_contact
+///             .is_some_and(|at| at.elapsed() < Duration::from_secs(90))
+/// }
+/// let fresh = Health {
+///     connected: true,
+///     subscription_present: true,
+///     last_receive: None,
+///     last_contact: Some(Instant::now()),
+/// };
+/// assert!(ready(&fresh));
+/// assert!(!ready(&Health::default()));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Health {
     /// The bus answered the node's last receive (with or without a message).

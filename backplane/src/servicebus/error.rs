@@ -52,6 +52,12 @@ pub enum Error {
     /// The answer could not be read.
     #[error("unexpected response: {0}")]
     Protocol(String),
+    /// No bearer token could be had from the token provider.
+    #[error("no bearer token: {0}")]
+    Token(String),
+    /// A namespace name that names no host (see `Client::with_token_provider`).
+    #[error("invalid namespace {0:?}")]
+    Namespace(String),
     /// A certificate authority to trust could not be read (see `Client::with_ca`).
     #[error("cannot use the certificate authority: {0}")]
     Certificate(String),

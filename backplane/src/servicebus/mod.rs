@@ -1,7 +1,9 @@
 //! A typed REST client for Azure Service Bus (and the emulator), usable on its own.
 //!
-//! It signs requests with SAS tokens (cached, refreshed at 80 % of their one-hour life),
-//! retries transient failures (connection errors, `408`, `429`, `5xx`) with exponential
+//! It signs requests with SAS tokens (cached, refreshed at 80 % of their one-hour life), or
+//! sends Microsoft Entra ID bearer tokens from a [`token::TokenProvider`]
+//! ([`Client::with_token_provider`]; feature `entra-id` for the `azure_identity`
+//! credentials), retries transient failures (connection errors, `408`, `429`, `5xx`) with exponential
 //! backoff, jitter and `Retry-After`, never retries client mistakes, and classifies errors
 //! ([`Error::is_transient`], [`Error::is_not_found`], [`Error::is_lock_lost`], ...).
 //!
@@ -20,10 +22,13 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "entra-id")]
+pub mod entra;
 mod error;
 mod management;
 mod retry;
 mod runtime;
+pub mod token;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -60,7 +65,7 @@ struct Inner {
     http: reqwest::Client,
     /// `https://ns.servicebus.windows.net` or `http://localhost:5300`, no trailing `/`.
     base: String,
-    credential: Credential,
+    auth: Auth,
     retry: RetryPolicy,
     /// The current token and when to sign a new one. A std mutex: never held across awaits.
     token: Mutex<Option<(String, Instant)>>,
@@ -68,6 +73,15 @@ struct Inner {
     /// of this client and its clones holds back until then, so that a node's publishers
     /// and receivers do not stampede a busy namespace. A std mutex, never held across awaits.
     busy_until: Mutex<Option<Instant>>,
+}
+
+/// How requests are signed.
+#[derive(Debug)]
+enum Auth {
+    /// SAS: a key signs tokens, or a given signature is sent as is.
+    Sas(Credential),
+    /// Entra ID bearer tokens from a provider.
+    Bearer(token::BearerCache),
 }
 
 /// What one request sends.
@@ -139,11 +153,20 @@ impl Client {
     }
 
     fn with_http(connection: &ConnectionString, retry: RetryPolicy, http: reqwest::Client) -> Self {
+        Self::build(
+            connection.base_url(),
+            Auth::Sas(connection.credential.clone()),
+            retry,
+            http,
+        )
+    }
+
+    fn build(base: String, auth: Auth, retry: RetryPolicy, http: reqwest::Client) -> Self {
         Client {
             inner: Arc::new(Inner {
                 http,
-                base: connection.base_url(),
-                credential: connection.credential.clone(),
+                base,
+                auth,
                 retry,
                 token: Mutex::new(None),
                 busy_until: Mutex::new(None),
@@ -151,29 +174,70 @@ impl Client {
         }
     }
 
+    /// A client for `namespace` that sends Microsoft Entra ID bearer tokens from
+    /// `provider` instead of SAS tokens (for namespaces with local authentication disabled).
+    /// `namespace` is `my-ns` (meaning `my-ns.servicebus.windows.net`), a host name,
+    /// `sb://host/`, or a full `https://` (or, for an emulator, `http://`) URL.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// # #[cfg(feature = "entra-id")] {
+    /// use backplane::servicebus::{Client, RetryPolicy, entra::EntraCredential};
+    /// let credential = EntraCredential::managed_identity(None)?;
+    /// let client = Client::with_token_provider("my-ns", credential, RetryPolicy::default())?;
+    /// client.create_queue_if_missing("jobs").await?;
+    /// # }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Namespace`] for a `namespace` that names no host.
+    pub fn with_token_provider(
+        namespace: &str,
+        provider: Arc<dyn token::TokenProvider>,
+        retry: RetryPolicy,
+    ) -> Result<Self> {
+        let base = namespace_url(namespace)?;
+        let http = Self::http().build().unwrap_or_default();
+        Ok(Self::build(
+            base,
+            Auth::Bearer(token::BearerCache::new(provider)),
+            retry,
+            http,
+        ))
+    }
+
     /// The base URL requests go to.
     pub fn base_url(&self) -> &str {
         &self.inner.base
     }
 
-    fn token(&self, fresh: bool) -> String {
-        match &self.inner.credential {
-            Credential::Signature(sig) => sig.clone(),
-            Credential::Key { name, key } => {
+    /// The `Authorization` header; `fresh` re-signs (or asks for a new bearer token).
+    async fn authorization(&self, fresh: bool) -> Result<String> {
+        match &self.inner.auth {
+            Auth::Sas(Credential::Signature(sig)) => Ok(sig.clone()),
+            Auth::Sas(Credential::Key { name, key }) => {
                 let mut slot = crate::sync::lock(&self.inner.token);
                 if let Some((token, refresh_at)) = slot.as_ref()
                     && !fresh
                     && Instant::now() < *refresh_at
                 {
-                    return token.clone();
+                    return Ok(token.clone());
                 }
                 let expiry = chrono::Utc::now().timestamp() + TOKEN_LIFETIME.as_secs() as i64;
                 // A namespace-root token covers every entity.
                 let token = sas::sign(&format!("{}/", self.inner.base), name, key, expiry);
                 *slot = Some((token.clone(), Instant::now() + TOKEN_LIFETIME.mul_f64(0.8)));
-                token
+                Ok(token)
             }
+            Auth::Bearer(cache) => cache.header(fresh).await.map_err(Error::Token),
         }
+    }
+
+    /// Whether a `401` is worth one more try with a new token.
+    fn can_resign(&self) -> bool {
+        !matches!(self.inner.auth, Auth::Sas(Credential::Signature(_)))
     }
 
     /// Sends one request, retrying transient failures; a `401` re-signs once. Answers any
@@ -193,7 +257,7 @@ impl Client {
                 .inner
                 .http
                 .request(method.clone(), &url)
-                .header("authorization", self.token(resigned))
+                .header("authorization", self.authorization(resigned).await?)
                 .timeout(call.timeout.map_or(REQUEST_TIMEOUT, |t| t + READ_MARGIN))
                 .body(call.body.clone());
             // Bodiless requests still say Content-Length: 0 (contract 2.8).
@@ -219,11 +283,7 @@ impl Client {
                 Err(e) => Err(Error::Transport(e)),
             };
             let retry_after = match &outcome {
-                Ok(a)
-                    if a.status == StatusCode::UNAUTHORIZED
-                        && !resigned
-                        && matches!(self.inner.credential, Credential::Key { .. }) =>
-                {
+                Ok(a) if a.status == StatusCode::UNAUTHORIZED && !resigned && self.can_resign() => {
                     resigned = true;
                     continue;
                 }
@@ -291,6 +351,32 @@ impl Client {
     }
 }
 
+/// The base URL of a namespace named as [`Client::with_token_provider`] takes it.
+fn namespace_url(namespace: &str) -> Result<String> {
+    let given = namespace.trim();
+    let (scheme, rest) = match given.split_once("://") {
+        Some(("https", rest)) => ("https", rest),
+        Some(("http", rest)) => ("http", rest),
+        Some(("sb", rest)) => ("https", rest),
+        Some(_) => return Err(Error::Namespace(namespace.to_string())),
+        None => ("https", given),
+    };
+    let host = rest.trim_end_matches('/');
+    let bad = host.is_empty()
+        || host.starts_with('.')
+        || host.starts_with(':')
+        || host.contains('/')
+        || host.contains(char::is_whitespace);
+    if bad {
+        return Err(Error::Namespace(namespace.to_string()));
+    }
+    if host.contains('.') || host.contains(':') {
+        Ok(format!("{scheme}://{host}"))
+    } else {
+        Ok(format!("{scheme}://{host}.servicebus.windows.net"))
+    }
+}
+
 /// The path of a subscription, for receive and settle calls.
 pub fn subscription_path(topic: &str, subscription: &str) -> String {
     format!("{topic}/Subscriptions/{subscription}")
@@ -303,4 +389,34 @@ pub fn dead_letter_path(receivable: &str) -> String {
 
 pub(crate) fn management_path(path: &str) -> String {
     format!("/{path}?api-version={API_VERSION}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_name_their_url() {
+        for (given, url) in [
+            ("my-ns", "https://my-ns.servicebus.windows.net"),
+            (
+                "my-ns.servicebus.windows.net",
+                "https://my-ns.servicebus.windows.net",
+            ),
+            (
+                "sb://my-ns.servicebus.windows.net/",
+                "https://my-ns.servicebus.windows.net",
+            ),
+            (
+                "https://my-ns.servicebus.windows.net/",
+                "https://my-ns.servicebus.windows.net",
+            ),
+            ("http://127.0.0.1:5300", "http://127.0.0.1:5300"),
+        ] {
+            assert_eq!(namespace_url(given).unwrap(), url, "{given}");
+        }
+        for bad in ["", "https://", "sb://", "https://a/b", "my ns", "ftp://x.y"] {
+            assert!(namespace_url(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -191,7 +191,22 @@ impl<T: Transport> ClusterEmitter<T> {
 }
 
 /// The sockets an order is for: built with [`ClusterEmitter::of`], narrowed with
-/// [`Operators::to`], [`Operators::except`] or [`Operators::socket`].
+/// [`Operators::to`], [`Operators::except`] or [`Operators::socket`], then spent by
+/// [`Operators::emit`], [`Operators::join`], [`Operators::leave`] or
+/// [`Operators::disconnect`].
+///
+/// ```no_run
+/// # use backplane::socketio::ClusterEmitter;
+/// # async fn run(emitter: &ClusterEmitter) -> Result<(), backplane::socketio::Error> {
+/// // Everyone in "match-7" but the spectators hears the score...
+/// emitter.of("/").to("match-7").except("spectators").emit("score", &[3, 1]).await?;
+/// // ...then the players of "match-7" move to the lobby.
+/// emitter.of("/").to("match-7").join(["lobby"]).await?;
+/// emitter.of("/").to("match-7").leave(["match-7"]).await?;
+/// // One socket, wherever it is connected, is asked to leave.
+/// emitter.of("/").socket("aBcD1234aBcD1234").disconnect().await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Operators<'a, T: Transport = ServiceBusTransport> {
     emitter: &'a ClusterEmitter<T>,

@@ -118,6 +118,18 @@ pub struct AdapterOptions {
     /// broadcast to rooms goes to the topic of its room (the least by name when it names
     /// several), so broadcasts to one room keep their order; room-less broadcasts, requests
     /// and answers use the first topic. Every server of an app must use the same K.
+    ///
+    /// ```no_run
+    /// # use backplane::socketio::{AdapterOptions, AdapterState};
+    /// # async fn run(connection: &str) -> Result<(), backplane::socketio::Error> {
+    /// let options = AdapterOptions {
+    ///     partitions: 4, // topics "chat", "chat-1", "chat-2", "chat-3"
+    ///     ..AdapterOptions::default()
+    /// };
+    /// let state = AdapterState::connect(connection, "chat", options).await?;
+    /// # let _ = state;
+    /// # Ok(()) }
+    /// ```
     pub partitions: usize,
 }
 

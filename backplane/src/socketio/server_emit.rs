@@ -20,7 +20,18 @@ pub(super) type ServerHandler =
 pub(super) type ServerHandlers = Arc<Mutex<HashMap<String, ServerHandler>>>;
 
 /// An event another server sent with [`AdapterState::server_side_emit`] or
-/// [`AdapterState::server_side_emit_with_ack`].
+/// [`AdapterState::server_side_emit_with_ack`], as a handler of
+/// [`AdapterState::on_server_event`] gets it.
+///
+/// ```no_run
+/// # use backplane::socketio::{AdapterState, ServerEvent};
+/// # fn register(state: &AdapterState) {
+/// state.on_server_event("joined", async |event: ServerEvent| {
+///     let region: String = event.data().unwrap_or_default();
+///     println!("{} ({}) sent {}", event.from(), region, event.event());
+/// });
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct ServerEvent {
     from: NodeId,
@@ -50,6 +61,21 @@ impl ServerEvent {
 }
 
 /// What [`AdapterState::server_side_emit_with_ack`] got back.
+///
+/// ```no_run
+/// # use std::time::Duration;
+/// # use backplane::socketio::{AdapterState, ServerAcks};
+/// # async fn ask(state: &AdapterState) -> Result<(), backplane::socketio::Error> {
+/// let acks: ServerAcks<u32> = state
+///     .server_side_emit_with_ack("connected-users", &(), Duration::from_secs(1))
+///     .await?;
+/// let total: u32 = acks.answers.iter().map(|(_, n)| n).sum();
+/// if !acks.missing.is_empty() {
+///     println!("{} server(s) did not answer: the total is partial", acks.missing.len());
+/// }
+/// # let _ = total;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerAcks<A> {
     /// Each answering server's answer, in arrival order.

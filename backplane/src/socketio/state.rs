@@ -72,6 +72,16 @@ impl<T: Transport + Clone> AdapterState<T> {
 
     /// A state over one transport per partition (topic), in the same order on every
     /// server; [`AdapterOptions::partitions`] is not read.
+    ///
+    /// ```
+    /// use backplane::socketio::{AdapterOptions, AdapterState};
+    /// use backplane::transport::MemoryTransport;
+    ///
+    /// // Four in-memory "topics", shared by every server of this process.
+    /// let topics: Vec<MemoryTransport> = (0..4).map(|_| MemoryTransport::new()).collect();
+    /// let state = AdapterState::with_transports(topics.clone(), AdapterOptions::default());
+    /// assert_eq!(state.node_id(), None); // until socketioxide starts a namespace
+    /// ```
     pub fn with_transports(transports: Vec<T>, options: AdapterOptions) -> Self {
         AdapterState {
             inner: Arc::new(StateInner {

@@ -78,6 +78,7 @@ impl Tokens {
         }
         Err(match last {
             Some(AuthError::Unauthenticated(e)) => format!("Unauthorized access. {e}"),
+            Some(AuthError::Bearer(e)) => format!("Unauthorized access. {e}"),
             _ => format!(
                 "Unauthorized access. '{right:?}' claim(s) are required to perform this \
                  operation. Resource: '{node}'."

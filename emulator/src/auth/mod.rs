@@ -1,5 +1,7 @@
 //! Who may do what: SAS verification (in `servicebus_wire::sas`) plus the rights each
-//! operation needs (contract 2.4, 2.7).
+//! operation needs (contract 2.4, 2.7), and, when enabled, Entra ID bearer tokens ([`jwt`]).
+
+pub mod jwt;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -11,6 +13,7 @@ use servicebus_wire::{SasError, SasToken};
 
 use crate::clock::Clock;
 use crate::sync::lock;
+use jwt::{JwtError, JwtVerifier};
 
 /// A claim a policy grants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +162,9 @@ pub enum AuthError {
     /// No valid token: 401.
     #[error(transparent)]
     Unauthenticated(#[from] SasError),
+    /// A bearer token that is not valid, or bearer tokens not enabled: 401.
+    #[error(transparent)]
+    Bearer(#[from] JwtError),
     /// A valid token whose policy lacks the claim: 403.
     #[error("unauthorized access: '{claim}' claim(s) are required to perform this operation")]
     MissingClaim {
@@ -178,6 +184,8 @@ pub struct Authenticator {
     /// expiry and scope are still checked on every request. Keys never change while the
     /// emulator runs, so an entry stays true.
     signed: Arc<Mutex<HashMap<SasToken, Signed>>>,
+    /// Checks Entra ID bearer tokens; `None`: they are refused.
+    jwt: Option<JwtVerifier>,
 }
 
 /// What a token with a good signature grants, whatever the request.
@@ -203,7 +211,43 @@ impl Authenticator {
             keys,
             clock,
             signed: Arc::default(),
+            jwt: None,
         }
+    }
+
+    /// Also accepts Entra ID bearer tokens checked by `jwt` (REST `Authorization: Bearer`,
+    /// and JWTs given to `put-token` over AMQP).
+    ///
+    /// ```
+    /// use emulator::auth::jwt::{AUDIENCE, JwtVerifier, RECEIVER, mint};
+    /// use emulator::auth::{Authenticator, Need, Right};
+    /// use emulator::clock::Clock;
+    ///
+    /// let auth = Authenticator::new(vec![], Clock::System)
+    ///     .with_jwt(Some(JwtVerifier::new("local-secret").unwrap()));
+    /// let exp = chrono::Utc::now().timestamp() + 60;
+    /// let claims = serde_json::json!({"aud": AUDIENCE, "exp": exp, "roles": [RECEIVER]});
+    /// let header = format!("Bearer {}", mint(&claims, "local-secret").unwrap());
+    /// assert!(auth.authorize(Some(&header), "/q", Need::Right(Right::Listen)).is_ok());
+    /// assert!(auth.authorize(Some(&header), "/q", Need::Right(Right::Send)).is_err());
+    /// ```
+    pub fn with_jwt(mut self, jwt: Option<JwtVerifier>) -> Self {
+        self.jwt = jwt;
+        self
+    }
+
+    /// The rights of a bearer token, or `None` when `header` is not one.
+    fn bearer(&self, header: &str) -> Result<Option<Rights>, AuthError> {
+        let token = match header.get(..7) {
+            Some(scheme) if scheme.eq_ignore_ascii_case("bearer ") => header[7..].trim(),
+            // A JWT as CBS `put-token` carries it (type "jwt"): a JSON header, base64url.
+            _ if header.starts_with("eyJ") => header,
+            _ => return Ok(None),
+        };
+        let Some(jwt) = &self.jwt else {
+            return Err(JwtError::disabled().into());
+        };
+        Ok(Some(jwt.verify(token, self.clock.now().timestamp())?))
     }
 
     /// The token's key and claims once its signature is checked (remembered after that).
@@ -246,22 +290,30 @@ impl Authenticator {
     /// # Errors
     ///
     /// [`AuthError::Unauthenticated`] for a missing, malformed, unknown-key, badly signed,
-    /// expired or out-of-scope token; [`AuthError::MissingClaim`] when the key lacks the
-    /// right.
+    /// expired or out-of-scope token; [`AuthError::Bearer`] for a bad bearer token (or any,
+    /// when they are not enabled); [`AuthError::MissingClaim`] when the key or the token's
+    /// roles lack the right.
     pub fn authorize(&self, header: Option<&str>, path: &str, need: Need) -> Result<(), AuthError> {
-        // Checked in the order `SasToken::verify` checks: signature, expiry, scope.
-        let signed = self.signed(header.ok_or(SasError::Missing)?)?;
-        check_claims(
-            signed.expiry,
-            signed.scope.as_deref(),
-            self.clock.now().timestamp(),
-            path,
-        )?;
-        let key = &self.keys[signed.key];
+        let header = header.ok_or(SasError::Missing)?;
+        let rights = match self.bearer(header)? {
+            // A bearer token covers the namespace.
+            Some(rights) => rights,
+            None => {
+                // Checked in the order `SasToken::verify` checks: signature, expiry, scope.
+                let signed = self.signed(header)?;
+                check_claims(
+                    signed.expiry,
+                    signed.scope.as_deref(),
+                    self.clock.now().timestamp(),
+                    path,
+                )?;
+                self.keys[signed.key].rights
+            }
+        };
         let granted = match need {
             Need::AnyValidToken => true,
-            Need::Right(r) => key.rights.grants(r),
-            Need::Either(a, b) => key.rights.grants(a) || key.rights.grants(b),
+            Need::Right(r) => rights.grants(r),
+            Need::Either(a, b) => rights.grants(a) || rights.grants(b),
         };
         if granted {
             return Ok(());

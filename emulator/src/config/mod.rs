@@ -168,6 +168,16 @@ pub struct Cli {
     /// (PUT /$emulator/faults) can replace it. See the README's "Testing your retry logic".
     #[arg(long, env = "EMULATOR_FAULTS", value_name = "FILE")]
     pub faults: Option<PathBuf>,
+    /// Also accept Microsoft Entra ID bearer tokens (JWT, HS256) signed with this secret:
+    /// `aud` `https://servicebus.azure.net`, an `exp` to come, and `roles` among Azure Service
+    /// Bus Data Owner / Sender / Receiver (Manage / Send / Listen). Off by default.
+    #[arg(
+        long,
+        env = "EMULATOR_JWT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub jwt_secret: Option<String>,
     /// Most queues and topics together (the Standard tier's quota).
     #[arg(long, env = "EMULATOR_MAX_ENTITIES", default_value_t = Quotas::STANDARD.entities)]
     pub max_entities: usize,
@@ -225,6 +235,9 @@ pub struct Settings {
     /// Faults to inject from the start (see [`crate::faults`]); `None`: none until the
     /// control API sets a plan.
     pub faults: Option<crate::faults::FaultPlan>,
+    /// The secret Entra ID bearer tokens are checked with (see [`crate::auth::jwt`]);
+    /// `None`: bearer tokens are refused.
+    pub jwt_secret: Option<String>,
 }
 
 impl Settings {
@@ -249,6 +262,7 @@ impl Settings {
             quotas: Quotas::STANDARD,
             tls: None,
             faults: None,
+            jwt_secret: None,
         }
     }
 }
@@ -305,6 +319,7 @@ impl Cli {
             },
             tls,
             faults,
+            jwt_secret: self.jwt_secret,
         })
     }
 }

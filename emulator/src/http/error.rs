@@ -136,6 +136,11 @@ impl From<AuthError> for ApiError {
                 sas.sub_code(),
                 format!("Unauthorized: {e}"),
             ),
+            AuthError::Bearer(jwt) => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                jwt.sub_code(),
+                format!("Unauthorized: {e}"),
+            ),
             AuthError::MissingClaim { claim } => ApiError::new(
                 StatusCode::FORBIDDEN,
                 40100,
