@@ -26,6 +26,18 @@ pub struct ClientEvent {
     pub data: Value,
 }
 
+/// The `text` fields of the `message` events `client` received, in arrival order (as the
+/// chat's clients see chat messages).
+pub fn message_texts(events: &HashMap<String, Vec<ClientEvent>>, client: &str) -> Vec<String> {
+    events
+        .get(client)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.name == "message")
+        .filter_map(|e| e.data["text"].as_str().map(str::to_string))
+        .collect()
+}
+
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
 type Seen = Arc<Mutex<HashMap<String, Vec<ClientEvent>>>>;
 

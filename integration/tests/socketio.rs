@@ -7,7 +7,7 @@ use std::time::Duration;
 use backplane::node::NodeConfig;
 use backplane::socketio::AdapterOptions;
 use demo::chat::{ChatNode, ChatOptions};
-use integration::sio::{ClientEvent, SioAgent};
+use integration::sio::{ClientEvent, SioAgent, message_texts};
 use serde_json::{Value, json};
 use testkit::InProcessEmulator;
 
@@ -65,13 +65,7 @@ async fn see_each_other(nodes: &[ChatNode]) {
 
 /// The texts of the `message` events `client` received.
 fn texts(events: &HashMap<String, Vec<ClientEvent>>, client: &str) -> BTreeSet<String> {
-    events
-        .get(client)
-        .into_iter()
-        .flatten()
-        .filter(|e| e.name == "message")
-        .filter_map(|e| e.data["text"].as_str().map(str::to_string))
-        .collect()
+    message_texts(events, client).into_iter().collect()
 }
 
 fn set(items: &[&str]) -> BTreeSet<String> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use backplane::node::{NodeConfig, partition_of};
 use backplane::socketio::AdapterOptions;
 use demo::chat::{ChatNode, ChatOptions};
-use integration::sio::{ClientEvent, SioAgent};
+use integration::sio::{ClientEvent, SioAgent, message_texts};
 use serde_json::json;
 use testkit::InProcessEmulator;
 
@@ -50,17 +50,6 @@ fn rooms() -> Vec<String> {
         }
     }
     unreachable!()
-}
-
-/// The `message` texts `client` received, in arrival order.
-fn texts(events: &HashMap<String, Vec<ClientEvent>>, client: &str) -> Vec<String> {
-    events
-        .get(client)
-        .into_iter()
-        .flatten()
-        .filter(|e| e.name == "message")
-        .filter_map(|e| e.data["text"].as_str().map(str::to_string))
-        .collect()
 }
 
 /// Messages the emulator took in per entity, from its `/metrics`.
@@ -131,7 +120,7 @@ async fn room_broadcasts_over_four_topics_keep_order_per_room_exactly_once() {
     let all_arrived = |events: &HashMap<String, Vec<ClientEvent>>| {
         receivers
             .iter()
-            .all(|(client, _)| texts(events, client).len() >= PER_ROOM)
+            .all(|(client, _)| message_texts(events, client).len() >= PER_ROOM)
     };
     assert!(
         agent.wait_until(WAIT, all_arrived).await,
@@ -142,7 +131,7 @@ async fn room_broadcasts_over_four_topics_keep_order_per_room_exactly_once() {
         .map(|(client, _)| (client.clone(), agent.events(client)))
         .collect();
     for (client, room) in &receivers {
-        assert_eq!(texts(&events, client), want(room), "{client}");
+        assert_eq!(message_texts(&events, client), want(room), "{client}");
     }
 
     // Every topic carried some of the broadcasts.

@@ -165,8 +165,8 @@ pub enum Error {
     /// An emitter's order could not be encoded (its data is not JSON-representable).
     #[error("emitter order: {0}")]
     Order(String),
-    /// The namespace name is too long for a frame.
-    #[error("namespace name too long")]
+    /// A namespace or server event name is longer than a frame holds (65,535 bytes).
+    #[error("namespace or event name too long (65,535 bytes at most)")]
     Namespace,
     /// The server id cannot name a node.
     #[error("the server id cannot name a node")]
