@@ -190,6 +190,20 @@ function cell(text, pre = false) {
   return td;
 }
 
+// Custom properties as values: the peek gives each as its REST header text (`"blue"` for a
+// string, `42` for a number), which the resubmit sends back unchanged.
+function readable(properties) {
+  const out = {};
+  for (const [name, text] of Object.entries(properties)) {
+    try {
+      out[name] = JSON.parse(text);
+    } catch {
+      out[name] = text;
+    }
+  }
+  return out;
+}
+
 async function peek() {
   const peeked = await json(await api("GET", `$emulator/peek/${receivable()}`, { query: "?count=100" }));
   const rows = peeked.messages.map((m) => {
@@ -204,7 +218,7 @@ async function peek() {
       cell(m.state),
       cell(m.body !== undefined ? m.body : `(base64) ${m.bodyBase64}`, true),
       cell(JSON.stringify(system, null, 1), true),
-      cell(JSON.stringify(m.userProperties, null, 1), true),
+      cell(JSON.stringify(readable(m.userProperties), null, 1), true),
     );
     return tr;
   });
