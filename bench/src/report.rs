@@ -20,6 +20,8 @@ static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 static SERIES: Mutex<Vec<(String, Vec<u64>)>> = Mutex::new(Vec::new());
 /// Ratio figures: name, value as % of its baseline, target %.
 static BARS: Mutex<Vec<(String, f64, f64)>> = Mutex::new(Vec::new());
+/// Start-up after a clean stop (ms) and RSS right after it (MB), by messages stored.
+static STORE: Mutex<Vec<(u64, f64, f64)>> = Mutex::new(Vec::new());
 /// Figures with a target: name, value with unit, target, met.
 static TARGETS: Mutex<Vec<(String, String, String, bool)>> = Mutex::new(Vec::new());
 static PROGRESS: OnceLock<ProgressBar> = OnceLock::new();
@@ -57,6 +59,11 @@ pub(crate) fn bar(name: &str, percent: f64, target: f64) {
     lock(&BARS).push((name.to_string(), percent, target));
 }
 
+/// Keeps one point of the start-up and RSS curve against messages stored.
+pub(crate) fn store_point(stored: u64, start_ms: f64, rss_mb: f64) {
+    lock(&STORE).push((stored, start_ms, rss_mb));
+}
+
 /// Keeps a figure with a target for the report's table.
 pub(crate) fn target(name: &str, value: String, target: String, ok: bool) {
     lock(&TARGETS).push((name.trim().to_string(), value, target, ok));
@@ -71,6 +78,11 @@ pub(crate) fn write(dir: &Path, command: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(&plots)?;
     latency_plot(&plots.join("latency.svg"))?;
     bars_plot(&plots.join("throughput.svg"))?;
+    let mut store = lock(&STORE).clone();
+    store.sort_by_key(|(n, _, _)| *n);
+    if store.len() > 1 {
+        store_plot(&plots.join("store.svg"), &store)?;
+    }
     let mut md = String::from("# Benchmarks\n\n");
     writeln!(md, "One run of `{command}`.\n")?;
     writeln!(md, "- Commit: `{}`", git(&["rev-parse", "--short", "HEAD"]))?;
@@ -92,6 +104,18 @@ pub(crate) fn write(dir: &Path, command: &str) -> anyhow::Result<()> {
     }
     md.push_str("\n## Latency\n\n![latency CDFs](benchmarks/latency.svg)\n\n");
     md.push_str("## Throughput against baselines\n\n![throughput](benchmarks/throughput.svg)\n\n");
+    if store.len() > 1 {
+        md.push_str(
+            "## Start-up and memory against messages stored\n\n\
+             ![start-up and RSS](benchmarks/store.svg)\n\n\
+             | messages stored (1 KB) | start-up after a clean stop | RSS right after it |\n\
+             | --- | --- | --- |\n",
+        );
+        for (n, ms, mb) in &store {
+            writeln!(md, "| {n} | {ms:.1} ms | {mb:.1} MB |")?;
+        }
+        md.push('\n');
+    }
     md.push_str("## The whole output\n\n```text\n");
     for l in lock(&LINES).iter() {
         md.push_str(l);
@@ -230,6 +254,39 @@ fn bars_plot(path: &Path) -> anyhow::Result<()> {
             (6, y as i32),
             ("sans-serif", 12),
         ))?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// Start-up (ms) and RSS right after it (MB) against messages stored, side by side.
+fn store_plot(path: &Path, points: &[(u64, f64, f64)]) -> anyhow::Result<()> {
+    let root = SVGBackend::new(path, (900, 380)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (left, right) = root.split_horizontally(450);
+    let x_max = points.iter().map(|p| p.0).max().unwrap_or(1).max(1) as f64 * 1.05;
+    for (area, title, unit, pick) in [
+        (&left, "Start-up after a clean stop", "ms", 1),
+        (&right, "RSS right after start-up", "MB", 2),
+    ] {
+        let value = |p: &(u64, f64, f64)| if pick == 1 { p.1 } else { p.2 };
+        let y_max = points.iter().map(value).fold(1.0_f64, f64::max) * 1.15;
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+        chart
+            .configure_mesh()
+            .x_desc("messages stored (1 KB)")
+            .x_label_formatter(&|v| format!("{:.0}k", v / 1000.0))
+            .x_labels(6)
+            .y_desc(unit)
+            .draw()?;
+        let line = points.iter().map(|p| (p.0 as f64, value(p)));
+        chart.draw_series(LineSeries::new(line.clone(), BLUE.stroke_width(2)))?;
+        chart.draw_series(line.map(|xy| Circle::new(xy, 4, BLUE.filled())))?;
     }
     root.present()?;
     Ok(())

@@ -1,5 +1,6 @@
 //! Figures over a large store: start-up after a clean stop and after a SIGKILL, RSS, disk
-//! use and send rate, against an empty store in a second process.
+//! use and send rate, against an empty store in a second process; and start-up and RSS at
+//! a few store sizes on the way (the report's curve).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -74,12 +75,16 @@ pub(crate) async fn stored(args: &Args, report: &mut Report, dir: &Path) -> anyh
     // One start is at the mercy of the scheduler and a cold page cache: take the median
     // of three, each on a folder of its own.
     let mut starts = Vec::new();
+    let mut empty_rss = Vec::new();
     for i in 0..3 {
         let empty = spawn(&args.emulator_binary, &dir.join(format!("empty{i}"))).await?;
         starts.push(empty.started_in.as_secs_f64() * 1000.0);
+        empty_rss.push(empty.emulator.child.id().map_or(0.0, rss_mb));
         terminate(empty).await?;
     }
     starts.sort_by(f64::total_cmp);
+    empty_rss.sort_by(f64::total_cmp);
+    report::store_point(0, starts[1], empty_rss[1]);
     report.limit(
         "start-up, empty store (process start to listening, median of 3)",
         starts[1],
@@ -87,6 +92,7 @@ pub(crate) async fn stored(args: &Args, report: &mut Report, dir: &Path) -> anyh
         50.0,
         "",
     );
+    curve(args, dir).await?;
     let data = dir.join("stored");
     let child = spawn(&args.emulator_binary, &data).await?;
     let c = Client::new(child.emulator.addr);
@@ -100,29 +106,8 @@ pub(crate) async fn stored(args: &Args, report: &mut Report, dir: &Path) -> anyh
         })
         .await
     };
-    let body = Arc::new(batch_body(64));
-    let requests = args.stored.div_ceil(64);
-    let next = Arc::new(AtomicU64::new(0));
     let fill_start = Instant::now();
-    let fillers: Vec<_> = (0..16)
-        .map(|_| {
-            let (c, body, next) = (c.clone(), body.clone(), next.clone());
-            tokio::spawn(async move {
-                while next.fetch_add(1, Ordering::Relaxed) < requests {
-                    if !c.send_batch("big", (*body).clone()).await {
-                        return false;
-                    }
-                }
-                true
-            })
-        })
-        .collect();
-    for f in fillers {
-        if !f.await? {
-            bail!("filling the store failed");
-        }
-    }
-    let stored = requests * 64;
+    let stored = fill(&c, args.stored).await?;
     out!(
         "{:<62} {:>12.0} msg/s  ({stored} messages in {:.1} s)",
         "fill (batch send)",
@@ -175,20 +160,23 @@ pub(crate) async fn stored(args: &Args, report: &mut Report, dir: &Path) -> anyh
         "",
     );
     let mut restarted = spawn(&args.emulator_binary, &data).await?;
+    let start_ms = restarted.started_in.as_secs_f64() * 1000.0;
     report.limit(
         &format!("start-up with {stored} messages stored (after a clean stop)"),
-        restarted.started_in.as_secs_f64() * 1000.0,
+        start_ms,
         "ms",
         1000.0,
         "",
     );
     // Beside the figure above (the process that filled the store): what a fresh start over
     // the same store holds, to tell the index's share from what the fill left behind.
+    let fresh_rss = restarted.emulator.child.id().map_or(0.0, rss_mb);
     out!(
         "{:<62} {:>12.2} MB",
         "  RSS right after that start-up",
-        restarted.emulator.child.id().map_or(0.0, rss_mb)
+        fresh_rss
     );
+    report::store_point(held, start_ms, fresh_rss);
     // After a crash there is no index snapshot: the index is rebuilt from the records.
     restarted
         .emulator
@@ -202,5 +190,63 @@ pub(crate) async fn stored(args: &Args, report: &mut Report, dir: &Path) -> anyh
         rebuilt.started_in.as_secs_f64() * 1000.0
     );
     terminate(rebuilt).await?;
+    Ok(())
+}
+
+/// Sends `count` 1 KB messages (rounded up to whole batches of 64) to the queue "big", from
+/// 16 concurrent senders; the number sent.
+async fn fill(c: &Client, count: u64) -> anyhow::Result<u64> {
+    let body = Arc::new(batch_body(64));
+    let requests = count.div_ceil(64);
+    let next = Arc::new(AtomicU64::new(0));
+    let fillers: Vec<_> = (0..16)
+        .map(|_| {
+            let (c, body, next) = (c.clone(), body.clone(), next.clone());
+            tokio::spawn(async move {
+                while next.fetch_add(1, Ordering::Relaxed) < requests {
+                    if !c.send_batch("big", (*body).clone()).await {
+                        return false;
+                    }
+                }
+                true
+            })
+        })
+        .collect();
+    for f in fillers {
+        if !f.await? {
+            bail!("filling the store failed");
+        }
+    }
+    Ok(requests * 64)
+}
+
+/// Start-up after a clean stop and RSS right after it, at 1/8, 1/4 and 1/2 of
+/// `args.stored` (on a store of their own, filled step by step), for the report's curve; the
+/// full size's point comes from [`stored`].
+async fn curve(args: &Args, dir: &Path) -> anyhow::Result<()> {
+    let data = dir.join("curve");
+    let mut child = spawn(&args.emulator_binary, &data).await?;
+    Client::new(child.emulator.addr).queue("big").await?;
+    let mut held = 0;
+    for share in [8, 4, 2] {
+        let want = args.stored / share;
+        if want <= held {
+            continue;
+        }
+        held += fill(&Client::new(child.emulator.addr), want - held).await?;
+        terminate(child).await?;
+        child = spawn(&args.emulator_binary, &data).await?;
+        let start_ms = child.started_in.as_secs_f64() * 1000.0;
+        let rss = child.emulator.child.id().map_or(0.0, rss_mb);
+        out!(
+            "{:<62} {:>12.2} ms  RSS {rss:.1} MB",
+            format!("  start-up with {held} messages stored (the curve)"),
+            start_ms
+        );
+        report::store_point(held, start_ms, rss);
+    }
+    terminate(child).await?;
+    // The curve's store is not needed again: give its disk back before the big fill.
+    std::fs::remove_dir_all(&data).ok();
     Ok(())
 }
