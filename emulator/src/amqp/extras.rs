@@ -148,6 +148,7 @@ mod tests {
             delivery_count: 1,
             enqueued_at: chrono::Utc::now(),
             time_to_live: None,
+            default_time_to_live: servicebus_wire::message::MAX_TIME_TO_LIVE_SECS,
             lock: None,
             props,
             body: sent.body,

@@ -175,6 +175,7 @@ impl Broker {
             time_to_live: source
                 .time_to_live
                 .map(|sent| self.effective_ttl(&copy.to, owner.id, sent)),
+            default_time_to_live: self.default_ttl(&copy.to, owner.id).as_secs_f64(),
             props: source.props.clone(),
             body: source.body.clone(),
             lock: claim.lock,

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use servicebus_wire::TimeSpan;
 use servicebus_wire::message::{PropertyValue, format_property};
 use uuid::Uuid;
 
@@ -55,8 +56,12 @@ pub struct Received {
     pub delivery_count: u32,
     /// `EnqueuedTimeUtc`.
     pub enqueued_at: DateTime<Utc>,
-    /// `TimeToLive` as sent.
+    /// `TimeToLive` as sent (lowered to the entity's default).
     pub time_to_live: Option<f64>,
+    /// The entity's `DefaultMessageTimeToLive` in seconds (through a subscription, lowered
+    /// to its topic's): the `TimeToLive` REST reports for a message sent without one, as
+    /// the service does (`TimeSpan.MaxValue`'s seconds when neither sets one).
+    pub default_time_to_live: f64,
     /// Lock token and `LockedUntilUtc` (peek-lock).
     pub lock: Option<(Uuid, DateTime<Utc>)>,
     /// Properties (after rule actions; dead-letter reason and description added).
@@ -102,6 +107,7 @@ async fn handed<R>(
         delivery,
         enqueued_at,
         time_to_live,
+        default_time_to_live,
         props,
         body,
         lock,
@@ -114,6 +120,7 @@ async fn handed<R>(
         delivery_count: delivery.delivery_count,
         enqueued_at,
         time_to_live,
+        default_time_to_live,
         lock,
         props,
         body,
@@ -422,6 +429,7 @@ impl Broker {
             time_to_live: stored
                 .time_to_live
                 .map(|sent| self.effective_ttl(entity, owner, sent)),
+            default_time_to_live: self.default_ttl(entity, owner).as_secs_f64(),
             lock: *lock,
             props,
             body,
@@ -431,13 +439,20 @@ impl Broker {
     /// The time to live a receiver sees: the service lowers a message's to its entity's
     /// `DefaultMessageTimeToLive` (and, through a subscription, to its topic's) silently.
     pub(super) fn effective_ttl(&self, receivable: &Entity, owner: u64, sent: f64) -> f64 {
-        let mut ttl = ttl_span(sent).min(receivable.description().default_message_time_to_live);
+        let ttl = ttl_span(sent).min(self.default_ttl(receivable, owner));
+        ttl.as_secs_f64().min(sent)
+    }
+
+    /// The `DefaultMessageTimeToLive` that bounds what `receivable` receives: its own, and
+    /// through a subscription, its topic's.
+    pub(super) fn default_ttl(&self, receivable: &Entity, owner: u64) -> TimeSpan {
+        let mut ttl = receivable.description().default_message_time_to_live;
         if owner != receivable.id
             && let Some(topic) = self.runtime.by_id(owner)
         {
             ttl = ttl.min(topic.description().default_message_time_to_live);
         }
-        ttl.as_secs_f64().min(sent)
+        ttl
     }
 
     /// The deliveries of `receivers` (a queue itself, or subscriptions of one topic) of the

@@ -37,17 +37,23 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
-    /// What a client sent: its `BrokerProperties`, content type, custom properties and body.
+    /// What a REST client sent: its `BrokerProperties`, content type, custom properties and
+    /// body. A message sent without a `MessageId` gets one, a new GUID in 32 hex digits, as
+    /// the service gives it (clients such as the Rust SDK's REST crate require one back).
     pub fn from_client(
         broker: &servicebus_wire::message::BrokerProperties,
         content_type: Option<String>,
         user: Vec<(String, String)>,
         body: Vec<u8>,
     ) -> Self {
+        let mut props = MessageProps::from_client(broker, content_type, user);
+        if props.message_id.is_none() {
+            props.message_id = Some(uuid::Uuid::new_v4().simple().to_string());
+        }
         Outgoing {
             time_to_live: broker.time_to_live,
             scheduled_at: broker.scheduled_enqueue_time_utc,
-            props: MessageProps::from_client(broker, content_type, user),
+            props,
             body,
         }
     }

@@ -212,7 +212,8 @@ fn message_response(
 ) -> Response {
     let p = &m.props;
     let broker = BrokerProperties {
-        time_to_live: m.time_to_live,
+        // The service always says: the message's, else the entity's default.
+        time_to_live: Some(m.time_to_live.unwrap_or(m.default_time_to_live)),
         sequence_number: Some(m.sequence_number),
         enqueued_sequence_number: Some(0),
         enqueued_time_utc: Some(m.enqueued_at),

@@ -36,6 +36,8 @@ pub(crate) struct Offer {
     pub(crate) enqueued_at: DateTime<Utc>,
     /// `TimeToLive` as the receiver sees it.
     pub(crate) time_to_live: Option<f64>,
+    /// The entity's default time to live, in seconds (see `Received`).
+    pub(crate) default_time_to_live: f64,
     pub(crate) props: MessageProps,
     pub(crate) body: Vec<u8>,
     /// Lock token and expiry, for a peek-lock receiver.
