@@ -222,7 +222,7 @@ async fn fill(c: &Client, count: u64) -> anyhow::Result<u64> {
 
 /// Start-up after a clean stop and RSS right after it, at 1/8, 1/4 and 1/2 of
 /// `args.stored` (on a store of their own, filled step by step), for the report's curve; the
-/// full size's point comes from [`stored`].
+/// full size's point comes from [`stored()`].
 async fn curve(args: &Args, dir: &Path) -> anyhow::Result<()> {
     let data = dir.join("curve");
     let mut child = spawn(&args.emulator_binary, &data).await?;
