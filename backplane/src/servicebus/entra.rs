@@ -136,6 +136,19 @@ impl EntraCredential {
     /// As [`EntraCredential::azure_cli`] with the SDK's options (tenant, subscription, how
     /// the `az` command runs).
     ///
+    /// ```no_run
+    /// # fn run() -> Result<(), azure_core::Error> {
+    /// use azure_identity::AzureCliCredentialOptions;
+    /// use backplane::servicebus::entra::EntraCredential;
+    ///
+    /// let credential = EntraCredential::azure_cli_with(AzureCliCredentialOptions {
+    ///     tenant_id: Some("00000000-0000-0000-0000-000000000000".into()),
+    ///     ..Default::default()
+    /// })?;
+    /// # let _ = credential;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     ///
     /// When the SDK cannot build the credential.

@@ -128,6 +128,17 @@ impl ClusterEmitter<ServiceBusTransport> {
 impl<T: Transport> ClusterEmitter<T> {
     /// An emitter over one transport per partition, in the servers' order.
     ///
+    /// ```
+    /// use backplane::socketio::ClusterEmitter;
+    /// use backplane::transport::MemoryTransport;
+    ///
+    /// // The in-memory bus the servers of this process share.
+    /// let bus = MemoryTransport::new();
+    /// let emitter = ClusterEmitter::new(vec![bus]).unwrap();
+    /// assert!(emitter.origin().as_str().starts_with("emitter-"));
+    /// assert!(ClusterEmitter::<MemoryTransport>::new(vec![]).is_err());
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`Error::Transport`] when `transports` is empty.
