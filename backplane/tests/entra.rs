@@ -130,29 +130,23 @@ async fn the_azure_cli_credential_of_the_sdk_reaches_an_emulator_that_checks_bea
     emulator.stop().await.expect("stops");
 }
 
+/// A client whose bearer token, signed with the emulator's secret, carries `role`.
+fn with_role(emulator: &InProcessEmulator, role: &str) -> Client {
+    let claims = json!({"aud": AUDIENCE, "exp": in_an_hour(), "roles": [role]});
+    client(emulator, Arc::new(Fixed(token(claims, SECRET))))
+}
+
 #[tokio::test]
 async fn roles_grant_rights_and_bad_tokens_are_refused() {
     let emulator = emulator(true).await;
-    let owner = client(
-        &emulator,
-        Arc::new(Fixed(token(
-            json!({"aud": AUDIENCE, "exp": in_an_hour(), "roles": [OWNER]}),
-            SECRET,
-        ))),
-    );
+    let owner = with_role(&emulator, OWNER);
     owner
         .create_queue_if_missing("roles")
         .await
         .expect("created");
 
     // Sender: send, but neither manage nor receive (403).
-    let sender = client(
-        &emulator,
-        Arc::new(Fixed(token(
-            json!({"aud": AUDIENCE, "exp": in_an_hour(), "roles": [SENDER]}),
-            SECRET,
-        ))),
-    );
+    let sender = with_role(&emulator, SENDER);
     sender
         .send("roles", &Message::new("x"))
         .await
@@ -178,13 +172,7 @@ async fn roles_grant_rights_and_bad_tokens_are_refused() {
     );
 
     // Receiver: receive, not send.
-    let receiver = client(
-        &emulator,
-        Arc::new(Fixed(token(
-            json!({"aud": AUDIENCE, "exp": in_an_hour(), "roles": [RECEIVER]}),
-            SECRET,
-        ))),
-    );
+    let receiver = with_role(&emulator, RECEIVER);
     let got = receiver
         .receive_and_delete("roles", Duration::from_secs(5))
         .await

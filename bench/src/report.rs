@@ -265,11 +265,12 @@ fn store_plot(path: &Path, points: &[(u64, f64, f64)]) -> anyhow::Result<()> {
     root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(450);
     let x_max = points.iter().map(|p| p.0).max().unwrap_or(1).max(1) as f64 * 1.05;
-    for (area, title, unit, pick) in [
-        (&left, "Start-up after a clean stop", "ms", 1),
-        (&right, "RSS right after start-up", "MB", 2),
+    let start_ms: fn(&(u64, f64, f64)) -> f64 = |p| p.1;
+    let rss_mb: fn(&(u64, f64, f64)) -> f64 = |p| p.2;
+    for (area, title, unit, value) in [
+        (&left, "Start-up after a clean stop", "ms", start_ms),
+        (&right, "RSS right after start-up", "MB", rss_mb),
     ] {
-        let value = |p: &(u64, f64, f64)| if pick == 1 { p.1 } else { p.2 };
         let y_max = points.iter().map(value).fold(1.0_f64, f64::max) * 1.15;
         let mut chart = ChartBuilder::on(area)
             .caption(title, ("sans-serif", 18))

@@ -1,8 +1,8 @@
 //! Microsoft Entra ID credentials from the official Azure SDK for Rust (`azure_identity`,
 //! `azure_core`), as a [`TokenProvider`] for [`Client::with_token_provider`](super::Client::with_token_provider)
 //! (feature `entra-id`). The SDK does the OAuth; this module only asks it for Service Bus
-//! tokens and gives its HTTP requests to the client's own `reqwest` (rustls), so no second
-//! HTTP stack or TLS library is built.
+//! tokens and sends its HTTP requests through `reqwest` on rustls, as the client does, so no
+//! second HTTP stack or TLS library is built.
 //!
 //! ```no_run
 //! # fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -176,7 +176,7 @@ impl TokenProvider for EntraCredential {
     }
 }
 
-/// The SDK's client options with its requests going through the client's `reqwest`: give
+/// The SDK's client options with its requests going through `reqwest` (rustls): give
 /// them to a credential built by hand (the SDK is built without an HTTP client of its own).
 pub fn client_options() -> ClientOptions {
     let http = reqwest::Client::builder()
@@ -189,7 +189,7 @@ pub fn client_options() -> ClientOptions {
     }
 }
 
-/// The SDK's HTTP client trait over the client's `reqwest`, for what credentials send
+/// The SDK's HTTP client trait over `reqwest`, for what credentials send
 /// (small buffered bodies).
 struct SdkHttp(reqwest::Client);
 

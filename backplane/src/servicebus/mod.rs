@@ -67,8 +67,6 @@ struct Inner {
     base: String,
     auth: Auth,
     retry: RetryPolicy,
-    /// The current token and when to sign a new one. A std mutex: never held across awaits.
-    token: Mutex<Option<(String, Instant)>>,
     /// Until when the namespace said it is busy (`503`/`429` with its wait): every request
     /// of this client and its clones holds back until then, so that a node's publishers
     /// and receivers do not stampede a busy namespace. A std mutex, never held across awaits.
@@ -78,8 +76,9 @@ struct Inner {
 /// How requests are signed.
 #[derive(Debug)]
 enum Auth {
-    /// SAS: a key signs tokens, or a given signature is sent as is.
-    Sas(Credential),
+    /// SAS: a key signs tokens, or a given signature is sent as is; beside it, the current
+    /// token and when to sign a new one (a std mutex: never held across awaits).
+    Sas(Credential, Mutex<Option<(String, Instant)>>),
     /// Entra ID bearer tokens from a provider.
     Bearer(token::BearerCache),
 }
@@ -155,7 +154,7 @@ impl Client {
     fn with_http(connection: &ConnectionString, retry: RetryPolicy, http: reqwest::Client) -> Self {
         Self::build(
             connection.base_url(),
-            Auth::Sas(connection.credential.clone()),
+            Auth::Sas(connection.credential.clone(), Mutex::new(None)),
             retry,
             http,
         )
@@ -168,7 +167,6 @@ impl Client {
                 base,
                 auth,
                 retry,
-                token: Mutex::new(None),
                 busy_until: Mutex::new(None),
             }),
         }
@@ -216,9 +214,9 @@ impl Client {
     /// The `Authorization` header; `fresh` re-signs (or asks for a new bearer token).
     async fn authorization(&self, fresh: bool) -> Result<String> {
         match &self.inner.auth {
-            Auth::Sas(Credential::Signature(sig)) => Ok(sig.clone()),
-            Auth::Sas(Credential::Key { name, key }) => {
-                let mut slot = crate::sync::lock(&self.inner.token);
+            Auth::Sas(Credential::Signature(sig), _) => Ok(sig.clone()),
+            Auth::Sas(Credential::Key { name, key }, cached) => {
+                let mut slot = crate::sync::lock(cached);
                 if let Some((token, refresh_at)) = slot.as_ref()
                     && !fresh
                     && Instant::now() < *refresh_at
@@ -237,7 +235,7 @@ impl Client {
 
     /// Whether a `401` is worth one more try with a new token.
     fn can_resign(&self) -> bool {
-        !matches!(self.inner.auth, Auth::Sas(Credential::Signature(_)))
+        !matches!(self.inner.auth, Auth::Sas(Credential::Signature(_), _))
     }
 
     /// Sends one request, retrying transient failures; a `401` re-signs once. Answers any

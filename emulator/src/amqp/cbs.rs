@@ -77,8 +77,9 @@ impl Tokens {
             }
         }
         Err(match last {
-            Some(AuthError::Unauthenticated(e)) => format!("Unauthorized access. {e}"),
-            Some(AuthError::Bearer(e)) => format!("Unauthorized access. {e}"),
+            Some(e @ (AuthError::Unauthenticated(_) | AuthError::Bearer(_))) => {
+                format!("Unauthorized access. {e}")
+            }
             _ => format!(
                 "Unauthorized access. '{right:?}' claim(s) are required to perform this \
                  operation. Resource: '{node}'."
