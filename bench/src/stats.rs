@@ -97,6 +97,16 @@ impl Report {
     }
 }
 
+/// The phase's longest `fdatasync` of the store's log, for a latency target's context: one
+/// sync alone longer than the target is the disk's stall, which no acknowledged durable
+/// message can avoid waiting for.
+pub(crate) fn longest_sync(took: Duration) -> String {
+    format!(
+        "longest fdatasync in the phase {:.1} ms",
+        took.as_secs_f64() * 1e3
+    )
+}
+
 /// The latencies collected so far, sorted.
 pub(crate) fn sorted(latencies: &std::sync::Mutex<Vec<u64>>) -> Vec<u64> {
     let mut l = lock(latencies).clone();
