@@ -59,13 +59,7 @@ async fn unauthenticated_requests_get_401() {
 async fn rights_are_enforced() {
     let server = server_with_keys().await;
     let root = server.client();
-    assert_eq!(root.put("/t", topic("")).await.status, 201);
-    assert_eq!(
-        root.put("/t/Subscriptions/s", subscription(""))
-            .await
-            .status,
-        201
-    );
+    root.topic_with_subscription("t", "s").await;
 
     let sender = Client::new(server.addr, "sender", "s3nd");
     let r = sender.put("/q", queue("")).await;

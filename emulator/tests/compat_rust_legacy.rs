@@ -110,13 +110,7 @@ async fn the_released_rust_crate_sends_receives_and_settles() {
     assert_eq!(status(&gone), Some(StatusCode::NotFound), "{gone:?}");
 
     // Topics: the sender and a subscription's receiver.
-    assert_eq!(c.put("/news", topic("")).await.status, 201);
-    assert_eq!(
-        c.put("/news/Subscriptions/all", subscription(""))
-            .await
-            .status,
-        201
-    );
+    c.topic_with_subscription("news", "all").await;
     let topic_client = TopicClient::new(http(&server), namespace.as_str(), "news", KEY_NAME, KEY)
         .expect("a topic client");
     topic_client

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Client, Server, queue, subscription, topic};
+use common::{Client, Server, queue};
 
 async fn put_plan(c: &Client, plan: &str) -> common::Reply {
     c.send(
@@ -221,13 +221,7 @@ async fn peek_purge_reset_and_clock() {
     let server = Server::memory().await;
     let c = server.client();
     setup(&c).await;
-    assert_eq!(c.put("/news", topic("")).await.status, 201);
-    assert_eq!(
-        c.put("/news/Subscriptions/s", subscription(""))
-            .await
-            .status,
-        201
-    );
+    c.topic_with_subscription("news", "s").await;
     for body in ["one", "two", "three"] {
         let r = c
             .post_message("/orders/messages", body, &[("Priority", "\"high\"")])

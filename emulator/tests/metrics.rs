@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Client, Server, queue, subscription, topic};
+use common::{Client, Server, queue};
 use serde_json::Value;
 
 /// The samples of a scrape, as the parser read them.
@@ -70,13 +70,7 @@ async fn metrics_parse_as_openmetrics_and_count_what_happened() {
     let server = Server::memory().await;
     let c = server.client();
     assert_eq!(c.put("/orders", queue("")).await.status, 201);
-    assert_eq!(c.put("/news", topic("")).await.status, 201);
-    assert_eq!(
-        c.put("/news/Subscriptions/s", subscription(""))
-            .await
-            .status,
-        201
-    );
+    c.topic_with_subscription("news", "s").await;
     for _ in 0..3 {
         send(&c, "/orders/messages").await;
     }

@@ -222,6 +222,13 @@ impl Client {
         self.send("DELETE", path, None, &[], Some(self.token()))
             .await
     }
+
+    /// Creates topic `t` and its subscription `s` with default descriptions (each 201).
+    pub async fn topic_with_subscription(&self, t: &str, s: &str) {
+        assert_eq!(self.put(&format!("/{t}"), topic("")).await.status, 201);
+        let path = format!("/{t}/Subscriptions/{s}");
+        assert_eq!(self.put(&path, subscription("")).await.status, 201);
+    }
 }
 
 /// An ATOM entry around a description element's XML.
