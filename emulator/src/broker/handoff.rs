@@ -1,6 +1,7 @@
 //! The send's side of a hand-off (see `runtime::handoff` for the exchange): offer each
-//! copy that may go straight to a parked receiver, and turn the copies the receivers took
-//! into removals (receive-and-delete) or locks (peek-lock) written with the send.
+//! copy that may go straight to a parked receiver, turn the copies the receivers took into
+//! removals (receive-and-delete) or locks (peek-lock) written with the send, and tell each
+//! receiver when it may answer.
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::Broker;
-use super::runtime::{Effect, Entity, Offer, QueueSettings};
+use super::runtime::{Effect, Entity, Entry, Offer, QueueSettings};
 use super::send::Placement;
 use crate::model::message::{Delivery, MessageProps};
 use crate::store::Write;
@@ -55,13 +56,17 @@ struct Pending {
 }
 
 /// What the offers came to: copies to file as usual, removals and locks to write with the
-/// send, locks to file once that is durable, and the receivers to tell then.
+/// send, locks to file once that is durable, and the receivers to tell when they may answer.
 #[derive(Default)]
 pub(super) struct Handed {
-    pub(super) file: Vec<(u64, Placement)>,
+    /// Each counted in its queue's filings until it is filed (or the write failed).
+    file: Vec<(u64, Placement)>,
     pub(super) writes: Vec<Write>,
     locks: Vec<HandedLock>,
-    pub(super) commits: Vec<oneshot::Sender<bool>>,
+    /// Receive-and-delete receivers: told once the send's write is queued.
+    queued: Vec<oneshot::Sender<bool>>,
+    /// Peek-lock receivers: told once it is durable and their locks are filed.
+    durable: Vec<oneshot::Sender<bool>>,
 }
 
 /// The lock of a copy handed to a peek-lock receiver, filed once the send is durable.
@@ -73,12 +78,56 @@ struct HandedLock {
 }
 
 impl Handed {
-    /// Files the locks of the copies handed to peek-lock receivers (call once the send's
-    /// write is durable).
-    pub(super) fn file_locks(&mut self) {
+    /// Keeps a copy to file once the send is durable; until then nothing is handed off
+    /// on its queue, so no later message overtakes it.
+    fn file_later(&mut self, seq: u64, copy: Placement) {
+        if let Some(queue) = &copy.to.queue {
+            queue.filing_started();
+        }
+        self.file.push((seq, copy));
+    }
+
+    /// The send's write is queued: the receive-and-delete receivers may answer (whatever
+    /// they do next is written after it).
+    pub(super) fn queued(&mut self) {
+        for receiver in self.queued.drain(..) {
+            let _ = receiver.send(true);
+        }
+    }
+
+    /// The send's write is durable: files the locks of the copies handed to peek-lock
+    /// receivers and lets those answer, then files the other copies where receivers find
+    /// them.
+    pub(super) fn durable(mut self, now: DateTime<Utc>) {
         for l in self.locks.drain(..) {
             if let Some(queue) = &l.copy.to.queue {
                 queue.lock_handed(l.lock, l.seq, l.delivery);
+            }
+        }
+        for receiver in self.durable.drain(..) {
+            let _ = receiver.send(true);
+        }
+        for (seq, copy) in self.file.drain(..) {
+            if let Some(queue) = &copy.to.queue {
+                queue.insert(
+                    [Entry {
+                        seq,
+                        delivery: copy.delivery,
+                    }],
+                    now,
+                );
+                queue.filing_ended();
+            }
+        }
+    }
+}
+
+impl Drop for Handed {
+    /// A failed write files nothing: its copies stop holding hand-offs back.
+    fn drop(&mut self) {
+        for (_, copy) in &self.file {
+            if let Some(queue) = &copy.to.queue {
+                queue.filing_ended();
             }
         }
     }
@@ -109,7 +158,7 @@ impl Broker {
                     .and_then(|s| self.offer(owner, seq, &copy, s, now))
                 {
                     Some(offered) => pending.push(Pending { seq, copy, offered }),
-                    None => handed.file.push((seq, copy)),
+                    None => handed.file_later(seq, copy),
                 }
             }
         }
@@ -117,7 +166,7 @@ impl Broker {
         for Pending { seq, copy, offered } in pending {
             let verdict = tokio::time::timeout_at(deadline, offered.verdict).await;
             if !matches!(verdict, Ok(Ok(true))) {
-                handed.file.push((seq, copy));
+                handed.file_later(seq, copy);
                 continue;
             }
             // Received and deleted: removed; locked: its delivery counted, as a take does.
@@ -128,15 +177,18 @@ impl Broker {
             };
             let writes = self.runtime.writes_for(copy.to.id, vec![effect]);
             handed.writes.extend(writes);
-            if let Some(lock) = offered.lock {
-                handed.locks.push(HandedLock {
-                    copy,
-                    lock,
-                    seq,
-                    delivery,
-                });
+            match offered.lock {
+                Some(lock) => {
+                    handed.locks.push(HandedLock {
+                        copy,
+                        lock,
+                        seq,
+                        delivery,
+                    });
+                    handed.durable.push(offered.commit);
+                }
+                None => handed.queued.push(offered.commit),
             }
-            handed.commits.push(offered.commit);
         }
         handed
     }

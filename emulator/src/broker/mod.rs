@@ -3,6 +3,8 @@
 
 mod duplicates;
 mod handoff;
+#[cfg(test)]
+mod handoff_tests;
 mod management;
 mod receive;
 mod recover;

@@ -95,9 +95,9 @@ async fn offered(parked: &mut Option<Parked<'_>>) -> Option<Offer> {
 }
 
 /// Renders a handed-off message and tells the send whether it could, then waits until the
-/// send has made the message and its removal or lock durable: the answer, or `None` when
-/// that write failed (nothing was taken then). A render that fails leaves the message to be
-/// filed as usual and returns its error, as for a take.
+/// send lets it answer (its removal queued, or its lock durable: see `runtime::handoff`):
+/// the answer, or `None` when that write failed first (nothing was taken then). A render
+/// that fails leaves the message to be filed as usual and returns its error, as for a take.
 async fn handed<R>(
     offer: Offer,
     render: &mut impl FnMut(Received) -> Result<R>,

@@ -10,7 +10,7 @@ use servicebus_wire::message::{
 use servicebus_wire::{EntityKind, TimeSpan};
 
 use super::handoff::{Sent, Source};
-use super::runtime::{self, Entity, Entry};
+use super::runtime::{self, Entity};
 use super::{Broker, Error, Result, allowed};
 use crate::filter::value::{Properties, PropertiesMut, SystemProperty, Value};
 use crate::model::Address;
@@ -486,8 +486,10 @@ impl Broker {
         }
     }
 
-    /// Hands what it can to parked receivers, makes the writes (and the removals of what
-    /// was handed off) durable, then files the other deliveries where receivers find them.
+    /// Hands what it can to parked receivers, makes the writes (and the removals or locks of
+    /// what was handed off) durable, then files the other deliveries where receivers find
+    /// them. Receive-and-delete receivers answer once the write is queued, peek-lock ones
+    /// once it is durable (see `runtime::handoff`); the sender, once it is durable.
     async fn file(
         &self,
         entity: Arc<Entity>,
@@ -512,23 +514,12 @@ impl Broker {
             }
             let mut handed = broker.hand_off(&entity, deliveries, now).await;
             writes.append(&mut handed.writes);
-            // A failed write drops the commits: the receivers given a copy answer nothing.
-            broker.store.apply(writes).await?;
-            handed.file_locks();
-            for (seq, copy) in handed.file {
-                if let Some(queue) = &copy.to.queue {
-                    queue.insert(
-                        [Entry {
-                            seq,
-                            delivery: copy.delivery,
-                        }],
-                        now,
-                    );
-                }
-            }
-            for commit in handed.commits {
-                let _ = commit.send(true);
-            }
+            let durable = broker.store.submit(writes)?;
+            handed.queued();
+            // A failed write drops the rest: the peek-lock receivers answer nothing, and
+            // nothing is filed.
+            durable.wait().await?;
+            handed.durable(now);
             Ok(())
         });
         joined(filed).await

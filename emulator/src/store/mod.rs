@@ -23,6 +23,7 @@ pub use keys::{Key, KeyBytes};
 pub use stats::{BATCH_BUCKETS, Buckets, COMMIT_BUCKETS_US, WriterStats};
 
 use trees::Trees;
+pub use writer::Durable;
 use writer::Writer;
 
 /// Store failures. Every one is fail-stop for the request that hit it.
@@ -398,7 +399,18 @@ impl Store {
     ///
     /// [`Error::Flush`] when the write or its flush failed, [`Error::ShutDown`] after `close`.
     pub async fn apply(&self, writes: Vec<Write>) -> Result<()> {
-        self.writer.apply(writes).await
+        self.writer.submit(writes)?.wait().await
+    }
+
+    /// Queues the writes now, after every earlier call and before every later one (all or
+    /// none of them survive a crash); [`Durable::wait`] says when they are durable. What
+    /// a caller lets happen between the two is ordered after these writes in the log.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShutDown`] after `close`.
+    pub fn submit(&self, writes: Vec<Write>) -> Result<Durable> {
+        self.writer.submit(writes)
     }
 
     /// Waits until everything written so far is on disk, whatever the durability setting.
@@ -418,6 +430,12 @@ impl Store {
     /// [`Error::Flush`] when the last flush fails.
     pub async fn close(&self) -> Result<()> {
         self.writer.close().await
+    }
+
+    /// Keeps the writer from starting another cycle while the guard lives (tests only).
+    #[cfg(test)]
+    pub(crate) fn hold_writer(&self) -> writer::Hold {
+        self.writer.hold()
     }
 
     /// Where the writer thread's time went so far; resets [`WriterStats::longest_cycle`].

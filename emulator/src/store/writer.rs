@@ -35,6 +35,23 @@ enum Request {
     Close(oneshot::Sender<Result<()>>),
 }
 
+/// Writes queued by [`Writer::submit`], on their way to disk.
+#[derive(Debug)]
+#[must_use = "the writes are not known to be durable until this is awaited"]
+pub struct Durable(oneshot::Receiver<Result<()>>);
+
+impl Durable {
+    /// Waits until the writes are durable.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Flush`] when the write or its flush failed, [`Error::ShutDown`] when the
+    /// writer stopped first.
+    pub async fn wait(self) -> Result<()> {
+        self.0.await.map_err(|_| Error::ShutDown)?
+    }
+}
+
 /// Handle to the writer thread (cheap to clone).
 #[derive(Debug, Clone)]
 pub(super) struct Writer {
@@ -46,6 +63,43 @@ pub(super) struct Writer {
     submitted: Arc<AtomicU64>,
     /// Where the thread's time goes.
     counters: Arc<Counters>,
+    /// Shut by a test to keep the thread from starting its next cycle.
+    #[cfg(test)]
+    hold: Arc<Gate>,
+}
+
+/// What the thread passes before each cycle (tests only).
+#[cfg(test)]
+#[derive(Debug, Default)]
+struct Gate {
+    shut: Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+#[cfg(test)]
+impl Gate {
+    fn pass(&self) {
+        let mut shut = crate::sync::lock(&self.shut);
+        while *shut {
+            shut = self
+                .opened
+                .wait(shut)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+}
+
+/// Keeps the writer from starting another cycle until dropped (tests only).
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct Hold(Arc<Gate>);
+
+#[cfg(test)]
+impl Drop for Hold {
+    fn drop(&mut self) {
+        *crate::sync::lock(&self.0.shut) = false;
+        self.0.opened.notify_all();
+    }
 }
 
 impl std::fmt::Debug for Request {
@@ -69,15 +123,34 @@ impl Writer {
         let (requests, inbox) = mpsc::unbounded_channel::<Request>();
         let counters = Arc::new(Counters::default());
         let thread_counters = counters.clone();
+        // Before each cycle the thread passes the gate: a test can hold it shut.
+        #[cfg(test)]
+        let (hold, gate) = {
+            let hold = Arc::new(Gate::default());
+            let gate = hold.clone();
+            (hold, move || gate.pass())
+        };
+        #[cfg(not(test))]
+        let gate = || ();
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(inbox, trees, wal, durability, &thread_counters))?;
+            .spawn(move || run(inbox, trees, wal, durability, &thread_counters, gate))?;
         Ok(Writer {
             requests,
             thread: Arc::new(Mutex::new(Some(thread))),
             submitted: Arc::default(),
             counters,
+            #[cfg(test)]
+            hold,
         })
+    }
+
+    /// Keeps the thread from starting another cycle until the [`Hold`] is dropped (tests
+    /// only).
+    #[cfg(test)]
+    pub(super) fn hold(&self) -> Hold {
+        *crate::sync::lock(&self.hold.shut) = true;
+        Hold(self.hold.clone())
     }
 
     /// What the thread did so far; resets the longest cycle.
@@ -90,15 +163,16 @@ impl Writer {
         self.submitted.load(Ordering::SeqCst)
     }
 
-    /// Applies `writes` after everything sent before, atomically across a crash (one log
-    /// record); returns once they are durable (or applied, with `Durability::None`).
-    pub(super) async fn apply(&self, writes: Vec<Write>) -> Result<()> {
+    /// Queues `writes` now, after everything queued before, atomically across a crash (one
+    /// log record); the answer says when they are durable (or applied, with
+    /// `Durability::None`).
+    pub(super) fn submit(&self, writes: Vec<Write>) -> Result<Durable> {
         let (reply, done) = oneshot::channel();
         self.submitted.fetch_add(1, Ordering::SeqCst);
         self.requests
             .send(Request::Apply(writes, false, Instant::now(), reply))
             .map_err(|_| Error::ShutDown)?;
-        done.await.map_err(|_| Error::ShutDown)?
+        Ok(Durable(done))
     }
 
     /// Waits until everything sent before is on disk, whatever the durability setting.
@@ -139,6 +213,7 @@ fn run(
     mut wal: Option<Wal>,
     durability: Durability,
     counters: &Arc<Counters>,
+    gate: impl Fn(),
 ) {
     let shared = Arc::new(Shared::default());
     let (jobs, applier) = match applier::start(trees.clone(), shared.clone(), counters.clone()) {
@@ -150,6 +225,7 @@ fn run(
     };
     let mut generation = 0u64;
     while let Some(first) = inbox.blocking_recv() {
+        gate();
         let mut pending = vec![first];
         while pending.len() < MAX_BATCH {
             match inbox.try_recv() {

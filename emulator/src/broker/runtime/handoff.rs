@@ -10,13 +10,23 @@
 //!    ready or cold, so nothing older is overtaken) and passes an [`Offer`];
 //! 3. the receiver renders its answer and says whether it could ([`Offer::verdict`]): if
 //!    not (or it went away), the send files the copy as usual, and it stays receivable;
-//! 4. the send writes the message and its removal or lock at once, files the lock
-//!    ([`Queue::lock_handed`]), then tells the receiver ([`Offer::commit`]), which answers
-//!    only then: nothing is answered before it is durable.
+//! 4. the send queues the message and its removal or lock as one write. A
+//!    receive-and-delete receiver is told at once ([`Offer::commit`]) and answers: whatever
+//!    it does next is written after the send, and the message is already its own. A
+//!    peek-lock receiver is told once the write is durable and its lock filed
+//!    ([`Queue::lock_handed`]), since a settlement needs the lock and the stored message.
+//!    The sender's own answer always waits for the write to be durable.
+//!
+//! A receive-and-delete message handed off thus reaches its receiver without waiting for
+//! the disk (about 0.3 ms less on this machine's fsync, and none of the disk's stalls).
+//! Should the emulator die before that write is durable, the receiver has the message and
+//! the sender got no acknowledgement: it sends again, and the receiver may see it twice,
+//! which at-least-once senders allow for. No acknowledged send is lost, and nothing a
+//! receiver completed comes back.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
@@ -44,7 +54,9 @@ pub(crate) struct Offer {
     pub(crate) lock: Option<(Uuid, DateTime<Utc>)>,
     /// The receiver's answer: `true` when it rendered the message and will return it.
     pub(crate) verdict: oneshot::Sender<bool>,
-    /// `true` once the removal is durable; `false` (or dropped) when the write failed.
+    /// `true` once the receiver may answer: its removal is queued after the send
+    /// (receive-and-delete) or its lock is durable and filed (peek-lock); `false` (or
+    /// dropped) when the write failed.
     pub(crate) commit: oneshot::Receiver<bool>,
 }
 
@@ -53,6 +65,10 @@ pub(crate) struct Offer {
 pub(crate) struct Slots {
     next: AtomicU64,
     parked: Mutex<VecDeque<(u64, ReceiveMode, oneshot::Sender<Offer>)>>,
+    /// Copies sent to this queue that are on their way to be filed (their send's write is
+    /// not durable yet): while there are any, nothing is handed off, so that no later
+    /// message overtakes them.
+    filing: AtomicUsize,
 }
 
 /// A parked receiver claimed by a send: where its offer goes, and the lock it takes the
@@ -99,11 +115,12 @@ impl Queue {
     }
 
     /// The oldest parked receiver still there, taken out of the queue, when the main
-    /// subqueue has nothing ready or cold: a message handed off then overtakes nothing.
-    /// A peek-lock receiver's claim carries a new lock, lasting from `now`.
+    /// subqueue has nothing ready or cold and nothing is on its way to be filed: a message
+    /// handed off then overtakes nothing. A peek-lock receiver's claim carries a new lock,
+    /// lasting from `now`.
     pub(crate) fn claim(&self, settings: &QueueSettings, now: DateTime<Utc>) -> Option<Claim> {
         let state = lock(&self.state);
-        if main_has_ready(&state) {
+        if main_has_ready(&state) || self.slots.filing.load(Ordering::SeqCst) > 0 {
             return None;
         }
         let mut parked = lock(&self.slots.parked);
@@ -115,6 +132,16 @@ impl Queue {
             }
         }
         None
+    }
+
+    /// Counts a copy a send will file once its write is durable (see [`Slots::filing`]).
+    pub(crate) fn filing_started(&self) {
+        self.slots.filing.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The copy counted by [`Queue::filing_started`] was filed, or its write failed.
+    pub(crate) fn filing_ended(&self) {
+        self.slots.filing.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Whether the main subqueue has anything ready or cold now.

@@ -1,0 +1,184 @@
+//! When the receivers of a hand-off answer, against the send's write: the store's writer
+//! is held shut, so "before the write is durable" is a state the test holds, not a race.
+
+use std::time::Duration;
+
+use servicebus_wire::description::ParsedDescription;
+use servicebus_wire::{EntityDescription, EntityKind};
+
+use super::{Broker, Outgoing, ReceiveMode, ReceiveTarget, Received, Settle};
+use crate::clock::Clock;
+use crate::model::Address;
+use crate::model::message::MessageProps;
+use crate::store::{Durability, Location, Options, Store};
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// A broker on a durable store in `dir`, with queue `q`.
+async fn broker(dir: &std::path::Path) -> Broker {
+    let store = Store::open(&Options {
+        location: Location::Directory(dir.join("data")),
+        cache_bytes: 1 << 20,
+        durability: Durability::Full,
+    })
+    .unwrap();
+    let broker = Broker::open(store, Clock::System).await.unwrap();
+    let queue = ParsedDescription {
+        description: EntityDescription::defaults(EntityKind::Queue),
+        present: Vec::new(),
+        default_rule: None,
+    };
+    broker.put_entity("q", queue, false).await.unwrap();
+    broker
+}
+
+fn q() -> ReceiveTarget {
+    ReceiveTarget {
+        address: Address::Queue("q".into()),
+        dead_letter: false,
+    }
+}
+
+fn message(body: &str) -> Vec<Outgoing> {
+    vec![Outgoing {
+        props: MessageProps::default(),
+        body: body.as_bytes().to_vec(),
+        time_to_live: None,
+        scheduled_at: None,
+    }]
+}
+
+/// A send of `body` to `q` on a task of its own.
+fn send(broker: &Broker, body: &str) -> tokio::task::JoinHandle<super::Result<()>> {
+    let (broker, messages) = (broker.clone(), message(body));
+    tokio::spawn(async move { broker.send("q", messages).await })
+}
+
+/// A receive on `q` on a task of its own, waiting up to a minute.
+fn receive(
+    broker: &Broker,
+    mode: ReceiveMode,
+) -> tokio::task::JoinHandle<super::Result<Option<Received>>> {
+    let broker = broker.clone();
+    tokio::spawn(async move { broker.receive(&q(), mode, LONG).await })
+}
+
+/// Polls `condition` until it holds; panics with `what` after a minute.
+async fn until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + LONG;
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn parked(broker: &Broker) {
+    until("the receive never parked", || {
+        broker.waiting_receivers(&q()).unwrap() == 1
+    })
+    .await;
+}
+
+/// Waits until the store has been handed `n` writes in all.
+async fn submitted(broker: &Broker, n: u64) {
+    until("the send never reached the writer", || {
+        broker.store.submitted() >= n
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_receive_and_delete_receiver_answers_before_the_send_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path()).await;
+    let receiver = receive(&broker, ReceiveMode::ReceiveAndDelete);
+    parked(&broker).await;
+    let hold = broker.store.hold_writer();
+    let sent = send(&broker, "early");
+    let got = tokio::time::timeout(LONG, receiver)
+        .await
+        .expect("the receiver answers while the write waits")
+        .unwrap()
+        .unwrap()
+        .expect("a message");
+    assert_eq!(
+        (got.sequence_number, got.body.as_slice()),
+        (1, &b"early"[..])
+    );
+    assert!(
+        !sent.is_finished(),
+        "the sender is not answered before its write is durable"
+    );
+    drop(hold);
+    sent.await.unwrap().unwrap();
+    let again = broker
+        .receive(&q(), ReceiveMode::ReceiveAndDelete, Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(again.is_none(), "received and deleted: gone");
+    broker.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_peek_lock_receiver_answers_once_its_lock_is_durable_and_can_settle_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path()).await;
+    let receiver = receive(&broker, ReceiveMode::PeekLock);
+    parked(&broker).await;
+    let hold = broker.store.hold_writer();
+    let before = broker.store.submitted();
+    let sent = send(&broker, "locked");
+    submitted(&broker, before + 1).await;
+    // Every task gets to run many times over; none may answer while the write is held.
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!receiver.is_finished() && !sent.is_finished());
+    drop(hold);
+    let got = tokio::time::timeout(LONG, receiver)
+        .await
+        .expect("the receiver answers once the write is durable")
+        .unwrap()
+        .unwrap()
+        .expect("a message");
+    sent.await.unwrap().unwrap();
+    let (token, _) = got.lock.expect("a lock");
+    broker
+        .settle_token(&q(), token, Settle::Complete)
+        .await
+        .expect("the lock was filed before the answer");
+    broker.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn nothing_is_handed_off_past_a_message_on_its_way_to_be_filed() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path()).await;
+    let hold = broker.store.hold_writer();
+    let before = broker.store.submitted();
+    // Sent while no one waits: filed once durable.
+    let first = send(&broker, "first");
+    submitted(&broker, before + 1).await;
+    // A receiver parks on the still empty queue, then a second message comes.
+    let receiver = receive(&broker, ReceiveMode::ReceiveAndDelete);
+    parked(&broker).await;
+    let second = send(&broker, "second");
+    submitted(&broker, before + 2).await;
+    drop(hold);
+    let got = tokio::time::timeout(LONG, receiver)
+        .await
+        .expect("the receiver answers")
+        .unwrap()
+        .unwrap()
+        .expect("a message");
+    assert_eq!(got.body, b"first", "the older message comes first");
+    first.await.unwrap().unwrap();
+    second.await.unwrap().unwrap();
+    let next = broker
+        .receive(&q(), ReceiveMode::ReceiveAndDelete, Duration::ZERO)
+        .await
+        .unwrap()
+        .expect("the second is filed");
+    assert_eq!(next.body, b"second");
+    broker.close().await.unwrap();
+}
