@@ -379,5 +379,12 @@ pub(crate) async fn end_to_end(
             crate::stats::longest_sync(disk)
         ),
     );
+    report.limit(
+        "  ... and against 3 x T's p99 at the same request rate",
+        pct(0.99),
+        "ms",
+        (3.0 * floor * 100.0).round() / 100.0,
+        "",
+    );
     Ok(pct(0.99))
 }
