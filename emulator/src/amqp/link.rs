@@ -138,8 +138,9 @@ impl Credit {
     }
 
     /// Waits for credit and reserves up to `most` units of it: `Some((units, draining))`,
-    /// or `None` once closed.
-    pub(crate) async fn reserve(&self, most: u32) -> Option<(u32, bool)> {
+    /// or `None` once closed. With `leave_half`, at most half of what is available (but
+    /// one unit at least), so that a take after this one can reserve too.
+    pub(crate) async fn reserve(&self, most: u32, leave_half: bool) -> Option<(u32, bool)> {
         loop {
             let changed = self.changed.notified();
             {
@@ -147,7 +148,13 @@ impl Credit {
                 if s.closed {
                     return None;
                 }
-                let units = s.available().min(most);
+                let available = s.available();
+                let share = if leave_half {
+                    available.div_ceil(2)
+                } else {
+                    available
+                };
+                let units = share.min(most);
                 if units > 0 {
                     s.reserved += units;
                     return Some((units, s.drain));
@@ -301,7 +308,7 @@ mod tests {
     async fn only_what_a_waiting_take_must_answer_interrupts_it() {
         let credit = Credit::default();
         credit.flow(Some(0), 10, false);
-        assert_eq!(credit.reserve(4).await, Some((4, false)));
+        assert_eq!(credit.reserve(4, false).await, Some((4, false)));
         // Topping credit up (what clients do after each message) leaves the take waiting.
         assert!(!interrupts(&credit, |c| c.flow(Some(0), 20, false)));
         // Still at least what is reserved: no interrupt either.

@@ -21,6 +21,8 @@ use crate::broker::{self, ReceiveMode, ReceiveTarget};
 const LONG_POLL: Duration = Duration::from_secs(30);
 /// Most messages one take locks (or removes) in one durable write.
 const MOST_PER_TAKE: u32 = 64;
+/// Most messages one parked take is handed by one send.
+const MOST_PER_HAND_OFF: u32 = 16;
 /// Takes of one link overlapping.
 const TAKES_IN_FLIGHT: usize = 4;
 
@@ -63,16 +65,19 @@ pub(crate) async fn receive_task(
             && started
                 .iter()
                 .all(|s| !s.drain && s.taken.load(Ordering::SeqCst));
-        // A take that starts on an empty queue parks, and takes the next message (most
-        // often handed off with the send's write) alone: it reserves one unit and leaves
-        // the rest of the credit to the take after it, which can then park while the first
-        // one's message is being made durable. (Reserving everything made the next take
-        // wait for credit until the first was reported, and messages sent meanwhile missed
-        // the hand-off.) On a queue with messages ready, a take reserves up to 64.
-        let most = if !may_start || context.broker.may_have_ready(&target) {
-            MOST_PER_TAKE
+        // A take that starts on an empty queue parks, and takes what the next send hands
+        // it (all the messages of a batch that arrived together, up to 16): it reserves at
+        // most half of the credit and leaves the rest to the take after it, which can then
+        // park while the first one's messages are reported (or, in peek-lock, made
+        // durable). Reserving everything made the next take wait for credit until the first
+        // was reported, and messages sent meanwhile missed the hand-off; reserving one unit
+        // made every message of a batch after the first miss it. On a queue with messages
+        // ready, a take reserves up to 64.
+        let parks = may_start && !context.broker.may_have_ready(&target);
+        let most = if parks {
+            MOST_PER_HAND_OFF
         } else {
-            1
+            MOST_PER_TAKE
         };
         tokio::select! {
             biased;
@@ -82,7 +87,7 @@ pub(crate) async fn receive_task(
                     return;
                 }
             }
-            reserved = credit.reserve(most), if may_start => {
+            reserved = credit.reserve(most, parks), if may_start => {
                 let Some((units, drain)) = reserved else { return };
                 let taken = Arc::new(AtomicBool::new(false));
                 inflight.push_back(take(

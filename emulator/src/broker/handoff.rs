@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::Broker;
-use super::runtime::{Effect, Entity, Entry, Offer, QueueSettings};
+use super::runtime::{Claim, Effect, Entity, Entry, Offer, QueueSettings};
 use super::send::Placement;
 use crate::model::message::{Delivery, MessageProps};
 use crate::store::Write;
@@ -145,6 +145,9 @@ impl Broker {
     ) -> Handed {
         let mut handed = Handed::default();
         let mut pending = Vec::new();
+        // The receivers claimed so far, by queue or subscription: the next copies for the
+        // same one go to the same receiver while it has room, in sequence order.
+        let mut claims: Vec<(u64, Claim)> = Vec::new();
         for Sent {
             seq,
             copies,
@@ -153,15 +156,30 @@ impl Broker {
         } in sent
         {
             for copy in copies {
-                match source
-                    .as_ref()
-                    .and_then(|s| self.offer(owner, seq, &copy, s, now))
-                {
+                let claimed = claims.iter().position(|(to, _)| *to == copy.to.id);
+                let offered = source.as_ref().filter(|_| receivable(&copy, now));
+                let offered = offered.and_then(|source| {
+                    let claim = match claimed {
+                        Some(i) => &mut claims[i].1,
+                        None => {
+                            claims.push((copy.to.id, copy.to.queue.as_ref()?.claim()?));
+                            &mut claims.last_mut()?.1
+                        }
+                    };
+                    self.offer(owner, seq, &copy, source, claim, now)
+                });
+                match offered {
                     Some(offered) => pending.push(Pending { seq, copy, offered }),
-                    None => handed.file_later(seq, copy),
+                    None => {
+                        // Nothing after it goes to that receiver: it would overtake this.
+                        claims.retain(|(to, _)| *to != copy.to.id);
+                        handed.file_later(seq, copy);
+                    }
                 }
+                claims.retain(|(_, claim)| claim.room > 0);
             }
         }
+        drop(claims);
         let deadline = tokio::time::Instant::now() + PATIENCE;
         for Pending { seq, copy, offered } in pending {
             let verdict = tokio::time::timeout_at(deadline, offered.verdict).await;
@@ -193,27 +211,19 @@ impl Broker {
         handed
     }
 
-    /// Offers one copy to a receiver parked on its queue or subscription, if the copy is
-    /// receivable now and one is parked: what the send then waits for.
+    /// Offers one (receivable) copy to the receiver `claim`ed on its queue or subscription:
+    /// what the send then waits for. `None` when that receiver has left.
     fn offer(
         &self,
         owner: &Entity,
         seq: u64,
         copy: &Placement,
         source: &Source,
+        claim: &mut Claim,
         now: DateTime<Utc>,
     ) -> Option<Offered> {
         let d = &copy.delivery;
-        let receivable = d.dead_letter.is_none()
-            && !d.overridden
-            && !d.deferred
-            && d.scheduled_at.is_none_or(|at| at <= now)
-            && d.expires_at.is_none_or(|at| at > now);
-        if !receivable {
-            return None;
-        }
-        let settings = QueueSettings::of(&copy.to.description());
-        let claim = copy.to.queue.as_ref()?.claim(&settings, now)?;
+        let lock = claim.lock(&QueueSettings::of(&copy.to.description()), now);
         let delivery = Delivery {
             delivery_count: d.delivery_count.saturating_add(1),
             ..d.clone()
@@ -230,17 +240,29 @@ impl Broker {
             default_time_to_live: self.default_ttl(&copy.to, owner.id).as_secs_f64(),
             props: source.props.clone(),
             body: source.body.clone(),
-            lock: claim.lock,
+            lock,
             verdict: verdict_tx,
             commit: commit_rx,
         };
         // A receiver that left since it was claimed drops the offer: filed as usual.
         claim.slot.send(offer).ok()?;
+        claim.room -= 1;
         Some(Offered {
             delivery,
-            lock: claim.lock,
+            lock,
             verdict,
             commit,
         })
     }
+}
+
+/// Whether a copy may go to a receiver now: it is not dead-lettered, deferred, held for a
+/// rule action's own copy, scheduled for later or expired.
+fn receivable(copy: &Placement, now: DateTime<Utc>) -> bool {
+    let d = &copy.delivery;
+    d.dead_letter.is_none()
+        && !d.overridden
+        && !d.deferred
+        && d.scheduled_at.is_none_or(|at| at <= now)
+        && d.expires_at.is_none_or(|at| at > now)
 }

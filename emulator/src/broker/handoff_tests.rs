@@ -182,3 +182,70 @@ async fn nothing_is_handed_off_past_a_message_on_its_way_to_be_filed() {
     assert_eq!(next.body, b"second");
     broker.close().await.unwrap();
 }
+
+/// A batch of `n` messages `m0`, `m1`...
+fn batch(n: usize) -> Vec<Outgoing> {
+    (0..n).flat_map(|i| message(&format!("m{i}"))).collect()
+}
+
+fn bodies(got: &[Received]) -> Vec<String> {
+    got.iter()
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_receiver_with_room_for_several_is_handed_a_whole_batch_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path()).await;
+    let b = broker.clone();
+    let receiver = tokio::spawn(async move {
+        let never = std::future::pending();
+        b.receive_many(&q(), ReceiveMode::ReceiveAndDelete, 10, LONG, never, Ok)
+            .await
+    });
+    parked(&broker).await;
+    let before = broker.writer_stats();
+    broker.send("q", batch(3)).await.unwrap();
+    let got = receiver.await.unwrap().unwrap();
+    assert_eq!(bodies(&got), ["m0", "m1", "m2"]);
+    let seqs: Vec<u64> = got.iter().map(|r| r.sequence_number).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    assert_eq!(
+        broker.writer_stats().since(&before).requests,
+        1,
+        "the batch and its three removals are one write"
+    );
+    let left = broker
+        .receive(&q(), ReceiveMode::ReceiveAndDelete, Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(left.is_none(), "all three were handed off");
+    broker.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_receiver_with_room_for_one_is_handed_the_first_and_the_rest_wait_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path()).await;
+    let receiver = receive(&broker, ReceiveMode::PeekLock);
+    parked(&broker).await;
+    broker.send("q", batch(3)).await.unwrap();
+    let first = receiver.await.unwrap().unwrap().expect("the first");
+    assert_eq!(first.body, b"m0");
+    let b = broker.clone();
+    let never = std::future::pending();
+    let rest = b
+        .receive_many(&q(), ReceiveMode::PeekLock, 10, Duration::ZERO, never, Ok)
+        .await
+        .unwrap();
+    assert_eq!(bodies(&rest), ["m1", "m2"]);
+    for r in std::iter::once(first).chain(rest) {
+        let (token, _) = r.lock.expect("a lock");
+        broker
+            .settle_token(&q(), token, Settle::Complete)
+            .await
+            .unwrap();
+    }
+    broker.close().await.unwrap();
+}

@@ -85,51 +85,80 @@ fn queue_of(entity: &Entity) -> Result<&Queue> {
     })
 }
 
-/// The offer a parked receiver gets; `None` when its slot went without one (pending
-/// for ever when it is not parked for hand-offs).
-async fn offered(parked: &mut Option<Parked<'_>>) -> Option<Offer> {
-    match parked {
-        Some(parked) => (&mut parked.offers).await.ok(),
-        None => std::future::pending().await,
+/// The offers a parked receiver gets: those one send made it, all at once (pending for
+/// ever when it is not parked for hand-offs, or its slot went without any). The slot is
+/// closed at the first: an offer made later fails at once and is filed as usual, rather
+/// than wait unanswered while the send waits for its verdict.
+async fn offered(parked: &mut Option<Parked<'_>>) -> Vec<Offer> {
+    let Some(parked) = parked else {
+        return std::future::pending().await;
+    };
+    let Some(first) = parked.offers.recv().await else {
+        return std::future::pending().await;
+    };
+    parked.offers.close();
+    let mut offers = vec![first];
+    while let Ok(more) = parked.offers.try_recv() {
+        offers.push(more);
     }
+    offers
 }
 
-/// Renders a handed-off message and tells the send whether it could, then waits until the
-/// send lets it answer (its removal queued, or its lock durable: see `runtime::handoff`):
-/// the answer, or `None` when that write failed first (nothing was taken then). A render
-/// that fails leaves the message to be filed as usual and returns its error, as for a take.
+/// Renders handed-off messages in order, telling the send of each whether it could, then
+/// waits until the send lets it answer (the removals queued, or the locks durable: see
+/// `runtime::handoff`): the answers, or `None` when that write failed first (nothing was
+/// taken then). A render that fails leaves that message and those after it to be filed as
+/// usual; its error is returned when it was the first, as for a take.
 async fn handed<R>(
-    offer: Offer,
+    offers: Vec<Offer>,
     render: &mut impl FnMut(Received) -> Result<R>,
-) -> Result<Option<R>> {
-    let Offer {
-        seq,
-        delivery,
-        enqueued_at,
-        time_to_live,
-        default_time_to_live,
-        props,
-        body,
-        lock,
-        verdict,
-        commit,
-    } = offer;
-    // A panic drops `verdict` with the offer: the send files the copy as usual.
-    let answer = render(Received {
-        sequence_number: seq,
-        delivery_count: delivery.delivery_count,
-        enqueued_at,
-        time_to_live,
-        default_time_to_live,
-        lock,
-        props,
-        body,
-    });
-    if verdict.send(answer.is_ok()).is_err() {
-        return Ok(None);
+) -> Result<Option<Vec<R>>> {
+    let (mut answers, mut commits) = (Vec::new(), Vec::new());
+    // Offers left when the loop stops are dropped, so their verdicts say no.
+    for offer in offers {
+        let Offer {
+            seq,
+            delivery,
+            enqueued_at,
+            time_to_live,
+            default_time_to_live,
+            props,
+            body,
+            lock,
+            verdict,
+            commit,
+        } = offer;
+        // A panic drops the verdicts with the offers: the send files the copies as usual.
+        let answer = render(Received {
+            sequence_number: seq,
+            delivery_count: delivery.delivery_count,
+            enqueued_at,
+            time_to_live,
+            default_time_to_live,
+            lock,
+            props,
+            body,
+        });
+        if verdict.send(answer.is_ok()).is_err() {
+            // The send stopped waiting: it files this copy and those after it.
+            break;
+        }
+        match answer {
+            Ok(answer) => {
+                answers.push(answer);
+                commits.push(commit);
+            }
+            Err(e) if answers.is_empty() => return Err(e),
+            Err(_) => break,
+        }
     }
-    let answer = answer?;
-    Ok((commit.await == Ok(true)).then_some(answer))
+    // One write carries them all: it either succeeded or failed for every one.
+    for commit in commits {
+        if commit.await != Ok(true) {
+            return Ok(None);
+        }
+    }
+    Ok((!answers.is_empty()).then_some(answers))
 }
 
 impl Broker {
@@ -279,14 +308,14 @@ impl Broker {
             // A receiver of the main subqueue takes hand-offs: a message sent while it
             // waits comes with the send's own write, not after a second one. (Parked before
             // it counts as waiting: whoever sees it waiting may hand it a message.)
-            let mut parked = (which == Subqueue::Main).then(|| queue.park(mode));
+            let mut parked = (which == Subqueue::Main).then(|| queue.park(mode, max.max(1)));
             let _waiting = runtime::Waiting::new(queue);
             tokio::select! {
                 biased;
-                Some(offer) = offered(&mut parked) => {
-                    if let Some(answer) = handed(offer, &mut render).await? {
-                        count_received(&entity, 1);
-                        return Ok(vec![answer]);
+                offers = offered(&mut parked) => {
+                    if let Some(answers) = handed(offers, &mut render).await? {
+                        count_received(&entity, answers.len());
+                        return Ok(answers);
                     }
                 }
                 () = &mut notified => {}

@@ -7,9 +7,13 @@
 //! The exchange, for one copy:
 //! 1. the receiver parks a [`Parked`] slot on the queue beside its wake-up;
 //! 2. the send claims the slot ([`Queue::claim`]: only while the main subqueue has nothing
-//!    ready or cold, so nothing older is overtaken) and passes an [`Offer`];
-//! 3. the receiver renders its answer and says whether it could ([`Offer::verdict`]): if
-//!    not (or it went away), the send files the copy as usual, and it stays receivable;
+//!    ready or cold and nothing is on its way to be filed, so nothing older is overtaken)
+//!    and passes an [`Offer`]; the next copies of the same send for that queue go to the
+//!    same receiver, in order, while it has room (an AMQP link's take has room for up to
+//!    16, a REST long poll for one);
+//! 3. the receiver renders its answers and says for each whether it could
+//!    ([`Offer::verdict`]): if not (or it went away), the send files that copy, and those
+//!    after it, as usual, and they stay receivable;
 //! 4. the send queues the message and its removal or lock as one write. A
 //!    receive-and-delete receiver is told at once ([`Offer::commit`]) and answers: whatever
 //!    it does next is written after the send, and the message is already its own. A
@@ -29,7 +33,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::model::message::{Delivery, MessageProps};
@@ -60,23 +64,40 @@ pub(crate) struct Offer {
     pub(crate) commit: oneshot::Receiver<bool>,
 }
 
+/// A parked receiver's slot: its id, how it takes, how many messages it takes at most,
+/// where its offers go.
+type Slot = (u64, ReceiveMode, usize, mpsc::UnboundedSender<Offer>);
+
 /// The parked receivers that take hand-offs, oldest first.
 #[derive(Debug, Default)]
 pub(crate) struct Slots {
     next: AtomicU64,
-    parked: Mutex<VecDeque<(u64, ReceiveMode, oneshot::Sender<Offer>)>>,
+    parked: Mutex<VecDeque<Slot>>,
     /// Copies sent to this queue that are on their way to be filed (their send's write is
     /// not durable yet): while there are any, nothing is handed off, so that no later
     /// message overtakes them.
     filing: AtomicUsize,
 }
 
-/// A parked receiver claimed by a send: where its offer goes, and the lock it takes the
-/// message with (peek-lock).
+/// A parked receiver claimed by a send: where its offers go, how it takes them, and how
+/// many more it takes.
 #[derive(Debug)]
 pub(crate) struct Claim {
-    pub(crate) slot: oneshot::Sender<Offer>,
-    pub(crate) lock: Option<(Uuid, DateTime<Utc>)>,
+    pub(crate) slot: mpsc::UnboundedSender<Offer>,
+    mode: ReceiveMode,
+    pub(crate) room: usize,
+}
+
+impl Claim {
+    /// The lock a copy offered now is taken with: a new one, lasting from `now`
+    /// (peek-lock), or none.
+    pub(crate) fn lock(
+        &self,
+        settings: &QueueSettings,
+        now: DateTime<Utc>,
+    ) -> Option<(Uuid, DateTime<Utc>)> {
+        (self.mode == ReceiveMode::PeekLock).then(|| (Uuid::new_v4(), lock_until(now, settings)))
+    }
 }
 
 /// A receiver's slot while it is parked; dropping it takes the slot back (an offer already
@@ -85,8 +106,8 @@ pub(crate) struct Claim {
 pub(crate) struct Parked<'a> {
     queue: &'a Queue,
     id: u64,
-    /// Where an offer arrives.
-    pub(crate) offers: oneshot::Receiver<Offer>,
+    /// Where offers arrive: all those of one send at once, up to the receiver's room.
+    pub(crate) offers: mpsc::UnboundedReceiver<Offer>,
 }
 
 impl Drop for Parked<'_> {
@@ -96,11 +117,11 @@ impl Drop for Parked<'_> {
 }
 
 impl Queue {
-    /// Parks a receiver of the main subqueue for hand-offs.
-    pub(crate) fn park(&self, mode: ReceiveMode) -> Parked<'_> {
+    /// Parks a receiver of the main subqueue for hand-offs of up to `room` messages.
+    pub(crate) fn park(&self, mode: ReceiveMode, room: usize) -> Parked<'_> {
         let id = self.slots.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, offers) = oneshot::channel();
-        lock(&self.slots.parked).push_back((id, mode, tx));
+        let (tx, offers) = mpsc::unbounded_channel();
+        lock(&self.slots.parked).push_back((id, mode, room.max(1), tx));
         Parked {
             queue: self,
             id,
@@ -116,19 +137,16 @@ impl Queue {
 
     /// The oldest parked receiver still there, taken out of the queue, when the main
     /// subqueue has nothing ready or cold and nothing is on its way to be filed: a message
-    /// handed off then overtakes nothing. A peek-lock receiver's claim carries a new lock,
-    /// lasting from `now`.
-    pub(crate) fn claim(&self, settings: &QueueSettings, now: DateTime<Utc>) -> Option<Claim> {
+    /// handed off then overtakes nothing.
+    pub(crate) fn claim(&self) -> Option<Claim> {
         let state = lock(&self.state);
         if main_has_ready(&state) || self.slots.filing.load(Ordering::SeqCst) > 0 {
             return None;
         }
         let mut parked = lock(&self.slots.parked);
-        while let Some((_, mode, slot)) = parked.pop_front() {
+        while let Some((_, mode, room, slot)) = parked.pop_front() {
             if !slot.is_closed() {
-                let lock = (mode == ReceiveMode::PeekLock)
-                    .then(|| (Uuid::new_v4(), lock_until(now, settings)));
-                return Some(Claim { slot, lock });
+                return Some(Claim { slot, mode, room });
             }
         }
         None

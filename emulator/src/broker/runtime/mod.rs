@@ -35,7 +35,7 @@ use crate::store::{Key, Write};
 
 pub(crate) use crate::sync::{lock, read, write};
 pub(crate) use entity::Entity;
-pub(crate) use handoff::{Offer, Parked};
+pub(crate) use handoff::{Claim, Offer, Parked};
 pub(crate) use queue::{Effect, Entry, Queue, QueueSettings, Subqueue, Taken, Waiting};
 pub use queue::{ReceiveMode, Settle};
 use refs::RefCounts;
