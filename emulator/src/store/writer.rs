@@ -35,7 +35,7 @@ enum Request {
     Close(oneshot::Sender<Result<()>>),
 }
 
-/// Writes queued by [`Writer::submit`], on their way to disk.
+/// Writes queued by [`Store::submit`](super::Store::submit), on their way to disk.
 #[derive(Debug)]
 #[must_use = "the writes are not known to be durable until this is awaited"]
 pub struct Durable(oneshot::Receiver<Result<()>>);
