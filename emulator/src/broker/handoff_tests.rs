@@ -72,6 +72,27 @@ async fn until(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// What a receive on `q` that waits for nothing gets (receive-and-delete).
+async fn take_now(broker: &Broker) -> Option<Received> {
+    broker
+        .receive(&q(), ReceiveMode::ReceiveAndDelete, Duration::ZERO)
+        .await
+        .unwrap()
+}
+
+/// The message `receiver` answers with, within a minute (`what` says why it should).
+async fn answer(
+    receiver: tokio::task::JoinHandle<super::Result<Option<Received>>>,
+    what: &str,
+) -> Received {
+    tokio::time::timeout(LONG, receiver)
+        .await
+        .expect(what)
+        .unwrap()
+        .unwrap()
+        .expect("a message")
+}
+
 async fn parked(broker: &Broker) {
     until("the receive never parked", || {
         broker.waiting_receivers(&q()).unwrap() == 1
@@ -95,12 +116,7 @@ async fn a_receive_and_delete_receiver_answers_before_the_send_is_durable() {
     parked(&broker).await;
     let hold = broker.store.hold_writer();
     let sent = send(&broker, "early");
-    let got = tokio::time::timeout(LONG, receiver)
-        .await
-        .expect("the receiver answers while the write waits")
-        .unwrap()
-        .unwrap()
-        .expect("a message");
+    let got = answer(receiver, "the receiver answers while the write waits").await;
     assert_eq!(
         (got.sequence_number, got.body.as_slice()),
         (1, &b"early"[..])
@@ -111,10 +127,7 @@ async fn a_receive_and_delete_receiver_answers_before_the_send_is_durable() {
     );
     drop(hold);
     sent.await.unwrap().unwrap();
-    let again = broker
-        .receive(&q(), ReceiveMode::ReceiveAndDelete, Duration::ZERO)
-        .await
-        .unwrap();
+    let again = take_now(&broker).await;
     assert!(again.is_none(), "received and deleted: gone");
     broker.close().await.unwrap();
 }
@@ -135,12 +148,7 @@ async fn a_peek_lock_receiver_answers_once_its_lock_is_durable_and_can_settle_at
     }
     assert!(!receiver.is_finished() && !sent.is_finished());
     drop(hold);
-    let got = tokio::time::timeout(LONG, receiver)
-        .await
-        .expect("the receiver answers once the write is durable")
-        .unwrap()
-        .unwrap()
-        .expect("a message");
+    let got = answer(receiver, "the receiver answers once the write is durable").await;
     sent.await.unwrap().unwrap();
     let (token, _) = got.lock.expect("a lock");
     broker
@@ -165,20 +173,11 @@ async fn nothing_is_handed_off_past_a_message_on_its_way_to_be_filed() {
     let second = send(&broker, "second");
     submitted(&broker, before + 2).await;
     drop(hold);
-    let got = tokio::time::timeout(LONG, receiver)
-        .await
-        .expect("the receiver answers")
-        .unwrap()
-        .unwrap()
-        .expect("a message");
+    let got = answer(receiver, "the receiver answers").await;
     assert_eq!(got.body, b"first", "the older message comes first");
     first.await.unwrap().unwrap();
     second.await.unwrap().unwrap();
-    let next = broker
-        .receive(&q(), ReceiveMode::ReceiveAndDelete, Duration::ZERO)
-        .await
-        .unwrap()
-        .expect("the second is filed");
+    let next = take_now(&broker).await.expect("the second is filed");
     assert_eq!(next.body, b"second");
     broker.close().await.unwrap();
 }
@@ -216,10 +215,7 @@ async fn a_receiver_with_room_for_several_is_handed_a_whole_batch_in_order() {
         1,
         "the batch and its three removals are one write"
     );
-    let left = broker
-        .receive(&q(), ReceiveMode::ReceiveAndDelete, Duration::ZERO)
-        .await
-        .unwrap();
+    let left = take_now(&broker).await;
     assert!(left.is_none(), "all three were handed off");
     broker.close().await.unwrap();
 }
