@@ -1,7 +1,8 @@
-//! The send's side of a hand-off (see `runtime::handoff` for the exchange): offer each
-//! copy that may go straight to a parked receiver, turn the copies the receivers took into
-//! removals (receive-and-delete) or locks (peek-lock) written with the send, and tell each
-//! receiver when it may answer.
+//! Both sides of a hand-off (see `runtime::handoff` for the exchange). The send's: offer
+//! each copy that may go straight to a parked receiver, turn the copies the receivers took
+//! into removals (receive-and-delete) or locks (peek-lock) written with the send, and tell
+//! each receiver when it may answer. The receiver's: take the offers, render them, and
+//! answer when told.
 
 use std::time::Duration;
 
@@ -9,9 +10,10 @@ use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::Broker;
-use super::runtime::{Claim, Effect, Entity, Entry, Offer, QueueSettings};
+use super::receive::Received;
+use super::runtime::{Claim, Effect, Entity, Entry, Offer, Parked, QueueSettings};
 use super::send::Placement;
+use super::{Broker, Result};
 use crate::model::message::{Delivery, MessageProps};
 use crate::store::Write;
 
@@ -265,4 +267,80 @@ fn receivable(copy: &Placement, now: DateTime<Utc>) -> bool {
         && !d.deferred
         && d.scheduled_at.is_none_or(|at| at <= now)
         && d.expires_at.is_none_or(|at| at > now)
+}
+
+/// The offers a parked receiver gets: those one send made it, all at once (pending for
+/// ever when it is not parked for hand-offs, or its slot went without any). The slot is
+/// closed at the first: an offer made later fails at once and is filed as usual, rather
+/// than wait unanswered while the send waits for its verdict.
+pub(super) async fn offered(parked: &mut Option<Parked<'_>>) -> Vec<Offer> {
+    let Some(parked) = parked else {
+        return std::future::pending().await;
+    };
+    let Some(first) = parked.offers.recv().await else {
+        return std::future::pending().await;
+    };
+    parked.offers.close();
+    let mut offers = vec![first];
+    while let Ok(more) = parked.offers.try_recv() {
+        offers.push(more);
+    }
+    offers
+}
+
+/// Renders handed-off messages in order, telling the send of each whether it could, then
+/// waits until the send lets it answer (the removals queued, or the locks durable: see
+/// `runtime::handoff`): the answers, or `None` when that write failed first (nothing was
+/// taken then). A render that fails leaves that message and those after it to be filed as
+/// usual; its error is returned when it was the first, as for a take.
+pub(super) async fn handed<R>(
+    offers: Vec<Offer>,
+    render: &mut impl FnMut(Received) -> Result<R>,
+) -> Result<Option<Vec<R>>> {
+    let (mut answers, mut commits) = (Vec::new(), Vec::new());
+    // Offers left when the loop stops are dropped, so their verdicts say no.
+    for offer in offers {
+        let Offer {
+            seq,
+            delivery,
+            enqueued_at,
+            time_to_live,
+            default_time_to_live,
+            props,
+            body,
+            lock,
+            verdict,
+            commit,
+        } = offer;
+        // A panic drops the verdicts with the offers: the send files the copies as usual.
+        let answer = render(Received {
+            sequence_number: seq,
+            delivery_count: delivery.delivery_count,
+            enqueued_at,
+            time_to_live,
+            default_time_to_live,
+            lock,
+            props,
+            body,
+        });
+        if verdict.send(answer.is_ok()).is_err() {
+            // The send stopped waiting: it files this copy and those after it.
+            break;
+        }
+        match answer {
+            Ok(answer) => {
+                answers.push(answer);
+                commits.push(commit);
+            }
+            Err(e) if answers.is_empty() => return Err(e),
+            Err(_) => break,
+        }
+    }
+    // One write carries them all: it either succeeded or failed for every one.
+    for commit in commits {
+        if commit.await != Ok(true) {
+            return Ok(None);
+        }
+    }
+    Ok((!answers.is_empty()).then_some(answers))
 }
