@@ -158,30 +158,21 @@ impl Broker {
         } in sent
         {
             for copy in copies {
-                let claimed = claims.iter().position(|(to, _)| *to == copy.to.id);
                 let offered = source.as_ref().filter(|_| receivable(&copy, now));
                 let offered = offered.and_then(|source| {
-                    let claim = match claimed {
-                        Some(i) => &mut claims[i].1,
-                        None => {
-                            claims.push((copy.to.id, copy.to.queue.as_ref()?.claim()?));
-                            &mut claims.last_mut()?.1
-                        }
-                    };
+                    let claim = claim_for(&mut claims, &copy)?;
                     self.offer(owner, seq, &copy, source, claim, now)
                 });
+                // A full receiver takes no more, nor does one a copy passed by: what came
+                // after would overtake it.
+                let took = offered.is_some();
+                claims.retain(|(to, claim)| claim.room > 0 && (took || *to != copy.to.id));
                 match offered {
                     Some(offered) => pending.push(Pending { seq, copy, offered }),
-                    None => {
-                        // Nothing after it goes to that receiver: it would overtake this.
-                        claims.retain(|(to, _)| *to != copy.to.id);
-                        handed.file_later(seq, copy);
-                    }
+                    None => handed.file_later(seq, copy),
                 }
-                claims.retain(|(_, claim)| claim.room > 0);
             }
         }
-        drop(claims);
         let deadline = tokio::time::Instant::now() + PATIENCE;
         for Pending { seq, copy, offered } in pending {
             let verdict = tokio::time::timeout_at(deadline, offered.verdict).await;
@@ -256,6 +247,19 @@ impl Broker {
             commit,
         })
     }
+}
+
+/// The receiver this send already claimed on the copy's queue or subscription, or one
+/// claimed there now (when one is parked and nothing there is older).
+fn claim_for<'a>(claims: &'a mut Vec<(u64, Claim)>, copy: &Placement) -> Option<&'a mut Claim> {
+    let i = match claims.iter().position(|(to, _)| *to == copy.to.id) {
+        Some(i) => i,
+        None => {
+            claims.push((copy.to.id, copy.to.queue.as_ref()?.claim()?));
+            claims.len() - 1
+        }
+    };
+    Some(&mut claims[i].1)
 }
 
 /// Whether a copy may go to a receiver now: it is not dead-lettered, deferred, held for a

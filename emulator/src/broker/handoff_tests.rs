@@ -64,12 +64,11 @@ fn receive(
 }
 
 /// Polls `condition` until it holds; panics with `what` after a minute.
-async fn until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + LONG;
-    while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    let holds = || std::future::ready(if condition() { Ok(()) } else { Err(()) });
+    testkit::wait_until(LONG, Duration::from_millis(1), holds)
+        .await
+        .expect(what);
 }
 
 /// What a receive on `q` that waits for nothing gets (receive-and-delete).
