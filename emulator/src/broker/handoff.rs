@@ -1,13 +1,13 @@
 //! Both sides of a hand-off (see `runtime::handoff` for the exchange). The send's: offer
 //! each copy that may go straight to a parked receiver, turn the copies the receivers took
-//! into removals (receive-and-delete) or locks (peek-lock) written with the send, and tell
-//! each receiver when it may answer. The receiver's: take the offers, render them, and
-//! answer when told.
+//! into removals (receive-and-delete) or locks (peek-lock) written with the send, tell
+//! each receiver when it may answer, and file the locks once the send is durable. The
+//! receiver's: take the offers, render them, and answer when told.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
 use super::receive::Received;
@@ -64,11 +64,12 @@ pub(super) struct Handed {
     /// Each counted in its queue's filings until it is filed (or the write failed).
     file: Vec<(u64, Placement)>,
     pub(super) writes: Vec<Write>,
+    /// Each noted as unfiled on its queue until it is filed (or the write failed).
     locks: Vec<HandedLock>,
-    /// Receive-and-delete receivers: told once the send's write is queued.
+    /// Turned `true` once the locks are filed; dropped unchanged when the write fails.
+    filed: Option<watch::Sender<bool>>,
+    /// The receivers: told once the send's write is queued.
     queued: Vec<oneshot::Sender<bool>>,
-    /// Peek-lock receivers: told once it is durable and their locks are filed.
-    durable: Vec<oneshot::Sender<bool>>,
 }
 
 /// The lock of a copy handed to a peek-lock receiver, filed once the send is durable.
@@ -89,8 +90,18 @@ impl Handed {
         self.file.push((seq, copy));
     }
 
-    /// The send's write is queued: the receive-and-delete receivers may answer (whatever
-    /// they do next is written after it).
+    /// Notes a lock handed to a peek-lock receiver, to file once the send is durable;
+    /// until then settling it waits (see `Queue::until_filed`).
+    fn lock_later(&mut self, lock: HandedLock) {
+        if let Some(queue) = &lock.copy.to.queue {
+            let filed = self.filed.get_or_insert_with(|| watch::channel(false).0);
+            queue.lock_unfiled(lock.lock.0, filed.subscribe());
+        }
+        self.locks.push(lock);
+    }
+
+    /// The send's write is queued: the receivers may answer (whatever they do next is
+    /// written after it).
     pub(super) fn queued(&mut self) {
         for receiver in self.queued.drain(..) {
             let _ = receiver.send(true);
@@ -98,16 +109,16 @@ impl Handed {
     }
 
     /// The send's write is durable: files the locks of the copies handed to peek-lock
-    /// receivers and lets those answer, then files the other copies where receivers find
-    /// them.
+    /// receivers (and lets settlements waiting for them go on), then files the other
+    /// copies where receivers find them.
     pub(super) fn durable(mut self, now: DateTime<Utc>) {
         for l in self.locks.drain(..) {
             if let Some(queue) = &l.copy.to.queue {
                 queue.lock_handed(l.lock, l.seq, l.delivery);
             }
         }
-        for receiver in self.durable.drain(..) {
-            let _ = receiver.send(true);
+        if let Some(filed) = self.filed.take() {
+            filed.send_replace(true);
         }
         for (seq, copy) in self.file.drain(..) {
             if let Some(queue) = &copy.to.queue {
@@ -125,8 +136,14 @@ impl Handed {
 }
 
 impl Drop for Handed {
-    /// A failed write files nothing: its copies stop holding hand-offs back.
+    /// A failed write files nothing: its copies stop holding hand-offs back, and its
+    /// locks are lost (what waits for them wakes with `filed` dropped).
     fn drop(&mut self) {
+        for l in &self.locks {
+            if let Some(queue) = &l.copy.to.queue {
+                queue.lock_dropped(l.lock.0);
+            }
+        }
         for (_, copy) in &self.file {
             if let Some(queue) = &copy.to.queue {
                 queue.filing_ended();
@@ -188,18 +205,15 @@ impl Broker {
             };
             let writes = self.runtime.writes_for(copy.to.id, vec![effect]);
             handed.writes.extend(writes);
-            match offered.lock {
-                Some(lock) => {
-                    handed.locks.push(HandedLock {
-                        copy,
-                        lock,
-                        seq,
-                        delivery,
-                    });
-                    handed.durable.push(offered.commit);
-                }
-                None => handed.queued.push(offered.commit),
+            if let Some(lock) = offered.lock {
+                handed.lock_later(HandedLock {
+                    copy,
+                    lock,
+                    seq,
+                    delivery,
+                });
             }
+            handed.queued.push(offered.commit);
         }
         handed
     }
@@ -293,10 +307,10 @@ pub(super) async fn offered(parked: &mut Option<Parked<'_>>) -> Vec<Offer> {
 }
 
 /// Renders handed-off messages in order, telling the send of each whether it could, then
-/// waits until the send lets it answer (the removals queued, or the locks durable: see
-/// `runtime::handoff`): the answers, or `None` when that write failed first (nothing was
-/// taken then). A render that fails leaves that message and those after it to be filed as
-/// usual; its error is returned when it was the first, as for a take.
+/// waits until the send lets it answer (its write queued: see `runtime::handoff`): the
+/// answers, or `None` when that write could not be queued (nothing was taken then). A
+/// render that fails leaves that message and those after it to be filed as usual; its
+/// error is returned when it was the first, as for a take.
 pub(super) async fn handed<R>(
     offers: Vec<Offer>,
     render: &mut impl FnMut(Received) -> Result<R>,

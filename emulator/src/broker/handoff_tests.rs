@@ -131,29 +131,73 @@ async fn a_receive_and_delete_receiver_answers_before_the_send_is_durable() {
     broker.close().await.unwrap();
 }
 
+/// Spawns a settlement of `got`'s lock on a task of its own.
+fn settle(
+    broker: &Broker,
+    got: &Received,
+    how: Settle,
+) -> tokio::task::JoinHandle<super::Result<Option<chrono::DateTime<chrono::Utc>>>> {
+    let (broker, (token, _)) = (broker.clone(), got.lock.expect("a lock"));
+    tokio::spawn(async move { broker.settle_token(&q(), token, how).await })
+}
+
+/// Lets every other task run many times over.
+async fn others_run() {
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+}
+
 #[tokio::test]
-async fn a_peek_lock_receiver_answers_once_its_lock_is_durable_and_can_settle_at_once() {
+async fn a_peek_lock_receiver_answers_before_the_send_is_durable_and_settles_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let broker = broker(dir.path()).await;
     let receiver = receive(&broker, ReceiveMode::PeekLock);
     parked(&broker).await;
     let hold = broker.store.hold_writer();
-    let before = broker.store.submitted();
     let sent = send(&broker, "locked");
-    submitted(&broker, before + 1).await;
-    // Every task gets to run many times over; none may answer while the write is held.
-    for _ in 0..100 {
-        tokio::task::yield_now().await;
-    }
-    assert!(!receiver.is_finished() && !sent.is_finished());
+    let got = answer(receiver, "the receiver answers while the write waits").await;
+    assert_eq!(got.body, b"locked");
+    // Its settlement waits for the lock, which is filed once the write is durable.
+    let completed = settle(&broker, &got, Settle::Complete);
+    others_run().await;
+    assert!(!sent.is_finished(), "the sender waits for the write");
+    assert!(
+        !completed.is_finished(),
+        "the settlement waits for the write"
+    );
     drop(hold);
-    let got = answer(receiver, "the receiver answers once the write is durable").await;
     sent.await.unwrap().unwrap();
-    let (token, _) = got.lock.expect("a lock");
-    broker
-        .settle_token(&q(), token, Settle::Complete)
+    completed
         .await
-        .expect("the lock was filed before the answer");
+        .unwrap()
+        .expect("the lock is filed once the write is durable");
+    assert!(take_now(&broker).await.is_none(), "completed: gone");
+    broker.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_message_abandoned_before_its_send_is_durable_comes_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path()).await;
+    let receiver = receive(&broker, ReceiveMode::PeekLock);
+    parked(&broker).await;
+    let hold = broker.store.hold_writer();
+    let sent = send(&broker, "back");
+    let got = answer(receiver, "the receiver answers while the write waits").await;
+    let abandoned = settle(&broker, &got, Settle::Unlock);
+    others_run().await;
+    assert!(!abandoned.is_finished(), "the abandon waits for the write");
+    // Nothing is receivable before the message is stored.
+    assert!(take_now(&broker).await.is_none());
+    drop(hold);
+    sent.await.unwrap().unwrap();
+    abandoned.await.unwrap().expect("abandoned once filed");
+    let again = take_now(&broker).await.expect("the message is back");
+    assert_eq!(
+        (again.sequence_number, again.delivery_count, again.body),
+        (1, 2, b"back".to_vec())
+    );
     broker.close().await.unwrap();
 }
 

@@ -490,6 +490,7 @@ impl Broker {
             token: token.to_string(),
         };
         let token_id = Uuid::parse_str(token).map_err(|_| lost())?;
+        queue.until_filed(token_id).await;
         let held = queue.locked(which, token_id, now).ok_or_else(lost)?;
         let matches_id = match id.parse::<u64>() {
             Ok(seq) => seq == held.entry.seq,
@@ -560,6 +561,10 @@ impl Broker {
         settles: Vec<(Uuid, Settle)>,
         now: DateTime<Utc>,
     ) -> Result<Vec<bool>> {
+        // A lock handed off before its send was durable is settled once it is filed.
+        for (token, _) in &settles {
+            queue.until_filed(*token).await;
+        }
         let settings = QueueSettings::of(&entity.description());
         let mut effects = Vec::new();
         let held = settles
