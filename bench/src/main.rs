@@ -11,6 +11,7 @@ macro_rules! out {
 }
 
 mod amqp_figures;
+mod amqp_raw;
 mod backplane_figures;
 mod baseline;
 mod client;

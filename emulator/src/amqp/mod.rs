@@ -166,6 +166,16 @@ pub fn decode_frame(bytes: &[u8]) -> Result<&'static str, String> {
     })
 }
 
+/// Encodes one frame as the listener writes it (its 4-byte size included), for load
+/// clients and tests.
+///
+/// # Errors
+///
+/// When the performative does not encode.
+pub fn encode_frame(frame: fe2o3_amqp::frames::amqp::Frame) -> Result<bytes::BytesMut, String> {
+    io::encode_amqp(frame).map_err(|e| e.to_string())
+}
+
 /// Decodes a transfer's payload as a sender link does, for fuzzing and tests: how many
 /// messages it holds (a batch envelope holds several). Never panics.
 ///
