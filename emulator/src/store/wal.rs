@@ -119,11 +119,12 @@ impl Wal {
     /// Appends one record (not yet durable: see [`Wal::sync`]).
     /// Returns the record's length in bytes.
     pub(super) fn append(&mut self, ops: &[Op]) -> std::io::Result<usize> {
-        let payload = encode(ops);
-        let mut record = Vec::with_capacity(HEADER + payload.len());
-        record.extend_from_slice(&u32_len(payload.len())?.to_le_bytes());
-        record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        record.extend_from_slice(&payload);
+        // The payload is encoded after room for the header, which is filled in then.
+        let mut record = encode(ops, HEADER);
+        let len = u32_len(record.len() - HEADER)?;
+        let crc = crc32fast::hash(&record[HEADER..]);
+        record[..4].copy_from_slice(&len.to_le_bytes());
+        record[4..HEADER].copy_from_slice(&crc.to_le_bytes());
         self.file.write_all(&record)?;
         self.len += record.len() as u64;
         Ok(record.len())
@@ -176,12 +177,14 @@ fn u32_len(n: usize) -> std::io::Result<u32> {
     })
 }
 
-fn encode(ops: &[Op]) -> Vec<u8> {
+/// The payload of `ops`, after `room` zero bytes.
+fn encode(ops: &[Op], room: usize) -> Vec<u8> {
     let size: usize = ops
         .iter()
         .map(|o| 9 + o.key.len() + o.value.as_ref().map_or(0, Vec::len))
         .sum();
-    let mut out = Vec::with_capacity(size);
+    let mut out = Vec::with_capacity(room + size);
+    out.resize(room, 0);
     for op in ops {
         let tag =
             if op.messages { TREE_BIT } else { 0 } | if op.value.is_some() { PUT_BIT } else { 0 };
