@@ -52,7 +52,7 @@ pub(super) struct Shared {
 /// Bytes a record holds (keys and values).
 fn size(ops: &[Op]) -> u64 {
     ops.iter()
-        .map(|o| (o.key.len() + o.value.as_ref().map_or(0, Vec::len)) as u64)
+        .map(|o| (o.key.len() + o.value.as_ref().map_or(0, |v| v.len())) as u64)
         .sum()
 }
 

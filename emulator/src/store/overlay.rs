@@ -51,7 +51,7 @@ impl Overlay {
             trees[usize::from(op.messages)].insert(
                 op.key.clone(),
                 Entry {
-                    value: op.value.as_deref().map(IVec::from),
+                    value: op.value.clone(),
                     generation,
                 },
             );
@@ -163,7 +163,7 @@ mod tests {
         Op {
             messages: true,
             key: key.to_vec(),
-            value: value.map(<[u8]>::to_vec),
+            value: value.map(IVec::from),
         }
     }
 

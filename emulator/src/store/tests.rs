@@ -137,7 +137,7 @@ async fn opening_replays_the_write_ahead_log() {
         let op = |key: Key, value: Option<Vec<u8>>| wal::Op {
             messages: true,
             key: key.to_bytes(),
-            value,
+            value: value.map(sled::IVec::from),
         };
         log.append(&[
             op(Key::Message(1, 2), None),
@@ -165,7 +165,7 @@ async fn a_log_rotated_before_a_crash_is_replayed_before_the_current_one() {
     let op = |seq: u64, value: Option<&str>| wal::Op {
         messages: true,
         key: Key::Message(1, seq).to_bytes(),
-        value: value.map(|v| codec::encode(&v)),
+        value: value.map(|v| codec::encode(&v).into()),
     };
     let current = folder.join(WAL_FILE);
     {

@@ -94,7 +94,7 @@ impl Trees {
                 for op in ops.iter().filter(|o| o.messages == messages) {
                     any = true;
                     match &op.value {
-                        Some(v) => batch.insert(op.key.as_slice(), v.as_slice()),
+                        Some(v) => batch.insert(op.key.as_slice(), v.clone()),
                         None => batch.remove(op.key.as_slice()),
                     }
                 }
@@ -107,7 +107,7 @@ impl Trees {
         for op in ops {
             let tree = self.tree(op.messages);
             match &op.value {
-                Some(v) => tree.insert(op.key.as_slice(), v.as_slice()).map(drop)?,
+                Some(v) => tree.insert(op.key.as_slice(), v.clone()).map(drop)?,
                 None => tree.remove(op.key.as_slice()).map(drop)?,
             }
         }

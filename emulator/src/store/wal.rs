@@ -26,8 +26,8 @@ pub(super) struct Op {
     /// The `messages` tree (else `entities`).
     pub(super) messages: bool,
     pub(super) key: Vec<u8>,
-    /// `None` removes the key.
-    pub(super) value: Option<Vec<u8>>,
+    /// `None` removes the key. Shared (not copied) by the overlay and sled's insert.
+    pub(super) value: Option<sled::IVec>,
 }
 
 const HEADER: usize = 8;
@@ -181,7 +181,7 @@ fn u32_len(n: usize) -> std::io::Result<u32> {
 fn encode(ops: &[Op], room: usize) -> Vec<u8> {
     let size: usize = ops
         .iter()
-        .map(|o| 9 + o.key.len() + o.value.as_ref().map_or(0, Vec::len))
+        .map(|o| 9 + o.key.len() + o.value.as_ref().map_or(0, |v| v.len()))
         .sum();
     let mut out = Vec::with_capacity(room + size);
     out.resize(room, 0);
@@ -227,7 +227,7 @@ fn decode(mut payload: &[u8]) -> Option<Vec<Op>> {
         payload = rest;
         let key = sized(&mut payload)?;
         let value = if tag & PUT_BIT != 0 {
-            Some(sized(&mut payload)?)
+            Some(sized(&mut payload)?.into())
         } else {
             None
         };
@@ -248,7 +248,7 @@ mod tests {
         Op {
             messages,
             key: key.to_vec(),
-            value: value.map(<[u8]>::to_vec),
+            value: value.map(sled::IVec::from),
         }
     }
 

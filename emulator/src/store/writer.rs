@@ -412,7 +412,7 @@ fn resolve(trees: &Trees, requests: Vec<Vec<Write>>) -> std::result::Result<Vec<
         .map(|((messages, key), value)| Op {
             messages,
             key,
-            value,
+            value: value.map(sled::IVec::from),
         })
         .collect())
 }
