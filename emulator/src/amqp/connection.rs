@@ -1,5 +1,5 @@
-//! One AMQP connection: its task reads frames (through a reader task), answers them, and
-//! writes what the link tasks report. It is the only writer of the socket, and it holds
+//! One AMQP connection: its task reads frames, answers them, and writes what the link
+//! tasks report. It is the only writer of the socket, and it holds
 //! every session's and link's state, so no lock guards them.
 
 use std::collections::{HashMap, VecDeque};
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::cbs::Tokens;
 use super::io::{self, FrameReader, IoError, Principal};
 use super::link::{self, Credit, Event, Lock};
-use super::stream::{Stream, WriteHalf};
+use super::stream::{ReadHalf, Stream, WriteHalf};
 use super::{CHANNEL_MAX, Context, MAX_FRAME_SIZE, settling};
 use crate::broker::ReceiveTarget;
 
@@ -54,17 +54,7 @@ pub(super) async fn run(mut stream: Stream, context: Arc<Context>, stop: Cancell
         },
     };
     let (read, write) = stream.split();
-    let (frames_tx, frames) = mpsc::channel(32);
-    let reader = tokio::spawn(async move {
-        let mut reader = FrameReader::new(read, MAX_FRAME_SIZE);
-        loop {
-            let frame = reader.next().await;
-            let last = !matches!(frame, Ok(Some(_)));
-            if frames_tx.send(frame).await.is_err() || last {
-                return;
-            }
-        }
-    });
+    let reader = FrameReader::new(read, MAX_FRAME_SIZE);
     let (events_tx, events) = mpsc::channel(EVENTS);
     let (settler, settle_requests) = mpsc::channel(EVENTS);
     let settling = Task(tokio::spawn(settling::settle_task(
@@ -86,10 +76,9 @@ pub(super) async fn run(mut stream: Stream, context: Arc<Context>, stop: Cancell
         opened: false,
         heartbeat: None,
     };
-    if let Err(e) = connection.serve(frames, events, stop).await {
+    if let Err(e) = connection.serve(reader, events, stop).await {
         tracing::debug!(?peer, error = %e, "AMQP connection ended");
     }
-    reader.abort();
 }
 
 /// A link's task, stopped when the link goes.
@@ -249,7 +238,7 @@ fn connection_error(e: &IoError) -> Option<fe2o3_amqp_types::definitions::Error>
 impl Connection {
     async fn serve(
         &mut self,
-        mut frames: mpsc::Receiver<Result<Option<Frame>, IoError>>,
+        mut frames: FrameReader<ReadHalf>,
         mut events: mpsc::Receiver<Event>,
         stop: CancellationToken,
     ) -> Result<(), IoError> {
@@ -257,7 +246,7 @@ impl Connection {
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let mut go_on = tokio::select! {
-                frame = frames.recv() => self.on_read(frame, &mut beat).await?,
+                frame = frames.next() => self.on_read(frame, &mut beat).await?,
                 Some(event) = events.recv() => {
                     self.on_event(event).await?;
                     true
@@ -282,8 +271,8 @@ impl Connection {
                 more += 1;
                 if let Ok(event) = events.try_recv() {
                     self.on_event(event).await?;
-                } else if let Ok(frame) = frames.try_recv() {
-                    go_on = self.on_read(Some(frame), &mut beat).await?;
+                } else if let Some(frame) = frames.buffered().transpose() {
+                    go_on = self.on_read(frame.map(Some), &mut beat).await?;
                 } else {
                     break;
                 }
@@ -295,14 +284,14 @@ impl Connection {
         }
     }
 
-    /// Handles what the reader task passed on; false once the connection is over.
+    /// Handles what was read; false once the connection is over.
     async fn on_read(
         &mut self,
-        frame: Option<Result<Option<Frame>, IoError>>,
+        frame: Result<Option<Frame>, IoError>,
         beat: &mut tokio::time::Interval,
     ) -> Result<bool, IoError> {
         match frame {
-            Some(Ok(Some(frame))) => {
+            Ok(Some(frame)) => {
                 let had_heartbeat = self.heartbeat;
                 let go_on = self.on_frame(frame).await?;
                 if self.heartbeat != had_heartbeat
@@ -313,8 +302,8 @@ impl Connection {
                 }
                 Ok(go_on)
             }
-            Some(Ok(None)) | None => Ok(false),
-            Some(Err(e)) => {
+            Ok(None) => Ok(false),
+            Err(e) => {
                 if let Some(error) = connection_error(&e) {
                     let _ = self.close(Some(error)).await;
                 }

@@ -1,7 +1,7 @@
 //! A connection's byte stream: plain TCP (port 5672) or TLS over TCP (5671, `--tls`). The
-//! handshake reads and writes the whole stream; after it the connection splits it into a
-//! read half (the reader task's) and a write half (the connection task's). Plain TCP
-//! splits without a lock (`into_split`); only TLS pays for `tokio::io::split`.
+//! handshake reads and writes the whole stream; after it the connection task splits it, to
+//! await reads in its select while its handlers write. Plain TCP splits without a lock
+//! (`into_split`); only TLS pays for `tokio::io::split`.
 
 use std::fmt;
 use std::io;
