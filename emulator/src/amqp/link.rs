@@ -198,6 +198,11 @@ impl Credit {
         Some(count)
     }
 
+    /// Whether the client asked to drain the credit.
+    pub(crate) fn draining(&self) -> bool {
+        lock(&self.state).drain
+    }
+
     /// Our delivery-count and the credit left, for a flow.
     pub(crate) fn snapshot(&self) -> (u32, u32) {
         let s = lock(&self.state);

@@ -2,15 +2,18 @@
 //! to the connection as [`Event::Take`]. Takes overlap: once one has taken its messages and
 //! waits for its durable write, the next may take what arrived since, so a slow write does
 //! not hold up the messages behind it (as REST's several concurrent long polls do not).
-//! Only the last take may be waiting for messages, so their order is the queue's.
+//! Two takes may wait for messages at once, so that a message sent right behind another
+//! (faster than the link's task can park a new take) is still handed off: the broker hands
+//! parked takes messages in the order the takes started, and takes that finish together are
+//! reported in sequence-number order.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
 use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt as _, StreamExt as _};
 use tokio::sync::{Notify, mpsc};
 
 use super::link::{Credit, Event, Lock, broker_error};
@@ -25,6 +28,8 @@ const MOST_PER_TAKE: u32 = 64;
 const MOST_PER_HAND_OFF: u32 = 16;
 /// Takes of one link overlapping.
 const TAKES_IN_FLIGHT: usize = 4;
+/// Takes of one link waiting for messages at once.
+const TAKES_WAITING: usize = 2;
 
 /// A take started: the credit it reserved, whether for a drain, and whether it has taken
 /// its messages yet.
@@ -34,8 +39,11 @@ struct Started {
     taken: Arc<AtomicBool>,
 }
 
-/// What one take rendered: each message's transfer payload and lock.
-type Taken = broker::Result<Vec<(Vec<u8>, Option<Lock>)>>;
+/// A message rendered for its link: its sequence number, transfer payload and lock.
+type Rendered = (u64, Vec<u8>, Option<Lock>);
+
+/// What one take rendered, in order.
+type Taken = broker::Result<Vec<Rendered>>;
 
 /// Takes messages from `target` for a client's receiver link while it has credit. A drain
 /// with nothing left is [`Event::Drained`].
@@ -59,12 +67,15 @@ pub(crate) async fn receive_task(
     let mut inflight = FuturesOrdered::new();
     let mut started: VecDeque<Started> = VecDeque::new();
     loop {
-        // A drain is answered alone; otherwise another take starts once every one before
-        // it has taken.
+        // A drain is answered alone; otherwise another take starts while fewer than two
+        // are waiting for messages.
+        let waiting = started
+            .iter()
+            .filter(|s| !s.taken.load(Ordering::SeqCst))
+            .count();
         let may_start = started.len() < TAKES_IN_FLIGHT
-            && started
-                .iter()
-                .all(|s| !s.drain && s.taken.load(Ordering::SeqCst));
+            && started.iter().all(|s| !s.drain)
+            && (waiting == 0 || waiting < TAKES_WAITING && !credit.draining());
         // A take that starts on an empty queue parks, and takes what the next send hands
         // it (all the messages of a batch that arrived together, up to 16): it reserves at
         // most half of the credit and leaves the rest to the take after it, which can then
@@ -83,7 +94,13 @@ pub(crate) async fn receive_task(
             biased;
             Some(taken) = inflight.next(), if !started.is_empty() => {
                 let Some(take) = started.pop_front() else { return };
-                if !link.report(take, taken).await {
+                let mut done = vec![(take, taken)];
+                // Takes after it that are done too go with it.
+                while let Some(Some(taken)) = inflight.next().now_or_never() {
+                    let Some(take) = started.pop_front() else { return };
+                    done.push((take, taken));
+                }
+                if !link.report(done).await {
                     return;
                 }
             }
@@ -128,7 +145,7 @@ async fn take(
             reason: e.to_string(),
         })?;
         let lock = r.lock.map(|(token, _)| Lock { token });
-        Ok((payload, lock))
+        Ok((r.sequence_number, payload, lock))
     };
     context
         .broker
@@ -145,25 +162,27 @@ struct Link {
 }
 
 impl Link {
-    /// Hands what a take got to the connection; false once the link should stop.
-    async fn report(&self, take: Started, taken: Taken) -> bool {
+    /// Hands what takes got to the connection, their messages in sequence-number order
+    /// (two takes waiting at once may have been handed theirs in either order); false once
+    /// the link should stop.
+    async fn report(&self, done: Vec<(Started, Taken)>) -> bool {
         let (channel, serial) = (self.channel, self.serial);
-        let messages = match taken {
-            Ok(messages) => messages,
-            Err(e) => {
-                self.credit.unreserve(take.units);
-                let failed = Event::Failed {
-                    channel,
-                    serial,
-                    error: broker_error(&e),
-                };
-                let _ = self.events.send(failed).await;
-                return false;
+        let (mut messages, mut failed, mut drained) = (Vec::new(), None, false);
+        for (take, taken) in done {
+            match taken {
+                Ok(got) => {
+                    self.credit.unreserve(take.units - got.len() as u32);
+                    drained |= take.drain && got.is_empty();
+                    messages.extend(got);
+                }
+                Err(e) => {
+                    self.credit.unreserve(take.units);
+                    failed.get_or_insert(e);
+                }
             }
-        };
-        self.credit.unreserve(take.units - messages.len() as u32);
-        let none = messages.is_empty();
-        for (payload, lock) in messages {
+        }
+        messages.sort_by_key(|(seq, ..)| *seq);
+        for (_, payload, lock) in messages {
             let take = Event::Take {
                 channel,
                 serial,
@@ -174,7 +193,16 @@ impl Link {
                 return false;
             }
         }
-        if none && take.drain {
+        if let Some(e) = failed {
+            let failed = Event::Failed {
+                channel,
+                serial,
+                error: broker_error(&e),
+            };
+            let _ = self.events.send(failed).await;
+            return false;
+        }
+        if drained {
             // Wait for the connection to end the drain before looking again.
             let answered = self.credit.changed();
             if self

@@ -192,6 +192,7 @@ impl Broker {
         entity.touch(self.clock.now());
         let deadline = tokio::time::Instant::now() + timeout;
         let owner = self.owner(target, &entity);
+        let place = queue.place();
         loop {
             let notified = queue.notified(which);
             let closed = self.runtime.closed();
@@ -233,7 +234,7 @@ impl Broker {
             // A receiver of the main subqueue takes hand-offs: a message sent while it
             // waits comes with the send's own write, not after a second one. (Parked before
             // it counts as waiting: whoever sees it waiting may hand it a message.)
-            let mut parked = (which == Subqueue::Main).then(|| queue.park(mode, max.max(1)));
+            let mut parked = (which == Subqueue::Main).then(|| queue.park(place, mode, max.max(1)));
             let _waiting = runtime::Waiting::new(queue);
             tokio::select! {
                 biased;

@@ -121,11 +121,26 @@ impl Drop for Parked<'_> {
 }
 
 impl Queue {
-    /// Parks a receiver of the main subqueue for hand-offs of up to `room` messages.
-    pub(crate) fn park(&self, mode: ReceiveMode, room: usize) -> Parked<'_> {
-        let id = self.slots.next.fetch_add(1, Ordering::Relaxed);
+    /// A receiver's place among those parked, taken when it starts: each time it parks it
+    /// goes back to that place, so receivers are handed messages in the order they started
+    /// (one that wakes for nothing and parks again does not fall behind those started
+    /// after it: an AMQP link's overlapping takes report in the order they started).
+    pub(crate) fn place(&self) -> u64 {
+        self.slots.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Parks a receiver of the main subqueue, at its [`Queue::place`], for hand-offs of up
+    /// to `room` messages.
+    pub(crate) fn park(&self, id: u64, mode: ReceiveMode, room: usize) -> Parked<'_> {
         let (tx, offers) = mpsc::unbounded_channel();
-        lock(&self.slots.parked).push_back((id, mode, room.max(1), tx));
+        let mut parked = lock(&self.slots.parked);
+        // From the back: a receiver parking for the first time is the newest.
+        let at = parked
+            .iter()
+            .rposition(|(other, ..)| *other < id)
+            .map_or(0, |i| i + 1);
+        parked.insert(at, (id, mode, room.max(1), tx));
+        drop(parked);
         Parked {
             queue: self,
             id,

@@ -190,3 +190,19 @@ fn a_drain_names_the_cold_deliveries() {
     assert_eq!(cold, vec![2, 3, 4]);
     assert_eq!(queue.counts().active, 0);
 }
+
+#[test]
+fn a_receiver_that_parks_again_keeps_its_place_among_the_parked() {
+    // Each receiver's room tells the claims apart: the first takes 1, the second 2...
+    let queue = Queue::new(1);
+    let (first, second, third) = (queue.place(), queue.place(), queue.place());
+    let mode = ReceiveMode::ReceiveAndDelete;
+    let _second = queue.park(second, mode, 2);
+    let parked = queue.park(first, mode, 1);
+    let _third = queue.park(third, mode, 3);
+    // The first woke for nothing and parks again: it is still handed to first.
+    drop(parked);
+    let _first = queue.park(first, mode, 1);
+    let rooms: Vec<usize> = std::iter::from_fn(|| queue.claim().map(|c| c.room)).collect();
+    assert_eq!(rooms, [1, 2, 3]);
+}
