@@ -1,7 +1,8 @@
 //! AMQP figures (issue 17), SASL PLAIN with the development key, beside T and the REST
 //! figures of the same run. Throughput is measured with a lean client (`amqp_raw`) and
 //! again through fe2o3-amqp's client (the AMQP library the Rust Service Bus crates are
-//! built on), latency through fe2o3-amqp's: durable sends with 64 in flight on one link,
+//! built on), latency through fe2o3-amqp's and again through the lean client (so that
+//! the client's own share shows): durable sends with 64 in flight on one link,
 //! peek-lock + complete with credit 64, the end-to-end latency at 1,000 msg/s to 3
 //! subscriptions, and the memory 1,000 idle connections take.
 
@@ -262,6 +263,16 @@ pub(crate) async fn figures(
     out!(
         "{:<62} {p50:>12.2} ms  ({got} of {want} copies received)",
         "AMQP end-to-end latency p50 at 1,000 msg/s to 3 subscriptions"
+    );
+    c.topic("amqp-lat-lean", 3).await?;
+    let (lean, due) =
+        crate::amqp_raw::end_to_end(amqp, "amqp-lat-lean", beside.phase.as_secs_f64()).await?;
+    out!(
+        "{:<62} {:>12.2} ms p50  {:.2} ms p99  ({} of {due} copies received)",
+        "  same through the lean client",
+        percentile_ms(&lean, 0.50),
+        percentile_ms(&lean, 0.99),
+        lean.len()
     );
     let disk = beside.writer().longest_sync;
     report.limit(

@@ -1,8 +1,8 @@
-//! A lean AMQP 1.0 load client for the AMQP throughput figures: one task, one connection,
-//! one link, frames encoded with the emulator's own frame writer (`serde_amqp` for the
-//! performatives) and decoded with fe2o3-amqp's frame decoder, the 1 KB message encoded
-//! once. It does what wrk does for HTTP: it keeps the client's own cost small, so that the
-//! figure is the emulator's. It still plays by the rules: SASL PLAIN, link credit and the
+//! A lean AMQP 1.0 load client for the AMQP throughput figures (and the end-to-end latency
+//! beside fe2o3-amqp's): one task per connection, one link each, frames encoded with the
+//! emulator's own frame writer (`serde_amqp` for the performatives) and decoded with
+//! fe2o3-amqp's frame decoder, the 1 KB message encoded once. It does what wrk does for
+//! HTTP: it keeps the client's own cost small, so that the figure is the emulator's. It still plays by the rules: SASL PLAIN, link credit and the
 //! session's incoming window are respected, and every outcome is checked.
 //!
 //! fe2o3-amqp's own client (the library the Rust Service Bus crates are built on) runs
@@ -17,11 +17,12 @@ use bytes::{Buf as _, BytesMut};
 use fe2o3_amqp::frames::amqp::{Frame, FrameBody, FrameDecoder};
 use fe2o3_amqp::frames::sasl;
 use fe2o3_amqp_types::definitions::{Handle, ReceiverSettleMode, Role, SenderSettleMode};
-use fe2o3_amqp_types::messaging::{Accepted, Data, DeliveryState, Source, Target};
+use fe2o3_amqp_types::messaging::message::__private::Deserializable;
+use fe2o3_amqp_types::messaging::{Accepted, Body, Data, DeliveryState, Message, Source, Target};
 use fe2o3_amqp_types::performatives::{
     Attach, Begin, ChannelMax, Disposition, Flow, MaxFrameSize, Open, Transfer,
 };
-use fe2o3_amqp_types::primitives::{Binary, Symbol};
+use fe2o3_amqp_types::primitives::{Binary, Symbol, Value};
 use fe2o3_amqp_types::sasl::{SaslCode, SaslInit};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -48,7 +49,12 @@ struct Link {
 impl Link {
     /// Connects, authenticates with SASL PLAIN and attaches a link with `role` to
     /// `address`; returns once the emulator attached its end.
-    async fn attach(amqp: SocketAddr, role: Role, address: &str) -> anyhow::Result<Self> {
+    async fn attach(
+        amqp: SocketAddr,
+        role: Role,
+        address: &str,
+        settle: SenderSettleMode,
+    ) -> anyhow::Result<Self> {
         let stream = TcpStream::connect(amqp).await?;
         stream.set_nodelay(true)?;
         let mut link = Link {
@@ -90,7 +96,7 @@ impl Link {
             name: "bench-raw".into(),
             handle: Handle(0),
             role: role.clone(),
-            snd_settle_mode: SenderSettleMode::Unsettled,
+            snd_settle_mode: settle,
             rcv_settle_mode: ReceiverSettleMode::First,
             source: Some(Box::new(source)),
             target: Some(Box::new(target.into())),
@@ -158,6 +164,55 @@ impl Link {
         sasl::FrameCodec {}
             .decode(&mut body)?
             .context("an incomplete SASL frame")
+    }
+
+    /// A flow for a receiving link: `credit` past `delivery_count` deliveries received.
+    fn flow(&self, delivery_count: u32, credit: u32) -> Flow {
+        Flow {
+            next_incoming_id: Some(self.next_incoming),
+            incoming_window: WINDOW,
+            next_outgoing_id: 0,
+            outgoing_window: WINDOW,
+            handle: Some(Handle(0)),
+            delivery_count: Some(delivery_count),
+            link_credit: Some(credit),
+            available: None,
+            drain: false,
+            echo: false,
+            properties: None,
+        }
+    }
+
+    /// Queues an unsettled transfer of `message` (an encoded message) as delivery `id`, the
+    /// id doubling as the transfer id and the tag: one frame per message.
+    fn transfer(&mut self, id: u32, message: Vec<u8>) -> anyhow::Result<()> {
+        self.send(FrameBody::Transfer {
+            performative: Transfer {
+                handle: Handle(0),
+                delivery_id: Some(id),
+                delivery_tag: Some(id.to_be_bytes().to_vec().into()),
+                message_format: Some(0),
+                settled: Some(false),
+                more: false,
+                rcv_settle_mode: None,
+                state: None,
+                resume: false,
+                aborted: false,
+                batchable: false,
+            },
+            payload: message.into(),
+        })
+    }
+
+    /// How many sends a disposition settles, once it is checked to accept them all.
+    fn accepted(d: &Disposition) -> anyhow::Result<u32> {
+        if !matches!(d.state, Some(DeliveryState::Accepted(_))) {
+            bail!("a send was not accepted: {:?}", d.state);
+        }
+        Ok(d.last
+            .unwrap_or(d.first)
+            .wrapping_sub(d.first)
+            .wrapping_add(1))
     }
 
     /// Queues a frame on channel 0 (written by [`Link::flush`]).
@@ -234,43 +289,23 @@ pub(crate) async fn send_rate(
     in_flight: u32,
     phase: Duration,
 ) -> anyhow::Result<f64> {
-    let mut link = Link::attach(amqp, Role::Sender, queue).await?;
+    let mut link = Link::attach(amqp, Role::Sender, queue, SenderSettleMode::Unsettled).await?;
     let message = serde_amqp::to_vec(&Data(Binary::from(payload())))?;
     let (mut sent, mut settled) = (0u32, 0u32);
     let start = Instant::now();
     while start.elapsed() < phase {
-        // The delivery-id doubles as the transfer-id: one frame per message.
         while sent.wrapping_sub(settled) < in_flight
             && below(sent, link.link_limit)
             && below(sent, link.session_limit)
         {
-            link.send(FrameBody::Transfer {
-                performative: Transfer {
-                    handle: Handle(0),
-                    delivery_id: Some(sent),
-                    delivery_tag: Some(sent.to_be_bytes().to_vec().into()),
-                    message_format: Some(0),
-                    settled: Some(false),
-                    more: false,
-                    rcv_settle_mode: None,
-                    state: None,
-                    resume: false,
-                    aborted: false,
-                    batchable: false,
-                },
-                payload: message.clone().into(),
-            })?;
+            link.transfer(sent, message.clone())?;
             sent = sent.wrapping_add(1);
         }
         link.flush().await?;
         let mut frame = Some(link.next().await?);
         while let Some(body) = frame {
             if let FrameBody::Disposition(d) = body {
-                if !matches!(d.state, Some(DeliveryState::Accepted(_))) {
-                    bail!("a send was not accepted: {:?}", d.state);
-                }
-                let last = d.last.unwrap_or(d.first);
-                settled = settled.wrapping_add(last.wrapping_sub(d.first).wrapping_add(1));
+                settled = settled.wrapping_add(Link::accepted(&d)?);
             }
             frame = link.buffered()?;
         }
@@ -286,22 +321,9 @@ pub(crate) async fn peek_lock_rate(
     credit: u32,
     phase: Duration,
 ) -> anyhow::Result<f64> {
-    let mut link = Link::attach(amqp, Role::Receiver, queue).await?;
+    let mut link = Link::attach(amqp, Role::Receiver, queue, SenderSettleMode::Unsettled).await?;
     let mut received = 0u32;
-    let flow = |link: &Link, received: u32| Flow {
-        next_incoming_id: Some(link.next_incoming),
-        incoming_window: WINDOW,
-        next_outgoing_id: 0,
-        outgoing_window: WINDOW,
-        handle: Some(Handle(0)),
-        delivery_count: Some(received),
-        link_credit: Some(credit),
-        available: None,
-        drain: false,
-        echo: false,
-        properties: None,
-    };
-    link.send(FrameBody::Flow(flow(&link, received)))?;
+    link.send(FrameBody::Flow(link.flow(received, credit)))?;
     link.flush().await?;
     let start = Instant::now();
     while start.elapsed() < phase {
@@ -328,8 +350,100 @@ pub(crate) async fn peek_lock_rate(
             state: Some(DeliveryState::Accepted(Accepted {})),
             batchable: false,
         }))?;
-        link.send(FrameBody::Flow(flow(&link, received)))?;
+        link.send(FrameBody::Flow(link.flow(received, credit)))?;
         link.flush().await?;
     }
     Ok(f64::from(received) / start.elapsed().as_secs_f64())
+}
+
+/// End-to-end latency at 1,000 msg/s to the 3 subscriptions (`s0`..`s2`) of `topic`: one
+/// sender and three receive-and-delete receivers, each on a connection and a task of its
+/// own, as the fe2o3-amqp measurement has them. Returns every copy's latency (µs, sorted)
+/// and how many copies were due; gives up on missing copies 30 s after the last send.
+pub(crate) async fn end_to_end(
+    amqp: SocketAddr,
+    topic: &str,
+    seconds: f64,
+) -> anyhow::Result<(Vec<u64>, u64)> {
+    let total = (1000.0 * seconds) as u32;
+    let origin = Instant::now();
+    let give_up = tokio::time::Instant::now() + Duration::from_secs_f64(seconds + 30.0);
+    let mut receivers = Vec::new();
+    for s in 0..3 {
+        let address = format!("{topic}/Subscriptions/s{s}");
+        let link = Link::attach(amqp, Role::Receiver, &address, SenderSettleMode::Settled).await?;
+        receivers.push(tokio::spawn(tokio::time::timeout_at(
+            give_up,
+            stamps(link, total, origin),
+        )));
+    }
+    let mut link = Link::attach(amqp, Role::Sender, topic, SenderSettleMode::Unsettled).await?;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let (mut sent, mut settled) = (0u32, 0u32);
+    let sending = tokio::time::timeout_at(give_up, async {
+        while settled < total {
+            let may_send =
+                sent < total && below(sent, link.link_limit) && below(sent, link.session_limit);
+            tokio::select! {
+                _ = tick.tick(), if may_send => {
+                    let stamp = origin.elapsed().as_micros().to_string().into_bytes();
+                    link.transfer(sent, serde_amqp::to_vec(&Data(Binary::from(stamp)))?)?;
+                    link.flush().await?;
+                    sent += 1;
+                }
+                body = link.next() => {
+                    if let FrameBody::Disposition(d) = body? {
+                        settled += Link::accepted(&d)?;
+                    }
+                }
+            }
+        }
+        anyhow::Ok(())
+    });
+    sending
+        .await
+        .context("the sends were not all accepted in time")??;
+    let mut latencies = Vec::new();
+    for r in receivers {
+        // A receiver that timed out lost its copies only: the count shows it.
+        if let Ok(got) = r.await? {
+            latencies.extend(got?);
+        }
+    }
+    latencies.sort_unstable();
+    Ok((latencies, u64::from(total) * 3))
+}
+
+/// Receives `want` stamped messages on a settled receiving link, granting credit 64 and
+/// topping it up by half; each one's latency, µs from its stamp to its arrival.
+async fn stamps(mut link: Link, want: u32, origin: Instant) -> anyhow::Result<Vec<u64>> {
+    const CREDIT: u32 = 64;
+    let (mut received, mut granted_at) = (0u32, 0u32);
+    link.send(FrameBody::Flow(link.flow(received, CREDIT)))?;
+    link.flush().await?;
+    let mut latencies = Vec::with_capacity(want as usize);
+    while received < want {
+        let body = link.next().await?;
+        let now = origin.elapsed().as_micros();
+        let FrameBody::Transfer { payload, .. } = body else {
+            continue;
+        };
+        let message = serde_amqp::from_slice::<Deserializable<Message<Body<Value>>>>(&payload)?.0;
+        let Body::Data(data) = message.body else {
+            bail!("a message without a data body");
+        };
+        let sent: u128 = data
+            .first()
+            .and_then(|d| std::str::from_utf8(&d.0).ok())
+            .and_then(|t| t.parse().ok())
+            .context("a message without a stamp")?;
+        latencies.push(now.saturating_sub(sent) as u64);
+        received += 1;
+        if received - granted_at >= CREDIT / 2 {
+            granted_at = received;
+            link.send(FrameBody::Flow(link.flow(received, CREDIT)))?;
+            link.flush().await?;
+        }
+    }
+    Ok(latencies)
 }
