@@ -2,8 +2,9 @@
 //! beside fe2o3-amqp's): one task per connection, one link each, frames encoded with the
 //! emulator's own frame writer (`serde_amqp` for the performatives) and decoded with
 //! fe2o3-amqp's frame decoder, the 1 KB message encoded once. It does what wrk does for
-//! HTTP: it keeps the client's own cost small, so that the figure is the emulator's. It still plays by the rules: SASL PLAIN, link credit and the
-//! session's incoming window are respected, and every outcome is checked.
+//! HTTP: it keeps the client's own cost small, so that the figure is the emulator's. It
+//! still plays by the rules: SASL PLAIN, link credit and the session's incoming window are
+//! respected, and every outcome is checked.
 //!
 //! fe2o3-amqp's own client (the library the Rust Service Bus crates are built on) runs
 //! several tasks and channels per delivery; on two cores shared with the emulator it took

@@ -65,11 +65,12 @@ pub(crate) struct Offer {
     pub(crate) commit: oneshot::Receiver<bool>,
 }
 
-/// A parked receiver's slot: its id, how it takes, how many messages it takes at most,
-/// where its offers go.
+/// A parked receiver's slot: its place ([`Queue::place`]), how it takes, how many messages
+/// it takes at most, where its offers go.
 type Slot = (u64, ReceiveMode, usize, mpsc::UnboundedSender<Offer>);
 
-/// The parked receivers that take hand-offs, oldest first.
+/// The parked receivers that take hand-offs, in the order of their places (the order they
+/// started in).
 #[derive(Debug, Default)]
 pub(crate) struct Slots {
     next: AtomicU64,
@@ -140,7 +141,6 @@ impl Queue {
             .rposition(|(other, ..)| *other < id)
             .map_or(0, |i| i + 1);
         parked.insert(at, (id, mode, room.max(1), tx));
-        drop(parked);
         Parked {
             queue: self,
             id,
@@ -154,7 +154,7 @@ impl Queue {
         !lock(&self.slots.parked).is_empty()
     }
 
-    /// The oldest parked receiver still there, taken out of the queue, when the main
+    /// The first parked receiver still there, taken out of the queue, when the main
     /// subqueue has nothing ready or cold and nothing is on its way to be filed: a message
     /// handed off then overtakes nothing.
     pub(crate) fn claim(&self) -> Option<Claim> {
