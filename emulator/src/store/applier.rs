@@ -1,6 +1,6 @@
 //! The applier thread: puts each acknowledged cycle into sled, in order, then forgets it in
-//! the overlay; at a checkpoint it flushes sled and deletes the log file the writer rotated
-//! away from. Both used to run on the writer's thread, before its answers (sled's apply) or
+//! the overlay; at a checkpoint it flushes sled and sets aside the log file the writer
+//! rotated away from, for reuse. Both used to run on the writer's thread, before its answers (sled's apply) or
 //! stalling them (a checkpoint's flush, 10-24 ms); here they delay no acknowledgement.
 //!
 //! The overlay is bounded: when the records waiting for the applier hold more than
@@ -29,7 +29,8 @@ const MOST_PENDING_BYTES: u64 = 16 << 20;
 pub(super) enum Job {
     /// Cycle `generation`'s operations, durable in the log and published in the overlay.
     Apply(u64, Vec<Op>),
-    /// Every cycle of the old log file is queued before this: flush sled, then delete it.
+    /// Every cycle of the old log file is queued before this: flush sled, then set the
+    /// file aside as the spare.
     Checkpoint(PathBuf),
     /// Flush sled once everything queued before is applied, then answer (the writer is
     /// closing).
@@ -155,7 +156,7 @@ fn run(inbox: &Receiver<Job>, trees: &Trees, shared: &Shared, counters: &Counter
                     .db
                     .flush()
                     .map(drop)
-                    .and_then(|()| wal::remove(&old).map_err(sled::Error::Io));
+                    .and_then(|()| wal::retire(&old).map_err(sled::Error::Io));
                 match done {
                     Ok(()) => shared.checkpointing.store(false, Ordering::SeqCst),
                     // The old file stays: a start replays it.

@@ -106,7 +106,7 @@ pub struct WriterStats {
     pub handoff: Duration,
     /// Applying records to sled, on the applier thread (after the acknowledgement).
     pub apply: Duration,
-    /// Checkpoints (sled flush and old log deleted), on the applier thread.
+    /// Checkpoints (sled flush and old log set aside), on the applier thread.
     pub checkpoint: Duration,
     /// The longest single cycle since the previous [`super::Store::writer_stats`] call:
     /// the longest any request waited behind the writer's own work.
