@@ -1,7 +1,8 @@
 //! The applier thread: puts each acknowledged cycle into sled, in order, then forgets it in
 //! the overlay; at a checkpoint it flushes sled and sets aside the log file the writer
-//! rotated away from, for reuse. Both used to run on the writer's thread, before its answers (sled's apply) or
-//! stalling them (a checkpoint's flush, 10-24 ms); here they delay no acknowledgement.
+//! rotated away from, for reuse. Both used to run on the writer's thread, before its
+//! answers (sled's apply) or stalling them (a checkpoint's flush, 10-24 ms); here they
+//! delay no acknowledgement.
 //!
 //! The overlay is bounded: when the records waiting for the applier hold more than
 //! [`MOST_PENDING_BYTES`], the writer waits. The bound is in bytes, not cycles, so that a

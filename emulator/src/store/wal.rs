@@ -58,18 +58,21 @@ pub(super) struct Wal {
     generation: Option<u64>,
 }
 
+/// `path` with `suffix` appended to its file name.
+fn suffixed(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
 /// Where the log being checkpointed lies while a new one is written.
 pub(super) fn old_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".old");
-    PathBuf::from(name)
+    suffixed(path, ".old")
 }
 
 /// Where a checkpointed log waits to be written on again.
 fn spare_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".spare");
-    PathBuf::from(name)
+    suffixed(path, ".spare")
 }
 
 /// The intact records of a log file (none when it does not exist).
